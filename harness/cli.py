@@ -1,0 +1,213 @@
+"""The ``stress`` command line: parse, validate, call the API, choose an exit code.
+
+Exit codes: 0 every verdict as expected; 1 findings (a variant expected safe failed, or, with
+``--strict``, one expected unsafe was never exposed); 2 bad usage or configuration; 3 a bug in stress;
+130 interrupted. A user error is one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from harness import __version__
+from harness.config import Layer, build_config
+from harness.engine import run as run_engine
+from harness.errors import InternalError, StressError, UserError
+from harness.loader import is_file_target, load_target
+from harness.registry import Registry
+from harness.render import terminal
+
+__all__ = ["cli", "entry", "main"]
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+_BOOLEAN_FLAGS = {
+    "shuffle": ("--shuffle", "--no-shuffle"),
+    "barrier": ("--barrier", "--no-barrier"),
+    "perturbation": ("--perturbation", "--no-perturbation"),
+    "strict": ("--strict", "--no-strict"),
+}
+
+
+def _flag_name(key: str, value: Any) -> str:
+    if key in _BOOLEAN_FLAGS:
+        on, off = _BOOLEAN_FLAGS[key]
+        return on if value else off
+    return f"--{key.replace('_', '-')} {value}"
+
+
+def _console() -> Console:
+    # Off a terminal (a pipe, a CI log) nothing wraps lines for us, so use a comfortable width
+    # unless COLUMNS says otherwise.
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 100
+    return console
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="stress")
+def cli() -> None:
+    """Find and measure concurrency bugs in Python synchronization code.
+
+    Each scenario has variants (strategies) tagged safe or unsafe. `stress run` executes every
+    variant thousands of times under perturbation and ranks them by how often they fail.
+    """
+
+
+def _registry(targets: tuple[str, ...]) -> tuple[Registry, list[str], dict[str, str]]:
+    """The scenarios the targets name (built-in names or files), the names to run, and for each
+    name the target that reaches it again (for replay commands)."""
+    registry = Registry()
+    names: list[str] = []
+    reach: dict[str, str] = {}
+    builtin: Registry | None = None
+    for target in targets:
+        if is_file_target(target):
+            found = load_target(target)
+            single = len(found) == 1
+            for scenario in found:
+                registry.add(scenario)
+                names.append(scenario.name)
+                file = target.partition("::")[0]
+                reach[scenario.name] = target if single else f"{file}::{scenario.name}"
+        else:
+            builtin = builtin or Registry.builtin()
+            scenario = builtin.get(target)
+            registry.add(scenario)
+            names.append(scenario.name)
+            reach[scenario.name] = scenario.name
+    return registry, names, reach
+
+
+@cli.command("list")
+@click.argument("files", nargs=-1, metavar="[FILE.py]...")
+def list_command(files: tuple[str, ...]) -> None:
+    """List the scenarios (built-in, or those in FILE.py), their variants and expectations."""
+    registry = _registry(files)[0] if files else Registry.builtin()
+    terminal.print_list(_console(), registry)
+
+
+@cli.command("show")
+@click.argument("scenario")
+def show_command(scenario: str) -> None:
+    """Describe SCENARIO (a name or FILE.py::NAME) and print each variant's source."""
+    registry, names, _ = _registry((scenario,))
+    for name in names:
+        terminal.print_show(_console(), registry.get(name))
+
+
+@cli.command("run")
+@click.argument("scenarios", nargs=-1, required=True, metavar="SCENARIO...")
+@click.option(
+    "--variant",
+    "-V",
+    "variants",
+    multiple=True,
+    metavar="NAME",
+    help="Run only this variant (repeatable); NAME or SCENARIO/NAME.",
+)
+@click.option("--iterations", "-n", metavar="N", help="Trials per variant [default: 1000; 20 with --trial].")
+@click.option("--seed", "-s", metavar="S", help="Run seed; fixes every trial's plan [default: random].")
+@click.option(
+    "--timeout", "-t", metavar="T", help="Seconds before a trial counts as hung (e.g. 0.5, 200ms) [default: auto]."
+)
+@click.option("--jobs", "-j", metavar="J", help="Worker processes [default: CPU count].")
+@click.option("--out", "-o", metavar="DIR", help="Write the run here instead of reports/<run-id>/.")
+@click.option("--size", metavar="N", help="Work per actor [default: the scenario's].")
+@click.option(
+    "--preempt",
+    metavar="P|LO:HI|off",
+    help="Forced thread-switch probability per instruction of the code under test "
+    "[default: 0.001:0.02, sampled per trial].",
+)
+@click.option("--pause", metavar="S|LO:HI|off", help="Pause at a forced switch, e.g. 50us [default: off = just yield].")
+@click.option("--switch-interval", metavar="S|LO:HI|off", help="sys.setswitchinterval per trial [default: 10us:10ms].")
+@click.option("--jitter", metavar="S|LO:HI|off", help="Max random start delay per actor [default: 100us].")
+@click.option("--shuffle/--no-shuffle", default=None, help="Start actors in random order [default: on].")
+@click.option("--barrier/--no-barrier", default=None, help="Start actors together at a barrier [default: on].")
+@click.option(
+    "--no-perturbation",
+    "perturbation",
+    flag_value=False,
+    default=None,
+    help="Switch every knob off: plain repetition, as a baseline.",
+)
+@click.option("--trial", metavar="K", help="Replay: run trial K's plan on every iteration (needs --seed).")
+@click.option(
+    "--strict", is_flag=True, default=None, help="Exit 1 also when a variant expected unsafe is never exposed."
+)
+@click.option("--quiet", "-q", is_flag=True, help="Print only the final report.")
+def run_command(
+    scenarios: tuple[str, ...], variants: tuple[str, ...], out: str | None, quiet: bool, **flags: Any
+) -> int:
+    """Run every variant of SCENARIO under perturbation (or those picked with --variant).
+
+    SCENARIO is a built-in name (see `stress list`), a file of scenarios (FILE.py) or one
+    scenario in a file (FILE.py::NAME).
+    """
+    config = build_config([Layer(flags, _flag_name)])
+    registry, names, reach = _registry(scenarios)
+    selected = registry.select(names, variants)
+    console = _console()
+    report = run_engine(
+        selected,
+        config,
+        out=Path(out) if out else None,
+        observer=terminal.LiveProgress(console, quiet=quiet),
+        targets=reach,
+        command=shlex.join(["stress", *sys.argv[1:]]) if sys.argv else "stress",
+    )
+    terminal.print_report(console, report)
+    if report.interrupted:
+        return EXIT_INTERRUPTED
+    return report.exit_code()
+
+
+def _error(message: str) -> None:
+    line = " ".join(str(message).split())
+    click.echo(click.style(f"stress: error: {line}", fg="red"), err=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (the console script calls `entry`)."""
+    try:
+        result = cli.main(args=argv, prog_name="stress", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        return EXIT_INTERRUPTED
+    except click.UsageError as exc:
+        hint = f" (see 'stress {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent else ""
+        _error(exc.format_message() + hint)
+        return EXIT_USAGE
+    except UserError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except InternalError as exc:
+        traceback.print_exc()
+        _error(str(exc))
+        return EXIT_INTERNAL
+    except StressError as exc:
+        _error(str(exc))
+        return EXIT_INTERNAL
+    except Exception:
+        traceback.print_exc()
+        _error("unexpected internal error (this is a bug in stress, please report it)")
+        return EXIT_INTERNAL
+    return result if isinstance(result, int) else EXIT_OK
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Run settings, validated once, with the source of every value.
+
+Settings come in layers, highest precedence first: command-line flags, environment variables,
+``[tool.stress]`` in ``pyproject.toml``, built-in defaults. `build_config` merges the layers and
+validates each value where it came from, so an error names the value and its source
+("--iterations -3: must be an integer >= 1"). Everything downstream receives a valid `RunConfig`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.errors import ConfigError, did_you_mean
+from harness.knobs import UNITS, Knob, Perturbation, parse_seconds
+
+__all__ = ["DEFAULT_ITERATIONS", "REPLAY_ITERATIONS", "Layer", "RunConfig", "build_config", "default_jobs"]
+
+DEFAULT_ITERATIONS = 1000
+REPLAY_ITERATIONS = 20
+
+
+def default_jobs() -> int:
+    """CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that shapes a run.
+
+    Attributes:
+        iterations: Trials per variant.
+        seed: The run seed; with the trial index it determines every trial's plan.
+        jobs: Worker processes.
+        timeout: Seconds a trial may run before it counts as hung; None adapts it to the scenario.
+        size: Work per actor; None uses each scenario's default.
+        perturbation: The knobs.
+        trial: Replay: run trial ``trial``'s plan on every iteration instead of trial ``i``'s.
+        strict: An expected-unsafe variant that never failed makes the run fail too.
+    """
+
+    iterations: int = DEFAULT_ITERATIONS
+    seed: int = 0
+    jobs: int = field(default_factory=default_jobs)
+    timeout: float | None = None
+    size: int | None = None
+    perturbation: Perturbation = field(default_factory=Perturbation)
+    trial: int | None = None
+    strict: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "iterations": self.iterations,
+            "seed": self.seed,
+            "jobs": self.jobs,
+            "timeout": self.timeout,
+            "size": self.size,
+            "perturbation": self.perturbation.to_dict(),
+            "trial": self.trial,
+            "strict": self.strict,
+        }
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One source of settings. ``name(key, value)`` says where a value came from, for messages."""
+
+    values: Mapping[str, Any]
+    name: Callable[[str, Any], str]
+
+
+def _flag_name(key: str, value: Any) -> str:
+    return f"--{key.replace('_', '-')} {value}"
+
+
+FLAGS = _flag_name
+
+_KNOBS = ("preempt", "pause", "switch_interval", "jitter")
+_SWITCHES = ("shuffle", "barrier")
+KNOWN = (
+    "iterations",
+    "seed",
+    "jobs",
+    "timeout",
+    "size",
+    "trial",
+    "strict",
+    "perturbation",
+    *_KNOBS,
+    *_SWITCHES,
+)
+
+
+def _integer(value: Any, where: str, *, minimum: int) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: must be an integer >= {minimum}")
+    try:
+        number = int(str(value).strip()) if not isinstance(value, int) else value
+    except ValueError:
+        raise ConfigError(f"{where}: not an integer; give a whole number >= {minimum}") from None
+    if number < minimum:
+        raise ConfigError(f"{where}: must be an integer >= {minimum}")
+    return number
+
+
+def _timeout(value: Any, where: str) -> float | None:
+    if value is None or str(value).strip().lower() in ("auto", "adaptive"):
+        return None
+    try:
+        seconds = float(value) if isinstance(value, int | float) else parse_seconds(str(value))
+    except ValueError:
+        raise ConfigError(f"{where}: not a duration; give seconds (e.g. 0.5), a value like 200ms, or 'auto'") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"{where}: must be a positive duration (e.g. 0.5 or 200ms), or 'auto'")
+    return seconds
+
+
+def _boolean(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{where}: must be true or false")
+
+
+def build_config(
+    layers: Sequence[Layer],
+    *,
+    random_seed: Callable[[], int] = lambda: secrets.randbelow(2**32),
+    jobs: Callable[[], int] = default_jobs,
+) -> RunConfig:
+    """Merge ``layers`` (highest precedence first) into a validated `RunConfig`."""
+    chosen: dict[str, tuple[Any, str]] = {}
+    for layer in layers:
+        unknown = [key for key in layer.values if key not in KNOWN]
+        if unknown:
+            key = unknown[0]
+            raise ConfigError(
+                f"{layer.name(key, layer.values[key])}: unknown setting {key!r}" + did_you_mean(key, KNOWN)
+            )
+        _check_conflicts(layer)
+        for key, value in layer.values.items():
+            if value is not None and key not in chosen:
+                chosen[key] = (value, layer.name(key, value))
+
+    def get(key: str) -> tuple[Any, str] | None:
+        return chosen.get(key)
+
+    perturbation = Perturbation()
+    off = get("perturbation")
+    if off is not None and not _boolean(*off):
+        perturbation = Perturbation.none()
+    knobs: dict[str, Any] = {}
+    for key in _KNOBS:
+        got = get(key)
+        if got is not None:
+            value, where = got
+            knobs[key] = Knob.parse(str(value), unit=UNITS[key], where=where)
+    for key in _SWITCHES:
+        got = get(key)
+        if got is not None:
+            knobs[key] = _boolean(*got)
+    perturbation = perturbation.with_(**knobs)
+
+    trial = _integer(*chosen["trial"], minimum=0) if "trial" in chosen else None
+    if trial is not None and "seed" not in chosen:
+        raise ConfigError(
+            f"{chosen['trial'][1]} needs --seed: a trial's plan is derived from the run seed, "
+            "so replay with the seed of the run that failed"
+        )
+    if "iterations" in chosen:
+        iterations = _integer(*chosen["iterations"], minimum=1)
+    else:
+        iterations = REPLAY_ITERATIONS if trial is not None else DEFAULT_ITERATIONS
+    return RunConfig(
+        iterations=iterations,
+        seed=_integer(*chosen["seed"], minimum=0) if "seed" in chosen else random_seed(),
+        jobs=_integer(*chosen["jobs"], minimum=1) if "jobs" in chosen else jobs(),
+        timeout=_timeout(*chosen["timeout"]) if "timeout" in chosen else None,
+        size=_integer(*chosen["size"], minimum=1) if "size" in chosen else None,
+        perturbation=perturbation,
+        trial=trial,
+        strict=_boolean(*chosen["strict"]) if "strict" in chosen else False,
+    )
+
+
+def _check_conflicts(layer: Layer) -> None:
+    values = {k: v for k, v in layer.values.items() if v is not None}
+    if "perturbation" in values and not _boolean(values["perturbation"], layer.name("perturbation", "off")):
+        clash = [key for key in (*_KNOBS, *_SWITCHES) if key in values]
+        if clash:
+            key = clash[0]
+            raise ConfigError(
+                f"{layer.name('perturbation', 'off')} conflicts with {layer.name(key, values[key])}: "
+                "the first switches every knob off; drop one of them"
+            )

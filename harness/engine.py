@@ -1,0 +1,401 @@
+"""The engine: plans trials, hands them to workers, owns every deadline, collects outcomes.
+
+The parent process runs a single-threaded event loop over the workers' pipes and process sentinels
+(no thread in the parent, so forking a replacement worker is always safe). Each worker has at most
+`PIPELINE` trials queued, so it never waits for the parent between trials. Results are written to
+``results.jsonl`` the moment they arrive, and the observer (the terminal display, say) hears of them
+at once.
+
+Outcomes the worker cannot see are decided here: a trial still running at its deadline is ``hung``
+(the worker dumps its threads and is replaced), a worker that dies is ``crashed`` with its exit status.
+Trials queued behind either go to another worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any, Protocol
+
+from harness.config import RunConfig
+from harness.deadline import AdaptiveTimeout
+from harness.errors import InternalError
+from harness.outcome import Evidence, Outcome, TrialResult
+from harness.plan import ActorStart, make_plan
+from harness.preempt import Scope
+from harness.results import RUN, SUMMARY, ResultsWriter, make_run_dir, write_json
+from harness.scenario import Variant
+from harness.stats import VariantStats
+from harness.summary import RunInfo, RunReport, VariantInfo, python_info, ranked
+from harness.thread_dump import blocked_at
+from harness.worker import Task, WorkerHandle
+
+__all__ = ["RunObserver", "run"]
+
+PIPELINE = 2
+TICK = 0.05
+
+
+class RunObserver(Protocol):
+    """Hears of a run as it happens (the terminal display implements this)."""
+
+    def started(self, info: RunInfo) -> None: ...
+
+    def result(self, result: TrialResult, stats: VariantStats) -> None: ...
+
+    def tick(self) -> None: ...
+
+    def finished(self, report: RunReport) -> None: ...
+
+
+class _NoObserver:
+    def started(self, info: RunInfo) -> None:
+        pass
+
+    def result(self, result: TrialResult, stats: VariantStats) -> None:
+        pass
+
+    def tick(self) -> None:
+        pass
+
+    def finished(self, report: RunReport) -> None:
+        pass
+
+
+def scope_for(variants: Sequence[Variant]) -> Scope:
+    """Default injection scope: the files that define the variants being run."""
+    return Scope(files=[f for v in variants for f in v.files])
+
+
+def run(
+    variants: Sequence[Variant],
+    config: RunConfig,
+    *,
+    reports: Path = Path("reports"),
+    out: Path | None = None,
+    observer: RunObserver | None = None,
+    scope: Scope | None = None,
+    command: str = "",
+    targets: dict[str, str] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    now: Callable[[], _dt.datetime] = lambda: _dt.datetime.now(_dt.UTC),
+) -> RunReport:
+    """Run every variant ``config.iterations`` times and return the ranked report.
+
+    Args:
+        variants: What to run (see `harness.Registry.select`).
+        config: The validated run settings.
+        reports: Folder under which the run folder is created.
+        out: Exact run folder to use instead (``--out``).
+        observer: Told of each result as it arrives.
+        scope: Code that gets forced preemption; defaults to the variants' own files.
+        command: The command line, recorded for the report.
+        targets: For each scenario, what to type after ``stress run`` to reach it again (a file
+            path for a user's scenario); defaults to the scenario's name.
+        clock: Monotonic seconds, for deadlines (tests inject a fake one).
+        now: Wall-clock time, for the run id and timestamps.
+    """
+    if not variants:
+        raise InternalError("run() needs at least one variant")
+    engine = _Engine(
+        variants,
+        config,
+        reports=reports,
+        out=out,
+        observer=observer or _NoObserver(),
+        scope=scope or scope_for(variants),
+        command=command,
+        targets=targets or {},
+        clock=clock,
+        now=now,
+    )
+    return engine.run()
+
+
+@dataclass
+class _Head:
+    started: float
+    timeout: float
+
+
+class _Engine:
+    def __init__(
+        self,
+        variants: Sequence[Variant],
+        config: RunConfig,
+        *,
+        reports: Path,
+        out: Path | None,
+        observer: RunObserver,
+        scope: Scope,
+        command: str,
+        targets: dict[str, str],
+        clock: Callable[[], float],
+        now: Callable[[], _dt.datetime],
+    ) -> None:
+        self.variants = {v.key: v for v in variants}
+        self.config = config
+        self.observer = observer
+        self.scope = scope
+        self.clock = clock
+        self.now = now
+        started = now()
+        names = list(dict.fromkeys(v.scenario for v in variants))
+        run_id = f"{started:%Y%m%d-%H%M%S}-{'+'.join(names)[:60]}"
+        run_dir = make_run_dir(out if out is not None else reports, run_id, exact=out is not None)
+        self.info = RunInfo(
+            run_id=run_dir.name,
+            run_dir=run_dir,
+            config=config,
+            variants=tuple(VariantInfo(v.key, v.expect.value, v.description) for v in variants),
+            command=command,
+            started=started.isoformat(timespec="seconds"),
+            python=python_info(),
+            jobs=min(config.jobs, config.iterations * len(variants)),
+            scenarios={v.scenario: v.scenario_description for v in variants},
+            targets={v.scenario: targets.get(v.scenario, v.scenario) for v in variants},
+        )
+        self.stats = {v.key: VariantStats(v.key, v.expect, v.description) for v in variants}
+        self.timeouts: dict[str, AdaptiveTimeout] = {}
+        for v in variants:
+            self.timeouts.setdefault(v.scenario, AdaptiveTimeout(fixed=config.timeout))
+        self.sizes = {v.key: config.size or v.size for v in variants}
+        self.tasks: Iterator[Task] = self._plan_tasks()
+        self.requeued: deque[Task] = deque()
+        self.exhausted = False
+        self.workers: list[WorkerHandle] = []
+        self.heads: dict[int, _Head] = {}
+        self.done = 0
+        self.stopping = False
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    def run(self) -> RunReport:
+        write_json(self.info.run_dir / RUN, self.info.to_dict())
+        self.writer = ResultsWriter(self.info.run_dir, clock=self.clock)
+        start = self.clock()
+        interrupted = False
+        self.observer.started(self.info)
+        try:
+            with self._interruptible():
+                for _ in range(self.info.jobs):
+                    self.workers.append(self._spawn())
+                self._loop()
+        except KeyboardInterrupt:
+            self.stopping = True
+        finally:
+            interrupted = self.stopping
+            self._stop_workers(kill=interrupted)
+            self.writer.close()
+        wall = self.clock() - start
+        report = RunReport(
+            info=self.info,
+            variants=ranked([s.summary() for s in self.stats.values()]),
+            finished=self.now().isoformat(timespec="seconds"),
+            wall=wall,
+            trials=self.done,
+            complete=self.done == self.info.total_trials,
+            interrupted=interrupted,
+        )
+        write_json(self.info.run_dir / SUMMARY, report.to_dict())
+        self.observer.finished(report)
+        return report
+
+    def _plan_tasks(self) -> Iterator[Task]:
+        config = self.config
+        for seq in range(config.iterations):
+            trial = config.trial if config.trial is not None else seq
+            plan = make_plan(config.perturbation, seed=config.seed, trial=trial)
+            for key in self.variants:
+                yield Task(seq, key, plan, self.sizes[key])
+
+    def _next_task(self) -> Task | None:
+        if self.requeued:
+            return self.requeued.popleft()
+        if self.exhausted:
+            return None
+        task = next(self.tasks, None)
+        if task is None:
+            self.exhausted = True
+        return task
+
+    def _work_left(self) -> bool:
+        return bool(self.requeued) or not self.exhausted or any(w.pending for w in self.workers)
+
+    @contextlib.contextmanager
+    def _interruptible(self) -> Iterator[None]:
+        """First Ctrl-C: stop at the next tick and report what ran. Second: stop at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_interrupt(signum: int, frame: object) -> None:
+            if self.stopping:
+                raise KeyboardInterrupt
+            self.stopping = True
+
+        previous = signal.signal(signal.SIGINT, on_interrupt)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _loop(self) -> None:
+        while not self.stopping:
+            self._dispatch()
+            if not any(w.pending for w in self.workers):
+                break
+            now = self.clock()
+            wake = min((h.started + h.timeout for h in self.heads.values()), default=now + TICK)
+            handles: list[Any] = [w.conn for w in self.workers] + [w.sentinel for w in self.workers]
+            ready = set(wait(handles, timeout=max(0.0, min(wake - now, TICK))))
+            now = self.clock()
+            for worker in list(self.workers):
+                if worker.conn in ready:
+                    self._drain(worker, now)
+                if worker.sentinel in ready:
+                    self._lost(worker, now)
+            self._check_deadlines(self.clock())
+            self.writer.tick()
+            self.observer.tick()
+
+    def _dispatch(self) -> None:
+        now = self.clock()
+        for worker in self.workers:
+            while len(worker.pending) < PIPELINE:
+                task = self._next_task()
+                if task is None:
+                    return
+                worker.send(task)
+                if len(worker.pending) == 1:
+                    self._start_head(worker, now)
+
+    def _start_head(self, worker: WorkerHandle, now: float) -> None:
+        task = worker.pending[0]
+        timeout = self.timeouts[task.variant.partition("/")[0]].current()
+        self.heads[id(worker)] = _Head(now, timeout)
+
+    # -- what workers report ---------------------------------------------------------------------
+
+    def _drain(self, worker: WorkerHandle, now: float) -> None:
+        for message in worker.receive():
+            if message[0] == "internal":
+                raise InternalError(f"a worker failed outside any trial:\n{message[1]}")
+            _, seq, label, duration, evidence, starts, switches = message
+            task = worker.pending.popleft()
+            if task.seq != seq:
+                raise InternalError(f"worker answered trial {seq} while {task.seq} was expected")
+            head = self.heads.pop(id(worker))
+            outcome = Outcome.from_label(label)
+            self.timeouts[task.variant.partition("/")[0]].observe(duration)
+            self._record(
+                TrialResult(
+                    variant=task.variant,
+                    seq=task.seq,
+                    trial=task.plan.trial,
+                    outcome=outcome,
+                    duration=duration,
+                    plan=task.plan,
+                    starts=tuple(tuple(ActorStart(a, d) for a, d in group) for group in starts),
+                    switches=switches,
+                    timeout=head.timeout,
+                    evidence=Evidence.from_dict(evidence),
+                )
+            )
+            if worker.pending:
+                self._start_head(worker, now)
+
+    def _record(self, result: TrialResult) -> None:
+        self.writer.write(result)
+        stats = self.stats[result.variant]
+        stats.add(result)
+        self.done += 1
+        self.observer.result(result, stats)
+
+    def _lost(self, worker: WorkerHandle, now: float) -> None:
+        """The worker's process ended on its own: whatever it was running crashed."""
+        self._drain(worker, now)
+        worker.process.join()
+        if worker.pending:
+            head = self.heads.pop(id(worker))
+            task = worker.pending.popleft()
+            dump = worker.read_dump()
+            self._record(
+                TrialResult(
+                    variant=task.variant,
+                    seq=task.seq,
+                    trial=task.plan.trial,
+                    outcome=Outcome.CRASHED,
+                    duration=now - head.started,
+                    plan=task.plan,
+                    timeout=head.timeout,
+                    evidence=Evidence(
+                        dump=dump or None,
+                        blocked_at=blocked_at(dump, self.scope) if dump else (),
+                        exit_status=worker.process.exitcode,
+                    ),
+                )
+            )
+        self._replace(worker)
+
+    def _check_deadlines(self, now: float) -> None:
+        for worker in list(self.workers):
+            head = self.heads.get(id(worker))
+            if head is None or now < head.started + head.timeout:
+                continue
+            self._drain(worker, now)  # it may have finished just now
+            if self.heads.get(id(worker)) is not head:
+                continue
+            task = worker.pending.popleft()
+            del self.heads[id(worker)]
+            worker.abort_for_dump()
+            dump = worker.read_dump()
+            self._record(
+                TrialResult(
+                    variant=task.variant,
+                    seq=task.seq,
+                    trial=task.plan.trial,
+                    outcome=Outcome.HUNG,
+                    duration=now - head.started,
+                    plan=task.plan,
+                    timeout=head.timeout,
+                    evidence=Evidence(
+                        messages=(f"still running after {head.timeout:.3g} s",),
+                        dump=dump or None,
+                        blocked_at=blocked_at(dump, self.scope) if dump else (),
+                    ),
+                )
+            )
+            self._replace(worker)
+
+    # -- workers ---------------------------------------------------------------------------------
+
+    def _spawn(self) -> WorkerHandle:
+        inherited = [fd for w in self.workers for fd in w.fds()] + [self.writer.fileno()]
+        return WorkerHandle(variants=self.variants, scope=self.scope, close_in_child=inherited)
+
+    def _replace(self, worker: WorkerHandle) -> None:
+        """Requeue what the worker still had, and fork a fresh worker if work is left."""
+        self.requeued.extendleft(reversed(worker.pending))
+        worker.pending.clear()
+        self.heads.pop(id(worker), None)
+        worker.process.join()
+        worker.close()
+        self.workers.remove(worker)
+        if self._work_left():
+            self.workers.append(self._spawn())
+
+    def _stop_workers(self, *, kill: bool) -> None:
+        for worker in self.workers:
+            if kill:
+                worker.process.kill()
+            worker.stop()
+        self.workers.clear()

@@ -1,0 +1,170 @@
+"""What a trial can end as, and the record of one trial.
+
+`Outcome` is a closed set. Each member carries its description and a severity: when several things
+go wrong in one trial (an actor raises *and* a check fails), the most severe one names the outcome
+and the evidence keeps the rest.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.plan import ActorStart, Plan
+
+__all__ = ["Evidence", "Outcome", "TrialResult"]
+
+
+class Outcome(enum.Enum):
+    """How a trial ended."""
+
+    PASSED = ("passed", 0, "every check held and every actor finished")
+    FAILED = ("failed", 1, "a check (invariant) was broken")
+    ERROR = ("error", 2, "an actor or the variant raised an exception")
+    DEADLOCKED = ("deadlocked", 3, "threads waited for each other in a cycle")
+    HUNG = ("hung", 4, "the trial did not finish before its deadline")
+    CRASHED = ("crashed", 5, "the worker process running the trial died")
+
+    def __init__(self, label: str, severity: int, description: str) -> None:
+        self.label = label
+        self.severity = severity
+        self.description = description
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def is_failure(self) -> bool:
+        return self is not Outcome.PASSED
+
+    @classmethod
+    def from_label(cls, label: str) -> Outcome:
+        for member in cls:
+            if member.label == label:
+                return member
+        raise ValueError(f"unknown outcome {label!r}")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What was seen of a failure. Every field is optional; text fields are already truncated.
+
+    Attributes:
+        messages: Broken checks' messages, in the order they were recorded.
+        tracebacks: Exceptions raised by actors or the variant, formatted, in the order raised.
+        dump: ``faulthandler`` dump of every thread (hung or crashed trials).
+        blocked_at: For a dump, the innermost in-scope frame of each thread (``file:line in fn``).
+        exit_status: How the worker died: exit code, or ``-N`` for signal N.
+        output: The tail of what the trial printed.
+    """
+
+    messages: tuple[str, ...] = ()
+    tracebacks: tuple[str, ...] = ()
+    dump: str | None = None
+    blocked_at: tuple[str, ...] = ()
+    exit_status: int | None = None
+    output: str | None = None
+
+    def summary(self) -> str:
+        """The first thing to say about this failure, in one line."""
+        if self.messages:
+            return self.messages[0]
+        if self.tracebacks:
+            lines = [line for line in self.tracebacks[0].strip().splitlines() if line.strip()]
+            return lines[-1] if lines else "exception"
+        if self.blocked_at:
+            return "blocked at " + self.blocked_at[0]
+        if self.exit_status is not None:
+            return _describe_exit(self.exit_status)
+        return ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if value not in (None, ()):
+                out[name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Evidence | None:
+        if not data:
+            return None
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key in ("messages", "tracebacks", "blocked_at"):
+            if key in known:
+                known[key] = tuple(known[key])
+        return cls(**known)
+
+
+def _describe_exit(status: int) -> str:
+    if status < 0:
+        import signal
+
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        return f"worker killed by {name}"
+    return f"worker exited with status {status}"
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One trial, as written to ``results.jsonl``.
+
+    Attributes:
+        variant: ``scenario/variant``.
+        seq: Position of this trial among the variant's trials in this run (0-based, unique).
+        trial: Index the trial's plan was derived from (equals ``seq`` except when replaying).
+        outcome: How it ended.
+        duration: Seconds the trial ran, measured in the worker (for hung trials: until the deadline).
+        plan: The perturbation plan.
+        starts: How the actors were actually started (order and delay), per actor group.
+        switches: Thread switches forced by preemption injection.
+        timeout: The deadline the trial ran under, in seconds.
+        evidence: What was seen, for any outcome but passed.
+    """
+
+    variant: str
+    seq: int
+    trial: int
+    outcome: Outcome
+    duration: float
+    plan: Plan
+    starts: tuple[tuple[ActorStart, ...], ...] = ()
+    switches: int = 0
+    timeout: float | None = None
+    evidence: Evidence | None = field(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "variant": self.variant,
+            "seq": self.seq,
+            "trial": self.trial,
+            "outcome": self.outcome.label,
+            "duration": round(self.duration, 7),
+            "plan": self.plan.to_dict(),
+            "starts": [[[s.actor, round(s.delay, 9)] for s in group] for group in self.starts],
+            "switches": self.switches,
+            "timeout": self.timeout,
+        }
+        if self.evidence is not None:
+            out["evidence"] = self.evidence.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialResult:
+        return cls(
+            variant=data["variant"],
+            seq=data["seq"],
+            trial=data["trial"],
+            outcome=Outcome.from_label(data["outcome"]),
+            duration=data["duration"],
+            plan=Plan.from_dict(data["plan"]),
+            starts=tuple(tuple(ActorStart(a, d) for a, d in group) for group in data.get("starts", ())),
+            switches=data.get("switches", 0),
+            timeout=data.get("timeout"),
+            evidence=Evidence.from_dict(data.get("evidence")),
+        )

@@ -1,0 +1,223 @@
+"""Forced thread switches inside the code under test.
+
+Since CPython 3.10 a thread only gives up the GIL at a few kinds of instruction (backward jumps,
+calls), so a read-modify-write such as ``box[0] += 1`` is never interrupted between its read and its
+write, however small the switch interval: plain repetition finds nothing. The `Preemptor` makes the
+interpreter stop at individual bytecode instructions of the code under test and, with a small
+probability at each, yields the GIL (``time.sleep``), which is what exposes such races.
+
+Two mechanisms, one per interpreter, never both in one process (mixing them loses events on 3.12
+and 3.13):
+
+* 3.12+: `sys.monitoring`. ``PY_START`` finds each code object once; the ones in `Scope` get local
+  ``INSTRUCTION`` events, every other code location is disabled, so code outside the scope runs at
+  full speed.
+* 3.11: `sys.settrace` in each actor thread, with ``f_trace_opcodes`` turned on only for frames
+  whose code is in scope.
+
+Switch points are spaced by a geometric countdown rather than a coin flip per instruction, so the
+per-instruction cost is one decrement.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import CodeType, FrameType
+from typing import Any
+
+__all__ = ["HAS_MONITORING", "Preemptor", "Scope"]
+
+# Typed loosely: mypy checks against 3.11, which has no _monitoring.
+_monitoring: Any = getattr(sys, "monitoring", None)
+HAS_MONITORING = _monitoring is not None
+_HARNESS_DIR = str(Path(__file__).resolve().parent) + os.sep
+_TOOL_NAME = "stress"
+
+
+class Scope:
+    """Which code gets forced switches: code objects whose file is one of ``files`` or lies under
+    one of ``dirs``. The harness's own code is never in scope. Decisions are cached per file name."""
+
+    def __init__(self, files: Iterable[str] = (), dirs: Iterable[str] = ()) -> None:
+        self.files = frozenset(str(Path(f).resolve()) for f in files)
+        self.dirs = tuple(str(Path(d).resolve()).rstrip(os.sep) + os.sep for d in dirs)
+        self._decided: dict[str, bool] = {}
+
+    def __repr__(self) -> str:
+        return f"Scope(files={sorted(self.files)}, dirs={list(self.dirs)})"
+
+    def contains_file(self, filename: str) -> bool:
+        decided = self._decided.get(filename)
+        if decided is None:
+            decided = self._decided[filename] = self._decide(filename)
+        return decided
+
+    def _decide(self, filename: str) -> bool:
+        if filename.startswith("<"):
+            return False
+        path = str(Path(filename).resolve())
+        if path.startswith(_HARNESS_DIR):
+            return False
+        return path in self.files or path.startswith(self.dirs)
+
+
+def _gap_maker(probability: float, rng: random.Random) -> Callable[[], int]:
+    """Instructions until the next forced switch: geometric with mean 1/probability."""
+    if probability >= 1.0:
+        return lambda: 1
+    log_q = math.log1p(-probability)
+    draw = rng.random
+
+    def gap() -> int:
+        return int(math.log(1.0 - draw()) / log_q) + 1
+
+    return gap
+
+
+class Preemptor:
+    """Injects forced thread switches into in-scope code during a trial.
+
+    Per trial: `start` before the variant runs, `stop` after its actors are joined. One countdown is
+    shared by all threads, so switches land wherever in-scope code is running.
+    """
+
+    def __init__(self, scope: Scope, *, backend: str | None = None) -> None:
+        self.scope = scope
+        self.backend = backend or ("monitoring" if HAS_MONITORING else "settrace")
+        if self.backend == "monitoring" and not HAS_MONITORING:
+            raise ValueError("sys.monitoring needs Python 3.12 or newer")
+        self._active = False
+        self._tool: int | None = None
+        self._instrumented: set[CodeType] = set()
+        self._switches = 0
+        self._countdown = 0
+        self._gap: Callable[[], int] = lambda: 1
+        self._pause = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    def start(self, probability: float, *, pause: float = 0.0, seed: int = 0) -> None:
+        """Begin forcing switches, in every thread, for code in scope (no-op at probability 0)."""
+        self._switches = 0
+        self._active = probability > 0
+        if not self._active:
+            return
+        self._gap = _gap_maker(probability, random.Random(seed))
+        self._countdown = self._gap()
+        self._pause = pause
+        if self.backend == "monitoring":
+            self._monitoring_on()
+        else:
+            tracer = self._make_tracer()
+            threading.settrace(tracer)  # threads started from now on (the actors)
+            sys.settrace(tracer)  # and the thread running the variant body
+
+    def stop(self) -> int:
+        """Stop forcing switches; returns how many were forced since `start`."""
+        if self._active:
+            if self.backend == "monitoring":
+                self._monitoring_off()
+            else:
+                sys.settrace(None)
+                threading.settrace(None)  # type: ignore[arg-type,unused-ignore]
+        self._active = False
+        return self._switches
+
+    def close(self) -> None:
+        """Release the monitoring tool id (workers call this on exit)."""
+        if self._tool is not None:
+            mon = _monitoring
+            self._monitoring_off()
+            mon.set_events(self._tool, 0)
+            mon.register_callback(self._tool, mon.events.INSTRUCTION, None)
+            mon.register_callback(self._tool, mon.events.PY_START, None)
+            mon.free_tool_id(self._tool)
+            self._tool = None
+
+    def _switch(self) -> None:
+        self._countdown = self._gap()
+        self._switches += 1
+        time.sleep(self._pause)
+
+    # -- sys.monitoring (3.12+) ------------------------------------------------------------------
+    #
+    # Global events are set once per process and left on: changing them makes the interpreter
+    # re-instrument every function it runs afterwards, which would cost each trial far more than
+    # the trial itself. Per trial, only the local INSTRUCTION events of in-scope code are toggled.
+
+    def _claim_tool(self) -> int:
+        mon = _monitoring
+        for tool in (4, 3, 5):
+            if mon.get_tool(tool) is None:
+                mon.use_tool_id(tool, _TOOL_NAME)
+                return tool
+        raise RuntimeError("no free sys.monitoring tool id for stress's preemption injection")
+
+    def _monitoring_setup(self) -> int:
+        mon = _monitoring
+        events = mon.events
+        tool = self._claim_tool()
+        contains = self.scope.contains_file
+        instrumented = self._instrumented
+        disable = mon.DISABLE
+        set_local = mon.set_local_events
+
+        def on_start(code: CodeType, offset: int) -> Any:
+            if contains(code.co_filename):
+                instrumented.add(code)
+                if self._active:
+                    set_local(tool, code, events.INSTRUCTION)
+            return disable  # each code object is looked at once
+
+        def on_instruction(code: CodeType, offset: int) -> None:
+            self._countdown -= 1
+            if self._countdown <= 0:
+                self._switch()
+
+        mon.register_callback(tool, events.PY_START, on_start)
+        mon.register_callback(tool, events.INSTRUCTION, on_instruction)
+        mon.set_events(tool, events.PY_START)
+        return tool
+
+    def _monitoring_on(self) -> None:
+        if self._tool is None:
+            self._tool = self._monitoring_setup()
+        instruction = _monitoring.events.INSTRUCTION
+        for code in self._instrumented:
+            _monitoring.set_local_events(self._tool, code, instruction)
+
+    def _monitoring_off(self) -> None:
+        if self._tool is None:
+            return
+        for code in self._instrumented:
+            _monitoring.set_local_events(self._tool, code, 0)
+
+    # -- sys.settrace (3.11) ---------------------------------------------------------------------
+
+    def _make_tracer(self) -> Callable[[FrameType, str, Any], Any]:
+        contains = self.scope.contains_file
+
+        def local(frame: FrameType, event: str, arg: Any) -> Any:
+            if event == "opcode":
+                self._countdown -= 1
+                if self._countdown <= 0:
+                    self._switch()
+            return local
+
+        def on_call(frame: FrameType, event: str, arg: Any) -> Any:
+            if contains(frame.f_code.co_filename):
+                frame.f_trace_opcodes = True
+                frame.f_trace_lines = False
+                return local
+            return None
+
+        return on_call

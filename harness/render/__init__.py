@@ -1,0 +1,1 @@
+"""Renderers: they read results and reports, and never change them."""

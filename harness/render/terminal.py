@@ -1,0 +1,301 @@
+"""The terminal: scenario listings, the live progress display, and the final ranking.
+
+Everything here reads engine objects (`RunInfo`, `TrialResult`, `RunReport`) and draws them with
+rich. The live display redraws from the engine's own loop (``auto_refresh=False``), so the parent
+process never starts a thread and can fork replacement workers safely.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.padding import Padding
+from rich.progress_bar import ProgressBar
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+from harness.outcome import Outcome, TrialResult
+from harness.registry import Registry
+from harness.scenario import Expect, Scenario
+from harness.stats import VariantStats, VariantSummary, Verdict, rule_of_three
+from harness.summary import RunInfo, RunReport
+
+__all__ = ["LiveProgress", "print_list", "print_report", "print_show"]
+
+REFRESH = 0.1
+_OUTCOME_STYLE = {
+    Outcome.PASSED: "green",
+    Outcome.FAILED: "red",
+    Outcome.ERROR: "magenta",
+    Outcome.DEADLOCKED: "bright_red",
+    Outcome.HUNG: "yellow",
+    Outcome.CRASHED: "bold red",
+}
+_VERDICT_STYLE = {
+    Verdict.EXPOSED: "green",
+    Verdict.HELD: "green",
+    Verdict.NOT_EXPOSED: "yellow",
+    Verdict.BROKEN: "bold red",
+}
+
+
+def _expect_text(expect: Expect) -> Text:
+    return Text(expect.value, style="red" if expect is Expect.UNSAFE else "green")
+
+
+def print_list(console: Console, registry: Registry) -> None:
+    table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+    table.add_column("scenario", style="bold cyan", no_wrap=True)
+    table.add_column("variant", no_wrap=True)
+    table.add_column("expect", no_wrap=True)
+    table.add_column("description")
+    for scenario in registry:
+        table.add_row(scenario.name, "", "", Text(scenario.description, style="italic"))
+        for variant in scenario:
+            table.add_row("", variant.name, _expect_text(variant.expect), variant.description)
+    console.print(table)
+    console.print(Text("Run one with: stress run SCENARIO --iterations 2000", style="dim"))
+
+
+def print_show(console: Console, scenario: Scenario) -> None:
+    console.print(Text.assemble((scenario.name, "bold cyan"), "  ", scenario.description))
+    console.print(Text(f"default size (work per actor): {scenario.size}", style="dim"))
+    for variant in scenario:
+        console.print()
+        console.print(Text.assemble(("● ", "dim"), (variant.name, "bold"), "  ", _expect_text(variant.expect)))
+        if variant.description:
+            console.print(Padding(Text(variant.description, style="italic"), (0, 0, 0, 2)))
+        console.print(
+            Padding(Syntax(variant.source(), "python", theme="ansi_dark", background_color="default"), (0, 0, 0, 2))
+        )
+
+
+class LiveProgress:
+    """A `harness.engine.RunObserver` that draws per-variant progress while the run goes on.
+
+    On a terminal it redraws in place at most every `REFRESH` seconds; otherwise (a pipe, CI) it
+    stays silent until the end. Either way it prints one line the first time each variant fails.
+    """
+
+    def __init__(self, console: Console, *, quiet: bool = False) -> None:
+        self.console = console
+        self.quiet = quiet
+        self._live: Live | None = None
+        self._stats: dict[str, VariantStats] = {}
+        self._info: RunInfo | None = None
+        self._started = 0.0
+        self._last = 0.0
+        self._announced: set[str] = set()
+
+    def started(self, info: RunInfo) -> None:
+        self._info = info
+        self._started = time.monotonic()
+        if self.quiet:
+            return
+        self.console.print(_run_heading(info))
+        if self.console.is_terminal:
+            self._live = Live(console=self.console, auto_refresh=False, transient=True)
+            self._live.start()
+            self._redraw()
+
+    def result(self, result: TrialResult, stats: VariantStats) -> None:
+        self._stats[result.variant] = stats
+        if result.outcome.is_failure and result.variant not in self._announced and not self.quiet:
+            self._announced.add(result.variant)
+            expect = stats.expect
+            style = "bold red" if expect is Expect.SAFE else "yellow"
+            what = "expected safe, failed" if expect is Expect.SAFE else "first failure"
+            summary = result.evidence.summary() if result.evidence else ""
+            self.console.print(
+                Text.assemble(
+                    ("✗ ", style),
+                    (result.variant, "bold"),
+                    f" {what} at trial {result.trial}: ",
+                    (result.outcome.label, _OUTCOME_STYLE[result.outcome]),
+                    f" — {summary}" if summary else "",
+                )
+            )
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if self._live is not None and now - self._last >= REFRESH:
+            self._last = now
+            self._redraw()
+
+    def finished(self, report: RunReport) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def _redraw(self) -> None:
+        if self._live is None or self._info is None:
+            return
+        info = self._info
+        total = info.config.iterations
+        table = Table(box=None, show_header=False, pad_edge=False)
+        table.add_column(no_wrap=True)
+        table.add_column(width=30)
+        table.add_column(justify="right", no_wrap=True)
+        table.add_column(no_wrap=True)
+        done = 0
+        for variant in info.variants:
+            stats = self._stats.get(variant.key)
+            trials = stats.trials if stats else 0
+            failures = stats.failures if stats else 0
+            done += trials
+            style = "red" if failures and variant.expect == "safe" else ("yellow" if failures else "green")
+            table.add_row(
+                variant.key,
+                ProgressBar(total=total, completed=trials, width=30),
+                f"{trials}/{total}",
+                Text(f"{failures} failed ({failures / trials:.0%})" if trials else "", style=style),
+            )
+        elapsed = time.monotonic() - self._started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        footer = Text(f"{done}/{info.total_trials} trials · {elapsed:.1f} s · {rate:,.0f} trials/s", style="dim")
+        self._live.update(Group(table, footer), refresh=True)
+
+
+def _run_heading(info: RunInfo) -> Text:
+    config = info.config
+    names = ", ".join(info.scenarios)
+    replay = f" · replaying the plan of trial {config.trial}" if config.trial is not None else ""
+    return Text.assemble(
+        ("stress ", "bold"),
+        (names, "bold cyan"),
+        f" · seed {config.seed} · {config.iterations} trials per variant"
+        f" · {info.jobs} worker{'s' if info.jobs != 1 else ''}{replay}",
+        style="",
+    )
+
+
+def _outcomes(summary: VariantSummary) -> Text:
+    """Failures by kind, most severe first (passed trials are the rest)."""
+    text = Text()
+    for outcome, count in sorted(summary.by_outcome.items(), key=lambda item: -item[0].severity):
+        if outcome is Outcome.PASSED:
+            continue
+        if text:
+            text.append(" · ", style="dim")
+        text.append(f"{outcome.label} {count}", style=_OUTCOME_STYLE[outcome])
+    return text or Text("—", style="dim")
+
+
+def print_report(console: Console, report: RunReport) -> None:
+    """The final ranking, one example per failing variant, and what to worry about."""
+    info = report.info
+    single = len(info.scenarios) == 1
+    table = Table(
+        title=Text.assemble(
+            "Ranked by failure rate · ",
+            f"{report.trials} trials in {report.wall:.1f} s ({report.trials_per_second:,.0f} trials/s)",
+        ),
+        title_justify="left",
+        header_style="bold",
+        caption="failure rate: observed, then its 95 % Wilson interval; 0 failures in N trials bounds the rate by 3/N",
+        caption_justify="left",
+        caption_style="dim",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("#", justify="right", no_wrap=True, min_width=1)
+    table.add_column("variant", style="bold", no_wrap=True)
+    table.add_column("expect", no_wrap=True, min_width=6)
+    table.add_column("trials", justify="right", no_wrap=True, min_width=6)
+    table.add_column("failure rate", no_wrap=True, min_width=12)
+    table.add_column("verdict", no_wrap=True, min_width=7)
+    table.add_column("failures", min_width=10)
+    for rank, summary in enumerate(report.variants, 1):
+        table.add_row(
+            str(rank),
+            summary.name if single else summary.variant,
+            _expect_text(summary.expect),
+            str(summary.trials),
+            summary.rate_text(),
+            Text(summary.verdict.label, style=_VERDICT_STYLE[summary.verdict]),
+            _outcomes(summary),
+        )
+    console.print()
+    console.print(table)
+    examples = [s for s in report.variants if s.example is not None]
+    if examples:
+        console.print()
+        console.print(Text("Example failures", style="bold underline"))
+        for summary in examples:
+            assert summary.example is not None
+            _print_example(console, report, summary.example)
+    _print_verdicts(console, report)
+    state = "" if report.complete else (" (interrupted: partial results)" if report.interrupted else " (incomplete)")
+    console.print(Text.assemble(("results: ", "dim"), str(info.run_dir), (state, "yellow")))
+
+
+def _print_example(console: Console, report: RunReport, result: TrialResult) -> None:
+    evidence = result.evidence
+    console.print()
+    console.print(
+        Text.assemble(
+            (result.variant, "bold"),
+            f" · trial {result.trial} · ",
+            (result.outcome.label, _OUTCOME_STYLE[result.outcome]),
+            f" after {result.duration * 1000:.1f} ms",
+        )
+    )
+    body: list[RenderableType] = []
+    if evidence is not None:
+        body.extend(Text(message) for message in evidence.messages[:3])
+        body.extend(Text.assemble(("blocked ", "yellow"), line) for line in evidence.blocked_at[:6])
+        if evidence.exit_status is not None:
+            body.append(Text(evidence.summary(), style="red"))
+        if evidence.tracebacks:
+            body.append(_tail(evidence.tracebacks[0], 12, "magenta"))
+            if len(evidence.tracebacks) > 1:
+                body.append(Text(f"(and {len(evidence.tracebacks) - 1} more exceptions in this trial)", style="dim"))
+        elif evidence.dump and not evidence.blocked_at:
+            body.append(_tail(evidence.dump, 12, "yellow"))
+        if evidence.output:
+            body.append(Text.assemble(("printed: ", "dim"), _tail(evidence.output, 3, "")))
+    body.append(Text.assemble(("plan    ", "dim"), result.plan.describe()))
+    body.append(Text.assemble(("replay  ", "dim"), (report.info.replay(result.variant, result.trial), "cyan")))
+    console.print(Padding(Group(*body), (0, 0, 0, 2)))
+
+
+def _tail(text: str, lines: int, style: str) -> Text:
+    kept = text.rstrip().splitlines()
+    cut = len(kept) - lines
+    shown = "\n".join(kept[-lines:])
+    prefix = f"[{cut} more lines in results.jsonl]\n" if cut > 0 else ""
+    return Text(prefix + shown, style=style)
+
+
+def _print_verdicts(console: Console, report: RunReport) -> None:
+    out = [
+        Text.assemble(
+            ("✗ ", "bold red"),
+            (summary.variant, "bold"),
+            f" is expected safe but failed {summary.failures} of {summary.trials} trials",
+            style="red",
+        )
+        for summary in report.broken
+    ]
+    for summary in report.not_exposed:
+        bound = rule_of_three(summary.trials)
+        out.append(
+            Text.assemble(
+                ("! ", "bold yellow"),
+                (summary.variant, "bold"),
+                f" is expected unsafe but was not exposed in {summary.trials} trials "
+                f"(failure rate < {bound:.2%} at 95 %); more iterations or stronger perturbation may expose it",
+                style="yellow",
+            )
+        )
+    if out:
+        console.print()
+        for line in out:
+            console.print(line)
+    console.print()

@@ -1,0 +1,102 @@
+"""The run folder: where results land as they arrive.
+
+A run folder holds ``run.json`` (what was asked: written before the first trial), ``results.jsonl``
+(one line per finished trial, appended as trials finish and flushed at least every
+`FLUSH_INTERVAL`), and ``summary.json`` (written when the run ends). Everything a report shows can be
+recomputed from ``run.json`` and ``results.jsonl`` alone, so a run that was interrupted or killed can
+still be rendered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from harness.errors import ConfigError
+from harness.outcome import TrialResult
+
+__all__ = ["FLUSH_INTERVAL", "ResultsWriter", "make_run_dir", "read_results", "write_json"]
+
+FLUSH_INTERVAL = 0.1
+RESULTS = "results.jsonl"
+RUN = "run.json"
+SUMMARY = "summary.json"
+
+
+def make_run_dir(base: Path, run_id: str, *, exact: bool) -> Path:
+    """Create the run folder. ``exact``: use ``base`` itself (``--out``); else ``base/run_id``,
+    with a numeric suffix if a run of that id exists already."""
+    target = base if exact else base / run_id
+    if not exact:
+        suffix = 1
+        while target.exists():
+            suffix += 1
+            target = base / f"{run_id}-{suffix}"
+    try:
+        target.mkdir(parents=True, exist_ok=exact)
+        probe = target / ".stress-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"output folder {str(target)!r} is not writable ({exc.strerror or exc}); choose another with --out"
+        ) from None
+    if exact and (target / RESULTS).exists():
+        raise ConfigError(f"output folder {str(target)!r} already holds a run; choose an empty folder with --out")
+    return target
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write atomically: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class ResultsWriter:
+    """Appends trial results to ``results.jsonl``; flushes to the OS at least every interval."""
+
+    def __init__(self, run_dir: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = run_dir / RESULTS
+        self._file: IO[str] = self.path.open("a", encoding="utf-8")
+        self._clock = clock
+        self._last_flush = clock()
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def write(self, result: TrialResult) -> None:
+        self._file.write(json.dumps(result.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n")
+        self.tick()
+
+    def tick(self) -> None:
+        """Flush if the last flush is older than `FLUSH_INTERVAL`; call this often."""
+        now = self._clock()
+        if now - self._last_flush >= FLUSH_INTERVAL:
+            self.flush(now)
+
+    def flush(self, now: float | None = None) -> None:
+        self._file.flush()
+        self._last_flush = self._clock() if now is None else now
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            self._file.close()
+
+
+def read_results(run_dir: Path) -> Iterator[TrialResult]:
+    """Every complete line of ``results.jsonl``; a torn last line (a killed run) is skipped."""
+    path = run_dir / RESULTS
+    with path.open(encoding="utf-8") as file:
+        for line in file:
+            if not line.endswith("\n"):
+                break
+            try:
+                yield TrialResult.from_dict(json.loads(line))
+            except (ValueError, KeyError, TypeError):
+                continue

@@ -1,0 +1,180 @@
+"""Declaring scenarios and their variants.
+
+A `Scenario` is a family of code under test (``counter``, ``bank``, ...). Each of its variants is one
+implementation strategy, declared with the `Scenario.variant` decorator on a function that receives a
+`harness.Trial`. The variant's ``expect`` tag records what its author believes ("safe" or
+"unsafe"); the harness uses the tag only to judge the verdict, never to steer a trial.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.errors import ScenarioError, ScenarioNotFound, did_you_mean
+
+if TYPE_CHECKING:
+    from harness.trial import Trial
+
+__all__ = ["DEFAULT_SIZE", "Expect", "Scenario", "Variant", "VariantFn"]
+
+VariantFn = Callable[["Trial"], Any]
+DEFAULT_SIZE = 100
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class Expect(enum.Enum):
+    """What the author of a variant expects of it."""
+
+    SAFE = "safe"
+    UNSAFE = "unsafe"
+
+    @classmethod
+    def parse(cls, value: Expect | str, *, where: str) -> Expect:
+        if isinstance(value, Expect):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            raise ScenarioError(
+                f"expect={value!r} in {where}: must be 'safe' or 'unsafe'"
+                + did_you_mean(str(value), [m.value for m in cls])
+            ) from None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One implementation strategy of a scenario."""
+
+    scenario: str
+    name: str
+    description: str
+    expect: Expect
+    fn: VariantFn
+    #: Files whose code is in scope for preemption injection by default.
+    files: tuple[str, ...]
+    #: The scenario's default work per actor.
+    size: int = DEFAULT_SIZE
+    scenario_description: str = ""
+
+    @property
+    def key(self) -> str:
+        """``scenario/variant``: the name used in results and on the command line."""
+        return f"{self.scenario}/{self.name}"
+
+    def source(self) -> str:
+        """The variant function's source code, for ``stress show``."""
+        try:
+            return inspect.getsource(self.fn)
+        except (OSError, TypeError):
+            return f"# source of {self.key} is not available\n"
+
+
+def _check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ScenarioError(
+            f"{what} name {name!r}: use letters, digits, '-', '_' or '.', starting with a letter or digit"
+        )
+    return name
+
+
+def _caller_file(depth: int) -> str | None:
+    frame = sys._getframe(depth + 1)
+    file = frame.f_globals.get("__file__")
+    return str(Path(file).resolve()) if isinstance(file, str) else None
+
+
+class Scenario:
+    """A named family of variants that exercise the same shared state.
+
+    Args:
+        name: The name used on the command line (``stress run NAME``).
+        description: One line saying what the actors do.
+        size: The default amount of work per actor (``trial.size``); ``--size`` overrides it. Keep it
+            small: many cheap trials find more interleavings than a few long ones.
+    """
+
+    def __init__(self, name: str, description: str, *, size: int = DEFAULT_SIZE) -> None:
+        self.name = _check_name(name, "scenario")
+        self.description = description.strip()
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ScenarioError(f"size={size!r} in scenario {name!r}: must be an integer >= 1")
+        self.size = size
+        self.file = _caller_file(1)
+        self._variants: dict[str, Variant] = {}
+
+    def __repr__(self) -> str:
+        return f"Scenario({self.name!r}, variants={list(self._variants)})"
+
+    def variant(
+        self,
+        name: str | None = None,
+        *,
+        expect: Expect | str,
+        description: str | None = None,
+    ) -> Callable[[VariantFn], VariantFn]:
+        """Declare the decorated function as a variant of this scenario.
+
+        Args:
+            name: The variant's name; defaults to the function name with ``_`` turned into ``-``.
+            expect: ``"safe"`` or ``"unsafe"``: what you believe of this strategy.
+            description: One line; defaults to the first line of the function's docstring.
+        """
+        where = f"scenario {self.name!r}"
+        tag = Expect.parse(expect, where=where)
+
+        def register(fn: VariantFn) -> VariantFn:
+            if not callable(fn):
+                raise ScenarioError(f"variant of {where} must decorate a function, not {fn!r}")
+            vname = _check_name(name or fn.__name__.replace("_", "-"), "variant")
+            if vname in self._variants:
+                raise ScenarioError(f"variant {vname!r} is declared twice in {where}")
+            doc = description if description is not None else inspect.getdoc(fn) or ""
+            files = {f for f in (self.file, _code_file(fn)) if f}
+            self._variants[vname] = Variant(
+                scenario=self.name,
+                name=vname,
+                description=doc.strip().splitlines()[0] if doc.strip() else "",
+                expect=tag,
+                fn=fn,
+                files=tuple(sorted(files)),
+                size=self.size,
+                scenario_description=self.description,
+            )
+            return fn
+
+        return register
+
+    @property
+    def variants(self) -> Mapping[str, Variant]:
+        return dict(self._variants)
+
+    def __iter__(self) -> Iterator[Variant]:
+        return iter(self._variants.values())
+
+    def __len__(self) -> int:
+        return len(self._variants)
+
+    def get(self, name: str) -> Variant:
+        """The variant called ``name``, or `ScenarioNotFound` with a suggestion."""
+        try:
+            return self._variants[name]
+        except KeyError:
+            raise ScenarioNotFound(
+                f"scenario {self.name!r} has no variant {name!r}"
+                + did_you_mean(name, self._variants)
+                + f"; its variants: {', '.join(self._variants)}"
+            ) from None
+
+
+def _code_file(fn: Callable[..., Any]) -> str | None:
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return None
+    return str(Path(code.co_filename).resolve())

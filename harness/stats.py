@@ -1,0 +1,171 @@
+"""Failure rates with their uncertainty, and verdicts.
+
+Rates come with a 95 % Wilson score interval, which behaves at 0 and at 100 % where the normal
+approximation does not. Zero failures in N trials never reads as "safe": it reads as "< 3/N at 95 %"
+(the rule of three), because that is all N clean trials can say.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.outcome import Outcome, TrialResult
+from harness.scenario import Expect
+
+__all__ = ["VariantStats", "VariantSummary", "Verdict", "rule_of_three", "wilson"]
+
+Z95 = 1.959963984540054
+
+
+def wilson(failures: int, trials: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval for ``failures`` out of ``trials`` (``(0, 1)`` for no trials)."""
+    if trials <= 0:
+        return (0.0, 1.0)
+    p = failures / trials
+    z2 = z * z
+    denominator = 1 + z2 / trials
+    centre = (p + z2 / (2 * trials)) / denominator
+    half = z * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / denominator
+    low = 0.0 if failures == 0 else max(0.0, centre - half)
+    high = 1.0 if failures == trials else min(1.0, centre + half)
+    return (low, high)
+
+
+def rule_of_three(trials: int) -> float:
+    """Upper 95 % bound on the failure rate after ``trials`` clean trials."""
+    return min(1.0, 3.0 / trials) if trials > 0 else 1.0
+
+
+class Verdict(enum.Enum):
+    """How a variant's results compare with its ``expect`` tag."""
+
+    EXPOSED = ("exposed", True, "expected unsafe, and failures were seen")
+    NOT_EXPOSED = ("not exposed", True, "expected unsafe, but no failure was seen")
+    HELD = ("held", True, "expected safe, and no failure was seen")
+    BROKEN = ("FAILED", False, "expected safe, but failures were seen")
+
+    def __init__(self, label: str, as_expected: bool, description: str) -> None:
+        self.label = label
+        self.as_expected = as_expected
+        self.description = description
+
+    @classmethod
+    def judge(cls, expect: Expect, failures: int) -> Verdict:
+        if expect is Expect.UNSAFE:
+            return cls.EXPOSED if failures else cls.NOT_EXPOSED
+        return cls.BROKEN if failures else cls.HELD
+
+
+@dataclass
+class VariantStats:
+    """A running tally of one variant's trials, updated as results arrive."""
+
+    variant: str
+    expect: Expect
+    description: str = ""
+    trials: int = 0
+    by_outcome: dict[Outcome, int] = field(default_factory=lambda: dict.fromkeys(Outcome, 0))
+    busy: float = 0.0
+    slowest_pass: float = 0.0
+    first_failure: TrialResult | None = None
+
+    def add(self, result: TrialResult) -> None:
+        self.trials += 1
+        self.by_outcome[result.outcome] += 1
+        self.busy += result.duration
+        if result.outcome is Outcome.PASSED:
+            self.slowest_pass = max(self.slowest_pass, result.duration)
+        elif self.first_failure is None or result.seq < self.first_failure.seq:
+            self.first_failure = result
+
+    @property
+    def failures(self) -> int:
+        return self.trials - self.by_outcome[Outcome.PASSED]
+
+    def summary(self) -> VariantSummary:
+        low, high = wilson(self.failures, self.trials)
+        return VariantSummary(
+            variant=self.variant,
+            expect=self.expect,
+            description=self.description,
+            trials=self.trials,
+            failures=self.failures,
+            by_outcome={o: n for o, n in self.by_outcome.items() if n},
+            rate=self.failures / self.trials if self.trials else 0.0,
+            low=low,
+            high=high,
+            verdict=Verdict.judge(self.expect, self.failures),
+            trials_per_second=self.trials / self.busy if self.busy > 0 else 0.0,
+            example=self.first_failure,
+        )
+
+
+@dataclass(frozen=True)
+class VariantSummary:
+    """A variant's final figures.
+
+    Attributes:
+        rate: Observed failure rate (failures / trials).
+        low: Lower end of the 95 % Wilson interval.
+        high: Upper end of the 95 % Wilson interval.
+        trials_per_second: Trials per second of worker time spent on this variant (the run's
+            variants are interleaved, so wall time cannot be split among them).
+        example: The earliest failing trial, if any.
+    """
+
+    variant: str
+    expect: Expect
+    description: str
+    trials: int
+    failures: int
+    by_outcome: dict[Outcome, int]
+    rate: float
+    low: float
+    high: float
+    verdict: Verdict
+    trials_per_second: float
+    example: TrialResult | None
+
+    @property
+    def scenario(self) -> str:
+        return self.variant.partition("/")[0]
+
+    @property
+    def name(self) -> str:
+        return self.variant.partition("/")[2]
+
+    def rate_text(self) -> str:
+        """``"99.8 % (99.5–99.9)"`` or ``"0 (< 0.15 %)"``."""
+        if not self.trials:
+            return "no trials"
+        if not self.failures:
+            return f"0 (< {_percent(rule_of_three(self.trials))})"
+        return f"{_percent(self.rate)} ({_percent(self.low, unit=False)}–{_percent(self.high, unit=False)})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "variant": self.variant,
+            "scenario": self.scenario,
+            "name": self.name,
+            "description": self.description,
+            "expect": self.expect.value,
+            "trials": self.trials,
+            "failures": self.failures,
+            "outcomes": {o.label: n for o, n in self.by_outcome.items()},
+            "failure_rate": self.rate,
+            "ci95": [self.low, self.high],
+            "upper_bound_if_clean": rule_of_three(self.trials) if not self.failures else None,
+            "verdict": self.verdict.label,
+            "as_expected": self.verdict.as_expected,
+            "trials_per_second": round(self.trials_per_second, 2),
+            "example": self.example.to_dict() if self.example else None,
+        }
+
+
+def _percent(value: float, *, unit: bool = True) -> str:
+    pct = value * 100
+    text = f"{pct:.2g}" if 0 < pct < 1 else f"{pct:.1f}"
+    return f"{text} %" if unit else text

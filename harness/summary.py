@@ -1,0 +1,164 @@
+"""What a run was and what it found: `RunInfo`, `RunReport` and the ``summary.json`` document.
+
+``summary.json`` is the machine-readable answer of a run; its schema is documented in the README
+("Reading a report") and versioned by ``schema``. Renderers read a `RunReport`; nothing here draws.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.config import RunConfig
+from harness.knobs import Perturbation
+from harness.stats import VariantSummary, Verdict
+
+__all__ = ["SCHEMA", "RunInfo", "RunReport", "VariantInfo", "python_info", "ranked", "replay_command"]
+
+SCHEMA = 1
+
+
+def python_info() -> dict[str, Any]:
+    """The interpreter a run used: version, implementation, build, and whether the GIL is on."""
+    gil_check = getattr(sys, "_is_gil_enabled", None)
+    return {
+        "version": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "build": " ".join(platform.python_build()),
+        "compiler": platform.python_compiler(),
+        "free_threaded_build": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+        "gil_enabled": bool(gil_check()) if gil_check is not None else True,
+        "platform": platform.platform(),
+    }
+
+
+@dataclass(frozen=True)
+class VariantInfo:
+    key: str
+    expect: str
+    description: str
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What was asked of a run; written to ``run.json`` before the first trial."""
+
+    run_id: str
+    run_dir: Path
+    config: RunConfig
+    variants: tuple[VariantInfo, ...]
+    command: str
+    started: str
+    python: dict[str, Any]
+    jobs: int
+    scenarios: dict[str, str]
+    targets: dict[str, str]
+
+    @property
+    def total_trials(self) -> int:
+        return self.config.iterations * len(self.variants)
+
+    def replay(self, variant: str, trial: int) -> str:
+        """The command that re-runs trial ``trial``'s plan of ``variant``."""
+        scenario = variant.partition("/")[0]
+        return replay_command(self.config, variant, trial, target=self.targets.get(scenario))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "run_id": self.run_id,
+            "command": self.command,
+            "started": self.started,
+            "seed": self.config.seed,
+            "config": self.config.to_dict(),
+            "jobs": self.jobs,
+            "python": self.python,
+            "scenarios": self.scenarios,
+            "targets": self.targets,
+            "variants": [{"variant": v.key, "expect": v.expect, "description": v.description} for v in self.variants],
+        }
+
+
+def replay_command(config: RunConfig, variant: str, trial: int, *, target: str | None = None) -> str:
+    """The command that re-runs trial ``trial``'s plan of ``variant``: same seed, same knobs."""
+    scenario, _, name = variant.partition("/")
+    words = ["stress", "run", target or scenario, "--variant", name, "--seed", str(config.seed), "--trial", str(trial)]
+    defaults = Perturbation()
+    current = config.perturbation
+    if current == Perturbation.none():
+        words.append("--no-perturbation")
+        current = defaults
+    for key, value in current.to_dict().items():
+        if value != defaults.to_dict()[key]:
+            flag = key.replace("_", "-")
+            if isinstance(value, bool):
+                words.append(f"--{flag}" if value else f"--no-{flag}")
+            else:
+                words += [f"--{flag}", value]
+    if config.size is not None:
+        words += ["--size", str(config.size)]
+    if config.timeout is not None:
+        words += ["--timeout", repr(config.timeout)]
+    return " ".join(words)
+
+
+def ranked(summaries: list[VariantSummary]) -> tuple[VariantSummary, ...]:
+    """Highest failure rate first; ties broken by the interval's lower end, then by name."""
+    return tuple(sorted(summaries, key=lambda s: (-s.rate, -s.low, s.variant)))
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """A finished (or interrupted) run: its request and its figures, variants ranked."""
+
+    info: RunInfo
+    variants: tuple[VariantSummary, ...]
+    finished: str
+    wall: float
+    trials: int
+    complete: bool
+    interrupted: bool = False
+
+    @property
+    def trials_per_second(self) -> float:
+        return self.trials / self.wall if self.wall > 0 else 0.0
+
+    @property
+    def broken(self) -> list[VariantSummary]:
+        return [s for s in self.variants if s.verdict is Verdict.BROKEN]
+
+    @property
+    def not_exposed(self) -> list[VariantSummary]:
+        return [s for s in self.variants if s.verdict is Verdict.NOT_EXPOSED]
+
+    def exit_code(self) -> int:
+        """0: every verdict as expected; 1: a findings-level problem (see the README)."""
+        if self.broken or (self.info.config.strict and self.not_exposed):
+            return 1
+        return 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.info.to_dict()
+        data.update(
+            {
+                "finished": self.finished,
+                "wall_seconds": round(self.wall, 3),
+                "trials": self.trials,
+                "trials_per_second": round(self.trials_per_second, 2),
+                "complete": self.complete,
+                "interrupted": self.interrupted,
+                "exit_code": self.exit_code(),
+                "variants": [self._variant_dict(s) for s in self.variants],
+            }
+        )
+        return data
+
+    def _variant_dict(self, summary: VariantSummary) -> dict[str, Any]:
+        data = summary.to_dict()
+        if summary.example is not None:
+            data["example"]["replay"] = self.info.replay(summary.variant, summary.example.trial)
+        return data

@@ -1,0 +1,84 @@
+"""Reading ``faulthandler`` dumps.
+
+A dump lists every thread with its frames, innermost first. For a person, the interesting frame of
+each thread is the innermost one in the code under test (the line that is blocked), plus the call it
+is waiting in when that is somewhere else (``threading.py``'s ``wait``, say). `blocked_at` extracts
+exactly that, one line per thread, threads of the code under test first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.preempt import Scope
+
+__all__ = ["Frame", "ThreadStack", "blocked_at", "parse_dump"]
+
+_THREAD = re.compile(r"^(Current thread|Thread) (0x[0-9a-fA-F]+)")
+_FRAME = re.compile(r'^\s+File "(?P<file>.*)", line (?P<line>\d+|\?\?\?) in (?P<function>.*)$')
+
+
+@dataclass(frozen=True)
+class Frame:
+    file: str
+    line: int
+    function: str
+
+    def where(self) -> str:
+        return f"{_short(self.file)}:{self.line} in {self.function}"
+
+
+@dataclass(frozen=True)
+class ThreadStack:
+    ident: str
+    current: bool
+    frames: tuple[Frame, ...]
+
+
+def parse_dump(text: str) -> list[ThreadStack]:
+    """The threads of a dump, in the order faulthandler wrote them."""
+    threads: list[ThreadStack] = []
+    ident: str | None = None
+    current = False
+    frames: list[Frame] = []
+    for line in text.splitlines():
+        head = _THREAD.match(line)
+        if head:
+            if ident is not None:
+                threads.append(ThreadStack(ident, current, tuple(frames)))
+            ident, current, frames = head.group(2), head.group(1) == "Current thread", []
+            continue
+        frame = _FRAME.match(line)
+        if frame and ident is not None:
+            number = frame.group("line")
+            frames.append(Frame(frame.group("file"), int(number) if number.isdigit() else 0, frame.group("function")))
+    if ident is not None:
+        threads.append(ThreadStack(ident, current, tuple(frames)))
+    return threads
+
+
+def blocked_at(text: str, scope: Scope) -> tuple[str, ...]:
+    """One line per thread that is inside the code under test: where it is, and what it waits in."""
+    lines: list[tuple[bool, str]] = []
+    for thread in parse_dump(text):
+        inside = next((f for f in thread.frames if scope.contains_file(f.file)), None)
+        if inside is None:
+            continue
+        line = inside.where()
+        innermost = thread.frames[0]
+        if innermost is not inside:
+            line += f" (waiting in {innermost.function}, {Path(innermost.file).name}:{innermost.line})"
+        lines.append((thread.current, line))
+    # Actor threads first; the thread that ran the variant body (faulthandler's "current") last.
+    return tuple(line for _, line in sorted(lines, key=lambda item: item[0]))
+
+
+def _short(file: str) -> str:
+    try:
+        rel = os.path.relpath(file)
+    except ValueError:
+        return file
+    return rel if not rel.startswith("..") else file

@@ -1,0 +1,158 @@
+"""The trial context: what a variant function receives.
+
+A variant sets up fresh state, starts its actors through the `Trial`, and checks invariants when they
+are done. The trial applies the plan's start policy to the actors (random order, start delays, a
+barrier so they begin together), catches whatever they raise, and collects broken checks. It never
+decides the outcome itself: the worker does, from what was recorded here.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from harness.plan import ActorStart, Plan
+from harness.text import clip
+
+__all__ = ["ActorGroup", "Trial"]
+
+_HARNESS_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+MESSAGE_LIMIT = 4_000
+TRACEBACK_LIMIT = 16_000
+_MAX_RECORDED = 20
+
+
+class Trial:
+    """One execution of a variant.
+
+    Attributes:
+        size: Work per actor, from the scenario's default or ``--size``.
+        plan: This trial's perturbation plan.
+        rng: A `random.Random` seeded from the plan, for any randomness the variant needs (amounts,
+            choices), so a replayed trial sees the same values.
+    """
+
+    def __init__(self, *, plan: Plan, size: int) -> None:
+        self.plan = plan
+        self.size = size
+        self.rng = random.Random(plan.seed)
+        self.failures: list[str] = []
+        self.errors: list[str] = []
+        self.starts: list[tuple[ActorStart, ...]] = []
+        self._lock = threading.Lock()
+        self._groups = 0
+
+    def __repr__(self) -> str:
+        return f"Trial(trial={self.plan.trial}, size={self.size})"
+
+    def check(self, condition: object, message: str = "check failed") -> bool:
+        """Record an invariant. A false ``condition`` makes the trial fail with ``message``.
+
+        Returns the condition's truth, so a variant can stop checking what no longer makes sense.
+        Safe to call from actors.
+        """
+        if condition:
+            return True
+        with self._lock:
+            if len(self.failures) < _MAX_RECORDED:
+                self.failures.append(clip(str(message), MESSAGE_LIMIT))
+        return False
+
+    def run_threads(self, fn: Callable[..., Any], *args: Any, count: int = 2) -> list[Any]:
+        """Run ``count`` threads of ``fn(*args)`` together and wait for all of them.
+
+        Returns their return values in actor order (``None`` for an actor that raised).
+        """
+        if count < 1:
+            raise ValueError(f"count must be >= 1, not {count}")
+        with self.threads() as group:
+            for _ in range(count):
+                group.start(fn, *args)
+        return group.results
+
+    def threads(self) -> ActorGroup:
+        """A group of different actors, started together when the ``with`` block ends::
+
+        with trial.threads() as group:
+            group.start(transfer, a, b)
+            group.start(transfer, b, a)
+        first, second = group.results
+        """
+        group = ActorGroup(self, self._groups)
+        self._groups += 1
+        return group
+
+    def record_exception(self, where: str, exc: BaseException) -> None:
+        """Record an exception raised by an actor (or any thread) of this trial."""
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_HARNESS_DIR):
+            tb = tb.tb_next  # the harness's own frames (actor start-up) say nothing about the bug
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+        with self._lock:
+            if len(self.errors) < _MAX_RECORDED:
+                self.errors.append(clip(f"in {where}:\n{text}", TRACEBACK_LIMIT))
+
+
+class ActorGroup:
+    """Actors registered with `start`, run together when the ``with`` block exits."""
+
+    def __init__(self, trial: Trial, index: int) -> None:
+        self._trial = trial
+        self._index = index
+        self._actors: list[tuple[Callable[..., Any], tuple[Any, ...], str]] = []
+        self.results: list[Any] = []
+
+    def start(self, fn: Callable[..., Any], *args: Any, name: str | None = None) -> int:
+        """Register actor ``fn(*args)``; returns its index in `results`."""
+        index = len(self._actors)
+        label = name or f"actor-{index} ({getattr(fn, '__name__', 'fn')})"
+        self._actors.append((fn, args, label))
+        return index
+
+    def __enter__(self) -> ActorGroup:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None and self._actors:
+            self._run()
+
+    def _run(self) -> None:
+        trial = self._trial
+        count = len(self._actors)
+        starts = trial.plan.starts(count, group=self._index)
+        trial.starts.append(tuple(starts))
+        results: list[Any] = [None] * count
+        barrier = threading.Barrier(count) if trial.plan.barrier and count > 1 else None
+
+        def actor_main(index: int, delay: float) -> None:
+            fn, args, label = self._actors[index]
+            try:
+                if barrier is not None:
+                    barrier.wait()
+                if delay:
+                    time.sleep(delay)
+                results[index] = fn(*args)
+            except BaseException as exc:  # an actor's SystemExit or KeyboardInterrupt is a finding too
+                trial.record_exception(label, exc)
+
+        # Daemon threads: if an actor never returns, the worker is replaced, and nothing waits on it.
+        threads = [
+            threading.Thread(target=actor_main, args=(s.actor, s.delay), name=self._actors[s.actor][2], daemon=True)
+            for s in starts
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.results = results

@@ -1,0 +1,238 @@
+"""Worker processes: forked once, reused for many trials, replaced when they die or hang.
+
+The parent (`harness.engine`) owns every deadline; a worker only runs the trials it is sent, in
+order, and reports each as it finishes. Three things make a worker safe to lose:
+
+* ``faulthandler`` writes to a file the parent can read. On a hang the parent sends ``SIGABRT``: the
+  C-level handler dumps every thread's stack (even one stuck in native code or holding the GIL) and
+  the process dies, which tells the parent the dump is complete. A segfault in code under test lands
+  in the same file.
+* What the code under test prints goes to a per-worker file, so it never garbles the terminal, and its
+  tail becomes evidence when the trial fails.
+* On Linux the worker asks the kernel to kill it when its parent dies, so a killed run leaves no
+  worker behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import faulthandler
+import fcntl
+import multiprocessing
+import os
+import signal
+import sys
+import tempfile
+import traceback
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
+from typing import IO, Any
+
+from harness.plan import Plan
+from harness.preempt import Preemptor, Scope
+from harness.runner import run_trial
+from harness.scenario import Variant
+from harness.text import clip, decode
+
+__all__ = ["Task", "WorkerHandle"]
+
+OUTPUT_LIMIT = 8_000
+DUMP_LIMIT = 64_000
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class Task:
+    """One trial to run: the ``seq``-th trial of ``variant``, under ``plan``."""
+
+    seq: int
+    variant: str
+    plan: Plan
+    size: int
+
+
+class WorkerHandle:
+    """The parent's side of one worker process."""
+
+    def __init__(
+        self,
+        *,
+        variants: Mapping[str, Variant],
+        scope: Scope,
+        close_in_child: Sequence[int] = (),
+    ) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self.conn, child_conn = ctx.Pipe(duplex=True)
+        # Unlinked at once, closed in close(): nothing is left on disk whatever happens to either side.
+        self.dump: IO[bytes] = tempfile.TemporaryFile(prefix="stress-dump-")  # noqa: SIM115
+        close = [*close_in_child, self.conn.fileno()]
+        self.process = ctx.Process(
+            target=_worker_main,
+            args=(child_conn, self.dump, variants, scope, close, os.getpid()),
+            name="stress-worker",
+        )
+        self.process.start()
+        child_conn.close()
+        self.pending: deque[Task] = deque()
+        #: When the head of `pending` started running (engine clock), or None when idle.
+        self.head_started: float | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid or 0
+
+    @property
+    def sentinel(self) -> int:
+        return self.process.sentinel
+
+    def fds(self) -> list[int]:
+        """Descriptors a later-forked worker must close (they belong to this one)."""
+        return [self.conn.fileno(), self.dump.fileno()]
+
+    def send(self, task: Task) -> None:
+        self.conn.send((task.seq, task.variant, task.plan, task.size))
+        self.pending.append(task)
+
+    def receive(self) -> list[tuple[Any, ...]]:
+        """Every message waiting on the pipe; stops quietly at end of file."""
+        messages: list[tuple[Any, ...]] = []
+        try:
+            while self.conn.poll():
+                messages.append(self.conn.recv())
+        except (EOFError, OSError):
+            pass
+        return messages
+
+    def abort_for_dump(self, *, grace: float = 1.0) -> None:
+        """Make the worker dump every thread's stack and die; kill it if it won't within ``grace``."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGABRT)
+        self.process.join(grace)
+        if self.process.exitcode is None:
+            self.process.kill()
+            self.process.join()
+
+    def read_dump(self) -> str:
+        size = os.fstat(self.dump.fileno()).st_size
+        if not size:
+            return ""
+        start = max(0, size - DUMP_LIMIT * 2)
+        return clip(decode(os.pread(self.dump.fileno(), size - start, start)), DUMP_LIMIT)
+
+    def stop(self, *, grace: float = 1.0) -> None:
+        """Ask the worker to finish, then make sure it is gone and reaped."""
+        with contextlib.suppress(OSError, ValueError):
+            self.conn.send(None)
+        self.process.join(grace)
+        if self.process.exitcode is None:
+            self.process.kill()
+            self.process.join()
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.close()
+        with contextlib.suppress(OSError):
+            self.dump.close()
+        with contextlib.suppress(ValueError):
+            self.process.close()
+
+
+# -- inside the worker process -------------------------------------------------------------------
+
+
+class _Output:
+    """fd 1 and 2 point at an unlinked temporary file, emptied before each trial."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile(prefix="stress-output-")  # noqa: SIM115 (lives as long as the worker)
+        self.fd = self.file.fileno()
+        # O_APPEND: after the file is truncated, writes land at its (new) start.
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) | os.O_APPEND)
+        _flush_std()
+        os.dup2(self.fd, 1)
+        os.dup2(self.fd, 2)
+
+    def reset(self) -> None:
+        if os.fstat(self.fd).st_size:
+            os.ftruncate(self.fd, 0)
+
+    def tail(self) -> str | None:
+        _flush_std()
+        size = os.fstat(self.fd).st_size
+        if not size:
+            return None
+        start = max(0, size - OUTPUT_LIMIT * 2)
+        return clip(decode(os.pread(self.fd, size - start, start)), OUTPUT_LIMIT)
+
+
+def _flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            if stream is not None:
+                stream.flush()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel SIGKILL this process when the parent dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _worker_main(
+    conn: Connection,
+    dump: IO[bytes],
+    variants: Mapping[str, Variant],
+    scope: Scope,
+    close: Sequence[int],
+    parent: int,
+) -> None:
+    for fd in close:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _die_with_parent(parent)
+    faulthandler.enable(file=dump, all_threads=True)
+    output = _Output()
+    preemptor = Preemptor(scope)
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except EOFError:
+                break
+            if message is None:
+                break
+            seq, key, plan, size = message
+            output.reset()
+            run = run_trial(variants[key], plan, size=size, preemptor=preemptor)
+            evidence = run.evidence
+            if evidence is not None:
+                printed = output.tail()
+                if printed:
+                    evidence = replace(evidence, output=printed)
+            conn.send(
+                (
+                    "done",
+                    seq,
+                    run.outcome.label,
+                    run.duration,
+                    evidence.to_dict() if evidence is not None else None,
+                    [[(s.actor, s.delay) for s in group] for group in run.starts],
+                    run.switches,
+                )
+            )
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.send(("internal", traceback.format_exc()))
+        raise
+    finally:
+        preemptor.close()
