@@ -142,7 +142,8 @@ def build_config(
 ) -> RunConfig:
     """Merge ``layers`` (highest precedence first) into a validated `RunConfig`."""
     chosen: dict[str, tuple[Any, str]] = {}
-    for layer in layers:
+    depth: dict[str, int] = {}
+    for index, layer in enumerate(layers):
         unknown = [key for key in layer.values if key not in KNOWN]
         if unknown:
             key = unknown[0]
@@ -153,6 +154,7 @@ def build_config(
         for key, value in layer.values.items():
             if value is not None and key not in chosen:
                 chosen[key] = (value, layer.name(key, value))
+                depth[key] = index
 
     def get(key: str) -> tuple[Any, str] | None:
         return chosen.get(key)
@@ -161,6 +163,10 @@ def build_config(
     off = get("perturbation")
     if off is not None and not _boolean(*off):
         perturbation = Perturbation.none()
+        # "Everything off" overrides knobs set by lower-precedence layers, not higher ones.
+        for key in (*_KNOBS, *_SWITCHES):
+            if key in chosen and depth[key] > depth["perturbation"]:
+                del chosen[key]
     knobs: dict[str, Any] = {}
     for key in _KNOBS:
         got = get(key)
@@ -197,11 +203,14 @@ def build_config(
 
 def _check_conflicts(layer: Layer) -> None:
     values = {k: v for k, v in layer.values.items() if v is not None}
-    if "perturbation" in values and not _boolean(values["perturbation"], layer.name("perturbation", "off")):
+    if "perturbation" not in values:
+        return
+    switch = values["perturbation"]
+    if not _boolean(switch, layer.name("perturbation", switch)):
         clash = [key for key in (*_KNOBS, *_SWITCHES) if key in values]
         if clash:
             key = clash[0]
             raise ConfigError(
-                f"{layer.name('perturbation', 'off')} conflicts with {layer.name(key, values[key])}: "
+                f"{layer.name('perturbation', switch)} conflicts with {layer.name(key, values[key])}: "
                 "the first switches every knob off; drop one of them"
             )

@@ -189,21 +189,7 @@ def print_report(console: Console, report: RunReport) -> None:
     """The final ranking, one example per failing variant, and what to worry about."""
     info = report.info
     single = len(info.scenarios) == 1
-    table = Table(
-        title=Text.assemble(
-            "Ranked by failure rate · ",
-            f"{report.trials} trials in {report.wall:.1f} s ({report.trials_per_second:,.0f} trials/s)",
-        ),
-        title_justify="left",
-        header_style="bold",
-        caption="failure rate: observed, then its 95 % Wilson interval; 0 failures in N trials bounds the rate by 3/N",
-        caption_justify="left",
-        caption_style="dim",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        collapse_padding=True,
-    )
+    table = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     table.add_column("#", justify="right", no_wrap=True, min_width=1)
     table.add_column("variant", style="bold", no_wrap=True)
     table.add_column("expect", no_wrap=True, min_width=6)
@@ -222,7 +208,22 @@ def print_report(console: Console, report: RunReport) -> None:
             _outcomes(summary),
         )
     console.print()
+    for name, description in info.scenarios.items():
+        console.print(Text.assemble((name, "bold cyan"), ": ", description))
+    console.print(
+        Text.assemble(
+            ("Ranked by failure rate", "bold"),
+            f" · {report.trials} trials in {report.wall:.1f} s ({report.trials_per_second:,.0f} trials/s)",
+            f" · seed {info.config.seed}",
+        )
+    )
     console.print(table)
+    console.print(
+        Text(
+            "failure rate: observed (95 % Wilson interval); 0 failures in N trials means < 3/N at 95 %",
+            style="dim",
+        )
+    )
     examples = [s for s in report.variants if s.example is not None]
     if examples:
         console.print()

@@ -1,0 +1,74 @@
+"""Suite-wide guards: no test may leave a thread or a process behind.
+
+The pytest process makes itself a *child subreaper* (Linux), so a worker orphaned by a CLI run under
+test is re-parented to pytest instead of init, and the guard below sees it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+if sys.platform.startswith("linux"):
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def child_pids(pid: int | None = None) -> set[int]:
+    """Direct children of ``pid`` (default: this process), from /proc."""
+    pid = os.getpid() if pid is None else pid
+    found: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as file:
+                stat = file.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if int(fields[1]) == pid:
+            found.add(int(entry))
+    return found
+
+
+def _reap(pids: set[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, 0)
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_behind() -> Iterator[None]:
+    threads_before = set(threading.enumerate())
+    children_before = child_pids()
+    yield
+    deadline = time.monotonic() + 2.0
+    leftover = [t for t in threading.enumerate() if t not in threads_before]
+    for thread in leftover:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    alive = [t.name for t in leftover if t.is_alive()]
+    children = child_pids() - children_before
+    while children and time.monotonic() < deadline:
+        # A child that already exited is a zombie until reaped; reaping it is not a leak.
+        for pid in list(children):
+            with contextlib.suppress(ChildProcessError, OSError):
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    children.discard(pid)
+        if children:
+            time.sleep(0.01)
+    _reap(children)
+    assert not alive, f"test left threads running: {alive}"
+    assert not children, f"test left child processes behind: {sorted(children)}"

@@ -1,0 +1,68 @@
+"""The public API is exactly `harness.__all__`, and the core stays free of the CLI, renderers and pytest."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+
+import harness
+
+EXPECTED = {
+    "ActorGroup",
+    "ConfigError",
+    "Evidence",
+    "Expect",
+    "InternalError",
+    "Knob",
+    "Outcome",
+    "Perturbation",
+    "Plan",
+    "Registry",
+    "RunConfig",
+    "RunInfo",
+    "RunObserver",
+    "RunReport",
+    "Scenario",
+    "ScenarioError",
+    "ScenarioNotFound",
+    "StressError",
+    "Trial",
+    "TrialResult",
+    "UserError",
+    "Variant",
+    "VariantSummary",
+    "Verdict",
+    "__version__",
+    "build_config",
+    "make_plan",
+    "run",
+    "wilson",
+}
+
+
+def test_all_is_the_public_api() -> None:
+    assert set(harness.__all__) == EXPECTED
+    for name in harness.__all__:
+        assert hasattr(harness, name), name
+
+
+def test_nothing_else_leaks_out() -> None:
+    public = {
+        name
+        for name, value in vars(harness).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert public <= set(harness.__all__)
+
+
+def test_core_imports_no_cli_renderer_or_pytest() -> None:
+    code = (
+        "import json, sys, harness, harness.engine, harness.worker, harness.runner, harness.preempt, "
+        "harness.stats, harness.results, harness.summary, harness.loader, harness.config; "
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    loaded = set(json.loads(subprocess.check_output([sys.executable, "-c", code], text=True)))
+    forbidden = {"harness.cli", "harness.render", "harness.render.terminal", "click", "rich", "pytest", "_pytest"}
+    assert not loaded & forbidden, loaded & forbidden

@@ -1,0 +1,87 @@
+"""The terminal report, rendered at a pinned width without colour, compared as text."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from rich.console import Console
+
+from harness.config import RunConfig
+from harness.knobs import Perturbation
+from harness.outcome import Evidence, Outcome, TrialResult
+from harness.plan import make_plan
+from harness.render.terminal import print_report
+from harness.scenario import Expect
+from harness.stats import VariantStats
+from harness.summary import RunInfo, RunReport, VariantInfo, ranked
+
+
+def _report() -> RunReport:
+    config = RunConfig(iterations=10, seed=1, jobs=2)
+    info = RunInfo(
+        run_id="RUN",
+        run_dir=Path("reports/RUN"),
+        config=config,
+        variants=(VariantInfo("bank/unsafe", "unsafe", ""), VariantInfo("bank/lock", "safe", "")),
+        command="stress run bank",
+        started="T0",
+        python={},
+        jobs=2,
+        scenarios={"bank": "Accounts"},
+        targets={"bank": "bank"},
+    )
+    unsafe = VariantStats("bank/unsafe", Expect.UNSAFE)
+    lock = VariantStats("bank/lock", Expect.SAFE)
+    for seq in range(10):
+        plan = make_plan(Perturbation(), seed=1, trial=seq)
+        failing = seq % 2 == 1
+        unsafe.add(
+            TrialResult(
+                "bank/unsafe",
+                seq,
+                seq,
+                Outcome.FAILED if failing else Outcome.PASSED,
+                0.002,
+                plan,
+                evidence=Evidence(messages=("overdrawn: balance is -10 after withdrawing 260",)) if failing else None,
+            )
+        )
+        lock.add(TrialResult("bank/lock", seq, seq, Outcome.PASSED, 0.002, plan))
+    return RunReport(
+        info=info,
+        variants=ranked([unsafe.summary(), lock.summary()]),
+        finished="T1",
+        wall=2.0,
+        trials=20,
+        complete=True,
+    )
+
+
+def test_report_text() -> None:
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=100, color_system=None, force_terminal=False, highlight=False)
+    print_report(console, _report())
+    text = "\n".join(line.rstrip() for line in buffer.getvalue().splitlines())
+
+    assert text.strip("\n") == EXPECTED.strip("\n")
+
+
+EXPECTED = """
+bank: Accounts
+Ranked by failure rate · 20 trials in 2.0 s (10 trials/s) · seed 1
+#  variant  expect  trials  failure rate        verdict  failures
+───────────────────────────────────────────────────────────────────
+1  unsafe   unsafe      10  50.0 % (23.7–76.3)  exposed  failed 5
+2  lock     safe        10  0 (< 30.0 %)        held     —
+failure rate: observed (95 % Wilson interval); 0 failures in N trials means < 3/N at 95 %
+
+Example failures
+
+bank/unsafe · trial 1 · failed after 2.0 ms
+  overdrawn: balance is -10 after withdrawing 260
+  plan    preempt 0.00272 · switch interval 13.3 µs · jitter ≤ 20.2 µs · shuffled · barrier
+  replay  stress run bank --variant unsafe --seed 1 --trial 1
+
+results: reports/RUN
+"""
