@@ -7,6 +7,7 @@ Exit codes: 0 every verdict as expected; 1 findings (a variant expected safe fai
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
@@ -172,6 +173,12 @@ def run_command(
     return report.exit_code()
 
 
+# click 8.2+ raises this for a group called without a command; older versions print the help.
+_NoArgsIsHelp: type[click.UsageError] = getattr(
+    click.exceptions, "NoArgsIsHelpError", type("_Never", (click.UsageError,), {})
+)
+
+
 def _error(message: str) -> None:
     line = " ".join(str(message).split())
     click.echo(click.style(f"stress: error: {line}", fg="red"), err=True)
@@ -179,10 +186,17 @@ def _error(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (the console script calls `entry`)."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        result = cli.main(args=argv, prog_name="stress", standalone_mode=False)
+        # Not click's own main(): it turns any EPIPE into a silent exit 1, which would hide a
+        # broken worker pipe. We handle click's exceptions ourselves.
+        with cli.make_context("stress", args) as ctx:
+            result = cli.invoke(ctx)
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except _NoArgsIsHelp as exc:  # bare `stress`: the help is the answer
+        click.echo(exc.ctx.get_help() if exc.ctx else "")
+        return EXIT_OK
     except click.exceptions.Abort:
         return EXIT_INTERRUPTED
     except click.UsageError as exc:
@@ -194,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Our output was closed early (`stress list | head`): stop quietly, as other tools do.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FINDINGS
     except InternalError as exc:
         traceback.print_exc()
         _error(str(exc))

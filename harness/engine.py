@@ -251,7 +251,7 @@ class _Engine:
     def _loop(self) -> None:
         while not self.stopping:
             self._dispatch()
-            if not any(w.pending for w in self.workers):
+            if not self._work_left():
                 break
             now = self.clock()
             wake = min((h.started + h.timeout for h in self.heads.values()), default=now + TICK)
@@ -270,11 +270,18 @@ class _Engine:
     def _dispatch(self) -> None:
         now = self.clock()
         for worker in self.workers:
-            while len(worker.pending) < PIPELINE:
+            while worker.alive and len(worker.pending) < PIPELINE:
                 task = self._next_task()
                 if task is None:
                     return
-                worker.send(task)
+                try:
+                    worker.send(task)
+                except OSError:
+                    # The worker died since we last looked; its sentinel will say so and
+                    # `_lost` replaces it. The task goes to whoever is free next.
+                    self.requeued.appendleft(task)
+                    worker.alive = False
+                    break
                 if len(worker.pending) == 1:
                     self._start_head(worker, now)
 

@@ -185,6 +185,9 @@ class Preemptor:
 
         mon.register_callback(tool, events.PY_START, on_start)
         mon.register_callback(tool, events.INSTRUCTION, on_instruction)
+        # Code locations an earlier user of this tool id disabled stay disabled; start afresh so
+        # PY_START sees every code object again (once per process: a worker sets up once).
+        mon.restart_events()
         mon.set_events(tool, events.PY_START)
         return tool
 

@@ -77,12 +77,10 @@ class WorkerHandle:
         self.process.start()
         child_conn.close()
         self.pending: deque[Task] = deque()
+        #: False once a send failed: the process is gone and only waits to be noticed.
+        self.alive = True
         #: When the head of `pending` started running (engine clock), or None when idle.
         self.head_started: float | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid or 0
 
     @property
     def sentinel(self) -> int:
@@ -93,6 +91,7 @@ class WorkerHandle:
         return [self.conn.fileno(), self.dump.fileno()]
 
     def send(self, task: Task) -> None:
+        """Queue ``task`` on the worker; raises `OSError` if the worker is gone."""
         self.conn.send((task.seq, task.variant, task.plan, task.size))
         self.pending.append(task)
 
@@ -108,8 +107,10 @@ class WorkerHandle:
 
     def abort_for_dump(self, *, grace: float = 1.0) -> None:
         """Make the worker dump every thread's stack and die; kill it if it won't within ``grace``."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGABRT)
+        pid = self.process.pid
+        if pid is not None and pid > 0:  # never 0: that would signal our whole process group
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGABRT)
         self.process.join(grace)
         if self.process.exitcode is None:
             self.process.kill()
