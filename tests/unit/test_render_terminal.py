@@ -44,7 +44,9 @@ def _report() -> RunReport:
                 Outcome.FAILED if failing else Outcome.PASSED,
                 0.002,
                 plan,
-                evidence=Evidence(messages=("overdrawn: balance is -10 after withdrawing 260",)) if failing else None,
+                evidence=Evidence(messages=("overdrawn: customers withdrew 260 from an account holding 250",))
+                if failing
+                else None,
             )
         )
         lock.add(TrialResult("bank/lock", seq, seq, Outcome.PASSED, 0.002, plan))
@@ -79,7 +81,7 @@ failure rate: observed (95 % Wilson interval); 0 failures in N trials means < 3/
 Example failures
 
 bank/unsafe · trial 1 · failed after 2.0 ms
-  overdrawn: balance is -10 after withdrawing 260
+  overdrawn: customers withdrew 260 from an account holding 250
   plan    preempt 0.00272 · switch interval 13.3 µs · jitter ≤ 20.2 µs · shuffled · barrier
   replay  stress run bank --variant unsafe --seed 1 --trial 1
 
