@@ -1,0 +1,108 @@
+"""The engine in this process, with real workers and an injected clock."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from pathlib import Path
+
+from harness import Knob, Outcome, Perturbation, RunConfig, Scenario, Trial, TrialResult, run
+from harness.results import read_results
+from harness.stats import VariantStats
+from harness.summary import RunInfo, RunReport
+
+scenario = Scenario("engine-test", "Variants for the engine's own tests")
+
+
+@scenario.variant(expect="safe")
+def quick(trial: Trial) -> None:
+    trial.run_threads(lambda: None, count=2)
+
+
+@scenario.variant(expect="safe")
+def stuck(trial: Trial) -> None:
+    threading.Event().wait()  # STUCK HERE
+
+
+@scenario.variant(expect="unsafe")
+def odd_trials_fail(trial: Trial) -> None:
+    trial.check(trial.plan.trial % 2 == 0, f"trial {trial.plan.trial} is odd")
+
+
+CALM = RunConfig(iterations=6, seed=3, jobs=2, perturbation=Perturbation.none())
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.results: list[TrialResult] = []
+
+    def started(self, info: RunInfo) -> None:
+        self.events.append("started")
+
+    def result(self, result: TrialResult, stats: VariantStats) -> None:
+        self.results.append(result)
+
+    def tick(self) -> None:
+        pass
+
+    def finished(self, report: RunReport) -> None:
+        self.events.append("finished")
+
+
+def test_run_reports_what_it_wrote(tmp_path: Path) -> None:
+    recorder = Recorder()
+    report = run([scenario.get("quick"), scenario.get("odd-trials-fail")], CALM, reports=tmp_path, observer=recorder)
+    assert recorder.events == ["started", "finished"]
+    assert len(recorder.results) == 12
+
+    def key(r: TrialResult) -> tuple[str, int]:
+        return (r.variant, r.seq)
+
+    on_disk = [r.to_dict() for r in sorted(read_results(report.info.run_dir), key=key)]
+    assert on_disk == [r.to_dict() for r in sorted(recorder.results, key=key)]
+    by_name = {s.name: s for s in report.variants}
+    assert by_name["quick"].failures == 0
+    assert by_name["odd-trials-fail"].failures == 3
+    assert report.variants[0].name == "odd-trials-fail"  # ranked first
+    assert report.complete
+    assert report.exit_code() == 0
+    assert (report.info.run_dir / "summary.json").exists()
+
+
+def test_hang_is_decided_by_the_injected_clock(tmp_path: Path) -> None:
+    # Every reading of the clock advances it by a second: the 2 s initial deadline passes after a
+    # few loop turns, however fast the real machine is, and nothing waits in real time.
+    ticks = itertools.count()
+    report = run(
+        [scenario.get("stuck")],
+        RunConfig(iterations=2, seed=1, jobs=1, perturbation=Perturbation.none()),
+        reports=tmp_path,
+        clock=lambda: float(next(ticks)),
+    )
+    (summary,) = report.variants
+    assert summary.by_outcome == {Outcome.HUNG: 2}
+    example = summary.example
+    assert example is not None
+    assert example.evidence is not None
+    assert example.timeout == 2.0
+    assert any("test_engine.py" in line and "in stuck" in line for line in example.evidence.blocked_at)
+
+
+def test_fixed_timeout_is_used_and_recorded(tmp_path: Path) -> None:
+    ticks = itertools.count()
+    config = RunConfig(iterations=1, seed=1, jobs=1, timeout=5.0, perturbation=Perturbation.none())
+    report = run([scenario.get("stuck")], config, reports=tmp_path, clock=lambda: float(next(ticks)))
+    (result,) = read_results(report.info.run_dir)
+    assert result.outcome is Outcome.HUNG
+    assert result.timeout == 5.0
+    assert result.duration >= 5.0
+
+
+def test_plans_carry_the_run_seed_and_knobs(tmp_path: Path) -> None:
+    config = RunConfig(iterations=4, seed=77, jobs=1, perturbation=Perturbation().with_(preempt=Knob.fixed(0.5)))
+    report = run([scenario.get("quick")], config, reports=tmp_path)
+    results = sorted(read_results(report.info.run_dir), key=lambda r: r.seq)
+    assert [r.trial for r in results] == [0, 1, 2, 3]
+    assert all(r.plan.preempt == 0.5 for r in results)
+    assert len({r.plan.seed for r in results}) == 4
