@@ -20,7 +20,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,7 +35,7 @@ from harness.scenario import Variant
 from harness.stats import VariantStats
 from harness.summary import RunInfo, RunReport, VariantInfo, python_info, ranked
 from harness.thread_dump import blocked_at
-from harness.worker import Task, WorkerHandle
+from harness.worker import Head, Task, WorkerHandle
 
 __all__ = ["RunObserver", "run"]
 
@@ -120,12 +119,6 @@ def run(
     return engine.run()
 
 
-@dataclass
-class _Head:
-    started: float
-    timeout: float
-
-
 class _Engine:
     def __init__(
         self,
@@ -172,7 +165,6 @@ class _Engine:
         self.requeued: deque[Task] = deque()
         self.exhausted = False
         self.workers: list[WorkerHandle] = []
-        self.heads: dict[int, _Head] = {}
         self.done = 0
         self.stopping = False
 
@@ -254,7 +246,7 @@ class _Engine:
             if not self._work_left():
                 break
             now = self.clock()
-            wake = min((h.started + h.timeout for h in self.heads.values()), default=now + TICK)
+            wake = min((w.head.deadline for w in self.workers if w.head is not None), default=now + TICK)
             handles: list[Any] = [w.conn for w in self.workers] + [w.sentinel for w in self.workers]
             ready = set(wait(handles, timeout=max(0.0, min(wake - now, TICK))))
             now = self.clock()
@@ -288,7 +280,7 @@ class _Engine:
     def _start_head(self, worker: WorkerHandle, now: float) -> None:
         task = worker.pending[0]
         timeout = self.timeouts[task.variant.partition("/")[0]].current()
-        self.heads[id(worker)] = _Head(now, timeout)
+        worker.head = Head(now, timeout)
 
     # -- what workers report ---------------------------------------------------------------------
 
@@ -300,7 +292,9 @@ class _Engine:
             task = worker.pending.popleft()
             if task.seq != seq:
                 raise InternalError(f"worker answered trial {seq} while {task.seq} was expected")
-            head = self.heads.pop(id(worker))
+            head = worker.head
+            assert head is not None, "a worker with pending trials always has a head"
+            worker.head = None
             outcome = Outcome.from_label(label)
             self.timeouts[task.variant.partition("/")[0]].observe(duration)
             self._record(
@@ -331,8 +325,8 @@ class _Engine:
         """The worker's process ended on its own: whatever it was running crashed."""
         self._drain(worker, now)
         worker.process.join()
-        if worker.pending:
-            head = self.heads.pop(id(worker))
+        head = worker.head
+        if worker.pending and head is not None:
             task = worker.pending.popleft()
             dump = worker.read_dump()
             self._record(
@@ -355,14 +349,14 @@ class _Engine:
 
     def _check_deadlines(self, now: float) -> None:
         for worker in list(self.workers):
-            head = self.heads.get(id(worker))
-            if head is None or now < head.started + head.timeout:
+            head = worker.head
+            if head is None or now < head.deadline:
                 continue
             self._drain(worker, now)  # it may have finished just now
-            if self.heads.get(id(worker)) is not head:
+            if worker.head is not head:
                 continue
             task = worker.pending.popleft()
-            del self.heads[id(worker)]
+            worker.head = None
             worker.abort_for_dump()
             dump = worker.read_dump()
             self._record(
@@ -393,7 +387,7 @@ class _Engine:
         """Requeue what the worker still had, and fork a fresh worker if work is left."""
         self.requeued.extendleft(reversed(worker.pending))
         worker.pending.clear()
-        self.heads.pop(id(worker), None)
+        worker.head = None
         worker.process.join()
         worker.close()
         self.workers.remove(worker)

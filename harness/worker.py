@@ -37,7 +37,7 @@ from harness.runner import run_trial
 from harness.scenario import Variant
 from harness.text import clip, decode
 
-__all__ = ["Task", "WorkerHandle"]
+__all__ = ["Head", "Task", "WorkerHandle"]
 
 OUTPUT_LIMIT = 8_000
 DUMP_LIMIT = 64_000
@@ -52,6 +52,18 @@ class Task:
     variant: str
     plan: Plan
     size: int
+
+
+@dataclass(frozen=True)
+class Head:
+    """The trial a worker is running now: when it started, and how long it may take."""
+
+    started: float
+    timeout: float
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.timeout
 
 
 class WorkerHandle:
@@ -79,8 +91,8 @@ class WorkerHandle:
         self.pending: deque[Task] = deque()
         #: False once a send failed: the process is gone and only waits to be noticed.
         self.alive = True
-        #: When the head of `pending` started running (engine clock), or None when idle.
-        self.head_started: float | None = None
+        #: When the head of `pending` started running (engine clock) and its deadline in seconds.
+        self.head: Head | None = None
 
     @property
     def sentinel(self) -> int:
