@@ -83,7 +83,7 @@ def _flag_name(key: str, value: Any) -> str:
 
 FLAGS = _flag_name
 
-_KNOBS = ("preempt", "pause", "switch_interval", "jitter")
+_KNOBS = ("preempt", "pause", "switch_interval", "jitter", "sync")
 _SWITCHES = ("shuffle", "barrier")
 KNOWN = (
     "iterations",

@@ -288,7 +288,7 @@ class _Engine:
         for message in worker.receive():
             if message[0] == "internal":
                 raise InternalError(f"a worker failed outside any trial:\n{message[1]}")
-            _, seq, label, duration, evidence, starts, switches = message
+            _, seq, label, duration, evidence, starts, switches, lock_order = message
             task = worker.pending.popleft()
             if task.seq != seq:
                 raise InternalError(f"worker answered trial {seq} while {task.seq} was expected")
@@ -309,6 +309,7 @@ class _Engine:
                     switches=switches,
                     timeout=head.timeout,
                     evidence=Evidence.from_dict(evidence),
+                    lock_order=tuple(lock_order),
                 )
             )
             if worker.pending:
@@ -325,26 +326,8 @@ class _Engine:
         """The worker's process ended on its own: whatever it was running crashed."""
         self._drain(worker, now)
         worker.process.join()
-        head = worker.head
-        if worker.pending and head is not None:
-            task = worker.pending.popleft()
-            dump = worker.read_dump()
-            self._record(
-                TrialResult(
-                    variant=task.variant,
-                    seq=task.seq,
-                    trial=task.plan.trial,
-                    outcome=Outcome.CRASHED,
-                    duration=now - head.started,
-                    plan=task.plan,
-                    timeout=head.timeout,
-                    evidence=Evidence(
-                        dump=dump or None,
-                        blocked_at=blocked_at(dump, self.scope) if dump else (),
-                        exit_status=worker.process.exitcode,
-                    ),
-                )
-            )
+        if worker.pending and worker.head is not None:
+            self._record_death(worker, now, Outcome.CRASHED, exit_status=worker.process.exitcode)
         self._replace(worker)
 
     def _check_deadlines(self, now: float) -> None:
@@ -355,27 +338,42 @@ class _Engine:
             self._drain(worker, now)  # it may have finished just now
             if worker.head is not head:
                 continue
-            task = worker.pending.popleft()
-            worker.head = None
             worker.abort_for_dump()
-            dump = worker.read_dump()
-            self._record(
-                TrialResult(
-                    variant=task.variant,
-                    seq=task.seq,
-                    trial=task.plan.trial,
-                    outcome=Outcome.HUNG,
-                    duration=now - head.started,
-                    plan=task.plan,
-                    timeout=head.timeout,
-                    evidence=Evidence(
-                        messages=(f"still running after {head.timeout:.3g} s",),
-                        dump=dump or None,
-                        blocked_at=blocked_at(dump, self.scope) if dump else (),
-                    ),
-                )
-            )
+            self._record_death(worker, now, Outcome.HUNG, message=f"still running after {head.timeout:.3g} s")
             self._replace(worker)
+
+    def _record_death(
+        self,
+        worker: WorkerHandle,
+        now: float,
+        outcome: Outcome,
+        *,
+        message: str | None = None,
+        exit_status: int | None = None,
+    ) -> None:
+        """Record the worker's running trial as hung or crashed, with the worker's thread dump."""
+        head = worker.head
+        assert head is not None
+        task = worker.pending.popleft()
+        worker.head = None
+        dump = worker.read_dump()
+        self._record(
+            TrialResult(
+                variant=task.variant,
+                seq=task.seq,
+                trial=task.plan.trial,
+                outcome=outcome,
+                duration=now - head.started,
+                plan=task.plan,
+                timeout=head.timeout,
+                evidence=Evidence(
+                    messages=(message,) if message else (),
+                    dump=dump or None,
+                    blocked_at=blocked_at(dump, self.scope) if dump else (),
+                    exit_status=exit_status,
+                ),
+            )
+        )
 
     # -- workers ---------------------------------------------------------------------------------
 

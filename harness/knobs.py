@@ -41,8 +41,8 @@ def format_seconds(value: float) -> str:
         return "0"
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
         if abs(value) >= scale:
-            return f"{value / scale:.3g} {unit}"
-    return f"{value / 1e-9:.3g} ns"
+            return f"{value / scale:.2g} {unit}"
+    return f"{value / 1e-9:.2g} ns"
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,7 @@ UNITS: dict[str, Unit] = {
     "pause": "seconds",
     "switch_interval": "seconds",
     "jitter": "seconds",
+    "sync": "probability",
 }
 
 
@@ -144,6 +145,8 @@ class Perturbation:
         pause: How long a forced switch pauses the thread (``0``: just yield the GIL).
         switch_interval: `sys.setswitchinterval` for the trial; off keeps the interpreter's value.
         jitter: Upper bound of a random delay before each actor starts its work.
+        sync: Probability of a forced thread switch just before and just after each operation on
+            an instrumented primitive (acquire, release, wait, notify).
         shuffle: Start the actors in a random order.
         barrier: Hold every actor at a barrier so that they all start together.
     """
@@ -152,13 +155,14 @@ class Perturbation:
     pause: Knob = Knob()
     switch_interval: Knob = Knob(1e-5, 1e-2)
     jitter: Knob = Knob(0.0, 1e-4)
+    sync: Knob = Knob(1e-2, 2e-1)
     shuffle: bool = True
     barrier: bool = True
 
     @classmethod
     def none(cls) -> Perturbation:
         """Every knob off: plain repetition, as a baseline."""
-        return cls(Knob(), Knob(), Knob(), Knob(), shuffle=False, barrier=False)
+        return cls(Knob(), Knob(), Knob(), Knob(), Knob(), shuffle=False, barrier=False)
 
     def with_(self, **changes: Any) -> Perturbation:
         return replace(self, **changes)

@@ -55,6 +55,8 @@ class Evidence:
         tracebacks: Exceptions raised by actors or the variant, formatted, in the order raised.
         dump: ``faulthandler`` dump of every thread (hung or crashed trials).
         blocked_at: For a dump, the innermost in-scope frame of each thread (``file:line in fn``).
+        wait_for: For a deadlock, one line per thread involved: what it waits for, where, and who
+            holds it since where.
         exit_status: How the worker died: exit code, or ``-N`` for signal N.
         output: The tail of what the trial printed.
     """
@@ -63,6 +65,7 @@ class Evidence:
     tracebacks: tuple[str, ...] = ()
     dump: str | None = None
     blocked_at: tuple[str, ...] = ()
+    wait_for: tuple[str, ...] = ()
     exit_status: int | None = None
     output: str | None = None
 
@@ -92,7 +95,7 @@ class Evidence:
         if not data:
             return None
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        for key in ("messages", "tracebacks", "blocked_at"):
+        for key in ("messages", "tracebacks", "blocked_at", "wait_for"):
             if key in known:
                 known[key] = tuple(known[key])
         return cls(**known)
@@ -125,6 +128,8 @@ class TrialResult:
         switches: Thread switches forced by preemption injection.
         timeout: The deadline the trial ran under, in seconds.
         evidence: What was seen, for any outcome but passed.
+        lock_order: Lock-order edges ("held A while acquiring B") this trial showed its worker for
+            the first time; merged across trials, their cycles are potential deadlocks.
     """
 
     variant: str
@@ -137,6 +142,7 @@ class TrialResult:
     switches: int = 0
     timeout: float | None = None
     evidence: Evidence | None = field(default=None)
+    lock_order: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -152,6 +158,8 @@ class TrialResult:
         }
         if self.evidence is not None:
             out["evidence"] = self.evidence.to_dict()
+        if self.lock_order:
+            out["lock_order"] = list(self.lock_order)
         return out
 
     @classmethod
@@ -167,4 +175,5 @@ class TrialResult:
             switches=data.get("switches", 0),
             timeout=data.get("timeout"),
             evidence=Evidence.from_dict(data.get("evidence")),
+            lock_order=tuple(data.get("lock_order", ())),
         )

@@ -36,6 +36,7 @@ class Plan:
         pause: Length of the pause at a forced switch (0: a bare yield).
         switch_interval: Value for `sys.setswitchinterval`, or None to leave it alone.
         jitter: Upper bound of each actor's start delay.
+        sync: Probability of a forced switch around each primitive operation.
         shuffle: Whether actors start in a random order.
         barrier: Whether actors wait for each other before starting their work.
     """
@@ -48,6 +49,7 @@ class Plan:
     jitter: float
     shuffle: bool
     barrier: bool
+    sync: float = 0.0
 
     def starts(self, count: int, *, group: int = 0) -> list[ActorStart]:
         """The start order and delays of ``count`` actors (the ``group``-th actor group of the
@@ -63,15 +65,17 @@ class Plan:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
 
     def describe(self) -> str:
-        """One line for people: ``preempt 0.012 · switch 1.3 ms · jitter ≤ 40 µs · shuffled · barrier``."""
-        parts = [f"preempt {self.preempt:.3g}" if self.preempt else "preempt off"]
-        if self.preempt and self.pause:
+        """One line for people: ``preempt 0.012 · sync 0.05 · switch 1.3 ms · jitter ≤ 40 µs · shuffled · barrier``."""
+        parts = [f"preempt {self.preempt:.2g}" if self.preempt else "preempt off"]
+        if self.sync:
+            parts.append(f"sync {self.sync:.2g}")
+        if (self.preempt or self.sync) and self.pause:
             parts.append(f"pause {format_seconds(self.pause)}")
         if self.switch_interval is not None:
-            parts.append(f"switch interval {format_seconds(self.switch_interval)}")
+            parts.append(f"switch {format_seconds(self.switch_interval)}")
         if self.jitter:
             parts.append(f"jitter ≤ {format_seconds(self.jitter)}")
         parts.append("shuffled" if self.shuffle else "in order")
@@ -88,13 +92,16 @@ def make_plan(perturbation: Perturbation, *, seed: int, trial: int) -> Plan:
     pause = perturbation.pause.sample(rng)
     switch = perturbation.switch_interval.sample(rng)
     jitter = perturbation.jitter.sample(rng)
+    seed = rng.getrandbits(63)
+    sync = perturbation.sync.sample(rng)
     return Plan(
         trial=trial,
-        seed=rng.getrandbits(63),
+        seed=seed,
         preempt=preempt,
         pause=pause,
         switch_interval=None if perturbation.switch_interval.off else switch,
         jitter=jitter,
         shuffle=perturbation.shuffle,
         barrier=perturbation.barrier,
+        sync=sync,
     )

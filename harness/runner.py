@@ -1,9 +1,10 @@
 """Running one trial in the current process.
 
-`run_trial` applies a plan around a variant (switch interval, forced preemption), calls it with a
-fresh `Trial`, and decides the outcome from what happened: an exception anywhere is ``error``, a
-broken check is ``failed``, otherwise ``passed``. Hangs and crashes cannot be seen from inside; the
-engine, which owns the deadline and watches the worker process, decides those.
+`run_trial` applies a plan around a variant (switch interval, forced preemption, instrumented
+primitives, forced switches at primitive operations), calls it with a fresh `Trial`, and decides the
+outcome from what happened: a confirmed deadlock is ``deadlocked``, an exception anywhere is
+``error``, a broken check is ``failed``, otherwise ``passed``. Hangs and crashes cannot be seen from
+inside; the engine, which owns the deadline and watches the worker process, decides those.
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from harness import primitives
+from harness.instrument import Instrumenter
 from harness.outcome import Evidence, Outcome
 from harness.plan import ActorStart, Plan
 from harness.preempt import Preemptor
 from harness.scenario import Variant
 from harness.trial import Trial
+from harness.wait_graph import WaitGraph
 
 __all__ = ["TrialRun", "run_trial"]
 
@@ -33,6 +37,7 @@ class TrialRun:
     evidence: Evidence | None
     starts: tuple[tuple[ActorStart, ...], ...]
     switches: int
+    lock_order: tuple[dict[str, Any], ...] = field(default=())
 
 
 _current: Trial | None = None
@@ -57,17 +62,35 @@ def run_trial(
     *,
     size: int,
     preemptor: Preemptor,
+    instrumenter: Instrumenter | None = None,
+    lock_order: dict[int, bool] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> TrialRun:
-    """Run ``variant`` once under ``plan`` and judge it."""
+    """Run ``variant`` once under ``plan`` and judge it.
+
+    Args:
+        instrumenter: Swaps in instrumented primitives for the trial (None: the code under test
+            gets plain ones, and deadlocks can only end as hangs).
+        lock_order: The variant's lock-order edges seen so far in this process; new ones are
+            added to it and reported in the result.
+    """
     global _current
-    trial = Trial(plan=plan, size=size)
+    graph = WaitGraph(
+        scope=preemptor.scope,
+        main=threading.get_ident(),
+        preexisting={t.ident for t in threading.enumerate() if t.ident is not None},
+    )
+    session = primitives.Session(graph=graph, order=lock_order, sync=plan.sync, pause=plan.pause, seed=plan.seed)
+    trial = Trial(plan=plan, size=size, graph=graph)
     old_interval = sys.getswitchinterval()
     old_hook = threading.excepthook
     _current = trial
     threading.excepthook = _excepthook
     if plan.switch_interval is not None:
         sys.setswitchinterval(plan.switch_interval)
+    primitives.activate(session)
+    if instrumenter is not None:
+        instrumenter.install()
     started = clock()
     try:
         preemptor.start(plan.preempt, pause=plan.pause, seed=plan.seed)
@@ -79,19 +102,33 @@ def run_trial(
             switches = preemptor.stop()
     finally:
         duration = clock() - started
+        if instrumenter is not None:
+            instrumenter.uninstall()
+        primitives.deactivate()
         sys.setswitchinterval(old_interval)
         threading.excepthook = old_hook
         _current = None
-    if trial.errors:
-        outcome = Outcome.ERROR
-    elif trial.failures:
-        outcome = Outcome.FAILED
-    else:
-        outcome = Outcome.PASSED
-    evidence = None
-    if outcome is not Outcome.PASSED:
-        evidence = Evidence(
-            messages=tuple(trial.failures),
+    outcome, evidence = _judge(trial, graph)
+    return TrialRun(
+        outcome=outcome,
+        evidence=evidence,
+        duration=duration,
+        starts=tuple(trial.starts),
+        switches=switches + session.switches,
+        lock_order=tuple(session.new_order),
+    )
+
+
+def _judge(trial: Trial, graph: WaitGraph) -> tuple[Outcome, Evidence | None]:
+    finding = graph.finding
+    if finding is not None:
+        return Outcome.DEADLOCKED, Evidence(
+            messages=(finding.summary, *trial.failures),
             tracebacks=tuple(trial.errors),
+            wait_for=finding.lines,
         )
-    return TrialRun(outcome, duration, evidence, tuple(trial.starts), switches)
+    if trial.errors:
+        return Outcome.ERROR, Evidence(messages=tuple(trial.failures), tracebacks=tuple(trial.errors))
+    if trial.failures:
+        return Outcome.FAILED, Evidence(messages=tuple(trial.failures))
+    return Outcome.PASSED, None

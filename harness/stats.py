@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.lock_order import LockOrder, PotentialDeadlock
 from harness.outcome import Outcome, TrialResult
 from harness.scenario import Expect
 
@@ -42,10 +43,15 @@ def rule_of_three(trials: int) -> float:
 class Verdict(enum.Enum):
     """How a variant's results compare with its ``expect`` tag."""
 
-    EXPOSED = ("exposed", True, "expected unsafe, and failures were seen")
+    EXPOSED = ("exposed", True, "expected unsafe, and failures (or a potential deadlock) were seen")
     NOT_EXPOSED = ("not exposed", True, "expected unsafe, but no failure was seen")
     HELD = ("held", True, "expected safe, and no failure was seen")
     BROKEN = ("FAILED", False, "expected safe, but failures were seen")
+    RISKY = (
+        "DEADLOCK-PRONE",
+        False,
+        "expected safe; no trial failed, but its locks are taken in an order that can deadlock",
+    )
 
     def __init__(self, label: str, as_expected: bool, description: str) -> None:
         self.label = label
@@ -53,10 +59,12 @@ class Verdict(enum.Enum):
         self.description = description
 
     @classmethod
-    def judge(cls, expect: Expect, failures: int) -> Verdict:
+    def judge(cls, expect: Expect, failures: int, *, potential: int = 0) -> Verdict:
         if expect is Expect.UNSAFE:
-            return cls.EXPOSED if failures else cls.NOT_EXPOSED
-        return cls.BROKEN if failures else cls.HELD
+            return cls.EXPOSED if failures or potential else cls.NOT_EXPOSED
+        if failures:
+            return cls.BROKEN
+        return cls.RISKY if potential else cls.HELD
 
 
 @dataclass
@@ -71,9 +79,12 @@ class VariantStats:
     busy: float = 0.0
     slowest_pass: float = 0.0
     first_failure: TrialResult | None = None
+    lock_order: LockOrder = field(default_factory=LockOrder)
 
     def add(self, result: TrialResult) -> None:
         self.trials += 1
+        if result.lock_order:
+            self.lock_order.add(result.lock_order)
         self.by_outcome[result.outcome] += 1
         self.busy += result.duration
         if result.outcome is Outcome.PASSED:
@@ -87,6 +98,7 @@ class VariantStats:
 
     def summary(self) -> VariantSummary:
         low, high = wilson(self.failures, self.trials)
+        potential = tuple(self.lock_order.cycles())
         return VariantSummary(
             variant=self.variant,
             expect=self.expect,
@@ -97,9 +109,10 @@ class VariantStats:
             rate=self.failures / self.trials if self.trials else 0.0,
             low=low,
             high=high,
-            verdict=Verdict.judge(self.expect, self.failures),
+            verdict=Verdict.judge(self.expect, self.failures, potential=len(potential)),
             trials_per_second=self.trials / self.busy if self.busy > 0 else 0.0,
             example=self.first_failure,
+            potential_deadlocks=potential,
         )
 
 
@@ -114,6 +127,7 @@ class VariantSummary:
         trials_per_second: Trials per second of worker time spent on this variant (the run's
             variants are interleaved, so wall time cannot be split among them).
         example: The earliest failing trial, if any.
+        potential_deadlocks: Cycles in the order the variant's locks were taken, over all trials.
     """
 
     variant: str
@@ -128,6 +142,7 @@ class VariantSummary:
     verdict: Verdict
     trials_per_second: float
     example: TrialResult | None
+    potential_deadlocks: tuple[PotentialDeadlock, ...] = ()
 
     @property
     def scenario(self) -> str:
@@ -162,6 +177,7 @@ class VariantSummary:
             "as_expected": self.verdict.as_expected,
             "trials_per_second": round(self.trials_per_second, 2),
             "example": self.example.to_dict() if self.example else None,
+            "potential_deadlocks": [p.to_dict() for p in self.potential_deadlocks],
         }
 
 

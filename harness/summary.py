@@ -107,8 +107,9 @@ def replay_command(config: RunConfig, variant: str, trial: int, *, target: str |
 
 
 def ranked(summaries: list[VariantSummary]) -> tuple[VariantSummary, ...]:
-    """Highest failure rate first; ties broken by the interval's lower end, then by name."""
-    return tuple(sorted(summaries, key=lambda s: (-s.rate, -s.low, s.variant)))
+    """Highest failure rate first; ties broken by the interval's lower end, then by potential
+    deadlocks (a finding without a failing trial still outranks a clean variant), then by name."""
+    return tuple(sorted(summaries, key=lambda s: (-s.rate, -s.low, -len(s.potential_deadlocks), s.variant)))
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,8 @@ class RunReport:
 
     def exit_code(self) -> int:
         """0: every verdict as expected; 1: a findings-level problem (see the README)."""
-        if self.broken or (self.info.config.strict and self.not_exposed):
+        unexpected = any(not s.verdict.as_expected for s in self.variants)
+        if unexpected or (self.info.config.strict and self.not_exposed):
             return 1
         return 0
 

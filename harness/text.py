@@ -7,7 +7,9 @@ so a 10 MB exception message costs a few kilobytes and is still recognisable.
 
 from __future__ import annotations
 
-__all__ = ["clip", "decode"]
+import os
+
+__all__ = ["clip", "decode", "short_path", "short_where"]
 
 
 def decode(data: bytes) -> str:
@@ -24,3 +26,19 @@ def clip(text: str, limit: int) -> str:
     tail = keep - head
     cut = len(text) - head - tail
     return f"{text[:head]}\n[... {cut} characters cut by stress ...]\n{text[-tail:]}"
+
+
+def short_path(file: str) -> str:
+    """A file as a person wants to read it: relative to the working directory when inside it,
+    else just its name (a scenario installed in site-packages has a long, useless prefix)."""
+    try:
+        relative = os.path.relpath(file)
+    except ValueError:
+        return os.path.basename(file)
+    return relative if not relative.startswith("..") else os.path.basename(file)
+
+
+def short_where(where: str) -> str:
+    """``/long/path/x.py:12 in f`` -> ``x.py:12 in f`` (see `short_path`)."""
+    file, sep, rest = where.partition(":")
+    return f"{short_path(file)}{sep}{rest}" if sep else where

@@ -8,12 +8,12 @@ exactly that, one line per thread, threads of the code under test first.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.preempt import Scope
+from harness.text import short_path
 
 __all__ = ["Frame", "ThreadStack", "blocked_at", "parse_dump"]
 
@@ -28,7 +28,7 @@ class Frame:
     function: str
 
     def where(self) -> str:
-        return f"{_short(self.file)}:{self.line} in {self.function}"
+        return f"{short_path(self.file)}:{self.line} in {self.function}"
 
 
 @dataclass(frozen=True)
@@ -74,11 +74,3 @@ def blocked_at(text: str, scope: Scope) -> tuple[str, ...]:
         lines.append((thread.current, line))
     # Actor threads first; the thread that ran the variant body (faulthandler's "current") last.
     return tuple(line for _, line in sorted(lines, key=lambda item: item[0]))
-
-
-def _short(file: str) -> str:
-    try:
-        rel = os.path.relpath(file)
-    except ValueError:
-        return file
-    return rel if not rel.startswith("..") else file

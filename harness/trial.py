@@ -19,6 +19,7 @@ from typing import Any
 
 from harness.plan import ActorStart, Plan
 from harness.text import clip
+from harness.wait_graph import DeadlockError, WaitGraph
 
 __all__ = ["ActorGroup", "Trial"]
 
@@ -38,8 +39,9 @@ class Trial:
             choices), so a replayed trial sees the same values.
     """
 
-    def __init__(self, *, plan: Plan, size: int) -> None:
+    def __init__(self, *, plan: Plan, size: int, graph: WaitGraph | None = None) -> None:
         self.plan = plan
+        self.graph = graph
         self.size = size
         self.rng = random.Random(plan.seed)
         self.failures: list[str] = []
@@ -90,6 +92,8 @@ class Trial:
 
     def record_exception(self, where: str, exc: BaseException) -> None:
         """Record an exception raised by an actor (or any thread) of this trial."""
+        if isinstance(exc, DeadlockError):
+            return  # how a deadlocked trial unwinds; the deadlock itself is the finding
         tb = exc.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_HARNESS_DIR):
             tb = tb.tb_next  # the harness's own frames (actor start-up) say nothing about the bug
@@ -109,11 +113,28 @@ class ActorGroup:
         self.results: list[Any] = []
 
     def start(self, fn: Callable[..., Any], *args: Any, name: str | None = None) -> int:
-        """Register actor ``fn(*args)``; returns its index in `results`."""
+        """Register actor ``fn(*args)``; returns its index in `results`.
+
+        The actor's thread is called ``name``, else after its function (``transfer``), numbered
+        when several actors run the same function (``increment#0``, ``increment#1``).
+        """
         index = len(self._actors)
-        label = name or f"actor-{index} ({getattr(fn, '__name__', 'fn')})"
-        self._actors.append((fn, args, label))
+        self._actors.append((fn, args, name or ""))
         return index
+
+    def _names(self) -> list[str]:
+        functions = [getattr(fn, "__name__", "actor") for fn, _, _ in self._actors]
+        functions = ["actor" if f == "<lambda>" else f for f in functions]
+        seen: dict[str, int] = {}
+        names = []
+        for (_, _, given), function in zip(self._actors, functions, strict=True):
+            if given:
+                names.append(given)
+                continue
+            number = seen.get(function, 0)
+            seen[function] = number + 1
+            names.append(f"{function}#{number}" if functions.count(function) > 1 else function)
+        return names
 
     def __enter__(self) -> ActorGroup:
         return self
@@ -135,8 +156,11 @@ class ActorGroup:
         results: list[Any] = [None] * count
         barrier = threading.Barrier(count) if trial.plan.barrier and count > 1 else None
 
+        names = self._names()
+
         def actor_main(index: int, delay: float) -> None:
-            fn, args, label = self._actors[index]
+            fn, args, _ = self._actors[index]
+            label = names[index]
             try:
                 if barrier is not None:
                     barrier.wait()
@@ -148,11 +172,18 @@ class ActorGroup:
 
         # Daemon threads: if an actor never returns, the worker is replaced, and nothing waits on it.
         threads = [
-            threading.Thread(target=actor_main, args=(s.actor, s.delay), name=self._actors[s.actor][2], daemon=True)
+            threading.Thread(target=actor_main, args=(s.actor, s.delay), name=names[s.actor], daemon=True)
             for s in starts
         ]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        graph = trial.graph
+        if graph is not None:
+            graph.set_joining(True)  # waiting for actors: this thread can wake nobody
+        try:
+            for thread in threads:
+                thread.join()
+        finally:
+            if graph is not None:
+                graph.set_joining(False)
         self.results = results

@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import IO, Any
 
+from harness.instrument import Instrumenter
 from harness.plan import Plan
 from harness.preempt import Preemptor, Scope
 from harness.runner import run_trial
@@ -216,6 +217,8 @@ def _worker_main(
     faulthandler.enable(file=dump, all_threads=True)
     output = _Output()
     preemptor = Preemptor(scope)
+    instrumenter = Instrumenter(scope)
+    lock_orders: dict[str, dict[int, bool]] = {}
     try:
         while True:
             try:
@@ -226,7 +229,14 @@ def _worker_main(
                 break
             seq, key, plan, size = message
             output.reset()
-            run = run_trial(variants[key], plan, size=size, preemptor=preemptor)
+            run = run_trial(
+                variants[key],
+                plan,
+                size=size,
+                preemptor=preemptor,
+                instrumenter=instrumenter,
+                lock_order=lock_orders.setdefault(key, {}),
+            )
             evidence = run.evidence
             if evidence is not None:
                 printed = output.tail()
@@ -241,6 +251,7 @@ def _worker_main(
                     evidence.to_dict() if evidence is not None else None,
                     [[(s.actor, s.delay) for s in group] for group in run.starts],
                     run.switches,
+                    run.lock_order,
                 )
             )
     except BaseException:

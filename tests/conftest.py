@@ -28,17 +28,16 @@ def child_pids(pid: int | None = None) -> set[int]:
     """Direct children of ``pid`` (default: this process), from /proc."""
     pid = os.getpid() if pid is None else pid
     found: set[int] = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
         try:
-            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as file:
-                stat = file.read()
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as file:
+                found.update(int(child) for child in file.read().split())
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if int(fields[1]) == pid:
-            found.add(int(entry))
     return found
 
 

@@ -40,6 +40,7 @@ _VERDICT_STYLE = {
     Verdict.HELD: "green",
     Verdict.NOT_EXPOSED: "yellow",
     Verdict.BROKEN: "bold red",
+    Verdict.RISKY: "bold red",
 }
 
 
@@ -182,6 +183,11 @@ def _outcomes(summary: VariantSummary) -> Text:
         if text:
             text.append(" · ", style="dim")
         text.append(f"{outcome.label} {count}", style=_OUTCOME_STYLE[outcome])
+    if summary.potential_deadlocks:
+        if text:
+            text.append(" · ", style="dim")
+        count = len(summary.potential_deadlocks)
+        text.append(f"potential deadlock{'s' if count > 1 else ''} {count}", style="bright_red")
     return text or Text("—", style="dim")
 
 
@@ -231,9 +237,23 @@ def print_report(console: Console, report: RunReport) -> None:
         for summary in examples:
             assert summary.example is not None
             _print_example(console, report, summary.example)
+    _print_potential_deadlocks(console, report)
     _print_verdicts(console, report)
     state = "" if report.complete else (" (interrupted: partial results)" if report.interrupted else " (incomplete)")
     console.print(Text.assemble(("results: ", "dim"), str(info.run_dir), (state, "yellow")))
+
+
+def _print_potential_deadlocks(console: Console, report: RunReport) -> None:
+    risky = [s for s in report.variants if s.potential_deadlocks]
+    if not risky:
+        return
+    console.print()
+    console.print(Text("Potential deadlocks (lock order, over all trials)", style="bold underline"))
+    for summary in risky:
+        for potential in summary.potential_deadlocks:
+            console.print()
+            console.print(Text.assemble((summary.variant, "bold"), " · ", (potential.summary(), "bright_red")))
+            console.print(Padding(Group(*(Text(path) for path in potential.paths)), (0, 0, 0, 2)))
 
 
 def _print_example(console: Console, report: RunReport, result: TrialResult) -> None:
@@ -251,6 +271,7 @@ def _print_example(console: Console, report: RunReport, result: TrialResult) -> 
     if evidence is not None:
         body.extend(Text(message) for message in evidence.messages[:3])
         body.extend(Text.assemble(("blocked ", "yellow"), line) for line in evidence.blocked_at[:6])
+        body.extend(Text.assemble(("  ", ""), (line, "bright_red")) for line in evidence.wait_for[:8])
         if evidence.exit_status is not None:
             body.append(Text(evidence.summary(), style="red"))
         if evidence.tracebacks:
@@ -284,6 +305,16 @@ def _print_verdicts(console: Console, report: RunReport) -> None:
         )
         for summary in report.broken
     ]
+    out.extend(
+        Text.assemble(
+            ("✗ ", "bold red"),
+            (summary.variant, "bold"),
+            " is expected safe but takes its locks in an order that can deadlock (see above)",
+            style="red",
+        )
+        for summary in report.variants
+        if summary.verdict is Verdict.RISKY
+    )
     for summary in report.not_exposed:
         bound = rule_of_three(summary.trials)
         out.append(

@@ -139,3 +139,29 @@ def test_exceptions_in_actors_are_errors_with_tracebacks(tmp_path: Path) -> None
     tracebacks = raises["example"]["evidence"]["tracebacks"]
     assert len(tracebacks) == 2  # both actors raised
     assert all("ValueError: boom" in tb for tb in tracebacks)
+
+
+def test_event_nobody_sets_is_deadlocked_at_once_not_hung(tmp_path: Path) -> None:
+    out = stress(
+        "run",
+        MISBEHAVING,
+        "--variant",
+        "waits-for-nobody",
+        "--iterations",
+        "3",
+        "--seed",
+        "1",
+        "--timeout",
+        "30",
+        "--out",
+        "run",
+        cwd=tmp_path,
+    )
+    assert out.code == 1, out.stderr
+    entry = variant(summary(tmp_path / "run"), "waits-for-nobody")
+    assert entry["outcomes"] == {"deadlocked": 3}
+    example = entry["example"]
+    assert example["duration"] < 1.0  # found by the wait-for graph, not by the 30 s watchdog
+    line = _line_of("WAITS HERE")
+    assert all(f"misbehaving.py:{line} in waiter" in where for where in example["evidence"]["wait_for"])
+    assert "none of them can wake another" in example["evidence"]["messages"][0]

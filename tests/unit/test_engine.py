@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from pathlib import Path
 
 from harness import Knob, Outcome, Perturbation, RunConfig, Scenario, Trial, TrialResult, run
@@ -21,7 +22,24 @@ def quick(trial: Trial) -> None:
 
 @scenario.variant(expect="safe")
 def stuck(trial: Trial) -> None:
-    threading.Event().wait()  # STUCK HERE
+    time.sleep(3600)  # STUCK HERE: a wait no instrumented primitive sees
+
+
+@scenario.variant(expect="unsafe")
+def opposite_order(trial: Trial) -> None:
+    lock_a = threading.Lock()
+    lock_b = threading.Lock()
+    both_hold_one = threading.Barrier(2)
+
+    def take(first: threading.Lock, second: threading.Lock) -> None:
+        with first:
+            both_hold_one.wait()
+            with second:
+                pass
+
+    with trial.threads() as group:
+        group.start(take, lock_a, lock_b)
+        group.start(take, lock_b, lock_a)
 
 
 @scenario.variant(expect="unsafe")
@@ -106,3 +124,19 @@ def test_plans_carry_the_run_seed_and_knobs(tmp_path: Path) -> None:
     assert [r.trial for r in results] == [0, 1, 2, 3]
     assert all(r.plan.preempt == 0.5 for r in results)
     assert len({r.plan.seed for r in results}) == 4
+
+
+def test_opposite_order_deadlock_is_detected_with_its_cycle(tmp_path: Path) -> None:
+    config = RunConfig(iterations=5, seed=1, jobs=1, timeout=30.0, perturbation=Perturbation.none())
+    report = run([scenario.get("opposite-order")], config, reports=tmp_path)
+    (summary,) = report.variants
+    assert summary.by_outcome == {Outcome.DEADLOCKED: 5}
+    example = summary.example
+    assert example is not None
+    assert example.evidence is not None
+    assert example.duration < 1.0  # detected, not timed out
+    summary_line = example.evidence.messages[0]
+    assert "waits for lock_a" in summary_line or "waits for lock_b" in summary_line
+    assert " held by " in summary_line
+    assert len(example.evidence.wait_for) == 2
+    assert all("test_engine.py" in line for line in example.evidence.wait_for)

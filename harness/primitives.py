@@ -1,0 +1,729 @@
+"""Instrumented synchronization primitives: the real ones, made visible to the harness.
+
+During a trial, code under test that writes ``threading.Lock()`` (or ``RLock``, ``Condition``,
+``Semaphore``, ``BoundedSemaphore``, ``Event``, ``Barrier``, ``queue.Queue``) gets one of these
+(`harness.instrument` swaps the constructors). They behave like the originals — the higher-level
+ones *are* the standard library's classes, with their internal lock and conditions replaced — and add:
+
+* **ownership**: each lock knows the thread that holds it and where it was acquired;
+* **visible waits**: a blocking wait registers in the trial's `WaitGraph` and waits in short slices
+  on the real lock, so a detected deadlock can release it with `DeadlockError`;
+* **lock order** (like Linux's lockdep): each blocking acquisition made while holding other locks
+  records "held A while acquiring B" between lock identities (creation site and creation order in
+  the trial), for the potential-deadlock analysis across trials;
+* **perturbation**: with the plan's ``sync`` knob, a forced thread switch may happen just before
+  and after each acquire, release, wait and notify.
+
+The uncontended ``with lock:`` path is kept short (it is what every critical section pays): one
+try-acquire of the real lock, the owner, the acquisition frame, and a push on the thread's chain of
+held locks. Everything else happens only when a thread has to wait.
+"""
+
+from __future__ import annotations
+
+import _thread
+import contextlib
+import math
+import queue
+import random
+import sys
+import threading
+import time
+from _thread import allocate_lock, get_ident
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from harness.wait_graph import DeadlockError, WaitGraph, Waiting, acquired_where
+
+__all__ = [
+    "Barrier",
+    "BoundedSemaphore",
+    "Condition",
+    "Event",
+    "Lock",
+    "Queue",
+    "RLock",
+    "Semaphore",
+    "Session",
+    "activate",
+    "creation",
+    "deactivate",
+]
+
+#: First and longest slice of a blocking wait. The first is short so that a deadlock is
+#: confirmed quickly; later ones are longer so that a long legitimate wait costs little.
+SLICE_FIRST = 0.0005
+SLICE_MAX = 0.008
+
+_HARNESS = __file__.rsplit("/", 1)[0] + "/"
+_local = _thread._local()
+
+
+class _ThreadState:
+    """Per thread: its ident, the most recently acquired lock it holds (a chain via ``_prev``),
+    and the semaphore permits it holds (identity -> (count, capacity))."""
+
+    __slots__ = ("ident", "permits", "top")
+
+    def __init__(self) -> None:
+        self.ident = get_ident()
+        self.top: Any = None
+        self.permits: dict[int, list[int]] = {}
+
+
+def _new_state() -> _ThreadState:
+    state = _local.state = _ThreadState()
+    return state
+
+
+def _current_state() -> _ThreadState:
+    try:
+        state: _ThreadState = _local.state
+    except AttributeError:
+        state = _new_state()
+    return state
+
+
+# -- the current trial -------------------------------------------------------------------------
+
+
+class Session:
+    """What the primitives need to know about the running trial.
+
+    Args:
+        graph: The trial's wait-for graph (None: waits are plain and invisible).
+        order: The variant's lock-order edges seen so far in this worker, keyed by identity pair.
+        sync: Probability of a forced switch before and after each primitive operation.
+        pause: Length of such a switch (0: a bare yield).
+        seed: Seed for where the switches happen.
+    """
+
+    def __init__(
+        self,
+        *,
+        graph: WaitGraph | None = None,
+        order: dict[Any, bool] | None = None,
+        sync: float = 0.0,
+        pause: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        self.graph = graph
+        self.order = order if order is not None else {}
+        self.new_order: list[dict[str, Any]] = []
+        self.sync = sync
+        self.pause = pause
+        self.rng = random.Random(f"stress-sync/{seed}")
+        self.switches = 0
+        self.site_counts: dict[tuple[str, int], list[int]] = {}
+
+
+_session: Session | None = None
+_sync = False
+_sites: dict[tuple[str, int], int] = {}
+_site_list: list[tuple[str, int]] = []
+
+
+def activate(session: Session) -> None:
+    """Make ``session`` the current trial's (the worker calls this around each trial)."""
+    global _session, _sync
+    _session = session
+    _sync = session.sync > 0
+    _use_synced_locks(_sync)
+
+
+def deactivate() -> None:
+    global _session, _sync
+    _session = None
+    if _sync:
+        _use_synced_locks(False)
+    _sync = False
+
+
+def _sync_point() -> None:
+    """Maybe force a thread switch here (the plan's ``sync`` knob)."""
+    session = _session
+    if session is not None and session.rng.random() < session.sync:
+        session.switches += 1
+        time.sleep(session.pause)
+
+
+# -- identities: where and in which order a primitive was created --------------------------------
+
+
+def creation(frame: FrameType | None) -> tuple[tuple[str, int, int, list[int]], int]:
+    """The primitive's creation record and its lock-order identity.
+
+    The record is ``(file, line, ordinal, count)``: the ordinal-th primitive created at that line
+    in this trial, and a shared counter of how many were (so reports can say ``forks#3``). The
+    identity packs the site and the ordinal into one int for the lock-order fast path.
+    """
+    while frame is not None and (
+        frame.f_code.co_filename.startswith(_HARNESS) or frame.f_code.co_filename == threading.__file__
+    ):
+        frame = frame.f_back
+    site = (frame.f_code.co_filename, frame.f_lineno) if frame is not None else ("?", 0)
+    number = _sites.get(site)
+    if number is None:
+        number = _sites[site] = len(_site_list)
+        _site_list.append(site)
+    session = _session
+    if session is None:
+        return (site[0], site[1], 0, [1]), number << 20
+    count = session.site_counts.setdefault(site, [0])
+    ordinal = count[0]
+    count[0] += 1
+    return (site[0], site[1], ordinal, count), (number << 20) | (ordinal & 0xFFFFF)
+
+
+def _identity_text(key: int) -> dict[str, Any]:
+    file, line = _site_list[key >> 20]
+    return {"file": file, "line": line, "ordinal": key & 0xFFFFF}
+
+
+_PLUMBING = (_HARNESS, threading.__file__, queue.__file__)
+
+
+def _is_plumbing(frame: FrameType) -> bool:
+    """Frames of the harness and of the standard library's threading machinery."""
+    return frame.f_code.co_filename.startswith(_PLUMBING)
+
+
+def _frame_text(frame: FrameType | None) -> str:
+    """``file:line in function`` of the first frame outside the plumbing."""
+    while frame is not None and _is_plumbing(frame):
+        frame = frame.f_back
+    if frame is None:
+        return "?"
+    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+
+
+def _record_order(state: _ThreadState, lock: Any) -> None:
+    """``lock`` is being acquired (blocking) while the locks on ``state``'s chain are held.
+
+    Each edge "held -> lock" also carries its *gates*: the other locks and the semaphore permits
+    the thread holds at that moment. A cycle whose every edge was taken inside the same gate, and
+    that needs more threads than the gate admits, cannot close (a waiter admitting four of five
+    philosophers); the lock-order analysis uses this to stay quiet about it.
+    """
+    session = _session
+    if session is None:
+        return
+    order = session.order
+    key = lock._key
+    chain = []
+    node = state.top
+    while node is not None:
+        chain.append(node)
+        node = node._prev
+    permits = state.permits
+    for held in chain:
+        if held._key == key:
+            continue
+        if len(chain) == 1 and not permits:
+            edge: Any = (held._key << 32) | key
+            gates: list[tuple[int, int]] = []
+        else:
+            gates = [(g._key, 1) for g in chain if g is not held] + [(k, c[1]) for k, c in permits.items()]
+            edge = (held._key, key, frozenset(gates))
+        if edge in order:
+            continue
+        order[edge] = True
+        frame = sys._getframe(1)
+        session.new_order.append(
+            {
+                "held": _identity_text(held._key),
+                "acquiring": _identity_text(key),
+                "held_at": acquired_where(held, frame, _is_plumbing),
+                "acquiring_at": _frame_text(frame),
+                "thread": threading.current_thread().name,
+                "gates": [{**_identity_text(gate), "capacity": capacity} for gate, capacity in gates],
+            }
+        )
+
+
+def _took_permit(semaphore: Any, got: bool) -> None:
+    if got:
+        permits = _current_state().permits
+        held = permits.get(semaphore._key)
+        if held is None:
+            permits[semaphore._key] = [1, semaphore._capacity]
+        else:
+            held[0] += 1
+
+
+def _returned_permits(semaphore: Any, count: int) -> None:
+    permits = _current_state().permits
+    held = permits.get(semaphore._key)
+    if held is not None:
+        held[0] -= count
+        if held[0] <= 0:
+            del permits[semaphore._key]
+
+
+def _unlink(state: Any, lock: Any) -> None:
+    """Remove ``lock`` from ``state``'s chain of held locks (released out of order)."""
+    if state.top is lock:
+        state.top = lock._prev
+        return
+    node = state.top
+    while node is not None:
+        if node._prev is lock:
+            node._prev = lock._prev
+            return
+        node = node._prev
+
+
+# -- blocking ------------------------------------------------------------------------------------
+
+
+_OUT_OF_RANGE = "timestamp out of range for platform time_t"
+
+
+def _validate(blocking: bool, timeout: float) -> None:
+    """The argument checks of the C lock's acquire, with its exceptions."""
+    if not blocking and timeout != -1:
+        raise ValueError("can't specify a timeout for a non-blocking call")
+    if timeout != timeout:
+        raise ValueError("Invalid value NaN (not a number)")
+    if timeout < 0 and timeout != -1:
+        raise ValueError("timeout value must be a non-negative number")
+    if timeout > threading.TIMEOUT_MAX:
+        raise OverflowError(_OUT_OF_RANGE)
+
+
+def _block(try_acquire: Callable[..., bool], timeout: float, waiting: Waiting) -> bool:
+    """Wait for ``try_acquire`` to succeed, visibly: registered in the graph, in slices, so that a
+    confirmed deadlock can end the wait with `DeadlockError`."""
+    session = _session
+    graph = session.graph if session is not None else None
+    if graph is None:
+        return bool(try_acquire(True, timeout))
+    if timeout > threading.TIMEOUT_MAX:  # the real lock would refuse it; slices would hide that
+        raise OverflowError(_OUT_OF_RANGE)
+    if graph.aborting:
+        raise DeadlockError("the trial deadlocked")
+    me = get_ident()
+    graph.enter(me, waiting)
+    try:
+        deadline = math.inf if timeout < 0 else time.monotonic() + timeout
+        pause = SLICE_FIRST
+        candidate = None if waiting.timed else graph.check(me, None)
+        while True:
+            if graph.aborting:
+                raise DeadlockError("the trial deadlocked")
+            if deadline == math.inf:
+                if try_acquire(True, pause):
+                    return True
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return bool(try_acquire(False))
+                if try_acquire(True, min(pause, left)):
+                    return True
+            if not waiting.timed:
+                candidate = graph.check(me, candidate)
+            pause = min(pause * 2, SLICE_MAX)
+    finally:
+        graph.leave(me)
+
+
+# -- locks ---------------------------------------------------------------------------------------
+
+
+class Lock:
+    """`threading.Lock`, instrumented.
+
+    `acquire` and `release` are the hot path of every critical section, so they carry no
+    perturbation check: when a trial's plan has forced switches at primitive operations,
+    `activate` swaps in `_synced_acquire` and `_synced_release`, which add them around.
+    """
+
+    __slots__ = ("__weakref__", "_created", "_key", "_owner", "_prev", "_quiet", "_real", "_release", "_try")
+
+    def __init__(self, *, _created: Any = None, _quiet: bool = False) -> None:
+        #: Internal to another primitive: no forced switches of its own (the owner has them).
+        self._quiet = _quiet
+        real = allocate_lock()
+        self._real = real
+        self._try = real.acquire
+        self._release = real.release
+        self._owner: Any = None
+        self._prev: Any = None
+        created, key = creation(sys._getframe(1)) if _created is None else _created
+        self._key: int = key
+        self._created = created
+
+    def acquire(self, blocking: bool = True, timeout: float = -1, *, _local: Any = _local) -> bool:
+        if timeout == -1 and self._try(False):
+            try:
+                state = _local.state
+            except AttributeError:
+                state = _new_state()
+            self._owner = state
+            top = state.top
+            if top is not None and blocking:
+                _record_order(state, self)
+            self._prev = top
+            state.top = self
+            return True
+        return self._acquire_slow(blocking, timeout)
+
+    __enter__ = acquire
+
+    def _acquire_slow(self, blocking: bool, timeout: float) -> bool:
+        _validate(blocking, timeout)
+        if not blocking:
+            got = bool(self._try(False))
+        else:
+            state = _current_state()
+            if timeout == -1 and state.top is not None:
+                _record_order(state, self)  # an attempt counts: it may never succeed
+            got = self._try(False) or _block(self._try, timeout, Waiting(self, lock=self, timed=timeout != -1))
+        if got:
+            state = _current_state()
+            self._owner = state
+            self._prev = state.top
+            state.top = self
+        return got
+
+    def release(self) -> None:
+        owner = self._owner
+        if owner is not None:
+            if owner.top is self:
+                owner.top = self._prev
+            else:
+                _unlink(owner, self)
+            self._owner = None
+        self._release()
+
+    def __exit__(self, *_: object) -> None:
+        # `release`, repeated rather than called: this is every critical section's exit.
+        owner = self._owner
+        if owner is not None:
+            if owner.top is self:
+                owner.top = self._prev
+            else:
+                _unlink(owner, self)
+            self._owner = None
+        self._release()
+
+    def locked(self) -> bool:
+        return bool(self._real.locked())
+
+    # The C lock's old aliases, kept by the standard library on every supported version.
+    acquire_lock = acquire
+    release_lock = release
+    locked_lock = locked
+
+    def _at_fork_reinit(self) -> None:
+        self._real._at_fork_reinit()  # type: ignore[attr-defined]
+        self._owner = self._prev = None
+
+    def __repr__(self) -> str:
+        state = "locked" if self._real.locked() else "unlocked"
+        return f"<{state} stress.Lock created at {self._created[0]}:{self._created[1]}>"
+
+
+_plain_acquire = Lock.acquire
+_plain_release = Lock.release
+_plain_exit = Lock.__exit__
+
+
+def _synced_acquire(self: Lock, blocking: bool = True, timeout: float = -1) -> bool:
+    quiet = self._quiet
+    if not quiet:
+        _sync_point()
+    got = _plain_acquire(self, blocking, timeout)
+    if got and not quiet:
+        _sync_point()
+    return got
+
+
+def _synced_release(self: Lock) -> None:
+    _plain_release(self)
+    if not self._quiet:
+        _sync_point()
+
+
+def _synced_exit(self: Lock, *_: object) -> None:
+    _plain_release(self)
+    if not self._quiet:
+        _sync_point()
+
+
+def _use_synced_locks(synced: bool) -> None:
+    if synced:
+        Lock.acquire = Lock.__enter__ = _synced_acquire  # type: ignore[method-assign,assignment]
+        Lock.release, Lock.__exit__ = _synced_release, _synced_exit  # type: ignore[method-assign]
+    else:
+        Lock.acquire = Lock.__enter__ = _plain_acquire  # type: ignore[method-assign]
+        Lock.release, Lock.__exit__ = _plain_release, _plain_exit  # type: ignore[method-assign]
+
+
+class RLock:
+    """`threading.RLock`, instrumented."""
+
+    __slots__ = ("__weakref__", "_count", "_created", "_key", "_owner", "_prev", "_real", "_try")
+
+    def __init__(self, *, _created: Any = None) -> None:
+        real = allocate_lock()
+        self._real = real
+        self._try = real.acquire
+        self._owner: Any = None
+        self._count = 0
+        self._prev: Any = None
+        created, key = creation(sys._getframe(1)) if _created is None else _created
+        self._key: int = key
+        self._created = created
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if timeout != -1:
+            _validate(blocking, timeout)
+        state = _current_state()
+        if self._owner is state:
+            self._count += 1
+            return True
+        if _sync:
+            _sync_point()
+        top = state.top
+        if top is not None and blocking and timeout == -1:
+            _record_order(state, self)  # the attempt counts: it may never succeed
+        if self._try(False):
+            got = True
+        elif not blocking:
+            got = False
+        else:
+            got = _block(self._try, timeout, Waiting(self, lock=self, timed=timeout != -1))
+        if got:
+            self._owner = state
+            self._count = 1
+            self._prev = top
+            state.top = self
+            if _sync:
+                _sync_point()
+        return got
+
+    __enter__ = acquire
+
+    def release(self) -> None:
+        state = _current_state()
+        if self._owner is not state:
+            raise RuntimeError("cannot release un-acquired lock")
+        self._count -= 1
+        if self._count:
+            return
+        self._let_go(state)
+        if _sync:
+            _sync_point()
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+    def _let_go(self, state: Any) -> None:
+        if state.top is self:
+            state.top = self._prev
+        else:
+            _unlink(state, self)
+        self._owner = self._prev = None
+        self._real.release()
+
+    def _is_owned(self) -> bool:
+        return self._owner is _current_state()
+
+    def _release_save(self) -> tuple[int, Any]:
+        state = _current_state()
+        if self._owner is not state or not self._count:
+            raise RuntimeError("cannot release un-acquired lock")
+        saved = (self._count, state)
+        self._count = 0
+        self._let_go(state)
+        return saved
+
+    def _acquire_restore(self, saved: tuple[int, Any]) -> None:
+        count, _ = saved
+        self.acquire()
+        self._count = count
+
+    def _at_fork_reinit(self) -> None:
+        self._real._at_fork_reinit()  # type: ignore[attr-defined]
+        self._owner = self._prev = None
+        self._count = 0
+
+    def __repr__(self) -> str:
+        state = "locked" if self._real.locked() else "unlocked"
+        owner = self._owner.ident if self._owner is not None else 0
+        return f"<{state} stress.RLock owner={owner} count={self._count}>"
+
+
+# -- conditions and what is built on them ---------------------------------------------------------
+
+
+class Condition(threading.Condition):
+    """`threading.Condition`, instrumented: its waits are visible to the wait-for graph."""
+
+    def __init__(self, lock: Any = None, *, _created: Any = None, _primitive: Any = None, _quiet: bool = False) -> None:
+        created = creation(sys._getframe(1)) if _created is None else _created
+        super().__init__(RLock(_created=created) if lock is None else lock)  # type: ignore[arg-type]
+        self._created = created[0]
+        self._quiet = _quiet
+        #: The primitive a person knows this condition by (an Event's, a Queue's, or itself).
+        self._primitive = self if _primitive is None else _primitive
+
+    def __exit__(self, *args: object) -> None:
+        lock: Any = self._lock  # type: ignore[attr-defined]
+        if isinstance(lock, Lock | RLock) and lock._owner is not _current_state():
+            session = _session
+            if session is not None and session.graph is not None and session.graph.aborting:
+                # A deadlock abort interrupted wait() while it took the lock back: there is
+                # nothing of ours to release, and releasing would free another thread's hold.
+                return None
+        lock.__exit__(*args)
+        return None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not self._is_owned():  # type: ignore[attr-defined]
+            raise RuntimeError("cannot wait on un-acquired lock")
+        if _sync and not self._quiet:
+            _sync_point()
+        waiter = allocate_lock()
+        waiter.acquire()
+        self._waiters.append(waiter)  # type: ignore[attr-defined]
+        saved_state = self._release_save()  # type: ignore[attr-defined]
+        gotit = False
+        try:
+            if timeout is None:
+                gotit = _block(waiter.acquire, -1, Waiting(self._primitive, token=waiter, timed=False))
+            elif timeout > 0:
+                gotit = _block(waiter.acquire, timeout, Waiting(self._primitive, token=waiter, timed=True))
+            else:
+                gotit = bool(waiter.acquire(False))
+            return gotit
+        finally:
+            self._acquire_restore(saved_state)  # type: ignore[attr-defined]
+            if not gotit:
+                with contextlib.suppress(ValueError):  # a notify removed it meanwhile
+                    self._waiters.remove(waiter)  # type: ignore[attr-defined]
+            if _sync and not self._quiet:
+                _sync_point()
+
+    def notify(self, n: int = 1) -> None:
+        if _sync and not self._quiet:
+            _sync_point()
+        super().notify(n)
+        if _sync and not self._quiet:
+            _sync_point()
+
+
+def _internal_condition(owner: Any, created: Any) -> Condition:
+    return Condition(Lock(_created=created, _quiet=True), _created=created, _primitive=owner, _quiet=True)
+
+
+def _around(operation: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a public operation of a primitive with the plan's forced switches, before and after
+    (its internal lock and condition are quiet, so each operation switches at most twice)."""
+
+    def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if _sync:
+            _sync_point()
+        result = operation(self, *args, **kwargs)
+        if _sync:
+            _sync_point()
+        return result
+
+    wrapped.__name__ = operation.__name__
+    wrapped.__qualname__ = operation.__qualname__
+    wrapped.__doc__ = operation.__doc__
+    return wrapped
+
+
+class Semaphore(threading.Semaphore):
+    """`threading.Semaphore`, instrumented. It remembers which thread holds how many permits, so
+    the lock-order analysis knows a gate that admits only so many threads."""
+
+    def __init__(self, value: int = 1, *, _created: Any = None) -> None:
+        super().__init__(value)
+        created = creation(sys._getframe(1)) if _created is None else _created
+        self._created = created[0]
+        self._key: int = created[1]
+        self._capacity = value
+        self._cond = _internal_condition(self, created)
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        if _sync:
+            _sync_point()
+        got = super().acquire(blocking, timeout)
+        _took_permit(self, got)
+        if _sync and got:
+            _sync_point()
+        return got
+
+    __enter__ = acquire
+
+    def release(self, n: int = 1) -> None:
+        super().release(n)
+        _returned_permits(self, n)
+        if _sync:
+            _sync_point()
+
+
+class BoundedSemaphore(Semaphore, threading.BoundedSemaphore):
+    """`threading.BoundedSemaphore`, instrumented."""
+
+    def __init__(self, value: int = 1, *, _created: Any = None) -> None:
+        threading.BoundedSemaphore.__init__(self, value)
+        created = creation(sys._getframe(1)) if _created is None else _created
+        self._created = created[0]
+        self._key = created[1]
+        self._capacity = value
+        self._cond = _internal_condition(self, created)
+
+
+class Event(threading.Event):
+    """`threading.Event`, instrumented."""
+
+    def __init__(self, *, _created: Any = None) -> None:
+        super().__init__()
+        created = creation(sys._getframe(1)) if _created is None else _created
+        self._created = created[0]
+        self._cond = _internal_condition(self, created)
+
+    set = _around(threading.Event.set)
+    clear = _around(threading.Event.clear)
+    wait = _around(threading.Event.wait)
+
+
+class Barrier(threading.Barrier):
+    """`threading.Barrier`, instrumented."""
+
+    def __init__(
+        self,
+        parties: int,
+        action: Callable[[], Any] | None = None,
+        timeout: float | None = None,
+        *,
+        _created: Any = None,
+    ) -> None:
+        super().__init__(parties, action, timeout)
+        created = creation(sys._getframe(1)) if _created is None else _created
+        self._created = created[0]
+        self._cond = _internal_condition(self, created)
+
+    wait = _around(threading.Barrier.wait)
+
+
+class Queue(queue.Queue):  # type: ignore[type-arg]
+    """`queue.Queue`, instrumented: the standard class with its mutex and conditions replaced."""
+
+    def __init__(self, maxsize: int = 0, *, _created: Any = None) -> None:
+        super().__init__(maxsize)
+        created = creation(sys._getframe(1)) if _created is None else _created
+        self._created = created[0]
+        self.mutex = Lock(_created=created, _quiet=True)  # type: ignore[assignment]
+        self.not_empty = Condition(self.mutex, _created=created, _primitive=self, _quiet=True)
+        self.not_full = Condition(self.mutex, _created=created, _primitive=self, _quiet=True)
+        self.all_tasks_done = Condition(self.mutex, _created=created, _primitive=self, _quiet=True)
+
+    put = _around(queue.Queue.put)
+    get = _around(queue.Queue.get)
+    join = _around(queue.Queue.join)

@@ -1,0 +1,296 @@
+"""The wait-for graph of one trial, and deadlock detection over it.
+
+Every blocking wait on an instrumented primitive registers here: which thread waits, on what, and
+whether the wait has a timeout. Two situations are deadlocks:
+
+* **a cycle**: thread T waits for a lock held by U, U waits for a lock held by ..., held by T;
+* **everyone stuck**: every thread of the trial waits without a timeout on something only another
+  thread of the trial could release (an event nobody will set, a condition nobody will notify, a
+  lock held by a stuck thread), and the thread that ran the variant is waiting for its actors.
+
+A candidate is only declared after it is seen twice, unchanged, one wait slice apart: lock owners
+change on the primitives' fast path without taking the graph's lock, and a deadlock, unlike a race
+in this bookkeeping, does not go away. The threads involved are then released with `DeadlockError`
+(a `BaseException`, so ``except Exception`` in the code under test does not swallow it), the worker
+survives, and the trial ends as ``deadlocked`` with the cycle as evidence.
+"""
+
+from __future__ import annotations
+
+import linecache
+import re
+import sys
+import threading
+from _thread import allocate_lock
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from harness.preempt import Scope
+from harness.text import short_path
+
+__all__ = [
+    "Deadlock",
+    "DeadlockError",
+    "WaitGraph",
+    "Waiting",
+    "acquired_where",
+    "describe_primitive",
+    "describe_site",
+]
+
+
+class DeadlockError(BaseException):
+    """Raised inside the threads of a deadlocked trial so that they unwind."""
+
+
+@dataclass(frozen=True)
+class Deadlock:
+    """What was found: one line per thread involved, and a one-line summary."""
+
+    kind: str  # "cycle" or "stuck"
+    summary: str
+    lines: tuple[str, ...]
+
+
+class Waiting:
+    """One thread's current blocking wait.
+
+    Attributes:
+        primitive: The user-visible primitive waited on (a Lock, an Event, a Queue, ...).
+        lock: For a lock acquisition, the instrumented lock (its ``_owner`` says who holds it).
+        token: For a condition wait, the private lock a ``notify`` releases.
+        timed: The wait has a timeout, so it ends by itself.
+    """
+
+    __slots__ = ("lock", "primitive", "timed", "token")
+
+    def __init__(self, primitive: Any, *, lock: Any = None, token: Any = None, timed: bool) -> None:
+        self.primitive = primitive
+        self.lock = lock
+        self.token = token
+        self.timed = timed
+
+    def runnable(self) -> bool:
+        """The wait is over in all but name: its lock is free, or a notify released its token
+        (the thread may simply not have been scheduled yet)."""
+        if self.token is not None and not self.token.locked():
+            return True
+        return self.lock is not None and self.lock._owner is None
+
+
+Snapshot = tuple[Any, ...]
+
+
+class WaitGraph:
+    """Who waits for what in one trial.
+
+    Args:
+        scope: The code under test, to point at its lines in the evidence.
+        main: Ident of the thread running the variant body.
+        preexisting: Idents of threads that existed before the trial (not part of it).
+    """
+
+    def __init__(self, *, scope: Scope, main: int, preexisting: set[int]) -> None:
+        self.scope = scope
+        self.main = main
+        self.preexisting = preexisting - {main}
+        self.waiting: dict[int, Waiting] = {}
+        self.version = 0
+        self.main_joining = False
+        self.aborting = False
+        self.finding: Deadlock | None = None
+        self._mutex = allocate_lock()
+
+    # -- registration (every blocking wait) ------------------------------------------------------
+
+    def enter(self, ident: int, waiting: Waiting) -> None:
+        with self._mutex:
+            self.waiting[ident] = waiting
+            self.version += 1
+
+    def leave(self, ident: int) -> None:
+        with self._mutex:
+            if self.waiting.pop(ident, None) is not None:
+                self.version += 1
+
+    def set_joining(self, joining: bool) -> None:
+        with self._mutex:
+            self.main_joining = joining
+            self.version += 1
+
+    # -- detection -------------------------------------------------------------------------------
+
+    def check(self, ident: int, previous: Snapshot | None) -> Snapshot | None:
+        """Look for a deadlock involving ``ident``. Returns the candidate seen now; when it equals
+        ``previous``, the deadlock is confirmed: `finding` is set and every wait aborts."""
+        with self._mutex:
+            if self.aborting:
+                return previous
+            candidate = self._cycle_through(ident) or self._everyone_stuck()
+            if candidate is None or candidate != previous:
+                return candidate
+            self.aborting = True
+        self.finding = self._describe(candidate)
+        return candidate
+
+    def _cycle_through(self, ident: int) -> Snapshot | None:
+        links: list[tuple[int, int, int]] = []
+        current = ident
+        for _ in range(len(self.waiting) + 1):
+            waiting = self.waiting.get(current)
+            if waiting is None or waiting.lock is None or waiting.timed or waiting.runnable():
+                return None
+            owner = waiting.lock._owner
+            if owner is None:
+                return None
+            links.append((current, id(waiting.lock), owner.ident))
+            if owner.ident == ident:
+                return ("cycle", self.version, tuple(links))
+            current = owner.ident
+            if any(link[0] == current for link in links):
+                return None  # a cycle that does not pass through us: its own members report it
+        return None
+
+    def _everyone_stuck(self) -> Snapshot | None:
+        threads = [t.ident for t in threading.enumerate() if t.ident not in self.preexisting]
+        state: list[tuple[int, int, int]] = []
+        for ident in threads:
+            if ident is None:
+                continue
+            if ident == self.main and self.main_joining:
+                continue
+            waiting = self.waiting.get(ident)
+            if waiting is None or waiting.timed or waiting.runnable():
+                return None
+            owner_ident = 0
+            if waiting.lock is not None:
+                owner = waiting.lock._owner
+                if owner is None:
+                    return None
+                owner_ident = owner.ident
+            state.append((ident, id(waiting.primitive), owner_ident))
+        if not state:
+            return None
+        return ("stuck", self.version, tuple(sorted(state)))
+
+    # -- evidence --------------------------------------------------------------------------------
+
+    def _describe(self, candidate: Snapshot) -> Deadlock:
+        frames = sys._current_frames()
+        names = {t.ident: t.name for t in threading.enumerate()}
+        kind, _, links = candidate
+        lines: list[str] = []
+        if kind == "cycle":
+            hops = []
+            for ident, _, owner in links:
+                waiting = self.waiting.get(ident)
+                lock = waiting.lock if waiting is not None else None
+                what = describe_primitive(lock) if lock is not None else "a lock"
+                waiter, holder = names.get(ident, str(ident)), names.get(owner, str(owner))
+                hops.append(f"{waiter} waits for {what} held by {holder}")
+                taken = acquired_where(lock, frames.get(owner), self._outside)
+                lines.append(
+                    f"{waiter} waits for {what} at {self._where(frames.get(ident))}; {holder} took it at {taken}"
+                )
+            return Deadlock("cycle", " → ".join(hops), tuple(lines))
+        for ident, _, _ in links:
+            waiting = self.waiting.get(ident)
+            what = describe_primitive(waiting.primitive) if waiting is not None else "something"
+            if waiting is not None and waiting.lock is not None and waiting.lock._owner is not None:
+                what += f" held by {names.get(waiting.lock._owner.ident, '?')}"
+            lines.append(f"{names.get(ident, ident)} waits for {what} at {self._where(frames.get(ident))}")
+        count = len(links)
+        summary = (
+            f"all {count} threads of the trial wait, and none of them can wake another"
+            if count > 1
+            else "the only running thread of the trial waits for something nobody else can do"
+        )
+        if self.main_joining:
+            summary += " (the variant body is waiting for its actors)"
+        return Deadlock("stuck", summary, tuple(lines))
+
+    def _outside(self, frame: FrameType) -> bool:
+        return not self.scope.contains_file(frame.f_code.co_filename)
+
+    def _where(self, frame: FrameType | None) -> str:
+        inside = _innermost_in_scope(frame, self.scope)
+        if inside is None:
+            return "an unknown place"
+        return f"{short_path(inside.f_code.co_filename)}:{inside.f_lineno} in {inside.f_code.co_name}"
+
+
+def _innermost_in_scope(frame: FrameType | None, scope: Scope) -> FrameType | None:
+    while frame is not None:
+        if scope.contains_file(frame.f_code.co_filename):
+            return frame
+        frame = frame.f_back
+    return None
+
+
+_ACQUIRING = re.compile(r"^\s*(?:async\s+)?with\b|\.acquire\s*\(")
+
+
+def acquired_where(lock: Any, frame: FrameType | None, skip: Callable[[FrameType], bool]) -> str:
+    """Where the thread whose stack begins at ``frame`` took ``lock``, which it still holds.
+
+    Locks do not record where they were acquired (that would cost every critical section a frame
+    object), but the thread holding one is still inside the block that took it. So: walk the
+    thread's frames from the innermost (skipping ``skip``), and in each look back from its current
+    line for a line that acquires something — one naming the lock if there is one (``with
+    lock_a:``), else the nearest; else the innermost frame's current line.
+    """
+    name = _base_name(lock)
+    nearest: tuple[FrameType, int] | None = None
+    innermost: FrameType | None = None
+    while frame is not None:
+        if not skip(frame):
+            innermost = innermost or frame
+            code = frame.f_code
+            for number in range(frame.f_lineno - 1, code.co_firstlineno - 1, -1):
+                text = linecache.getline(code.co_filename, number)
+                if _ACQUIRING.search(text):
+                    if name and re.search(rf"\b{re.escape(name)}\b", text):
+                        return _line_text(frame, number)
+                    if nearest is None:
+                        nearest = (frame, number)
+        frame = frame.f_back
+    if nearest is not None:
+        return _line_text(*nearest)
+    return _line_text(innermost, innermost.f_lineno) if innermost is not None else "an unknown place"
+
+
+def _line_text(frame: FrameType, line: int) -> str:
+    return f"{short_path(frame.f_code.co_filename)}:{line} in {frame.f_code.co_name}"
+
+
+def _base_name(primitive: Any) -> str | None:
+    site = getattr(primitive, "_created", None)
+    if site is None:
+        return None
+    match = _ASSIGNED.match(linecache.getline(site[0], site[1]))
+    return match.group(1).rsplit(".", 1)[-1] if match else None
+
+
+_ASSIGNED = re.compile(r"^\s*(?:self\.)?([A-Za-z_][\w.]*)\s*(?::[^=]*)?=(?!=)")
+
+
+def describe_primitive(primitive: Any) -> str:
+    """How a person knows a primitive: the name its creating line assigned it to (``lock_a``,
+    ``forks#2``), else its type and where it was created."""
+    site = getattr(primitive, "_created", None)
+    kind = type(primitive).__name__
+    if site is None:
+        return kind
+    file, line, ordinal, count = site
+    return describe_site(file, line, ordinal, many=count[0] > 1, kind=kind)
+
+
+def describe_site(file: str, line: int, ordinal: int, *, many: bool, kind: str = "lock") -> str:
+    """Name a primitive by its creation site: ``forks#2``, or ``Lock#2 created at x.py:30``."""
+    match = _ASSIGNED.match(linecache.getline(file, line))
+    number = f"#{ordinal}" if many else ""
+    if match:
+        return match.group(1) + number
+    return f"{kind}{number} created at {short_path(file)}:{line}"
