@@ -12,7 +12,7 @@ from harness import Scenario, Trial
 scenario = Scenario(
     "counter",
     "Four threads add 1 to a shared integer, `size` times each (the chapter's Lock example)",
-    size=50,
+    size=30,
 )
 
 THREADS = 4

@@ -15,7 +15,7 @@ from harness import Scenario, Trial
 scenario = Scenario(
     "semaphore",
     "Six threads use a resource `size` times each; at most three may use it at once",
-    size=3,
+    size=2,
 )
 
 THREADS = 6
