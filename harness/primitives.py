@@ -162,7 +162,7 @@ def creation(frame: FrameType | None) -> tuple[tuple[str, int, int, list[int]], 
         frame.f_code.co_filename.startswith(_HARNESS) or frame.f_code.co_filename == threading.__file__
     ):
         frame = frame.f_back
-    site = (frame.f_code.co_filename, frame.f_lineno) if frame is not None else ("?", 0)
+    site = (frame.f_code.co_filename, frame.f_lineno or frame.f_code.co_firstlineno) if frame is not None else ("?", 0)
     number = _sites.get(site)
     if number is None:
         number = _sites[site] = len(_site_list)
@@ -195,7 +195,8 @@ def _frame_text(frame: FrameType | None) -> str:
         frame = frame.f_back
     if frame is None:
         return "?"
-    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+    line = frame.f_lineno if frame.f_lineno is not None else frame.f_code.co_firstlineno
+    return f"{frame.f_code.co_filename}:{line} in {frame.f_code.co_name}"
 
 
 def _record_order(state: _ThreadState, lock: Any) -> None:
@@ -230,12 +231,16 @@ def _record_order(state: _ThreadState, lock: Any) -> None:
             continue
         order[edge] = True
         frame = sys._getframe(1)
+        try:
+            held_at, acquiring_at = acquired_where(held, frame, _is_plumbing), _frame_text(frame)
+        except Exception:  # where is best effort; the edge itself is what the analysis needs
+            held_at = acquiring_at = "?"
         session.new_order.append(
             {
                 "held": _identity_text(held._key),
                 "acquiring": _identity_text(key),
-                "held_at": acquired_where(held, frame, _is_plumbing),
-                "acquiring_at": _frame_text(frame),
+                "held_at": held_at,
+                "acquiring_at": acquiring_at,
                 "thread": threading.current_thread().name,
                 "gates": [{**_identity_text(gate), "capacity": capacity} for gate, capacity in gates],
             }

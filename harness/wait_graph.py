@@ -132,7 +132,10 @@ class WaitGraph:
             if candidate is None or candidate != previous:
                 return candidate
             self.aborting = True
-        self.finding = self._describe(candidate)
+        try:
+            self.finding = self._describe(candidate)
+        except Exception as exc:  # evidence is best effort; the deadlock itself is certain
+            self.finding = Deadlock(str(candidate[0]), "threads wait for each other", (f"(no details: {exc!r})",))
         return candidate
 
     def _cycle_through(self, ident: int) -> Snapshot | None:
@@ -218,7 +221,7 @@ class WaitGraph:
         inside = _innermost_in_scope(frame, self.scope)
         if inside is None:
             return "an unknown place"
-        return f"{short_path(inside.f_code.co_filename)}:{inside.f_lineno} in {inside.f_code.co_name}"
+        return _line_text(inside, _line(inside))
 
 
 def _innermost_in_scope(frame: FrameType | None, scope: Scope) -> FrameType | None:
@@ -248,7 +251,7 @@ def acquired_where(lock: Any, frame: FrameType | None, skip: Callable[[FrameType
         if not skip(frame):
             innermost = innermost or frame
             code = frame.f_code
-            for number in range(frame.f_lineno - 1, code.co_firstlineno - 1, -1):
+            for number in range(_line(frame) - 1, code.co_firstlineno - 1, -1):
                 text = linecache.getline(code.co_filename, number)
                 if _ACQUIRING.search(text):
                     if name and re.search(rf"\b{re.escape(name)}\b", text):
@@ -258,7 +261,14 @@ def acquired_where(lock: Any, frame: FrameType | None, skip: Callable[[FrameType
         frame = frame.f_back
     if nearest is not None:
         return _line_text(*nearest)
-    return _line_text(innermost, innermost.f_lineno) if innermost is not None else "an unknown place"
+    return _line_text(innermost, _line(innermost)) if innermost is not None else "an unknown place"
+
+
+def _line(frame: FrameType) -> int:
+    """The frame's current line; a frame between lines (possible in another thread, seen from
+    outside) counts as on its function's first line."""
+    line = frame.f_lineno
+    return line if line is not None else frame.f_code.co_firstlineno
 
 
 def _line_text(frame: FrameType, line: int) -> str:

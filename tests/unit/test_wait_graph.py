@@ -1,0 +1,90 @@
+"""The wait-for graph's decisions, on hand-built states (no real blocking)."""
+
+from __future__ import annotations
+
+import threading
+from _thread import allocate_lock
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from harness.preempt import Scope
+from harness.wait_graph import WaitGraph, Waiting, _line
+
+
+def _graph() -> WaitGraph:
+    return WaitGraph(scope=Scope(files=[__file__]), main=threading.get_ident(), preexisting=set())
+
+
+def _lock(owner: int | None) -> Any:
+    return SimpleNamespace(_owner=None if owner is None else SimpleNamespace(ident=owner), _created=None)
+
+
+def test_a_cycle_is_a_candidate_first_and_a_deadlock_when_seen_again() -> None:
+    graph = _graph()
+    lock_a, lock_b = _lock(owner=2), _lock(owner=1)
+    graph.enter(1, Waiting(lock_a, lock=lock_a, timed=False))
+    graph.enter(2, Waiting(lock_b, lock=lock_b, timed=False))
+    candidate = graph.check(1, None)
+    assert candidate is not None
+    assert candidate[0] == "cycle"
+    assert not graph.aborting
+    assert graph.check(1, candidate) == candidate
+    assert graph.aborting
+    assert graph.finding is not None
+    assert graph.finding.kind == "cycle"
+    assert len(graph.finding.lines) == 2
+
+
+def test_a_changed_graph_is_not_confirmed() -> None:
+    graph = _graph()
+    lock_a, lock_b = _lock(owner=2), _lock(owner=1)
+    graph.enter(1, Waiting(lock_a, lock=lock_a, timed=False))
+    graph.enter(2, Waiting(lock_b, lock=lock_b, timed=False))
+    candidate = graph.check(1, None)
+    graph.leave(2)  # thread 2 got its lock meanwhile
+    graph.enter(2, Waiting(lock_b, lock=lock_b, timed=False))
+    assert graph.check(1, candidate) != candidate
+    assert not graph.aborting
+
+
+@pytest.mark.parametrize("timed", [True, False])
+def test_no_cycle_when_a_lock_is_free_or_a_wait_has_a_timeout(timed: bool) -> None:
+    graph = _graph()
+    lock_a = _lock(owner=2)
+    lock_b = _lock(owner=None if not timed else 1)
+    graph.enter(1, Waiting(lock_a, lock=lock_a, timed=False))
+    graph.enter(2, Waiting(lock_b, lock=lock_b, timed=timed))
+    assert graph._cycle_through(1) is None
+
+
+def test_a_notified_waiter_is_runnable() -> None:
+    token = allocate_lock()
+    token.acquire()
+    waiting = Waiting(object(), token=token, timed=False)
+    assert not waiting.runnable()
+    token.release()  # what notify() does
+    assert waiting.runnable()
+
+
+def test_evidence_failure_still_reports_the_deadlock(monkeypatch: pytest.MonkeyPatch) -> None:
+    graph = _graph()
+    lock_a, lock_b = _lock(owner=2), _lock(owner=1)
+    graph.enter(1, Waiting(lock_a, lock=lock_a, timed=False))
+    graph.enter(2, Waiting(lock_b, lock=lock_b, timed=False))
+
+    def broken(candidate: object) -> None:
+        raise TypeError("a frame without a line")
+
+    monkeypatch.setattr(graph, "_describe", broken)
+    candidate = graph.check(1, None)
+    graph.check(1, candidate)
+    assert graph.aborting
+    assert graph.finding is not None
+    assert "a frame without a line" in graph.finding.lines[0]
+
+
+def test_a_frame_between_lines_counts_as_its_first_line() -> None:
+    frame = SimpleNamespace(f_lineno=None, f_code=SimpleNamespace(co_firstlineno=12))
+    assert _line(frame) == 12  # type: ignore[arg-type]
