@@ -4,21 +4,59 @@ Declare a `Scenario` with variants (implementation strategies, each tagged ``exp
 ``"unsafe"``); every variant receives a `Trial`, starts its actors through it and checks its
 invariants. `run` executes the variants thousands of times under perturbation and returns a ranked
 `RunReport`. The ``stress`` command line is a thin layer over this module.
+
+Names are loaded on first use: a scenario file, or a process actor started with ``spawn``, imports
+only what it needs (`Scenario` and `Trial`), not the whole engine.
 """
 
-from harness.config import RunConfig, build_config
-from harness.engine import RunObserver, run
-from harness.errors import ConfigError, InternalError, ScenarioError, ScenarioNotFound, StressError, UserError
-from harness.knobs import Knob, Perturbation
-from harness.outcome import Evidence, Outcome, TrialResult
-from harness.plan import Plan, make_plan
-from harness.registry import Registry
-from harness.scenario import Expect, Scenario, Variant
-from harness.stats import VariantSummary, Verdict, wilson
-from harness.summary import RunInfo, RunReport
-from harness.trial import ActorGroup, Trial
+import importlib as _importlib
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from harness.config import RunConfig, build_config
+    from harness.engine import RunObserver, run
+    from harness.errors import ConfigError, InternalError, ScenarioError, ScenarioNotFound, StressError, UserError
+    from harness.knobs import Knob, Perturbation
+    from harness.outcome import Evidence, Outcome, TrialResult
+    from harness.plan import Plan, make_plan
+    from harness.registry import Registry
+    from harness.scenario import Expect, Scenario, Variant
+    from harness.stats import VariantSummary, Verdict, wilson
+    from harness.summary import RunInfo, RunReport
+    from harness.trial import ActorGroup, Trial
 
 __version__ = "0.1.0"
+
+_WHERE = {
+    "ActorGroup": "harness.trial",
+    "ConfigError": "harness.errors",
+    "Evidence": "harness.outcome",
+    "Expect": "harness.scenario",
+    "InternalError": "harness.errors",
+    "Knob": "harness.knobs",
+    "Outcome": "harness.outcome",
+    "Perturbation": "harness.knobs",
+    "Plan": "harness.plan",
+    "Registry": "harness.registry",
+    "RunConfig": "harness.config",
+    "RunInfo": "harness.summary",
+    "RunObserver": "harness.engine",
+    "RunReport": "harness.summary",
+    "Scenario": "harness.scenario",
+    "ScenarioError": "harness.errors",
+    "ScenarioNotFound": "harness.errors",
+    "StressError": "harness.errors",
+    "Trial": "harness.trial",
+    "TrialResult": "harness.outcome",
+    "UserError": "harness.errors",
+    "Variant": "harness.scenario",
+    "VariantSummary": "harness.stats",
+    "Verdict": "harness.stats",
+    "build_config": "harness.config",
+    "make_plan": "harness.plan",
+    "run": "harness.engine",
+    "wilson": "harness.stats",
+}
 
 __all__ = [
     "ActorGroup",
@@ -51,3 +89,16 @@ __all__ = [
     "run",
     "wilson",
 ]
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'harness' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

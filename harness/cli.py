@@ -139,6 +139,17 @@ def show_command(scenario: str) -> None:
     help="Forced thread-switch probability just before and after each lock/condition/semaphore/event/queue "
     "operation [default: 0.01:0.2].",
 )
+@click.option(
+    "--delay",
+    metavar="S|LO:HI|off",
+    help="How long a forced switch pauses a process actor, and a delay at a multiprocessing operation "
+    "[default: 10us:1ms].",
+)
+@click.option(
+    "--start-method",
+    metavar="fork|spawn|forkserver",
+    help="How process actors and multiprocessing.Process start in trials [default: fork].",
+)
 @click.option("--shuffle/--no-shuffle", default=None, help="Start actors in random order [default: on].")
 @click.option("--barrier/--no-barrier", default=None, help="Start actors together at a barrier [default: on].")
 @click.option(

@@ -45,6 +45,7 @@ class RunConfig:
         perturbation: The knobs.
         trial: Replay: run trial ``trial``'s plan on every iteration instead of trial ``i``'s.
         strict: An expected-unsafe variant that never failed makes the run fail too.
+        start_method: How process actors (and plain ``multiprocessing.Process``) start in trials.
     """
 
     iterations: int = DEFAULT_ITERATIONS
@@ -55,6 +56,7 @@ class RunConfig:
     perturbation: Perturbation = field(default_factory=Perturbation)
     trial: int | None = None
     strict: bool = False
+    start_method: str = "fork"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +68,7 @@ class RunConfig:
             "perturbation": self.perturbation.to_dict(),
             "trial": self.trial,
             "strict": self.strict,
+            "start_method": self.start_method,
         }
 
 
@@ -83,7 +86,7 @@ def _flag_name(key: str, value: Any) -> str:
 
 FLAGS = _flag_name
 
-_KNOBS = ("preempt", "pause", "switch_interval", "jitter", "sync")
+_KNOBS = ("preempt", "pause", "switch_interval", "jitter", "sync", "delay")
 _SWITCHES = ("shuffle", "barrier")
 KNOWN = (
     "iterations",
@@ -94,9 +97,11 @@ KNOWN = (
     "trial",
     "strict",
     "perturbation",
+    "start_method",
     *_KNOBS,
     *_SWITCHES,
 )
+START_METHODS = ("fork", "spawn", "forkserver")
 
 
 def _integer(value: Any, where: str, *, minimum: int) -> int:
@@ -198,7 +203,17 @@ def build_config(
         perturbation=perturbation,
         trial=trial,
         strict=_boolean(*chosen["strict"]) if "strict" in chosen else False,
+        start_method=_start_method(*chosen["start_method"]) if "start_method" in chosen else "fork",
     )
+
+
+def _start_method(value: Any, where: str) -> str:
+    method = str(value).strip().lower()
+    if method not in START_METHODS:
+        raise ConfigError(
+            f"{where}: not a start method; use one of {', '.join(START_METHODS)}" + did_you_mean(method, START_METHODS)
+        )
+    return method
 
 
 def _check_conflicts(layer: Layer) -> None:

@@ -1,10 +1,11 @@
 """How long a trial may run before it counts as hung.
 
-With ``--timeout`` the deadline is fixed. Without it, the deadline adapts to the scenario: a multiple
-of the slowest trial of the scenario that finished so far (any variant, any outcome but hung or
-crashed), never below a floor. A variant that always hangs then costs a few tens of milliseconds per
-trial once any trial of its scenario has finished, instead of a fixed multi-second timeout. Until
-then, a generous initial deadline applies.
+With ``--timeout`` the deadline is fixed. Without it, the deadline adapts: a multiple of the slowest
+trial of the same variant that finished so far (any outcome but hung or crashed), never below a
+floor; a slow strategy (spawning processes) does not make a fast one's hangs expensive. A variant
+with no finished trial gets the generous initial deadline — its first trial may just be slow — until
+it has hung `BORROW_AFTER` times; then it borrows from the quickest other variant of its scenario,
+so a variant that always hangs costs little more than the others' trials instead of seconds.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ __all__ = ["AdaptiveTimeout"]
 
 @dataclass
 class AdaptiveTimeout:
-    """The deadline policy of one scenario.
+    """The deadline policy of one scenario (its variants' deadlines).
 
     Attributes:
         fixed: A deadline set by the user; when given, nothing adapts.
@@ -31,17 +32,29 @@ class AdaptiveTimeout:
     floor: float = 0.05
     initial: float = 2.0
     ceiling: float = 10.0
-    slowest: float | None = field(default=None, init=False)
+    slowest: dict[str, float] = field(default_factory=dict, init=False)
+    hangs: dict[str, int] = field(default_factory=dict, init=False)
 
-    def observe(self, duration: float) -> None:
-        """Learn from a trial that finished by itself in ``duration`` seconds."""
-        if self.slowest is None or duration > self.slowest:
-            self.slowest = duration
+    BORROW_AFTER = 2
 
-    def current(self) -> float:
-        """The deadline, in seconds, for a trial starting now."""
+    def observe(self, duration: float, variant: str = "") -> None:
+        """Learn from a trial of ``variant`` that finished by itself in ``duration`` seconds."""
+        if duration > self.slowest.get(variant, -1.0):
+            self.slowest[variant] = duration
+
+    def hung(self, variant: str = "") -> None:
+        """Learn that a trial of ``variant`` ran into its deadline."""
+        self.hangs[variant] = self.hangs.get(variant, 0) + 1
+
+    def current(self, variant: str = "") -> float:
+        """The deadline, in seconds, for a trial of ``variant`` starting now."""
         if self.fixed is not None:
             return self.fixed
-        if self.slowest is None:
+        slowest = self.slowest.get(variant)
+        if slowest is None and self.slowest and self.hangs.get(variant, 0) >= self.BORROW_AFTER:
+            # Its own trials never finish, so any sibling is as good a yardstick: take the
+            # quickest, to keep a variant that always hangs cheap.
+            slowest = min(self.slowest.values())
+        if slowest is None:
             return self.initial
-        return min(self.ceiling, max(self.floor, self.factor * self.slowest))
+        return min(self.ceiling, max(self.floor, self.factor * slowest))

@@ -24,6 +24,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Protocol
 
+from harness import proc_tree
 from harness.config import RunConfig
 from harness.deadline import AdaptiveTimeout
 from harness.errors import InternalError
@@ -67,6 +68,18 @@ class _NoObserver:
 
     def finished(self, report: RunReport) -> None:
         pass
+
+
+def retire_groups(groups: Sequence[int], *, grace: float = 2.0) -> None:
+    """Wait for what is left of retired workers' process groups (multiprocessing's helpers, which
+    clean up shared resources when they see their users gone) to exit; stop any that won't."""
+    wanted = {g for g in groups if g > 0}
+    deadline = time.monotonic() + grace
+    remaining = [p.pid for p in proc_tree.members_of(wanted)]
+    while remaining and time.monotonic() < deadline:
+        time.sleep(0.01)
+        remaining = [p.pid for p in proc_tree.members_of(wanted)]
+    proc_tree.kill_all(remaining)
 
 
 def scope_for(variants: Sequence[Variant]) -> Scope:
@@ -165,6 +178,9 @@ class _Engine:
         self.requeued: deque[Task] = deque()
         self.exhausted = False
         self.workers: list[WorkerHandle] = []
+        #: Process groups of workers that were replaced: their multiprocessing helpers exit once
+        #: every process holding their pipes is gone; the run makes sure they did.
+        self.retired: list[int] = []
         self.done = 0
         self.stopping = False
 
@@ -279,7 +295,7 @@ class _Engine:
 
     def _start_head(self, worker: WorkerHandle, now: float) -> None:
         task = worker.pending[0]
-        timeout = self.timeouts[task.variant.partition("/")[0]].current()
+        timeout = self.timeouts[task.variant.partition("/")[0]].current(task.variant)
         worker.head = Head(now, timeout)
 
     # -- what workers report ---------------------------------------------------------------------
@@ -296,7 +312,7 @@ class _Engine:
             assert head is not None, "a worker with pending trials always has a head"
             worker.head = None
             outcome = Outcome.from_label(label)
-            self.timeouts[task.variant.partition("/")[0]].observe(duration)
+            self.timeouts[task.variant.partition("/")[0]].observe(duration, task.variant)
             self._record(
                 TrialResult(
                     variant=task.variant,
@@ -326,6 +342,7 @@ class _Engine:
         """The worker's process ended on its own: whatever it was running crashed."""
         self._drain(worker, now)
         worker.process.join()
+        worker.kill_trial_processes()
         if worker.pending and worker.head is not None:
             self._record_death(worker, now, Outcome.CRASHED, exit_status=worker.process.exitcode)
         self._replace(worker)
@@ -339,7 +356,8 @@ class _Engine:
             if worker.head is not head:
                 continue
             worker.abort_for_dump()
-            self._record_death(worker, now, Outcome.HUNG, message=f"still running after {head.timeout:.3g} s")
+            task = self._record_death(worker, now, Outcome.HUNG, message=f"still running after {head.timeout:.3g} s")
+            self.timeouts[task.variant.partition("/")[0]].hung(task.variant)
             self._replace(worker)
 
     def _record_death(
@@ -350,7 +368,7 @@ class _Engine:
         *,
         message: str | None = None,
         exit_status: int | None = None,
-    ) -> None:
+    ) -> Task:
         """Record the worker's running trial as hung or crashed, with the worker's thread dump."""
         head = worker.head
         assert head is not None
@@ -374,12 +392,18 @@ class _Engine:
                 ),
             )
         )
+        return task
 
     # -- workers ---------------------------------------------------------------------------------
 
     def _spawn(self) -> WorkerHandle:
         inherited = [fd for w in self.workers for fd in w.fds()] + [self.writer.fileno()]
-        return WorkerHandle(variants=self.variants, scope=self.scope, close_in_child=inherited)
+        return WorkerHandle(
+            variants=self.variants,
+            scope=self.scope,
+            close_in_child=inherited,
+            start_method=self.config.start_method,
+        )
 
     def _replace(self, worker: WorkerHandle) -> None:
         """Requeue what the worker still had, and fork a fresh worker if work is left."""
@@ -387,6 +411,7 @@ class _Engine:
         worker.pending.clear()
         worker.head = None
         worker.process.join()
+        self.retired.append(worker.process.pid or 0)
         worker.close()
         self.workers.remove(worker)
         if self._work_left():
@@ -394,7 +419,11 @@ class _Engine:
 
     def _stop_workers(self, *, kill: bool) -> None:
         for worker in self.workers:
+            self.retired.append(worker.process.pid or 0)
             if kill:
                 worker.process.kill()
+                worker.process.join()
+                worker.kill_trial_processes()
             worker.stop()
         self.workers.clear()
+        retire_groups(self.retired)

@@ -128,6 +128,7 @@ UNITS: dict[str, Unit] = {
     "switch_interval": "seconds",
     "jitter": "seconds",
     "sync": "probability",
+    "delay": "seconds",
 }
 
 
@@ -146,7 +147,10 @@ class Perturbation:
         switch_interval: `sys.setswitchinterval` for the trial; off keeps the interpreter's value.
         jitter: Upper bound of a random delay before each actor starts its work.
         sync: Probability of a forced thread switch just before and just after each operation on
-            an instrumented primitive (acquire, release, wait, notify).
+            an instrumented primitive (acquire, release, wait, notify), and of a delay around each
+            multiprocessing operation (queue, pipe, shared value, lock).
+        delay: How long a forced switch pauses a *process* actor: yielding the interpreter does
+            nothing for another process, time does.
         shuffle: Start the actors in a random order.
         barrier: Hold every actor at a barrier so that they all start together.
     """
@@ -156,13 +160,14 @@ class Perturbation:
     switch_interval: Knob = Knob(1e-5, 1e-2)
     jitter: Knob = Knob(0.0, 1e-4)
     sync: Knob = Knob(1e-2, 2e-1)
+    delay: Knob = Knob(1e-5, 1e-3)
     shuffle: bool = True
     barrier: bool = True
 
     @classmethod
     def none(cls) -> Perturbation:
         """Every knob off: plain repetition, as a baseline."""
-        return cls(Knob(), Knob(), Knob(), Knob(), Knob(), shuffle=False, barrier=False)
+        return cls(Knob(), Knob(), Knob(), Knob(), Knob(), Knob(), shuffle=False, barrier=False)
 
     def with_(self, **changes: Any) -> Perturbation:
         return replace(self, **changes)

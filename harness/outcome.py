@@ -24,7 +24,7 @@ class Outcome(enum.Enum):
     ERROR = ("error", 2, "an actor or the variant raised an exception")
     DEADLOCKED = ("deadlocked", 3, "threads waited for each other in a cycle")
     HUNG = ("hung", 4, "the trial did not finish before its deadline")
-    CRASHED = ("crashed", 5, "the worker process running the trial died")
+    CRASHED = ("crashed", 5, "a process of the trial died: the worker running it, or a process actor")
 
     def __init__(self, label: str, severity: int, description: str) -> None:
         self.label = label

@@ -37,6 +37,8 @@ class Plan:
         switch_interval: Value for `sys.setswitchinterval`, or None to leave it alone.
         jitter: Upper bound of each actor's start delay.
         sync: Probability of a forced switch around each primitive operation.
+        delay: Length of a forced switch in a process actor, and of a delay at a multiprocessing
+            operation.
         shuffle: Whether actors start in a random order.
         barrier: Whether actors wait for each other before starting their work.
     """
@@ -50,6 +52,7 @@ class Plan:
     shuffle: bool
     barrier: bool
     sync: float = 0.0
+    delay: float = 0.0
 
     def starts(self, count: int, *, group: int = 0) -> list[ActorStart]:
         """The start order and delays of ``count`` actors (the ``group``-th actor group of the
@@ -68,19 +71,23 @@ class Plan:
         return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
 
     def describe(self) -> str:
-        """One line for people: ``preempt 0.012 · sync 0.05 · switch 1.3 ms · jitter ≤ 40 µs · shuffled · barrier``."""
+        """One line for people: ``preempt 0.012 · sync 0.05 · delay 0.2 ms · switch 1.3 ms · jitter ≤ 40 µs``
+        (random start order and the barrier are the defaults; only their absence is mentioned)."""
         parts = [f"preempt {self.preempt:.2g}" if self.preempt else "preempt off"]
         if self.sync:
             parts.append(f"sync {self.sync:.2g}")
+        if self.delay:
+            parts.append(f"delay {format_seconds(self.delay)}")
         if (self.preempt or self.sync) and self.pause:
             parts.append(f"pause {format_seconds(self.pause)}")
         if self.switch_interval is not None:
             parts.append(f"switch {format_seconds(self.switch_interval)}")
         if self.jitter:
             parts.append(f"jitter ≤ {format_seconds(self.jitter)}")
-        parts.append("shuffled" if self.shuffle else "in order")
-        if self.barrier:
-            parts.append("barrier")
+        if not self.shuffle:
+            parts.append("in order")
+        if not self.barrier:
+            parts.append("no barrier")
         return " · ".join(parts)
 
 
@@ -94,6 +101,7 @@ def make_plan(perturbation: Perturbation, *, seed: int, trial: int) -> Plan:
     jitter = perturbation.jitter.sample(rng)
     seed = rng.getrandbits(63)
     sync = perturbation.sync.sample(rng)
+    delay = perturbation.delay.sample(rng)
     return Plan(
         trial=trial,
         seed=seed,
@@ -104,4 +112,5 @@ def make_plan(perturbation: Perturbation, *, seed: int, trial: int) -> Plan:
         shuffle=perturbation.shuffle,
         barrier=perturbation.barrier,
         sync=sync,
+        delay=delay,
     )

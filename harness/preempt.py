@@ -32,13 +32,22 @@ from pathlib import Path
 from types import CodeType, FrameType
 from typing import Any
 
-__all__ = ["HAS_MONITORING", "Preemptor", "Scope"]
+__all__ = ["HAS_MONITORING", "Preemptor", "Scope", "active"]
 
 # Typed loosely: mypy checks against 3.11, which has no _monitoring.
 _monitoring: Any = getattr(sys, "monitoring", None)
 HAS_MONITORING = _monitoring is not None
 _HARNESS_DIR = str(Path(__file__).resolve().parent) + os.sep
 _TOOL_NAME = "stress"
+
+
+_active: Preemptor | None = None
+
+
+def active() -> Preemptor | None:
+    """The preemptor forcing switches in this process now, if any (a forked process actor takes
+    over its worker's, rather than stacking a second one on it)."""
+    return _active
 
 
 class Scope:
@@ -107,10 +116,12 @@ class Preemptor:
 
     def start(self, probability: float, *, pause: float = 0.0, seed: int = 0) -> None:
         """Begin forcing switches, in every thread, for code in scope (no-op at probability 0)."""
+        global _active
         self._switches = 0
         self._active = probability > 0
         if not self._active:
             return
+        _active = self
         self._gap = _gap_maker(probability, random.Random(seed))
         self._countdown = self._gap()
         self._pause = pause
@@ -123,6 +134,9 @@ class Preemptor:
 
     def stop(self) -> int:
         """Stop forcing switches; returns how many were forced since `start`."""
+        global _active
+        if _active is self:
+            _active = None
         if self._active:
             if self.backend == "monitoring":
                 self._monitoring_off()

@@ -24,6 +24,8 @@ from __future__ import annotations
 import _thread
 import contextlib
 import math
+import multiprocessing
+import os
 import queue
 import random
 import sys
@@ -34,7 +36,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from harness.wait_graph import DeadlockError, WaitGraph, Waiting, acquired_where
+from harness.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph, Waiting, acquired_where
 
 __all__ = [
     "Barrier",
@@ -61,13 +63,15 @@ _local = _thread._local()
 
 
 class _ThreadState:
-    """Per thread: its ident, the most recently acquired lock it holds (a chain via ``_prev``),
-    and the semaphore permits it holds (identity -> (count, capacity))."""
+    """Per thread: its ident and name, the most recently acquired lock it holds (a chain via
+    ``_prev``), and the semaphore permits it holds (identity -> (count, capacity))."""
 
-    __slots__ = ("ident", "permits", "top")
+    __slots__ = ("ident", "name", "permits", "top")
 
     def __init__(self) -> None:
         self.ident = get_ident()
+        # Kept for a forked child's reports: there, the thread is gone but its locks are not.
+        self.name = threading.current_thread().name
         self.top: Any = None
         self.permits: dict[int, list[int]] = {}
 
@@ -130,6 +134,23 @@ def activate(session: Session) -> None:
     _session = session
     _sync = session.sync > 0
     _use_synced_locks(_sync)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (a process actor, a Pool worker, a plain multiprocessing.Process) starts with
+    a copy of its parent's trial, but with one thread. It gets a wait-for graph of its own — the
+    copy's internal lock may have been held by a thread the child does not have — in which a lock
+    copied held, with nobody left to release it, is a deadlock like any other."""
+    global _forked
+    _forked = True
+    session = _session
+    if session is not None and session.graph is not None:
+        old = session.graph
+        session.graph = WaitGraph(scope=old.scope, main=get_ident(), preexisting=set())
+
+
+_forked = False
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def deactivate() -> None:
@@ -297,6 +318,16 @@ def _validate(blocking: bool, timeout: float) -> None:
         raise OverflowError(_OUT_OF_RANGE)
 
 
+def _deadlock(graph: WaitGraph) -> BaseException:
+    """The exception that unwinds a deadlocked thread; it carries the finding, so that it still
+    explains itself after crossing a process boundary (a Pool task, a process actor)."""
+    finding = graph.finding
+    summary, lines = ("the trial deadlocked", []) if finding is None else (finding.summary, list(finding.lines))
+    if _forked:
+        return ForkedDeadlockError(f"in process {multiprocessing.current_process().name}: {summary}", lines)
+    return DeadlockError(summary, lines)
+
+
 def _block(try_acquire: Callable[..., bool], timeout: float, waiting: Waiting) -> bool:
     """Wait for ``try_acquire`` to succeed, visibly: registered in the graph, in slices, so that a
     confirmed deadlock can end the wait with `DeadlockError`."""
@@ -307,7 +338,7 @@ def _block(try_acquire: Callable[..., bool], timeout: float, waiting: Waiting) -
     if timeout > threading.TIMEOUT_MAX:  # the real lock would refuse it; slices would hide that
         raise OverflowError(_OUT_OF_RANGE)
     if graph.aborting:
-        raise DeadlockError("the trial deadlocked")
+        raise _deadlock(graph)
     me = get_ident()
     graph.enter(me, waiting)
     try:
@@ -316,7 +347,7 @@ def _block(try_acquire: Callable[..., bool], timeout: float, waiting: Waiting) -
         candidate = None if waiting.timed else graph.check(me, None)
         while True:
             if graph.aborting:
-                raise DeadlockError("the trial deadlocked")
+                raise _deadlock(graph)
             if deadline == math.inf:
                 if try_acquire(True, pause):
                     return True

@@ -103,6 +103,8 @@ def replay_command(config: RunConfig, variant: str, trial: int, *, target: str |
         words += ["--size", str(config.size)]
     if config.timeout is not None:
         words += ["--timeout", repr(config.timeout)]
+    if config.start_method != "fork":
+        words += ["--start-method", config.start_method]
     return " ".join(words)
 
 

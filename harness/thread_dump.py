@@ -4,6 +4,10 @@ A dump lists every thread with its frames, innermost first. For a person, the in
 each thread is the innermost one in the code under test (the line that is blocked), plus the call it
 is waiting in when that is somewhere else (``threading.py``'s ``wait``, say). `blocked_at` extracts
 exactly that, one line per thread, threads of the code under test first.
+
+A trial with process actors dumps every process into the same file, each after a header the engine
+writes (``--- process 4242 ---``); each process actor announced at its start which actor it is
+(``stress: process 4242 is receiver``), so its threads' lines are labelled with that name.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from harness.text import short_path
 __all__ = ["Frame", "ThreadStack", "blocked_at", "parse_dump"]
 
 _THREAD = re.compile(r"^(Current thread|Thread) (0x[0-9a-fA-F]+)")
+_HEADER = re.compile(r"^--- (process|worker) (\d+) ---$")
+_ANNOUNCE = re.compile(r"^stress: process (\d+) is (.+)$")
 _FRAME = re.compile(r'^\s+File "(?P<file>.*)", line (?P<line>\d+|\?\?\?) in (?P<function>.*)$')
 
 
@@ -36,19 +42,33 @@ class ThreadStack:
     ident: str
     current: bool
     frames: tuple[Frame, ...]
+    #: The process actor the thread belongs to ("" for the worker's own threads).
+    process: str = ""
 
 
 def parse_dump(text: str) -> list[ThreadStack]:
     """The threads of a dump, in the order faulthandler wrote them."""
+    names: dict[str, str] = {}
+    for line in text.splitlines():
+        announced = _ANNOUNCE.match(line)
+        if announced:
+            names[announced.group(1)] = announced.group(2)
     threads: list[ThreadStack] = []
     ident: str | None = None
     current = False
+    process = ""
     frames: list[Frame] = []
     for line in text.splitlines():
+        header = _HEADER.match(line)
         head = _THREAD.match(line)
+        if (header or head) and ident is not None:
+            threads.append(ThreadStack(ident, current, tuple(frames), process))
+            ident = None
+        if header:
+            kind, pid = header.groups()
+            process = "" if kind == "worker" else names.get(pid, f"process {pid}")
+            continue
         if head:
-            if ident is not None:
-                threads.append(ThreadStack(ident, current, tuple(frames)))
             ident, current, frames = head.group(2), head.group(1) == "Current thread", []
             continue
         frame = _FRAME.match(line)
@@ -56,7 +76,7 @@ def parse_dump(text: str) -> list[ThreadStack]:
             number = frame.group("line")
             frames.append(Frame(frame.group("file"), int(number) if number.isdigit() else 0, frame.group("function")))
     if ident is not None:
-        threads.append(ThreadStack(ident, current, tuple(frames)))
+        threads.append(ThreadStack(ident, current, tuple(frames), process))
     return threads
 
 
@@ -71,6 +91,9 @@ def blocked_at(text: str, scope: Scope) -> tuple[str, ...]:
         innermost = thread.frames[0]
         if innermost is not inside:
             line += f" (waiting in {innermost.function}, {Path(innermost.file).name}:{innermost.line})"
-        lines.append((thread.current, line))
-    # Actor threads first; the thread that ran the variant body (faulthandler's "current") last.
+        if thread.process:
+            line = f"{thread.process}: {line}"
+        lines.append((not thread.process and thread.current, line))
+    # Process actors and actor threads first; the thread that ran the variant body (the worker's
+    # faulthandler "current" thread) last.
     return tuple(line for _, line in sorted(lines, key=lambda item: item[0]))

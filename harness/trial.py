@@ -1,13 +1,15 @@
 """The trial context: what a variant function receives.
 
-A variant sets up fresh state, starts its actors through the `Trial`, and checks invariants when they
-are done. The trial applies the plan's start policy to the actors (random order, start delays, a
-barrier so they begin together), catches whatever they raise, and collects broken checks. It never
-decides the outcome itself: the worker does, from what was recorded here.
+A variant sets up fresh state, starts its actors (threads or processes) through the `Trial`, and
+checks invariants when they are done. The trial applies the plan's start policy to the actors
+(random order, start delays, a barrier so they begin together), catches whatever they raise, and
+collects broken checks. It never decides the outcome itself: the worker does, from what was
+recorded here.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import threading
@@ -15,13 +17,18 @@ import time
 import traceback
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.plan import ActorStart, Plan
 from harness.text import clip
-from harness.wait_graph import DeadlockError, WaitGraph
+from harness.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph
 
-__all__ = ["ActorGroup", "Trial"]
+if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
+
+    from harness.processes import ProcessGroup
+
+__all__ = ["ActorGroup", "Trial", "actor_names"]
 
 _HARNESS_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 MESSAGE_LIMIT = 4_000
@@ -37,18 +44,28 @@ class Trial:
         plan: This trial's perturbation plan.
         rng: A `random.Random` seeded from the plan, for any randomness the variant needs (amounts,
             choices), so a replayed trial sees the same values.
+        start_method: How process actors start: ``fork``, ``spawn`` or ``forkserver``.
     """
 
-    def __init__(self, *, plan: Plan, size: int, graph: WaitGraph | None = None) -> None:
+    def __init__(self, *, plan: Plan, size: int, graph: WaitGraph | None = None, start_method: str = "fork") -> None:
         self.plan = plan
         self.graph = graph
         self.size = size
+        self.start_method = start_method
         self.rng = random.Random(plan.seed)
         self.failures: list[str] = []
         self.errors: list[str] = []
+        self.crashes: list[str] = []
+        self.deadlocks: list[list[str]] = []
         self.starts: list[tuple[ActorStart, ...]] = []
         self._lock = threading.Lock()
         self._groups = 0
+
+    @property
+    def mp(self) -> BaseContext:
+        """The `multiprocessing` context of the trial's start method: make queues, pipes, values
+        and locks for process actors with it (``trial.mp.Queue()``)."""
+        return multiprocessing.get_context(self.start_method)
 
     def __repr__(self) -> str:
         return f"Trial(trial={self.plan.trial}, size={self.size})"
@@ -78,6 +95,32 @@ class Trial:
                 group.start(fn, *args)
         return group.results
 
+    def run_processes(self, fn: Callable[..., Any], *args: Any, count: int = 2) -> list[Any]:
+        """Run ``count`` processes of ``fn(*args)`` together and wait for all of them.
+
+        Returns their return values in actor order (``None`` for one that raised, died, or
+        returned something that cannot be pickled).
+        """
+        if count < 1:
+            raise ValueError(f"count must be >= 1, not {count}")
+        with self.processes() as group:
+            for _ in range(count):
+                group.start(fn, *args)
+        return group.results
+
+    def processes(self) -> ProcessGroup:
+        """A group of different process actors, started together when the ``with`` block ends::
+
+        with trial.processes() as group:
+            group.start(sender, parent_end)
+            group.start(receiver, child_end)
+        """
+        from harness.processes import ProcessGroup
+
+        group = ProcessGroup(self, self._groups)
+        self._groups += 1
+        return group
+
     def threads(self) -> ActorGroup:
         """A group of different actors, started together when the ``with`` block ends::
 
@@ -90,9 +133,37 @@ class Trial:
         self._groups += 1
         return group
 
+    def record_traceback(self, where: str, text: str) -> None:
+        """Record an exception already formatted (a process actor's, reported through a pipe)."""
+        with self._lock:
+            if len(self.errors) < _MAX_RECORDED:
+                self.errors.append(clip(f"in {where}:\n{text}", TRACEBACK_LIMIT))
+
+    def record_crash(self, where: str, exitcode: int) -> None:
+        """Record a process actor that died without reporting: killed by a signal, or exited."""
+        import signal
+
+        if exitcode < 0:
+            try:
+                how = f"was killed by {signal.Signals(-exitcode).name}"
+            except ValueError:
+                how = f"was killed by signal {-exitcode}"
+        else:
+            how = f"exited with status {exitcode}"
+        with self._lock:
+            self.crashes.append(f"process {where} {how}")
+
+    def record_child_deadlock(self, where: str | None, lines: list[str], *, explained: bool = False) -> None:
+        """Record a deadlock found inside another process of the trial (its own wait-for graph):
+        a process actor ``where``, or one the trial did not start itself (a Pool worker), whose
+        summary already says which process (``explained``)."""
+        summary = lines[0] if explained else f"in process {where or '?'}: {lines[0]}"
+        with self._lock:
+            self.deadlocks.append([summary, *lines[1:]])
+
     def record_exception(self, where: str, exc: BaseException) -> None:
         """Record an exception raised by an actor (or any thread) of this trial."""
-        if isinstance(exc, DeadlockError):
+        if isinstance(exc, DeadlockError | ForkedDeadlockError):
             return  # how a deadlocked trial unwinds; the deadlock itself is the finding
         tb = exc.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_HARNESS_DIR):
@@ -123,18 +194,7 @@ class ActorGroup:
         return index
 
     def _names(self) -> list[str]:
-        functions = [getattr(fn, "__name__", "actor") for fn, _, _ in self._actors]
-        functions = ["actor" if f == "<lambda>" else f for f in functions]
-        seen: dict[str, int] = {}
-        names = []
-        for (_, _, given), function in zip(self._actors, functions, strict=True):
-            if given:
-                names.append(given)
-                continue
-            number = seen.get(function, 0)
-            seen[function] = number + 1
-            names.append(f"{function}#{number}" if functions.count(function) > 1 else function)
-        return names
+        return actor_names([(fn, given) for fn, _, given in self._actors])
 
     def __enter__(self) -> ActorGroup:
         return self
@@ -187,3 +247,20 @@ class ActorGroup:
             if graph is not None:
                 graph.set_joining(False)
         self.results = results
+
+
+def actor_names(actors: list[tuple[Callable[..., Any], str]]) -> list[str]:
+    """Names for actors: the given one, else the function's (``transfer``), numbered when several
+    actors run the same function (``increment#0``, ``increment#1``)."""
+    functions = [getattr(fn, "__name__", "actor") for fn, _ in actors]
+    functions = ["actor" if f == "<lambda>" else f for f in functions]
+    seen: dict[str, int] = {}
+    names = []
+    for (_, given), function in zip(actors, functions, strict=True):
+        if given:
+            names.append(given)
+            continue
+        number = seen.get(function, 0)
+        seen[function] = number + 1
+        names.append(f"{function}#{number}" if functions.count(function) > 1 else function)
+    return names

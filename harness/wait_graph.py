@@ -33,6 +33,7 @@ from harness.text import short_path
 __all__ = [
     "Deadlock",
     "DeadlockError",
+    "ForkedDeadlockError",
     "WaitGraph",
     "Waiting",
     "acquired_where",
@@ -43,6 +44,12 @@ __all__ = [
 
 class DeadlockError(BaseException):
     """Raised inside the threads of a deadlocked trial so that they unwind."""
+
+
+class ForkedDeadlockError(Exception):
+    """`DeadlockError`'s counterpart in a forked child (a Pool worker, a plain
+    multiprocessing.Process): an ordinary exception, which a Pool sends back to the trial instead of
+    dying on it and losing the task. Its arguments are the finding's summary and lines."""
 
 
 @dataclass(frozen=True)
@@ -198,18 +205,27 @@ class WaitGraph:
                     f"{waiter} waits for {what} at {self._where(frames.get(ident))}; {holder} took it at {taken}"
                 )
             return Deadlock("cycle", " → ".join(hops), tuple(lines))
+        short: list[str] = []
         for ident, _, _ in links:
             waiting = self.waiting.get(ident)
             what = describe_primitive(waiting.primitive) if waiting is not None else "something"
+            holder = ""
             if waiting is not None and waiting.lock is not None and waiting.lock._owner is not None:
-                what += f" held by {names.get(waiting.lock._owner.ident, '?')}"
-            lines.append(f"{names.get(ident, ident)} waits for {what} at {self._where(frames.get(ident))}")
+                owner = waiting.lock._owner
+                if owner.ident in names:
+                    holder = f" held by {names[owner.ident]}"
+                else:
+                    holder = f" held by {getattr(owner, 'name', 'a thread')}, a thread this process does not have"
+            where = self._where(frames.get(ident))
+            short.append(f"{names.get(ident, ident)} waits for {what}{holder}")
+            lines.append(f"{names.get(ident, ident)} waits for {what}{holder} at {where}")
+            if holder.endswith("does not have"):
+                lines.append("  (the lock was copied, held, when this process was forked from its parent)")
         count = len(links)
-        summary = (
-            f"all {count} threads of the trial wait, and none of them can wake another"
-            if count > 1
-            else "the only running thread of the trial waits for something nobody else can do"
-        )
+        if count == 1:
+            summary = f"{short[0]}, and no other thread can let it go"
+        else:
+            summary = f"all {count} threads of the trial wait, and none of them can wake another"
         if self.main_joining:
             summary += " (the variant body is waiting for its actors)"
         return Deadlock("stuck", summary, tuple(lines))

@@ -24,17 +24,21 @@ import os
 import signal
 import sys
 import tempfile
+import time
 import traceback
+import types
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import IO, Any
 
+from harness import mp_perturb, proc_tree, processes
 from harness.instrument import Instrumenter
+from harness.outcome import Evidence, Outcome
 from harness.plan import Plan
 from harness.preempt import Preemptor, Scope
-from harness.runner import run_trial
+from harness.runner import TrialRun, run_trial
 from harness.scenario import Variant
 from harness.text import clip, decode
 
@@ -76,6 +80,7 @@ class WorkerHandle:
         variants: Mapping[str, Variant],
         scope: Scope,
         close_in_child: Sequence[int] = (),
+        start_method: str = "fork",
     ) -> None:
         ctx = multiprocessing.get_context("fork")
         self.conn, child_conn = ctx.Pipe(duplex=True)
@@ -84,10 +89,14 @@ class WorkerHandle:
         close = [*close_in_child, self.conn.fileno()]
         self.process = ctx.Process(
             target=_worker_main,
-            args=(child_conn, self.dump, variants, scope, close, os.getpid()),
+            args=(child_conn, self.dump, variants, scope, close, os.getpid(), start_method),
             name="stress-worker",
         )
         self.process.start()
+        # The worker leads its own process group, so that every process a trial starts can be
+        # found (and stopped) even after its parent died. Both sides set it: no race.
+        with contextlib.suppress(OSError):
+            os.setpgid(self.process.pid or 0, self.process.pid or 0)
         child_conn.close()
         self.pending: deque[Task] = deque()
         #: False once a send failed: the process is gone and only waits to be noticed.
@@ -118,16 +127,56 @@ class WorkerHandle:
             pass
         return messages
 
-    def abort_for_dump(self, *, grace: float = 1.0) -> None:
-        """Make the worker dump every thread's stack and die; kill it if it won't within ``grace``."""
+    def abort_for_dump(self, *, grace: float = 0.5) -> None:
+        """Make every process of the worker's trial dump its threads' stacks, then end them all.
+
+        The worker is frozen first (so it neither reacts nor reaps), its trial's processes dump and
+        die one at a time (so their dumps do not interleave), then the worker dumps and dies.
+        multiprocessing's own helpers are left to exit by themselves once the worker is gone.
+        """
         pid = self.process.pid
-        if pid is not None and pid > 0:  # never 0: that would signal our whole process group
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGABRT)
+        if not pid or pid <= 0:  # never 0 or less: that would signal our own process group
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+        for child in self.trial_processes():
+            proc_tree.signal_and_wait(child, signal.SIGABRT, grace=grace, before=self._header)
+            proc_tree.kill_all([child])
+        self._header(pid, "worker")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGABRT)
+            os.kill(pid, signal.SIGCONT)
         self.process.join(grace)
         if self.process.exitcode is None:
             self.process.kill()
             self.process.join()
+        # While it dumped, the worker's other threads ran on (a Pool replaces dead children):
+        # sweep its group until nothing of the trial is left.
+        self.kill_trial_processes()
+
+    def trial_processes(self) -> list[int]:
+        """The processes the worker's trials started and that still run (deepest first), but not
+        multiprocessing's helpers."""
+        pid = self.process.pid
+        if not pid:
+            return []
+        ordered = proc_tree.descendants(pid)
+        ordered += [p.pid for p in proc_tree.group_members(pid) if p.pid != pid and p.pid not in ordered]
+        return [child for child in ordered if proc_tree.alive(child) and not proc_tree.is_helper(child)]
+
+    def kill_trial_processes(self, *, rounds: int = 5) -> None:
+        """After the worker died: its trial's processes must not outlive it. A few rounds, because
+        a process killed in one round may have started another meanwhile."""
+        for _ in range(rounds):
+            remaining = self.trial_processes()
+            if not remaining:
+                return
+            proc_tree.kill_all(remaining)
+            time.sleep(0.002)
+
+    def _header(self, pid: int, what: str = "process") -> None:
+        with contextlib.suppress(OSError):
+            os.write(self.dump.fileno(), f"\n--- {what} {pid} ---\n".encode())
 
     def read_dump(self) -> str:
         size = os.fstat(self.dump.fileno()).st_size
@@ -183,6 +232,27 @@ class _Output:
         return clip(decode(os.pread(self.fd, size - start, start)), OUTPUT_LIMIT)
 
 
+def _reset(fd: int) -> None:
+    """Empty the dump file before a trial: what a later dump shows is this trial's alone."""
+    if os.fstat(fd).st_size:
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+
+
+def _reap_leftovers(run: TrialRun) -> TrialRun:
+    """Processes the variant started and did not join are stopped, and the trial says so."""
+    leftovers = multiprocessing.active_children()
+    if not leftovers:
+        return run
+    for process in leftovers:
+        process.kill()
+        process.join()
+    message = f"the variant left {len(leftovers)} process(es) running; stress stopped them"
+    evidence = run.evidence or Evidence()
+    outcome = run.outcome if run.outcome.severity >= Outcome.ERROR.severity else Outcome.ERROR
+    return replace(run, outcome=outcome, evidence=replace(evidence, messages=(*evidence.messages, message)))
+
+
 def _flush_std() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
@@ -208,13 +278,25 @@ def _worker_main(
     scope: Scope,
     close: Sequence[int],
     parent: int,
+    start_method: str,
 ) -> None:
     for fd in close:
         with contextlib.suppress(OSError):
             os.close(fd)
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _die_with_parent(parent)
     faulthandler.enable(file=dump, all_threads=True)
+    # A spawned child re-imports its parent's __main__ — here the `stress` command, with its CLI
+    # and renderers. A worker needs none of it, so its children should not pay for it.
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    multiprocessing.set_start_method(start_method, force=True)
+    # A forkserver that has the scenarios (and the process-actor code) imported forks ready
+    # children in milliseconds, instead of each child importing them again.
+    multiprocessing.set_forkserver_preload(sorted({v.fn.__module__ for v in variants.values()} | {"harness.processes"}))
+    processes.configure(processes.ChildSetup(tuple(scope.files), tuple(scope.dirs), dump.fileno()))
+    mp_perturb.install()
     output = _Output()
     preemptor = Preemptor(scope)
     instrumenter = Instrumenter(scope)
@@ -229,6 +311,7 @@ def _worker_main(
                 break
             seq, key, plan, size = message
             output.reset()
+            _reset(dump.fileno())
             run = run_trial(
                 variants[key],
                 plan,
@@ -236,7 +319,9 @@ def _worker_main(
                 preemptor=preemptor,
                 instrumenter=instrumenter,
                 lock_order=lock_orders.setdefault(key, {}),
+                start_method=start_method,
             )
+            run = _reap_leftovers(run)
             evidence = run.evidence
             if evidence is not None:
                 printed = output.tail()

@@ -1,4 +1,4 @@
-"""Suite-wide guards: no test may leave a thread or a process behind.
+"""Suite-wide guards: no test may leave a thread, a process or a shared-memory segment behind.
 
 The pytest process makes itself a *child subreaper* (Linux), so a worker orphaned by a CLI run under
 test is re-parented to pytest instead of init, and the guard below sees it.
@@ -49,10 +49,19 @@ def _reap(pids: set[int]) -> None:
             os.waitpid(pid, 0)
 
 
+def shared_memory() -> set[str]:
+    """Named semaphores and shared-memory segments (Linux keeps them in /dev/shm)."""
+    try:
+        return set(os.listdir("/dev/shm"))
+    except OSError:
+        return set()
+
+
 @pytest.fixture(autouse=True)
 def _nothing_left_behind() -> Iterator[None]:
     threads_before = set(threading.enumerate())
     children_before = child_pids()
+    shm_before = shared_memory()
     yield
     deadline = time.monotonic() + 2.0
     leftover = [t for t in threading.enumerate() if t not in threads_before]
@@ -69,5 +78,10 @@ def _nothing_left_behind() -> Iterator[None]:
         if children:
             time.sleep(0.01)
     _reap(children)
+    leaked = shared_memory() - shm_before
+    while leaked and time.monotonic() < deadline + 1.0:  # a resource tracker may still be cleaning up
+        time.sleep(0.01)
+        leaked = shared_memory() - shm_before
     assert not alive, f"test left threads running: {alive}"
     assert not children, f"test left child processes behind: {sorted(children)}"
+    assert not leaked, f"test left shared memory behind in /dev/shm: {sorted(leaked)}"

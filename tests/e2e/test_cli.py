@@ -109,6 +109,8 @@ BAD_INPUT = [
     (["run", "counter", "--preempt", "often"], "probability"),
     (["run", "counter", "--switch-interval", "5ms:1ms"], "low end is above"),
     (["run", "counter", "--jitter", "1:2:3"], "LOW:HIGH"),
+    (["run", "counter", "--start-method", "vfork"], "did you mean 'fork'"),
+    (["run", "counter", "--delay", "soon"], "not a duration"),
     (["run", "counter", "--no-perturbation", "--preempt", "0.01"], "--no-perturbation conflicts with --preempt 0.01"),
     (["run", "counter", "--trial", "3"], "needs --seed"),
     (["run", "counter", "--out", "/proc/stress-cannot-write-here"], "not writable"),

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from harness.deadline import AdaptiveTimeout
 
 
@@ -22,3 +24,22 @@ def test_adapts_to_a_multiple_of_the_slowest_with_floor_and_ceiling() -> None:
     assert policy.current() == 0.2
     policy.observe(3.0)
     assert policy.current() == 10
+
+
+def test_each_variant_adapts_to_itself() -> None:
+    policy = AdaptiveTimeout(factor=10, floor=0.05, ceiling=10)
+    policy.observe(0.3, "pool/spawn")
+    policy.observe(0.01, "pool/fork")
+    assert policy.current("pool/fork") == pytest.approx(0.1)  # its own, not the slow spawn's
+    assert policy.current("pool/spawn") == pytest.approx(3.0)
+
+
+def test_a_variant_that_keeps_hanging_borrows_its_scenarios_deadline() -> None:
+    policy = AdaptiveTimeout(factor=10, floor=0.05, ceiling=10, initial=2.0)
+    policy.observe(0.01, "pipe/end-message")
+    policy.observe(0.2, "pipe/slow-strategy")
+    assert policy.current("pipe/parent-keeps-ends") == 2.0  # its first trial may just be slow
+    policy.hung("pipe/parent-keeps-ends")
+    assert policy.current("pipe/parent-keeps-ends") == 2.0
+    policy.hung("pipe/parent-keeps-ends")
+    assert policy.current("pipe/parent-keeps-ends") == pytest.approx(0.1)

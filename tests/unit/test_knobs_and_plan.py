@@ -103,4 +103,4 @@ def test_no_perturbation_means_in_order_and_no_delay() -> None:
     assert plan.switch_interval is None
     assert not plan.barrier
     assert [(s.actor, s.delay) for s in plan.starts(3)] == [(0, 0.0), (1, 0.0), (2, 0.0)]
-    assert plan.describe() == "preempt off · in order"
+    assert plan.describe() == "preempt off · in order · no barrier"

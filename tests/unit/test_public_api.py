@@ -66,3 +66,17 @@ def test_core_imports_no_cli_renderer_or_pytest() -> None:
     loaded = set(json.loads(subprocess.check_output([sys.executable, "-c", code], text=True)))
     forbidden = {"harness.cli", "harness.render", "harness.render.terminal", "click", "rich", "pytest", "_pytest"}
     assert not loaded & forbidden, loaded & forbidden
+
+
+def test_every_public_name_loads_lazily_from_where_it_lives() -> None:
+    code = (
+        "import sys, harness; before = set(sys.modules); "
+        "from harness import Scenario, Trial; "
+        "print(sorted(m for m in set(sys.modules) - before if m.startswith('harness')))"
+    )
+    loaded = subprocess.check_output([sys.executable, "-c", code], text=True)
+    # A scenario file needs Scenario and Trial; it must not pull in the engine, workers or results.
+    assert "harness.engine" not in loaded
+    assert "harness.worker" not in loaded
+    assert "harness.results" not in loaded
+    assert set(harness.__all__) == {*harness._WHERE, "__version__"}

@@ -82,7 +82,7 @@ Example failures
 
 bank/unsafe · trial 1 · failed after 2.0 ms
   overdrawn: customers withdrew 260 from an account holding 250
-  plan    preempt 0.0027 · sync 0.052 · switch 13 µs · jitter ≤ 20 µs · shuffled · barrier
+  plan    preempt 0.0027 · sync 0.052 · delay 25 µs · switch 13 µs · jitter ≤ 20 µs
   replay  stress run bank --variant unsafe --seed 1 --trial 1
 
 results: reports/RUN

@@ -1,0 +1,280 @@
+"""Process actors: what `Trial.run_processes` starts, and what runs in each child.
+
+A process group starts its actors in the plan's order (``fork``, ``spawn`` or ``forkserver``, as
+configured), holds them at a barrier so they begin together, and joins them under the engine's
+watchdog. Each child:
+
+* dies with its worker (``PR_SET_PDEATHSIG``), so a killed run leaves no orphan;
+* dumps its threads on ``SIGABRT`` into the worker's dump file (inherited when forked, handed over
+  when spawned), so a hung trial's evidence covers every process;
+* runs its function under the plan: forced switches in the code under test, which for a process
+  pause it for the plan's ``delay`` (yielding the interpreter does nothing for another process),
+  delays at multiprocessing operations, and instrumented threading primitives with their own
+  wait-for graph (a forked child can inherit a lock that is held by a thread it does not have);
+* reports back its return value, its exception, or its deadlock, through a pipe.
+
+The parent turns those reports, and the exit codes, into the trial's errors, crashes and deadlocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import multiprocessing
+import multiprocessing.connection
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from harness import mp_perturb, preempt, primitives
+from harness.instrument import Instrumenter
+from harness.plan import ActorStart, Plan
+from harness.preempt import Preemptor, Scope
+from harness.text import clip
+from harness.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph
+
+if TYPE_CHECKING:
+    from harness.trial import Trial
+
+__all__ = ["START_METHODS", "ChildSetup", "ProcessGroup"]
+
+START_METHODS = ("fork", "spawn", "forkserver")
+TRACEBACK_LIMIT = 16_000
+
+
+@dataclass(frozen=True)
+class ChildSetup:
+    """What every process actor of a worker needs to know, beyond its own function.
+
+    Attributes:
+        scope_files: Files of the code under test (a spawned child rebuilds its scope from them).
+        dump: The worker's ``faulthandler`` file descriptor.
+    """
+
+    scope_files: tuple[str, ...]
+    scope_dirs: tuple[str, ...]
+    dump: int
+
+
+#: Set by the worker when it starts (`configure`); read by process groups.
+_setup: ChildSetup | None = None
+
+
+def configure(setup: ChildSetup) -> None:
+    global _setup
+    _setup = setup
+
+
+class ProcessGroup:
+    """Process actors registered with `start`, run together when the ``with`` block exits."""
+
+    def __init__(self, trial: Trial, index: int) -> None:
+        self._trial = trial
+        self._index = index
+        self._actors: list[tuple[Callable[..., Any], tuple[Any, ...], str]] = []
+        self._close: list[Any] = []
+        self.results: list[Any] = []
+        self.exitcodes: list[int | None] = []
+
+    def start(self, fn: Callable[..., Any], *args: Any, name: str | None = None) -> int:
+        """Register process actor ``fn(*args)``; returns its index in `results`.
+
+        With ``spawn`` or ``forkserver``, ``fn`` and ``args`` must be picklable (``fn`` a module-level
+        function), as for `multiprocessing.Process`.
+        """
+        self._actors.append((fn, args, name or ""))
+        return len(self._actors) - 1
+
+    def close_after_start(self, *objects: Any) -> None:
+        """Close ``objects`` (pipe ends, queues) in this process once every actor has started:
+        the parent's own copies, which only the actors should hold. A pipe whose write end stays
+        open anywhere never reports end-of-file."""
+        self._close.extend(objects)
+
+    def __enter__(self) -> ProcessGroup:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None and self._actors:
+            self._run()
+
+    def _names(self) -> list[str]:
+        from harness.trial import actor_names
+
+        return actor_names([(fn, given) for fn, _, given in self._actors])
+
+    def _run(self) -> None:
+        trial = self._trial
+        ctx: Any = trial.mp
+        count = len(self._actors)
+        starts = trial.plan.starts(count, group=self._index)
+        trial.starts.append(tuple(starts))
+        names = self._names()
+        go = ctx.Event() if trial.plan.barrier and count > 1 else None
+        setup = _setup or ChildSetup((), (), -1)
+        dump = multiprocessing.connection.Connection(os.dup(setup.dump), readable=False) if setup.dump >= 0 else None
+        running: list[tuple[multiprocessing.process.BaseProcess, Any, int]] = []
+        try:
+            for start in starts:
+                fn, args, _ = self._actors[start.actor]
+                reader, writer = ctx.Pipe(duplex=False)
+                child = _Child(
+                    fn=fn,
+                    args=args,
+                    name=names[start.actor],
+                    start=start,
+                    plan=trial.plan,
+                    setup=setup,
+                    method=trial.start_method,
+                    go=go,
+                    dump=dump,
+                    report=writer,
+                )
+                process = ctx.Process(target=_child_main, args=(child,), name=names[start.actor])
+                process.start()
+                writer.close()
+                running.append((process, reader, start.actor))
+            for thing in self._close:
+                thing.close()
+            if go is not None:
+                go.set()
+            graph = trial.graph
+            if graph is not None:
+                graph.set_joining(True)
+            try:
+                for process, _, _ in running:
+                    process.join()
+            finally:
+                if graph is not None:
+                    graph.set_joining(False)
+            self._collect(running, names)
+        finally:
+            for process, reader, _ in running:
+                reader.close()
+                if process.exitcode is None:
+                    process.kill()
+                    process.join()
+                process.close()
+            if dump is not None:
+                dump.close()
+
+    def _collect(self, running: list[tuple[Any, Any, int]], names: list[str]) -> None:
+        trial = self._trial
+        results: list[Any] = [None] * len(self._actors)
+        exitcodes: list[int | None] = [None] * len(self._actors)
+        for process, reader, index in running:
+            exitcodes[index] = process.exitcode
+            report = None
+            with contextlib.suppress(EOFError, OSError, pickle.UnpicklingError):
+                if reader.poll():
+                    report = reader.recv()
+            if report is None:
+                if process.exitcode:
+                    trial.record_crash(names[index], process.exitcode)
+                continue
+            kind, value = report
+            if kind == "ok":
+                results[index] = value
+            elif kind == "error":
+                trial.record_traceback(names[index], value)
+            elif kind == "deadlock":
+                trial.record_child_deadlock(names[index], value)
+        self.results = results
+        self.exitcodes = exitcodes
+
+
+@dataclass
+class _Child:
+    """Everything a process actor needs, pickled for ``spawn``/``forkserver``."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    name: str
+    start: ActorStart
+    plan: Plan
+    setup: ChildSetup
+    method: str
+    go: Any
+    dump: Any
+    report: Any
+
+
+def _child_main(child: _Child) -> None:
+    """The body of a process actor (runs in the child)."""
+    report = child.report
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if child.dump is not None:
+        with contextlib.suppress(Exception):
+            faulthandler.enable(file=child.dump.fileno(), all_threads=True)
+            # Lets a hang's evidence say which actor each process's threads belong to.
+            os.write(child.dump.fileno(), f"stress: process {os.getpid()} is {child.name}\n".encode())
+    scope = Scope(files=child.setup.scope_files, dirs=child.setup.scope_dirs)
+    inherited = preempt.active()  # a forked child carries its worker's preemptor: take it over
+    if inherited is not None:
+        inherited.stop()
+    preemptor = inherited or Preemptor(scope)
+    instrumenter = Instrumenter(scope)
+    graph = WaitGraph(
+        scope=scope,
+        main=threading.get_ident(),
+        preexisting={t.ident for t in threading.enumerate() if t.ident is not None},
+    )
+    plan = child.plan
+    primitives.deactivate()
+    primitives.activate(primitives.Session(graph=graph, sync=plan.sync, pause=plan.delay, seed=plan.seed))
+    if child.method != "fork":
+        instrumenter.install()  # a forked child inherited the worker's installation
+    mp_perturb.install()
+    try:
+        if child.go is not None:
+            child.go.wait()
+        if child.start.delay:
+            time.sleep(child.start.delay)
+        seed = hash((plan.seed, child.start.actor)) & ((1 << 63) - 1)
+        mp_perturb.activate(plan.sync, plan.delay, seed=seed)
+        preemptor.start(plan.preempt, pause=plan.delay, seed=seed)
+        try:
+            value = child.fn(*child.args)
+        finally:
+            preemptor.stop()
+            mp_perturb.deactivate()
+        _send(report, ("ok", value))
+    except (DeadlockError, ForkedDeadlockError):
+        finding = graph.finding
+        _send(report, ("deadlock", [finding.summary, *finding.lines] if finding is not None else ["deadlocked"]))
+    except BaseException as exc:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        _send(report, ("error", clip(text, TRACEBACK_LIMIT)))
+        report.close()
+        sys.stdout.flush()
+        os._exit(1)
+    finally:
+        if child.method != "fork":
+            instrumenter.uninstall()
+        primitives.deactivate()
+    report.close()
+
+
+def _send(report: Any, message: tuple[str, Any]) -> None:
+    try:
+        report.send(message)
+    except Exception:  # an unpicklable return value: report that it finished, not what it returned
+        with contextlib.suppress(Exception):
+            report.send((message[0], None) if message[0] == "ok" else ("error", repr(message[1])))
+
+
+def _die_with_parent() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
