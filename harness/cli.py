@@ -19,12 +19,19 @@ import click
 from rich.console import Console
 
 from harness import __version__
+from harness.compare import compare
 from harness.config import Layer, build_config
 from harness.engine import run as run_engine
 from harness.errors import InternalError, StressError, UserError
 from harness.loader import is_file_target, load_target
 from harness.registry import Registry
+from harness.reload import load_report
 from harness.render import terminal
+from harness.render.html import write_html
+from harness.render.junit import write_junit
+from harness.render.markdown import write_markdown
+from harness.results import SUMMARY, write_json
+from harness.summary import RunReport
 
 __all__ = ["cli", "entry", "main"]
 
@@ -163,9 +170,22 @@ def show_command(scenario: str) -> None:
 @click.option(
     "--strict", is_flag=True, default=None, help="Exit 1 also when a variant expected unsafe is never exposed."
 )
+@click.option(
+    "--sweep",
+    metavar="KNOB=V1,V2,...",
+    help="Run every variant once per value of one knob (e.g. preempt=0,0.001,0.01), that knob fixed.",
+)
+@click.option("--junit-xml", "junit_xml", metavar="PATH", help="Also write a JUnit XML report (one case per variant).")
+@click.option("--markdown", metavar="PATH", help="Also write a Markdown summary (for a PR comment or CI summary).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final report.")
 def run_command(
-    scenarios: tuple[str, ...], variants: tuple[str, ...], out: str | None, quiet: bool, **flags: Any
+    scenarios: tuple[str, ...],
+    variants: tuple[str, ...],
+    out: str | None,
+    junit_xml: str | None,
+    markdown: str | None,
+    quiet: bool,
+    **flags: Any,
 ) -> int:
     """Run every variant of SCENARIO under perturbation (or those picked with --variant).
 
@@ -185,9 +205,50 @@ def run_command(
         command=shlex.join(["stress", *sys.argv[1:]]) if sys.argv else "stress",
     )
     terminal.print_report(console, report)
+    _write_artifacts(console, report, junit_xml=junit_xml, markdown=markdown)
     if report.interrupted:
         return EXIT_INTERRUPTED
     return report.exit_code()
+
+
+@cli.command("report")
+@click.argument("run_dir", metavar="RUN_DIR")
+@click.option("--junit-xml", "junit_xml", metavar="PATH", help="Also write a JUnit XML report.")
+@click.option("--markdown", metavar="PATH", help="Also write a Markdown summary.")
+@click.option("--quiet", "-q", is_flag=True, help="Write the files, print nothing but their paths.")
+def report_command(run_dir: str, junit_xml: str | None, markdown: str | None, quiet: bool) -> int:
+    """Re-render every report of RUN_DIR from its results.jsonl (also an interrupted or killed run)."""
+    report = load_report(Path(run_dir))
+    console = _console()
+    write_json(report.info.run_dir / SUMMARY, report.to_dict())
+    if not quiet:
+        terminal.print_report(console, report)
+    _write_artifacts(console, report, junit_xml=junit_xml, markdown=markdown)
+    return report.exit_code()
+
+
+@cli.command("compare")
+@click.argument("before", metavar="RUN_A")
+@click.argument("after", metavar="RUN_B")
+def compare_command(before: str, after: str) -> int:
+    """Compare two runs variant by variant: did the failure rate change, significantly?
+
+    Exit status 1 if any variant got significantly worse (a regression), for CI.
+    """
+    old, new = load_report(Path(before)), load_report(Path(after))
+    changes, gone, added = compare(old, new)
+    terminal.print_comparison(_console(), old, new, changes, gone, added)
+    return EXIT_FINDINGS if any(c.verdict == "REGRESSION" for c in changes) else EXIT_OK
+
+
+def _write_artifacts(console: Console, report: RunReport, *, junit_xml: str | None, markdown: str | None) -> None:
+    written = [write_html(report)]
+    if junit_xml:
+        written.append(write_junit(report, Path(junit_xml)))
+    if markdown:
+        written.append(write_markdown(report, Path(markdown)))
+    for path in written:
+        console.print(f"[dim]wrote[/dim] {path}", highlight=False)
 
 
 # click 8.2+ raises this for a group called without a command; older versions print the help.

@@ -18,7 +18,15 @@ from typing import Any
 from harness.errors import ConfigError, did_you_mean
 from harness.knobs import UNITS, Knob, Perturbation, parse_seconds
 
-__all__ = ["DEFAULT_ITERATIONS", "REPLAY_ITERATIONS", "Layer", "RunConfig", "build_config", "default_jobs"]
+__all__ = [
+    "DEFAULT_ITERATIONS",
+    "REPLAY_ITERATIONS",
+    "Layer",
+    "RunConfig",
+    "Sweep",
+    "build_config",
+    "default_jobs",
+]
 
 DEFAULT_ITERATIONS = 1000
 REPLAY_ITERATIONS = 20
@@ -30,6 +38,36 @@ def default_jobs() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Run the same variants once per value of one knob, that knob fixed at the value."""
+
+    knob: str
+    values: tuple[float, ...]
+
+    def text(self) -> str:
+        return f"{self.knob.replace('_', '-')}=" + ",".join(repr(v) for v in self.values)
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> Sweep:
+        name, sep, values = str(text).partition("=")
+        knob = name.strip().replace("-", "_")
+        if not sep or knob not in UNITS:
+            raise ConfigError(
+                f"{where}: give KNOB=V1,V2,... with KNOB one of {', '.join(k.replace('_', '-') for k in UNITS)}"
+                + (did_you_mean(knob, list(UNITS)) if sep else "")
+            )
+        parsed = []
+        for value in values.split(","):
+            knob_value = Knob.parse(value, unit=UNITS[knob], where=where)
+            if knob_value.low != knob_value.high:
+                raise ConfigError(f"{where}: each swept value is one value, not a range")
+            parsed.append(knob_value.low)
+        if len(parsed) < 2:
+            raise ConfigError(f"{where}: a sweep needs at least two values")
+        return cls(knob, tuple(parsed))
 
 
 @dataclass(frozen=True)
@@ -46,6 +84,7 @@ class RunConfig:
         trial: Replay: run trial ``trial``'s plan on every iteration instead of trial ``i``'s.
         strict: An expected-unsafe variant that never failed makes the run fail too.
         start_method: How process actors (and plain ``multiprocessing.Process``) start in trials.
+        sweep: Run every variant once per value of one knob (`Sweep`).
     """
 
     iterations: int = DEFAULT_ITERATIONS
@@ -57,6 +96,17 @@ class RunConfig:
     trial: int | None = None
     strict: bool = False
     start_method: str = "fork"
+    sweep: Sweep | None = None
+
+    @property
+    def sweep_values(self) -> tuple[float | None, ...]:
+        return self.sweep.values if self.sweep is not None else (None,)
+
+    def perturbation_for(self, value: float | None) -> Perturbation:
+        """The knobs of a trial at swept ``value`` (or of any trial, without a sweep)."""
+        if self.sweep is None or value is None:
+            return self.perturbation
+        return self.perturbation.with_(**{self.sweep.knob: Knob.fixed(value)})
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,7 +119,32 @@ class RunConfig:
             "trial": self.trial,
             "strict": self.strict,
             "start_method": self.start_method,
+            "sweep": None if self.sweep is None else {"knob": self.sweep.knob, "values": list(self.sweep.values)},
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Read back `to_dict` (a run folder's run.json)."""
+        knobs = data.get("perturbation", {})
+        fields_: dict[str, Any] = {}
+        for key, value in knobs.items():
+            if key in UNITS:
+                fields_[key] = Knob.parse(str(value), unit=UNITS[key], where=f"run.json {key}")
+            else:
+                fields_[key] = bool(value)
+        sweep = data.get("sweep")
+        return cls(
+            iterations=int(data["iterations"]),
+            seed=int(data["seed"]),
+            jobs=int(data.get("jobs", 1)),
+            timeout=data.get("timeout"),
+            size=data.get("size"),
+            perturbation=Perturbation().with_(**fields_),
+            trial=data.get("trial"),
+            strict=bool(data.get("strict", False)),
+            start_method=str(data.get("start_method", "fork")),
+            sweep=None if not sweep else Sweep(str(sweep["knob"]), tuple(float(v) for v in sweep["values"])),
+        )
 
 
 @dataclass(frozen=True)
@@ -98,6 +173,7 @@ KNOWN = (
     "strict",
     "perturbation",
     "start_method",
+    "sweep",
     *_KNOBS,
     *_SWITCHES,
 )
@@ -204,6 +280,7 @@ def build_config(
         trial=trial,
         strict=_boolean(*chosen["strict"]) if "strict" in chosen else False,
         start_method=_start_method(*chosen["start_method"]) if "start_method" in chosen else "fork",
+        sweep=Sweep.parse(*chosen["sweep"]) if "sweep" in chosen else None,
     )
 
 
@@ -218,6 +295,13 @@ def _start_method(value: Any, where: str) -> str:
 
 def _check_conflicts(layer: Layer) -> None:
     values = {k: v for k, v in layer.values.items() if v is not None}
+    if "sweep" in values:
+        knob = str(values["sweep"]).partition("=")[0].strip().replace("-", "_")
+        if knob in values:
+            raise ConfigError(
+                f"{layer.name('sweep', values['sweep'])} conflicts with {layer.name(knob, values[knob])}: "
+                "the sweep sets that knob; drop one of them"
+            )
     if "perturbation" not in values:
         return
     switch = values["perturbation"]

@@ -219,11 +219,13 @@ class _Engine:
 
     def _plan_tasks(self) -> Iterator[Task]:
         config = self.config
-        for seq in range(config.iterations):
-            trial = config.trial if config.trial is not None else seq
-            plan = make_plan(config.perturbation, seed=config.seed, trial=trial)
-            for key in self.variants:
-                yield Task(seq, key, plan, self.sizes[key])
+        for index, value in enumerate(config.sweep_values):
+            perturbation = config.perturbation_for(value)
+            for number in range(config.iterations):
+                trial = config.trial if config.trial is not None else number
+                plan = make_plan(perturbation, seed=config.seed, trial=trial)
+                for key in self.variants:
+                    yield Task(index * config.iterations + number, key, plan, self.sizes[key], value)
 
     def _next_task(self) -> Task | None:
         if self.requeued:
@@ -326,6 +328,7 @@ class _Engine:
                     timeout=head.timeout,
                     evidence=Evidence.from_dict(evidence),
                     lock_order=tuple(lock_order),
+                    sweep=task.sweep,
                 )
             )
             if worker.pending:
@@ -390,6 +393,7 @@ class _Engine:
                     blocked_at=blocked_at(dump, self.scope) if dump else (),
                     exit_status=exit_status,
                 ),
+                sweep=task.sweep,
             )
         )
         return task

@@ -39,10 +39,11 @@ def format_seconds(value: float) -> str:
     """A short human form: ``1.2 ms``, ``35 µs``, ``0``."""
     if value == 0:
         return "0"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if abs(value) >= scale:
-            return f"{value / scale:.2g} {unit}"
-    return f"{value / 1e-9:.2g} ns"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
+        if abs(value) >= scale or unit == "ns":
+            number = value / scale
+            return f"{number:.0f} {unit}" if abs(number) >= 10 else f"{number:.2g} {unit}"
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)

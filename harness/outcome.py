@@ -130,6 +130,7 @@ class TrialResult:
         evidence: What was seen, for any outcome but passed.
         lock_order: Lock-order edges ("held A while acquiring B") this trial showed its worker for
             the first time; merged across trials, their cycles are potential deadlocks.
+        sweep: In a sweep, the value of the swept knob for this trial.
     """
 
     variant: str
@@ -143,6 +144,7 @@ class TrialResult:
     timeout: float | None = None
     evidence: Evidence | None = field(default=None)
     lock_order: tuple[dict[str, Any], ...] = ()
+    sweep: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -160,6 +162,8 @@ class TrialResult:
             out["evidence"] = self.evidence.to_dict()
         if self.lock_order:
             out["lock_order"] = list(self.lock_order)
+        if self.sweep is not None:
+            out["sweep"] = self.sweep
         return out
 
     @classmethod
@@ -176,4 +180,5 @@ class TrialResult:
             timeout=data.get("timeout"),
             evidence=Evidence.from_dict(data.get("evidence")),
             lock_order=tuple(data.get("lock_order", ())),
+            sweep=data.get("sweep"),
         )

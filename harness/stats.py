@@ -67,9 +67,32 @@ class Verdict(enum.Enum):
         return cls.RISKY if potential else cls.HELD
 
 
+#: Knobs of a plan whose effect on the failure rate the reports show.
+KNOBS = ("preempt", "sync", "switch_interval", "jitter", "delay", "pause")
+ZERO = -1000  # the bin of the value 0 (a knob switched off)
+
+
+def log_bin(value: float) -> int:
+    """Quarter-decade bins: 1e-3 falls in bin -12, 2e-3 in -11; 0 in `ZERO`."""
+    if value <= 0:
+        return ZERO
+    return math.floor(math.log10(value) * 4 + 1e-9)
+
+
+def bin_bounds(index: int) -> tuple[float, float]:
+    if index == ZERO:
+        return (0.0, 0.0)
+    return (10 ** (index / 4), 10 ** ((index + 1) / 4))
+
+
 @dataclass
 class VariantStats:
-    """A running tally of one variant's trials, updated as results arrive."""
+    """A running tally of one variant's trials, updated as results arrive.
+
+    Besides the counts, it keeps what the reports draw: the distribution of trial durations, the
+    failure rate per bin of each knob's value (which knob exposes the bug), per swept value, and a
+    bounded set of examples (the earliest failure of each kind).
+    """
 
     variant: str
     expect: Expect
@@ -79,18 +102,41 @@ class VariantStats:
     busy: float = 0.0
     slowest_pass: float = 0.0
     first_failure: TrialResult | None = None
+    examples: dict[Outcome, TrialResult] = field(default_factory=dict)
     lock_order: LockOrder = field(default_factory=LockOrder)
+    durations: dict[int, int] = field(default_factory=dict)
+    knobs: dict[str, dict[int, list[int]]] = field(default_factory=lambda: {k: {} for k in KNOBS})
+    sweep: dict[float, dict[Outcome, int]] = field(default_factory=dict)
 
     def add(self, result: TrialResult) -> None:
         self.trials += 1
+        outcome = result.outcome
+        failed = outcome is not Outcome.PASSED
         if result.lock_order:
             self.lock_order.add(result.lock_order)
-        self.by_outcome[result.outcome] += 1
+        self.by_outcome[outcome] += 1
         self.busy += result.duration
-        if result.outcome is Outcome.PASSED:
+        bin_ = log_bin(result.duration)
+        self.durations[bin_] = self.durations.get(bin_, 0) + 1
+        plan = result.plan
+        for knob in KNOBS:
+            value = getattr(plan, knob)
+            if value is None:
+                continue
+            counts = self.knobs[knob].setdefault(log_bin(value), [0, 0])
+            counts[0] += 1
+            counts[1] += failed
+        if result.sweep is not None:
+            per_value = self.sweep.setdefault(result.sweep, dict.fromkeys(Outcome, 0))
+            per_value[outcome] += 1
+        if not failed:
             self.slowest_pass = max(self.slowest_pass, result.duration)
-        elif self.first_failure is None or result.seq < self.first_failure.seq:
+            return
+        if self.first_failure is None or result.seq < self.first_failure.seq:
             self.first_failure = result
+        kept = self.examples.get(outcome)
+        if kept is None or result.seq < kept.seq:
+            self.examples[outcome] = result
 
     @property
     def failures(self) -> int:
@@ -113,6 +159,10 @@ class VariantStats:
             trials_per_second=self.trials / self.busy if self.busy > 0 else 0.0,
             example=self.first_failure,
             potential_deadlocks=potential,
+            examples=tuple(sorted(self.examples.values(), key=lambda r: -r.outcome.severity)),
+            durations=dict(sorted(self.durations.items())),
+            knobs={k: {b: (c[0], c[1]) for b, c in sorted(v.items())} for k, v in self.knobs.items()},
+            sweep={value: {o: n for o, n in counts.items() if n} for value, counts in sorted(self.sweep.items())},
         )
 
 
@@ -128,6 +178,10 @@ class VariantSummary:
             variants are interleaved, so wall time cannot be split among them).
         example: The earliest failing trial, if any.
         potential_deadlocks: Cycles in the order the variant's locks were taken, over all trials.
+        examples: The earliest failure of each kind, most severe first.
+        durations: Trial durations: count per quarter-decade bin (see `log_bin`).
+        knobs: Per knob, per bin of its value: (trials, failures).
+        sweep: Per swept value: outcome counts.
     """
 
     variant: str
@@ -143,6 +197,20 @@ class VariantSummary:
     trials_per_second: float
     example: TrialResult | None
     potential_deadlocks: tuple[PotentialDeadlock, ...] = ()
+    examples: tuple[TrialResult, ...] = ()
+    durations: dict[int, int] = field(default_factory=dict)
+    knobs: dict[str, dict[int, tuple[int, int]]] = field(default_factory=dict)
+    sweep: dict[float, dict[Outcome, int]] = field(default_factory=dict)
+
+    def sweep_rates(self) -> list[tuple[float, int, int, float, float, float]]:
+        """Per swept value: (value, trials, failures, rate, low, high)."""
+        rows = []
+        for value, counts in self.sweep.items():
+            trials = sum(counts.values())
+            failures = trials - counts.get(Outcome.PASSED, 0)
+            low, high = wilson(failures, trials)
+            rows.append((value, trials, failures, failures / trials if trials else 0.0, low, high))
+        return rows
 
     @property
     def scenario(self) -> str:
@@ -178,6 +246,10 @@ class VariantSummary:
             "trials_per_second": round(self.trials_per_second, 2),
             "example": self.example.to_dict() if self.example else None,
             "potential_deadlocks": [p.to_dict() for p in self.potential_deadlocks],
+            "sweep": [
+                {"value": value, "trials": trials, "failures": failures, "failure_rate": rate, "ci95": [low, high]}
+                for value, trials, failures, rate, low, high in self.sweep_rates()
+            ],
         }
 
 

@@ -60,12 +60,28 @@ class RunInfo:
 
     @property
     def total_trials(self) -> int:
-        return self.config.iterations * len(self.variants)
+        return self.config.iterations * len(self.variants) * len(self.config.sweep_values)
 
-    def replay(self, variant: str, trial: int) -> str:
+    def replay(self, variant: str, trial: int, *, sweep: float | None = None) -> str:
         """The command that re-runs trial ``trial``'s plan of ``variant``."""
         scenario = variant.partition("/")[0]
-        return replay_command(self.config, variant, trial, target=self.targets.get(scenario))
+        return replay_command(self.config, variant, trial, target=self.targets.get(scenario), sweep=sweep)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], run_dir: Path) -> RunInfo:
+        """Read back `to_dict` (a run folder's run.json)."""
+        return cls(
+            run_id=str(data["run_id"]),
+            run_dir=run_dir,
+            config=RunConfig.from_dict({**data["config"], "jobs": data.get("jobs", 1)}),
+            variants=tuple(VariantInfo(v["variant"], v["expect"], v.get("description", "")) for v in data["variants"]),
+            command=str(data.get("command", "")),
+            started=str(data.get("started", "")),
+            python=dict(data.get("python", {})),
+            jobs=int(data.get("jobs", 1)),
+            scenarios=dict(data.get("scenarios", {})),
+            targets=dict(data.get("targets", {})),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,12 +99,15 @@ class RunInfo:
         }
 
 
-def replay_command(config: RunConfig, variant: str, trial: int, *, target: str | None = None) -> str:
-    """The command that re-runs trial ``trial``'s plan of ``variant``: same seed, same knobs."""
+def replay_command(
+    config: RunConfig, variant: str, trial: int, *, target: str | None = None, sweep: float | None = None
+) -> str:
+    """The command that re-runs trial ``trial``'s plan of ``variant``: same seed, same knobs (in a
+    sweep, the swept knob at the trial's value)."""
     scenario, _, name = variant.partition("/")
     words = ["stress", "run", target or scenario, "--variant", name, "--seed", str(config.seed), "--trial", str(trial)]
     defaults = Perturbation()
-    current = config.perturbation
+    current = config.perturbation_for(sweep)
     if current == Perturbation.none():
         words.append("--no-perturbation")
         current = defaults
@@ -164,5 +183,7 @@ class RunReport:
     def _variant_dict(self, summary: VariantSummary) -> dict[str, Any]:
         data = summary.to_dict()
         if summary.example is not None:
-            data["example"]["replay"] = self.info.replay(summary.variant, summary.example.trial)
+            data["example"]["replay"] = self.info.replay(
+                summary.variant, summary.example.trial, sweep=summary.example.sweep
+            )
         return data

@@ -57,6 +57,8 @@ class Task:
     variant: str
     plan: Plan
     size: int
+    #: The swept knob's value for this trial, in a sweep.
+    sweep: float | None = None
 
 
 @dataclass(frozen=True)

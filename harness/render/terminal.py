@@ -18,6 +18,8 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from harness.compare import Change
+from harness.knobs import format_seconds
 from harness.outcome import Outcome, TrialResult
 from harness.registry import Registry
 from harness.scenario import Expect, Scenario
@@ -136,7 +138,7 @@ class LiveProgress:
         if self._live is None or self._info is None:
             return
         info = self._info
-        total = info.config.iterations
+        total = info.total_trials // max(len(info.variants), 1)
         table = Table(box=None, show_header=False, pad_edge=False)
         table.add_column(no_wrap=True)
         table.add_column(width=30)
@@ -237,10 +239,83 @@ def print_report(console: Console, report: RunReport) -> None:
         for summary in examples:
             assert summary.example is not None
             _print_example(console, report, summary.example)
+    _print_sweep(console, report)
     _print_potential_deadlocks(console, report)
     _print_verdicts(console, report)
-    state = "" if report.complete else (" (interrupted: partial results)" if report.interrupted else " (incomplete)")
+    state = (
+        ""
+        if report.complete
+        else (
+            f" (interrupted: {report.trials} of {info.total_trials} trials ran)"
+            if report.interrupted
+            else f" (incomplete: {report.trials} of {info.total_trials} trials reached the disk)"
+        )
+    )
     console.print(Text.assemble(("results: ", "dim"), str(info.run_dir), (state, "yellow")))
+
+
+def _print_sweep(console: Console, report: RunReport) -> None:
+    sweep = report.info.config.sweep
+    if sweep is None:
+        return
+    unit = "probability" if sweep.knob in ("preempt", "sync") else "seconds"
+    labels = [f"{v:g}" if unit == "probability" else format_seconds(v) for v in sweep.values]
+    table = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    table.add_column("variant", style="bold", no_wrap=True)
+    for label in labels:
+        table.add_column(f"{sweep.knob.replace('_', '-')} {label}", no_wrap=True)
+    for summary in report.variants:
+        rows = {row[0]: row for row in summary.sweep_rates()}
+        cells = []
+        for value in sweep.values:
+            row = rows.get(value)
+            if row is None:
+                cells.append(Text("—", style="dim"))
+            else:
+                _, trials, failures, rate, low, high = row
+                cells.append(Text(f"{rate:.1%} ({low:.0%}–{high:.0%})" if failures else f"0/{trials}"))
+        table.add_row(summary.name if len(report.info.scenarios) == 1 else summary.variant, *cells)
+    console.print()
+    console.print(Text(f"Failure rate per value of {sweep.knob.replace('_', '-')} (swept)", style="bold underline"))
+    console.print(table)
+
+
+def print_comparison(
+    console: Console,
+    before: RunReport,
+    after: RunReport,
+    changes: list[Change],
+    gone: list[str],
+    added: list[str],
+) -> None:
+    """Per variant: failure rate before and after, the change, and whether it is significant."""
+    console.print(
+        Text.assemble(
+            ("Comparing ", "bold"),
+            (before.info.run_id, "cyan"),
+            " → ",
+            (after.info.run_id, "cyan"),
+            " (Fisher's exact test, two-sided, significant below p = 0.05)",
+        )
+    )
+    table = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for column in ("variant", "before", "after", "change", "p", "verdict"):
+        table.add_column(column, no_wrap=column != "variant", justify="right" if column in ("p", "change") else "left")
+    for change in changes:
+        style = {"REGRESSION": "bold red", "improved": "green"}.get(change.verdict, "dim")
+        table.add_row(
+            change.variant,
+            f"{change.rate_before:.1%} of {change.before[1]}",
+            f"{change.rate_after:.1%} of {change.after[1]}",
+            f"{(change.rate_after - change.rate_before) * 100:+.1f} pts",
+            f"{change.p_value:.2g}",
+            Text(change.verdict, style=style),
+        )
+    console.print(table)
+    for key in gone:
+        console.print(Text(f"only in {before.info.run_id}: {key}", style="dim"))
+    for key in added:
+        console.print(Text(f"only in {after.info.run_id}: {key}", style="dim"))
 
 
 def _print_potential_deadlocks(console: Console, report: RunReport) -> None:
@@ -283,7 +358,11 @@ def _print_example(console: Console, report: RunReport, result: TrialResult) -> 
         if evidence.output:
             body.append(Text.assemble(("printed: ", "dim"), _tail(evidence.output, 3, "")))
     body.append(Text.assemble(("plan    ", "dim"), result.plan.describe()))
-    body.append(Text.assemble(("replay  ", "dim"), (report.info.replay(result.variant, result.trial), "cyan")))
+    body.append(
+        Text.assemble(
+            ("replay  ", "dim"), (report.info.replay(result.variant, result.trial, sweep=result.sweep), "cyan")
+        )
+    )
     console.print(Padding(Group(*body), (0, 0, 0, 2)))
 
 

@@ -1,0 +1,78 @@
+"""Did my fix help? Comparing two runs variant by variant, with a significance test.
+
+For each variant present in both runs, the failure rates are compared with Fisher's exact test
+(two-sided): exact at any count, including the zeros that matter most here. A significant increase
+is a regression; a significant decrease, an improvement; anything else is no evidence of change.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from harness.summary import RunReport
+
+__all__ = ["Change", "compare", "fisher_exact"]
+
+ALPHA = 0.05
+
+
+def fisher_exact(a: int, b: int, c: int, d: int) -> float:
+    """Two-sided p-value of Fisher's exact test for the table ``[[a, b], [c, d]]``."""
+    rows, cols, total = a + b, a + c, a + b + c + d
+    if total == 0:
+        return 1.0
+    low, high = max(0, cols - (total - rows)), min(rows, cols)
+
+    margins = (
+        math.lgamma(rows + 1) + math.lgamma(total - rows + 1) + math.lgamma(cols + 1) + math.lgamma(total - cols + 1)
+    )
+    margins -= math.lgamma(total + 1)
+
+    def log_p(x: int) -> float:
+        cells = math.lgamma(x + 1) + math.lgamma(rows - x + 1) + math.lgamma(cols - x + 1)
+        return margins - cells - math.lgamma(total - rows - cols + x + 1)
+
+    observed = log_p(a) + 1e-7  # tables as likely as the observed one count too
+    p = sum(math.exp(value) for value in map(log_p, range(low, high + 1)) if value <= observed)
+    return min(1.0, p)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One variant across two runs."""
+
+    variant: str
+    before: tuple[int, int]  # (failures, trials)
+    after: tuple[int, int]
+    p_value: float
+
+    @property
+    def rate_before(self) -> float:
+        return self.before[0] / self.before[1] if self.before[1] else 0.0
+
+    @property
+    def rate_after(self) -> float:
+        return self.after[0] / self.after[1] if self.after[1] else 0.0
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value < ALPHA
+
+    @property
+    def verdict(self) -> str:
+        if not self.significant:
+            return "no significant change"
+        return "REGRESSION" if self.rate_after > self.rate_before else "improved"
+
+
+def compare(before: RunReport, after: RunReport) -> tuple[list[Change], list[str], list[str]]:
+    """Changes of the variants in both runs, and the variants only in the first, only in the second."""
+    old = {s.variant: s for s in before.variants}
+    new = {s.variant: s for s in after.variants}
+    changes = []
+    for key in [s.variant for s in after.variants if s.variant in old]:
+        o, n = old[key], new[key]
+        p = fisher_exact(o.failures, o.trials - o.failures, n.failures, n.trials - n.failures)
+        changes.append(Change(key, (o.failures, o.trials), (n.failures, n.trials), p))
+    return changes, sorted(set(old) - set(new)), sorted(set(new) - set(old))

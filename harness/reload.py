@@ -1,0 +1,66 @@
+"""Rebuilding a run's report from its folder alone.
+
+``run.json`` says what was asked; ``results.jsonl`` holds every trial that finished. Feeding the
+trials through the same tallies the engine used gives the same report — also for a run that was
+interrupted (Ctrl-C: ``summary.json`` says so) or killed (no ``summary.json``: the report is marked
+incomplete, and covers every trial that reached the disk).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+from harness.errors import UserError
+from harness.results import RESULTS, RUN, SUMMARY, read_results
+from harness.scenario import Expect
+from harness.stats import VariantStats
+from harness.summary import RunInfo, RunReport, ranked
+
+__all__ = ["load_report"]
+
+
+def load_report(run_dir: Path) -> RunReport:
+    """The report of the run in ``run_dir``, recomputed from its trials."""
+    if not (run_dir / RUN).is_file() or not (run_dir / RESULTS).is_file():
+        raise UserError(f"{str(run_dir)!r} is not a run folder (it needs {RUN} and {RESULTS}); see 'stress run --out'")
+    try:
+        info = RunInfo.from_dict(json.loads((run_dir / RUN).read_text(encoding="utf-8")), run_dir)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{run_dir / RUN}: not a run description stress can read ({exc})") from None
+    stats = {v.key: VariantStats(v.key, Expect(v.expect), v.description) for v in info.variants}
+    trials = 0
+    for result in read_results(run_dir):
+        tally = stats.get(result.variant)
+        if tally is not None:
+            tally.add(result)
+            trials += 1
+    finished, wall, interrupted = _ending(run_dir, info)
+    return RunReport(
+        info=info,
+        variants=ranked([s.summary() for s in stats.values()]),
+        finished=finished,
+        wall=wall,
+        trials=trials,
+        complete=trials == info.total_trials,
+        interrupted=interrupted,
+    )
+
+
+def _ending(run_dir: Path, info: RunInfo) -> tuple[str, float, bool]:
+    """When the run ended, how long it took, and whether it was interrupted. Without a
+    summary.json (the run was killed), the last write to results.jsonl is the end."""
+    summary = run_dir / SUMMARY
+    if summary.is_file():
+        try:
+            data = json.loads(summary.read_text(encoding="utf-8"))
+            return str(data["finished"]), float(data["wall_seconds"]), bool(data.get("interrupted", False))
+        except (ValueError, KeyError, TypeError):
+            pass
+    ended = _dt.datetime.fromtimestamp((run_dir / RESULTS).stat().st_mtime, _dt.UTC)
+    try:
+        wall = (ended - _dt.datetime.fromisoformat(info.started)).total_seconds()
+    except ValueError:
+        wall = 0.0
+    return ended.isoformat(timespec="seconds"), max(wall, 0.0), False

@@ -1,0 +1,267 @@
+"""The HTML report: one self-contained file that answers, at a glance, which strategy is safe, how
+sure we are, and what exactly went wrong.
+
+It reads a `RunReport` (from a finished run, or rebuilt from a run folder) and renders the template
+``templates/report.html.j2`` with inline CSS and inline SVG charts: nothing is fetched, nothing runs.
+Everything that comes from code under test goes through Jinja's autoescaping (or Pygments, which
+escapes what it highlights), and long evidence is clipped with a marker.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import PythonTracebackLexer
+
+from harness.knobs import format_seconds
+from harness.outcome import Outcome, TrialResult
+from harness.render import svg
+from harness.stats import KNOBS, ZERO, VariantSummary, bin_bounds, rule_of_three, wilson
+from harness.summary import RunReport
+from harness.text import clip, short_where
+
+__all__ = ["render_html", "write_html"]
+
+BLOCK_LIMIT = 12_000
+KNOB_TITLES = {
+    "preempt": "forced-switch probability per instruction (--preempt)",
+    "sync": "forced-switch probability per primitive operation (--sync)",
+    "switch_interval": "sys.setswitchinterval (--switch-interval)",
+    "jitter": "start jitter bound (--jitter)",
+    "delay": "process pause (--delay)",
+    "pause": "thread pause (--pause)",
+}
+_TRACEBACK_FORMAT = HtmlFormatter(noclasses=True, nowrap=True, style="friendly")
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("harness.render", "templates"),
+        autoescape=select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["percent"] = lambda value: f"{value * 100:.3g} %"
+    return env
+
+
+def write_html(report: RunReport, path: Path | None = None) -> Path:
+    """Render ``report`` to ``path`` (default: ``report.html`` in its run folder)."""
+    target = path or report.info.run_dir / "report.html"
+    target.write_text(render_html(report), encoding="utf-8")
+    return target
+
+
+def render_html(report: RunReport) -> str:
+    return _environment().get_template("report.html.j2").render(**_context(report))
+
+
+def _context(report: RunReport) -> dict[str, Any]:
+    info = report.info
+    config = info.config
+    return {
+        "report": report,
+        "info": info,
+        "status": _status(report),
+        "variants": [_variant(report, summary) for summary in report.variants],
+        "knob_charts": list(_knob_charts(report.variants)),
+        "sweep_chart": _sweep_chart(report),
+        "potential": [(s.variant, p) for s in report.variants for p in s.potential_deadlocks],
+        "meta": _metadata(report),
+        "outcome_colors": svg.OUTCOME_COLORS,
+        "single": len(info.scenarios) == 1,
+        "config": config,
+    }
+
+
+def _status(report: RunReport) -> dict[str, str]:
+    total = report.info.total_trials
+    if report.complete:
+        return {"kind": "complete", "text": f"complete: {report.trials} trials"}
+    if report.interrupted:
+        return {
+            "kind": "partial",
+            "text": f"interrupted: {report.trials} of {total} trials ran; the figures cover those",
+        }
+    return {
+        "kind": "partial",
+        "text": f"incomplete: the run stopped without finishing (killed?); {report.trials} of {total} trials "
+        "reached the disk, and the figures cover those",
+    }
+
+
+def _variant(report: RunReport, summary: VariantSummary) -> dict[str, Any]:
+    kinds = [(o.label, summary.by_outcome.get(o, 0)) for o in sorted(Outcome, key=lambda o: o.severity)]
+    durations = [(_seconds_bin(b), n) for b, n in summary.durations.items()]
+    bins = list(summary.durations)
+    return {
+        "summary": summary,
+        "name": summary.name if len(report.info.scenarios) == 1 else summary.variant,
+        "verdict_class": summary.verdict.name.lower(),
+        "rate_text": summary.rate_text(),
+        "clean_bound": rule_of_three(summary.trials) if not summary.failures else None,
+        "ci": svg.ci_bar(summary.rate, summary.low, summary.high, label=summary.variant),
+        "kinds": svg.stacked_bar(kinds, label=summary.variant),
+        "kind_counts": [(label, count) for label, count in kinds if count],
+        "durations": svg.histogram(durations, label=summary.variant),
+        "duration_range": (
+            f"{format_seconds(bin_bounds(bins[0])[0])} – {format_seconds(bin_bounds(bins[-1])[1])}" if bins else ""
+        ),
+        "examples": [_example(report, r) for r in summary.examples],
+    }
+
+
+def _seconds_bin(index: int) -> str:
+    low, high = bin_bounds(index)
+    return f"{format_seconds(low)}–{format_seconds(high)}"
+
+
+def _value_bin(knob: str, index: int) -> str:
+    if index == ZERO:
+        return "off"
+    low, _ = bin_bounds(index)
+    if knob in ("preempt", "sync"):
+        return f"{low:.2g}"
+    return format_seconds(low)
+
+
+def _knob_charts(summaries: Iterable[VariantSummary]) -> Iterable[Markup]:
+    """For each knob whose value varied, the failure rate of each failing variant per bin of the
+    knob (a variant that never failed would be a flat line at zero)."""
+    summaries = [s for s in summaries if s.failures]
+    for knob in KNOBS:
+        bins = sorted({b for s in summaries for b in s.knobs.get(knob, {})})
+        if len(bins) < 2:
+            continue
+        series = []
+        for summary in summaries:
+            counts = summary.knobs.get(knob, {})
+            points: list[tuple[float, float, float, int] | None] = []
+            for b in bins:
+                trials, failures = counts.get(b, (0, 0))
+                if not trials:
+                    points.append(None)
+                    continue
+                low, high = wilson(failures, trials)
+                points.append((failures / trials, low, high, trials))
+            series.append(svg.Series(summary.variant, points))
+        yield svg.line_chart(
+            f"knob-{knob.replace('_', '-')}",
+            f"failure rate by {KNOB_TITLES[knob]}",
+            [_value_bin(knob, b) for b in bins],
+            series,
+            x_title=KNOB_TITLES[knob] + " — lower end of each bin",
+        )
+
+
+def _sweep_chart(report: RunReport) -> Markup | None:
+    sweep = report.info.config.sweep
+    if sweep is None:
+        return None
+    values = list(sweep.values)
+    series = []
+    for summary in report.variants:
+        by_value = {row[0]: row for row in summary.sweep_rates()}
+        points: list[tuple[float, float, float, int] | None] = []
+        for value in values:
+            row = by_value.get(value)
+            points.append(None if row is None else (row[3], row[4], row[5], row[1]))
+        series.append(svg.Series(summary.variant, points))
+    unit = "probability" if sweep.knob in ("preempt", "sync") else "seconds"
+    labels = [f"{v:g}" if unit == "probability" else format_seconds(v) for v in values]
+    return svg.line_chart(
+        "sweep",
+        f"failure rate per value of {sweep.knob}",
+        labels,
+        series,
+        x_title=f"{KNOB_TITLES.get(sweep.knob, sweep.knob)} (swept)",
+    )
+
+
+def _example(report: RunReport, result: TrialResult) -> dict[str, Any]:
+    evidence = result.evidence
+    blocks: list[tuple[str, Markup | str]] = []
+    messages: tuple[str, ...] = ()
+    wait_for: tuple[str, ...] = ()
+    blocked: tuple[str, ...] = ()
+    if evidence is not None:
+        messages = evidence.messages
+        wait_for = evidence.wait_for
+        blocked = evidence.blocked_at
+        blocks.extend(("traceback", _highlighted(text)) for text in evidence.tracebacks[:2])
+        if evidence.dump:
+            blocks.append(("thread dump", clip(evidence.dump, BLOCK_LIMIT)))
+        if evidence.output:
+            blocks.append(("printed", clip(evidence.output, BLOCK_LIMIT)))
+        if evidence.exit_status is not None:
+            messages = (*messages, evidence.summary())
+    plan = result.plan
+    plan_rows = [
+        ("trial", str(result.trial)),
+        ("preempt", f"{plan.preempt:.3g}"),
+        ("sync", f"{plan.sync:.3g}"),
+        ("delay", format_seconds(plan.delay)),
+        ("pause", format_seconds(plan.pause)),
+        ("switch interval", "unchanged" if plan.switch_interval is None else format_seconds(plan.switch_interval)),
+        ("jitter bound", format_seconds(plan.jitter)),
+        ("start order", "shuffled" if plan.shuffle else "in order"),
+        ("barrier", "yes" if plan.barrier else "no"),
+        ("plan seed", str(plan.seed)),
+    ]
+    if result.sweep is not None:
+        plan_rows.insert(1, ("swept value", f"{result.sweep:g}"))
+    return {
+        "result": result,
+        "outcome": result.outcome.label,
+        "duration": format_seconds(result.duration),
+        "messages": messages,
+        "wait_for": [short_where(line) for line in wait_for],
+        "blocked": blocked,
+        "blocks": blocks,
+        "plan": plan_rows,
+        "replay": report.info.replay(result.variant, result.trial, sweep=result.sweep),
+    }
+
+
+def _highlighted(traceback: str) -> Markup:
+    """A traceback, coloured by Pygments (which escapes what it highlights)."""
+    return Markup(highlight(clip(traceback, BLOCK_LIMIT), PythonTracebackLexer(), _TRACEBACK_FORMAT))
+
+
+def _metadata(report: RunReport) -> list[tuple[str, str]]:
+    info = report.info
+    python = info.python
+    config = info.config
+    rows = [
+        ("run", info.run_id),
+        ("command", info.command or "(API)"),
+        ("seed", str(config.seed)),
+        (
+            "trials per variant",
+            str(config.iterations) + (f" × {len(config.sweep.values)} swept values" if config.sweep else ""),
+        ),
+        ("workers", str(info.jobs)),
+        ("timeout", "adaptive" if config.timeout is None else format_seconds(config.timeout)),
+        ("start method", config.start_method),
+        ("knobs", ", ".join(f"{k} {v}" for k, v in config.perturbation.describe().items())),
+        ("started", info.started),
+        ("finished", report.finished),
+        ("wall time", f"{report.wall:.1f} s ({report.trials_per_second:,.0f} trials/s)"),
+        (
+            "python",
+            f"{python.get('implementation', platform.python_implementation())} {python.get('version', '?')}"
+            f" ({python.get('build', '')}; {python.get('compiler', '')})",
+        ),
+        ("GIL", "enabled" if python.get("gil_enabled", True) else "disabled (free-threaded)"),
+        ("platform", str(python.get("platform", platform.platform()))),
+    ]
+    if config.sweep is not None:
+        rows.insert(4, ("sweep", config.sweep.text()))
+    return rows

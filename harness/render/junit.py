@@ -1,0 +1,72 @@
+"""JUnit XML: one test case per variant, for CI systems that read test reports.
+
+A variant whose verdict is as expected passes; an expected-safe variant that failed (or is
+deadlock-prone) is a failure carrying its example and replay command; an expected-unsafe variant
+that was never exposed is skipped, with the reason. The XML is built with ElementTree, which
+escapes everything that came from the code under test.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from harness.stats import Verdict, rule_of_three
+from harness.summary import RunReport
+
+__all__ = ["write_junit"]
+
+
+def write_junit(report: RunReport, path: Path) -> Path:
+    info = report.info
+    suite = ET.Element(
+        "testsuite",
+        name="stress " + ", ".join(info.scenarios),
+        tests=str(len(report.variants)),
+        failures=str(sum(1 for s in report.variants if not s.verdict.as_expected)),
+        skipped=str(sum(1 for s in report.variants if s.verdict is Verdict.NOT_EXPOSED)),
+        time=f"{report.wall:.3f}",
+        timestamp=info.started,
+    )
+    properties = ET.SubElement(suite, "properties")
+    for name, value in (("seed", str(info.config.seed)), ("run", str(info.run_dir)), ("command", info.command)):
+        ET.SubElement(properties, "property", name=name, value=value)
+    for summary in report.variants:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"stress.{summary.scenario}",
+            name=summary.name,
+            time=f"{summary.trials / summary.trials_per_second:.3f}" if summary.trials_per_second else "0",
+        )
+        ET.SubElement(case, "system-out").text = (
+            f"expect {summary.expect.value}; {summary.trials} trials; failure rate {summary.rate_text()}; "
+            f"verdict {summary.verdict.label}"
+        )
+        if summary.verdict is Verdict.NOT_EXPOSED:
+            ET.SubElement(
+                case,
+                "skipped",
+                message=f"expected unsafe, but not exposed in {summary.trials} trials "
+                f"(failure rate < {rule_of_three(summary.trials):.2%} at 95 %)",
+            )
+        elif not summary.verdict.as_expected:
+            failure = ET.SubElement(case, "failure", message=f"{summary.verdict.description}: {summary.rate_text()}")
+            failure.text = _details(report, summary)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+    return path
+
+
+def _details(report: RunReport, summary: object) -> str:
+    from harness.stats import VariantSummary
+
+    assert isinstance(summary, VariantSummary)
+    lines = [f"{summary.failures} of {summary.trials} trials failed"]
+    example = summary.example
+    if example is not None and example.evidence is not None:
+        lines.append(f"trial {example.trial}: {example.outcome.label}: {example.evidence.summary()}")
+        lines.extend(example.evidence.wait_for)
+        lines.append("replay: " + report.info.replay(summary.variant, example.trial, sweep=example.sweep))
+    lines.extend(f"potential deadlock: {p.summary()}" for p in summary.potential_deadlocks)
+    return "\n".join(lines)

@@ -1,0 +1,54 @@
+"""A Markdown summary, fit for a pull-request comment or a CI step summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.summary import RunReport
+
+__all__ = ["render_markdown", "write_markdown"]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(report: RunReport) -> str:
+    info = report.info
+    status = "" if report.complete else (" (interrupted)" if report.interrupted else " (incomplete)")
+    lines = [
+        f"### stress: {', '.join(info.scenarios)}{status}",
+        "",
+        f"{report.trials} trials in {report.wall:.1f} s · seed `{info.config.seed}` · `{info.command or 'stress'}`",
+        "",
+        "| # | variant | expect | trials | failure rate (95 % CI) | verdict | failures |",
+        "|---:|---|---|---:|---|---|---|",
+    ]
+    for rank, summary in enumerate(report.variants, 1):
+        kinds = ", ".join(f"{o.label} {n}" for o, n in summary.by_outcome.items() if o.label != "passed")
+        if summary.potential_deadlocks:
+            kinds = ", ".join(filter(None, [kinds, f"potential deadlock {len(summary.potential_deadlocks)}"]))
+        verdict = summary.verdict.label if summary.verdict.as_expected else f"**{summary.verdict.label}**"
+        lines.append(
+            f"| {rank} | `{_cell(summary.variant)}` | {summary.expect.value} | {summary.trials} | "
+            f"{_cell(summary.rate_text())} | {verdict} | {_cell(kinds) or '—'} |"
+        )
+    failing = [s for s in report.variants if s.example is not None]
+    if failing:
+        lines += ["", "<details><summary>Replay a failing trial</summary>", ""]
+        for summary in failing:
+            assert summary.example is not None
+            example = summary.example
+            message = example.evidence.summary() if example.evidence else example.outcome.label
+            lines.append(
+                f"- `{_cell(summary.variant)}` trial {example.trial} ({example.outcome.label}): {_cell(message)}"
+            )
+            lines.append(f"  `{info.replay(summary.variant, example.trial, sweep=example.sweep)}`")
+        lines += ["", "</details>"]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(report: RunReport, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_markdown(report), encoding="utf-8")
+    return path
