@@ -10,7 +10,6 @@ Usage: ``python benchmarks/report_render.py [--trials N] [--keep DIR]``
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import tempfile
 import time
@@ -27,9 +26,21 @@ from harness.render.markdown import write_markdown
 from harness.results import RUN, ResultsWriter, write_json
 from harness.summary import RunInfo, VariantInfo, python_info
 
-VARIANTS = [("big/racy", "unsafe", 0.6), ("big/deadlocky", "unsafe", 0.3), ("big/rare", "safe", 0.001), ("big/clean", "safe", 0.0)]
-TRACEBACK = 'Traceback (most recent call last):\n  File "app.py", line 12, in work\n    raise ValueError("<script>alert(1)</script>")\nValueError: <script>alert(1)</script>\n'
-DUMP = "".join(f'Thread 0x{i:012x} (most recent call first):\n  File "app.py", line {i}, in wait\n\n' for i in range(40))
+VARIANTS = [
+    ("big/racy", "unsafe", 0.6),
+    ("big/deadlocky", "unsafe", 0.3),
+    ("big/rare", "safe", 0.001),
+    ("big/clean", "safe", 0.0),
+]
+TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    '  File "app.py", line 12, in work\n'
+    '    raise ValueError("<script>alert(1)</script>")\n'
+    "ValueError: <script>alert(1)</script>\n"
+)
+DUMP = "".join(
+    f'Thread 0x{i:012x} (most recent call first):\n  File "app.py", line {i}, in wait\n\n' for i in range(40)
+)
 
 
 def write_run(run_dir: Path, trials: int, *, seed: int = 1) -> None:
@@ -83,7 +94,10 @@ def main() -> None:
         rendered = time.perf_counter() - started - loaded
         size = html.stat().st_size
         results = (run_dir / "results.jsonl").stat().st_size
-        print(f"trials:                      {report.trials:,} ({results / 1e6:.0f} MB of results.jsonl, written in {written:.1f} s)")
+        mb = results / 1e6
+        print(
+            f"trials:                      {report.trials:,} ({mb:.0f} MB of results.jsonl, written in {written:.1f} s)"
+        )
         print(f"rebuild from results.jsonl:  {loaded:.2f} s")
         print(f"render HTML, JUnit, Markdown: {rendered:.2f} s")
         print(f"total (stress report):       {loaded + rendered:.2f} s   (acceptance: <= 5 s)")

@@ -175,6 +175,36 @@ def show_command(scenario: str) -> None:
     metavar="KNOB=V1,V2,...",
     help="Run every variant once per value of one knob (e.g. preempt=0,0.001,0.01), that knob fixed.",
 )
+@click.option(
+    "--actors",
+    metavar="N",
+    help="Actors per trial, for scenarios that let it vary [default: the scenario's; 2 controlled].",
+)
+@click.option(
+    "--mode",
+    metavar="stress|controlled",
+    help="stress: real concurrency under perturbation, measures how often; controlled: one thread at a "
+    "time, a scheduler picks every switch: finds, replays and shrinks the failing interleaving [default: stress].",
+)
+@click.option(
+    "--strategy",
+    metavar="mixed|random|pct",
+    help="Controlled: how schedules are chosen: random walk, PCT, or both [default: mixed].",
+)
+@click.option("--pct-depth", metavar="D", help="Controlled: the bug depth PCT aims at [default: 3].")
+@click.option(
+    "--max-preemptions",
+    metavar="K",
+    help="Controlled: explore every schedule with at most K preemptions, instead of sampling.",
+)
+@click.option(
+    "--granularity",
+    metavar="opcode|line",
+    help="Controlled: switch before any shared-state instruction, or only at line starts [default: opcode].",
+)
+@click.option(
+    "--step-limit", metavar="N", help="Controlled: a schedule longer than N steps is a livelock [default: 20000]."
+)
 @click.option("--junit-xml", "junit_xml", metavar="PATH", help="Also write a JUnit XML report (one case per variant).")
 @click.option("--markdown", metavar="PATH", help="Also write a Markdown summary (for a PR comment or CI summary).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final report.")
@@ -209,6 +239,63 @@ def run_command(
     if report.interrupted:
         return EXIT_INTERRUPTED
     return report.exit_code()
+
+
+@cli.command("replay")
+@click.argument("run_dir", metavar="RUN_DIR")
+@click.option(
+    "--variant", "-V", metavar="NAME", help="The variant (NAME or SCENARIO/NAME) [default: the one that failed]."
+)
+@click.option("--trial", "-k", metavar="K", type=int, help="The failing schedule K [default: the variant's first].")
+@click.option("--schedule", metavar="STRING", help="Run this schedule (e.g. 'v1:9>1') instead of a stored one.")
+@click.option("--original", is_flag=True, help="Replay the schedule as found, not its shrunk form.")
+@click.option("--times", metavar="N", type=click.IntRange(1, 10_000), default=1, help="Replay N times; all must agree.")
+@click.option("--pdb", "debug", is_flag=True, help="Stop in the debugger at the failing check (or exception).")
+def replay_command(
+    run_dir: str,
+    variant: str | None,
+    trial: int | None,
+    schedule: str | None,
+    original: bool,
+    times: int,
+    debug: bool,
+) -> int:
+    """Re-run a failing schedule of a controlled run (RUN_DIR) exactly, in this process.
+
+    Same interleaving, same final state, same failure, every time: the trace shows it step by step,
+    and --pdb opens the debugger where the check failed. Exit 0 when every replay matched the
+    stored run, 1 when one did not.
+    """
+    from harness.controlled import replay as rp
+    from harness.controlled.schedule import Schedule
+
+    info = rp.load_run(Path(run_dir))
+    result = rp.find_trial(info, variant, trial)
+    record = result.schedule
+    assert record is not None
+    chosen, stored = rp.expected_for(record, result, original=original)
+    expected: rp.Expected | None = stored
+    if schedule is not None:
+        chosen, expected = Schedule.parse(schedule), None
+    scenario, _, name = result.variant.partition("/")
+    registry, _, _ = _registry((info.targets.get(scenario, scenario),))
+    target = registry.get(scenario).get(name)
+    console = _console()
+    console.print(terminal.replay_heading(result, chosen, record, times=times))
+    mismatches = 0
+
+    def each(index: int, done: rp.Replay) -> None:
+        nonlocal mismatches
+        differences = done.differences(expected) if expected is not None else []
+        mismatches += bool(differences)
+        if index == 0:
+            terminal.print_replay(console, done)
+        if differences:
+            console.print(f"[red]replay {index + 1} differs:[/red] " + "; ".join(differences))
+
+    runs = rp.replay(target, info.config, result, chosen, debug=debug, times=times, each=each)
+    console.print(terminal.replay_verdict(runs, expected, mismatches))
+    return EXIT_FINDINGS if mismatches else EXIT_OK
 
 
 @cli.command("report")

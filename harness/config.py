@@ -29,6 +29,8 @@ __all__ = [
 ]
 
 DEFAULT_ITERATIONS = 1000
+#: Controlled mode's exhaustive search: schedules per variant at most, unless --iterations says.
+EXPLORATION_LIMIT = 1_000_000
 REPLAY_ITERATIONS = 20
 
 
@@ -85,6 +87,17 @@ class RunConfig:
         strict: An expected-unsafe variant that never failed makes the run fail too.
         start_method: How process actors (and plain ``multiprocessing.Process``) start in trials.
         sweep: Run every variant once per value of one knob (`Sweep`).
+        actors: Actors per trial, for scenarios that let it vary; None uses each scenario's.
+        mode: ``stress`` (real concurrency under perturbation) or ``controlled`` (one thread at a
+            time, a scheduler choosing every switch: deterministic, replayable).
+        strategy: In controlled mode, how schedules are chosen: ``random`` (random walk),
+            ``pct`` (probabilistic concurrency testing), ``mixed`` (both, alternately).
+        pct_depth: The bug depth PCT aims at (it forces depth - 1 priority changes).
+        max_preemptions: In controlled mode, explore *every* schedule with at most this many
+            preemptions (instead of sampling them).
+        granularity: Where the controlled scheduler may switch: every ``opcode`` of the code under
+            test, or every ``line``.
+        step_limit: A controlled schedule longer than this many steps is a livelock (hung).
     """
 
     iterations: int = DEFAULT_ITERATIONS
@@ -97,6 +110,17 @@ class RunConfig:
     strict: bool = False
     start_method: str = "fork"
     sweep: Sweep | None = None
+    actors: int | None = None
+    mode: str = "stress"
+    strategy: str = "mixed"
+    pct_depth: int = 3
+    max_preemptions: int | None = None
+    granularity: str = "opcode"
+    step_limit: int = 20_000
+
+    @property
+    def controlled(self) -> bool:
+        return self.mode == "controlled"
 
     @property
     def sweep_values(self) -> tuple[float | None, ...]:
@@ -120,6 +144,13 @@ class RunConfig:
             "strict": self.strict,
             "start_method": self.start_method,
             "sweep": None if self.sweep is None else {"knob": self.sweep.knob, "values": list(self.sweep.values)},
+            "actors": self.actors,
+            "mode": self.mode,
+            "strategy": self.strategy,
+            "pct_depth": self.pct_depth,
+            "max_preemptions": self.max_preemptions,
+            "granularity": self.granularity,
+            "step_limit": self.step_limit,
         }
 
     @classmethod
@@ -144,6 +175,13 @@ class RunConfig:
             strict=bool(data.get("strict", False)),
             start_method=str(data.get("start_method", "fork")),
             sweep=None if not sweep else Sweep(str(sweep["knob"]), tuple(float(v) for v in sweep["values"])),
+            actors=data.get("actors"),
+            mode=str(data.get("mode", "stress")),
+            strategy=str(data.get("strategy", "mixed")),
+            pct_depth=int(data.get("pct_depth", 3)),
+            max_preemptions=data.get("max_preemptions"),
+            granularity=str(data.get("granularity", "opcode")),
+            step_limit=int(data.get("step_limit", 20_000)),
         )
 
 
@@ -174,10 +212,25 @@ KNOWN = (
     "perturbation",
     "start_method",
     "sweep",
+    "actors",
+    "mode",
+    "strategy",
+    "pct_depth",
+    "max_preemptions",
+    "granularity",
+    "step_limit",
     *_KNOBS,
     *_SWITCHES,
 )
 START_METHODS = ("fork", "spawn", "forkserver")
+CHOICES = {
+    "mode": ("stress", "controlled"),
+    "strategy": ("mixed", "random", "pct"),
+    "granularity": ("opcode", "line"),
+}
+#: Perturbation has no meaning when a scheduler picks every switch.
+_STRESS_ONLY = ("trial", "sweep", "start_method", "perturbation", *_KNOBS, *_SWITCHES)
+_CONTROLLED_ONLY = ("strategy", "pct_depth", "max_preemptions", "granularity", "step_limit")
 
 
 def _integer(value: Any, where: str, *, minimum: int) -> int:
@@ -260,6 +313,20 @@ def build_config(
             knobs[key] = _boolean(*got)
     perturbation = perturbation.with_(**knobs)
 
+    mode = chosen.get("mode")
+    controlled = mode is not None and str(mode[0]).strip().lower() == "controlled"
+    if not controlled:
+        stray = next((key for key in _CONTROLLED_ONLY if key in chosen), None)
+        if stray is not None:
+            raise ConfigError(f"{chosen[stray][1]} needs --mode controlled (it shapes controlled schedules)")
+    else:
+        stray = next((key for key in _STRESS_ONLY if key in chosen and depth[key] >= depth["mode"]), None)
+        if stray is not None:
+            hint = " (to replay a controlled schedule: stress replay RUN_DIR --trial K)" if stray == "trial" else ""
+            raise ConfigError(
+                f"{chosen[stray][1]} does nothing in controlled mode: one thread runs at a time and a scheduler "
+                f"picks every switch{hint}"
+            )
     trial = _integer(*chosen["trial"], minimum=0) if "trial" in chosen else None
     if trial is not None and "seed" not in chosen:
         raise ConfigError(
@@ -268,6 +335,8 @@ def build_config(
         )
     if "iterations" in chosen:
         iterations = _integer(*chosen["iterations"], minimum=1)
+    elif controlled and "max_preemptions" in chosen:
+        iterations = EXPLORATION_LIMIT
     else:
         iterations = REPLAY_ITERATIONS if trial is not None else DEFAULT_ITERATIONS
     return RunConfig(
@@ -281,7 +350,22 @@ def build_config(
         strict=_boolean(*chosen["strict"]) if "strict" in chosen else False,
         start_method=_start_method(*chosen["start_method"]) if "start_method" in chosen else "fork",
         sweep=Sweep.parse(*chosen["sweep"]) if "sweep" in chosen else None,
+        actors=_integer(*chosen["actors"], minimum=1) if "actors" in chosen else None,
+        mode=_choice("mode", *chosen["mode"]) if "mode" in chosen else "stress",
+        strategy=_choice("strategy", *chosen["strategy"]) if "strategy" in chosen else "mixed",
+        pct_depth=_integer(*chosen["pct_depth"], minimum=1) if "pct_depth" in chosen else 3,
+        max_preemptions=_integer(*chosen["max_preemptions"], minimum=0) if "max_preemptions" in chosen else None,
+        granularity=_choice("granularity", *chosen["granularity"]) if "granularity" in chosen else "opcode",
+        step_limit=_integer(*chosen["step_limit"], minimum=10) if "step_limit" in chosen else 20_000,
     )
+
+
+def _choice(key: str, value: Any, where: str) -> str:
+    text = str(value).strip().lower()
+    options = CHOICES[key]
+    if text not in options:
+        raise ConfigError(f"{where}: use one of {', '.join(options)}" + did_you_mean(text, options))
+    return text
 
 
 def _start_method(value: Any, where: str) -> str:

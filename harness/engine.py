@@ -20,28 +20,38 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Protocol
 
 from harness import proc_tree
 from harness.config import RunConfig
+from harness.controlled.explore import Explorer
+from harness.controlled.schedule import Decision, ScheduleRecord
+from harness.controlled.session import Control
 from harness.deadline import AdaptiveTimeout
 from harness.errors import InternalError
+from harness.knobs import Perturbation
 from harness.outcome import Evidence, Outcome, TrialResult
 from harness.plan import ActorStart, make_plan
 from harness.preempt import Scope
 from harness.results import RUN, SUMMARY, ResultsWriter, make_run_dir, write_json
 from harness.scenario import Variant
-from harness.stats import VariantStats
+from harness.stats import Exploration, VariantStats
 from harness.summary import RunInfo, RunReport, VariantInfo, python_info, ranked
 from harness.thread_dump import blocked_at
 from harness.worker import Head, Task, WorkerHandle
 
-__all__ = ["RunObserver", "run"]
+__all__ = ["RunObserver", "run", "scope_for", "trial_shape"]
 
 PIPELINE = 2
+#: Extra seconds a worker gets when it says it is shrinking a failing schedule.
+SHRINK_ALLOWANCE = 60.0
 TICK = 0.05
+#: Controlled mode's default number of actors, for scenarios that let it vary.
+CONTROLLED_ACTORS = 2
+_END: Any = object()
 
 
 class RunObserver(Protocol):
@@ -80,6 +90,21 @@ def retire_groups(groups: Sequence[int], *, grace: float = 2.0) -> None:
         time.sleep(0.01)
         remaining = [p.pid for p in proc_tree.members_of(wanted)]
     proc_tree.kill_all(remaining)
+
+
+def _without(data: dict[str, Any] | None, *keys: str) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    return {k: v for k, v in data.items() if k not in keys}
+
+
+def trial_shape(variant: Variant, config: RunConfig) -> tuple[int, int | None]:
+    """The size and the number of actors ``variant``'s trials get under ``config``. Controlled mode
+    explores small instances (every extra step multiplies the schedules): the scenario's
+    controlled size, and two actors where the scenario lets the number vary."""
+    if config.controlled:
+        return config.size or variant.controlled_size, config.actors or (CONTROLLED_ACTORS if variant.actors else None)
+    return config.size or variant.size, config.actors or variant.actors
 
 
 def scope_for(variants: Sequence[Variant]) -> Scope:
@@ -173,8 +198,16 @@ class _Engine:
         self.timeouts: dict[str, AdaptiveTimeout] = {}
         for v in variants:
             self.timeouts.setdefault(v.scenario, AdaptiveTimeout(fixed=config.timeout))
-        self.sizes = {v.key: config.size or v.size for v in variants}
-        self.tasks: Iterator[Task] = self._plan_tasks()
+        shapes = {v.key: trial_shape(v, config) for v in variants}
+        self.sizes = {key: size for key, (size, _) in shapes.items()}
+        self.actors = {key: actors for key, (_, actors) in shapes.items()}
+        #: Controlled mode: the longest schedule seen per variant, in progress (PCT's estimate).
+        self.lengths: dict[str, float] = {}
+        #: Controlled mode with --max-preemptions: each variant's exhaustive search.
+        self.explorers: dict[str, Explorer] | None = None
+        if config.controlled and config.max_preemptions is not None:
+            self.explorers = {v.key: Explorer(config.max_preemptions, config.iterations) for v in variants}
+        self.tasks: Iterator[Task | None] = self._plan_tasks()
         self.requeued: deque[Task] = deque()
         self.exhausted = False
         self.workers: list[WorkerHandle] = []
@@ -204,6 +237,9 @@ class _Engine:
             self._stop_workers(kill=interrupted)
             self.writer.close()
         wall = self.clock() - start
+        if self.explorers is not None:
+            for key, explorer in self.explorers.items():
+                self.stats[key].exploration = Exploration(explorer.budget, explorer.finished, explorer.complete)
         report = RunReport(
             info=self.info,
             variants=ranked([s.summary() for s in self.stats.values()]),
@@ -217,24 +253,80 @@ class _Engine:
         self.observer.finished(report)
         return report
 
-    def _plan_tasks(self) -> Iterator[Task]:
+    def _plan_tasks(self) -> Iterator[Task | None]:
         config = self.config
+        if self.explorers is not None:
+            yield from self._exploration_tasks(self.explorers)
+            return
         for index, value in enumerate(config.sweep_values):
             perturbation = config.perturbation_for(value)
             for number in range(config.iterations):
                 trial = config.trial if config.trial is not None else number
                 plan = make_plan(perturbation, seed=config.seed, trial=trial)
                 for key in self.variants:
-                    yield Task(index * config.iterations + number, key, plan, self.sizes[key], value)
+                    control = self._control(key, number, plan.seed) if config.controlled else None
+                    yield Task(
+                        index * config.iterations + number,
+                        key,
+                        plan,
+                        self.sizes[key],
+                        value,
+                        actors=self.actors[key],
+                        control=control,
+                    )
+
+    def _control(self, key: str, number: int, seed: int) -> Control:
+        """Schedule ``number`` of a sampled controlled run: with the default ``mixed`` strategy, two
+        random walks (they find shallow races fastest) for every PCT schedule (it finds the ones a
+        long run of one thread hides)."""
+        config = self.config
+        strategy = config.strategy
+        if strategy == "mixed":
+            strategy = "pct" if number % 3 == 2 else "random"
+        return Control(
+            strategy,
+            seed=seed,
+            depth=config.pct_depth,
+            length=self.lengths.get(key, Control.length),
+            granularity=config.granularity,
+            step_limit=config.step_limit,
+        )
+
+    def _exploration_tasks(self, explorers: dict[str, Explorer]) -> Iterator[Task | None]:
+        """Round-robin over the variants' searches; None when every search waits for results."""
+        config = self.config
+        plan = make_plan(Perturbation.none(), seed=config.seed, trial=0)
+        while not all(explorer.done() for explorer in explorers.values()):
+            offered = False
+            for key, explorer in explorers.items():
+                prefix = explorer.next()
+                if prefix is None:
+                    continue
+                offered = True
+                number = explorer.started - 1
+                control = Control(
+                    "forced",
+                    seed=plan.seed,
+                    forced=prefix,
+                    record_decisions=True,
+                    granularity=config.granularity,
+                    step_limit=config.step_limit,
+                )
+                yield Task(
+                    number, key, replace(plan, trial=number), self.sizes[key], actors=self.actors[key], control=control
+                )
+            if not offered:
+                yield None
 
     def _next_task(self) -> Task | None:
         if self.requeued:
             return self.requeued.popleft()
         if self.exhausted:
             return None
-        task = next(self.tasks, None)
-        if task is None:
+        task = next(self.tasks, _END)
+        if task is _END:
             self.exhausted = True
+            return None
         return task
 
     def _work_left(self) -> bool:
@@ -306,7 +398,12 @@ class _Engine:
         for message in worker.receive():
             if message[0] == "internal":
                 raise InternalError(f"a worker failed outside any trial:\n{message[1]}")
-            _, seq, label, duration, evidence, starts, switches, lock_order = message
+            if message[0] == "shrinking":
+                # The worker shrinks a failing schedule before reporting it: more time, not a hang.
+                if worker.head is not None:
+                    worker.head = Head(now, worker.head.timeout + SHRINK_ALLOWANCE)
+                continue
+            _, seq, label, duration, evidence, starts, switches, lock_order, schedule = message
             task = worker.pending.popleft()
             if task.seq != seq:
                 raise InternalError(f"worker answered trial {seq} while {task.seq} was expected")
@@ -329,10 +426,24 @@ class _Engine:
                     evidence=Evidence.from_dict(evidence),
                     lock_order=tuple(lock_order),
                     sweep=task.sweep,
+                    schedule=ScheduleRecord.from_dict(_without(schedule, "decisions", "progress")),
                 )
             )
+            if schedule is not None:
+                self._schedule_done(task, schedule)
             if worker.pending:
                 self._start_head(worker, now)
+
+    def _schedule_done(self, task: Task, info: dict[str, Any] | None) -> None:
+        """Controlled mode: learn the schedule's length; feed an exhaustive search its choice points
+        (a schedule that hung or crashed has none: its branch ends there)."""
+        info = info or {}
+        progress = float(info.get("progress", 0.0))
+        if progress > self.lengths.get(task.variant, 0.0):
+            self.lengths[task.variant] = progress
+        if self.explorers is not None and task.control is not None:
+            decisions = [Decision(*d) for d in info.get("decisions", ())]
+            self.explorers[task.variant].feed(task.control.forced, decisions)
 
     def _record(self, result: TrialResult) -> None:
         self.writer.write(result)
@@ -396,6 +507,8 @@ class _Engine:
                 sweep=task.sweep,
             )
         )
+        if task.control is not None:
+            self._schedule_done(task, None)
         return task
 
     # -- workers ---------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.controlled.schedule import ScheduleRecord
 from harness.plan import ActorStart, Plan
 
 __all__ = ["Evidence", "Outcome", "TrialResult"]
@@ -131,6 +132,7 @@ class TrialResult:
         lock_order: Lock-order edges ("held A while acquiring B") this trial showed its worker for
             the first time; merged across trials, their cycles are potential deadlocks.
         sweep: In a sweep, the value of the swept knob for this trial.
+        schedule: Controlled mode: the schedule, and for a failure how to replay it.
     """
 
     variant: str
@@ -145,6 +147,7 @@ class TrialResult:
     evidence: Evidence | None = field(default=None)
     lock_order: tuple[dict[str, Any], ...] = ()
     sweep: float | None = None
+    schedule: ScheduleRecord | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -164,6 +167,8 @@ class TrialResult:
             out["lock_order"] = list(self.lock_order)
         if self.sweep is not None:
             out["sweep"] = self.sweep
+        if self.schedule is not None:
+            out["schedule"] = self.schedule.to_dict()
         return out
 
     @classmethod
@@ -181,4 +186,5 @@ class TrialResult:
             evidence=Evidence.from_dict(data.get("evidence")),
             lock_order=tuple(data.get("lock_order", ())),
             sweep=data.get("sweep"),
+            schedule=ScheduleRecord.from_dict(data.get("schedule")),
         )

@@ -109,10 +109,18 @@ class Preemptor:
         self._countdown = 0
         self._gap: Callable[[], int] = lambda: 1
         self._pause = 0.0
+        #: Controlled mode: called at every event instead of the random countdown.
+        self._callback: Callable[[CodeType, int], None] | None = None
+        self._lines = False
 
     @property
     def active(self) -> bool:
         return self._active
+
+    @property
+    def switches(self) -> int:
+        """Switches forced since the last `start`."""
+        return self._switches
 
     def start(self, probability: float, *, pause: float = 0.0, seed: int = 0) -> None:
         """Begin forcing switches, in every thread, for code in scope (no-op at probability 0)."""
@@ -132,6 +140,23 @@ class Preemptor:
             threading.settrace(tracer)  # threads started from now on (the actors)
             sys.settrace(tracer)  # and the thread running the variant body
 
+    def start_controlled(self, callback: Callable[[CodeType, int], None], *, granularity: str = "opcode") -> None:
+        """Call ``callback(code, offset)`` at every instruction of code in scope — or, with
+        ``granularity="line"``, ``callback(code, -line)`` at every line — in every thread, until
+        `stop`. Controlled mode's scheduling points."""
+        global _active
+        self._switches = 0
+        self._callback = callback
+        self._lines = granularity == "line"
+        self._active = True
+        _active = self
+        if self.backend == "monitoring":
+            self._monitoring_on()
+        else:
+            tracer = self._make_tracer()
+            threading.settrace(tracer)
+            sys.settrace(tracer)
+
     def stop(self) -> int:
         """Stop forcing switches; returns how many were forced since `start`."""
         global _active
@@ -144,6 +169,7 @@ class Preemptor:
                 sys.settrace(None)
                 threading.settrace(None)  # type: ignore[arg-type,unused-ignore]
         self._active = False
+        self._callback = None
         return self._switches
 
     def close(self) -> None:
@@ -153,6 +179,7 @@ class Preemptor:
             self._monitoring_off()
             mon.set_events(self._tool, 0)
             mon.register_callback(self._tool, mon.events.INSTRUCTION, None)
+            mon.register_callback(self._tool, mon.events.LINE, None)
             mon.register_callback(self._tool, mon.events.PY_START, None)
             mon.free_tool_id(self._tool)
             self._tool = None
@@ -189,16 +216,26 @@ class Preemptor:
             if contains(code.co_filename):
                 instrumented.add(code)
                 if self._active:
-                    set_local(tool, code, events.INSTRUCTION)
+                    set_local(tool, code, self._local_events())
             return disable  # each code object is looked at once
 
         def on_instruction(code: CodeType, offset: int) -> None:
+            callback = self._callback
+            if callback is not None:
+                callback(code, offset)
+                return
             self._countdown -= 1
             if self._countdown <= 0:
                 self._switch()
 
+        def on_line(code: CodeType, line: int) -> None:
+            callback = self._callback
+            if callback is not None:
+                callback(code, -line)
+
         mon.register_callback(tool, events.PY_START, on_start)
         mon.register_callback(tool, events.INSTRUCTION, on_instruction)
+        mon.register_callback(tool, events.LINE, on_line)
         # Code locations an earlier user of this tool id disabled stay disabled; start afresh so
         # PY_START sees every code object again (once per process: a worker sets up once).
         mon.restart_events()
@@ -208,9 +245,13 @@ class Preemptor:
     def _monitoring_on(self) -> None:
         if self._tool is None:
             self._tool = self._monitoring_setup()
-        instruction = _monitoring.events.INSTRUCTION
+        wanted = self._local_events()
         for code in self._instrumented:
-            _monitoring.set_local_events(self._tool, code, instruction)
+            _monitoring.set_local_events(self._tool, code, wanted)
+
+    def _local_events(self) -> int:
+        events = _monitoring.events
+        return int(events.LINE if self._callback is not None and self._lines else events.INSTRUCTION)
 
     def _monitoring_off(self) -> None:
         if self._tool is None:
@@ -222,18 +263,25 @@ class Preemptor:
 
     def _make_tracer(self) -> Callable[[FrameType, str, Any], Any]:
         contains = self.scope.contains_file
+        callback = self._callback
+        lines = self._lines
 
         def local(frame: FrameType, event: str, arg: Any) -> Any:
             if event == "opcode":
+                if callback is not None:
+                    callback(frame.f_code, frame.f_lasti)
+                    return local
                 self._countdown -= 1
                 if self._countdown <= 0:
                     self._switch()
+            elif event == "line" and callback is not None:
+                callback(frame.f_code, -frame.f_lineno)
             return local
 
         def on_call(frame: FrameType, event: str, arg: Any) -> Any:
             if contains(frame.f_code.co_filename):
-                frame.f_trace_opcodes = True
-                frame.f_trace_lines = False
+                frame.f_trace_opcodes = not lines
+                frame.f_trace_lines = callback is not None and lines
                 return local
             return None
 

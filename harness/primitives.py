@@ -120,6 +120,8 @@ class Session:
         self.rng = random.Random(f"stress-sync/{seed}")
         self.switches = 0
         self.site_counts: dict[tuple[str, int], list[int]] = {}
+        #: Controlled mode's scheduler: operations are its scheduling points, waits go through it.
+        self.controlled: Any = None
 
 
 _session: Session | None = None
@@ -128,11 +130,12 @@ _sites: dict[tuple[str, int], int] = {}
 _site_list: list[tuple[str, int]] = []
 
 
-def activate(session: Session) -> None:
-    """Make ``session`` the current trial's (the worker calls this around each trial)."""
+def activate(session: Session, *, controlled: bool = False) -> None:
+    """Make ``session`` the current trial's (the worker calls this around each trial). In
+    controlled mode every primitive operation is a scheduling point."""
     global _session, _sync
     _session = session
-    _sync = session.sync > 0
+    _sync = controlled or session.sync > 0
     _use_synced_locks(_sync)
 
 
@@ -161,10 +164,16 @@ def deactivate() -> None:
     _sync = False
 
 
-def _sync_point() -> None:
-    """Maybe force a thread switch here (the plan's ``sync`` knob)."""
+def _sync_point(primitive: Any, operation: str) -> None:
+    """Maybe force a thread switch here (the plan's ``sync`` knob); in controlled mode, let the
+    scheduler choose (the trace names the operation: ``lock_a.acquire()``)."""
     session = _session
-    if session is not None and session.rng.random() < session.sync:
+    if session is None:
+        return
+    if session.controlled is not None:
+        session.controlled.primitive_point(getattr(primitive, "_primitive", primitive), operation)
+        return
+    if session.rng.random() < session.sync:
         session.switches += 1
         time.sleep(session.pause)
 
@@ -328,6 +337,25 @@ def _deadlock(graph: WaitGraph) -> BaseException:
     return DeadlockError(summary, lines)
 
 
+def _block_controlled(
+    scheduler: Any, graph: WaitGraph, try_acquire: Callable[..., bool], timeout: float, waiting: Waiting
+) -> bool:
+    """Controlled mode: the thread blocks in the scheduler (others run meanwhile) until the lock
+    is free — then takes it at once, nobody else running — or its virtual deadline passes."""
+    real = try_acquire.__self__  # type: ignore[attr-defined]
+    me = get_ident()
+    graph.enter(me, waiting)
+    try:
+        deadline = scheduler.timeout_deadline(timeout)
+        while True:
+            if not scheduler.block(lambda: not real.locked(), deadline):
+                return False
+            if try_acquire(False):
+                return True
+    finally:
+        graph.leave(me)
+
+
 def _block(try_acquire: Callable[..., bool], timeout: float, waiting: Waiting) -> bool:
     """Wait for ``try_acquire`` to succeed, visibly: registered in the graph, in slices, so that a
     confirmed deadlock can end the wait with `DeadlockError`."""
@@ -337,6 +365,8 @@ def _block(try_acquire: Callable[..., bool], timeout: float, waiting: Waiting) -
         return bool(try_acquire(True, timeout))
     if timeout > threading.TIMEOUT_MAX:  # the real lock would refuse it; slices would hide that
         raise OverflowError(_OUT_OF_RANGE)
+    if session is not None and session.controlled is not None:
+        return _block_controlled(session.controlled, graph, try_acquire, timeout, waiting)
     if graph.aborting:
         raise _deadlock(graph)
     me = get_ident()
@@ -469,23 +499,23 @@ _plain_exit = Lock.__exit__
 def _synced_acquire(self: Lock, blocking: bool = True, timeout: float = -1) -> bool:
     quiet = self._quiet
     if not quiet:
-        _sync_point()
+        _sync_point(self, "acquire")
     got = _plain_acquire(self, blocking, timeout)
     if got and not quiet:
-        _sync_point()
+        _sync_point(self, "acquire")
     return got
 
 
 def _synced_release(self: Lock) -> None:
     _plain_release(self)
     if not self._quiet:
-        _sync_point()
+        _sync_point(self, "release")
 
 
 def _synced_exit(self: Lock, *_: object) -> None:
     _plain_release(self)
     if not self._quiet:
-        _sync_point()
+        _sync_point(self, "release")
 
 
 def _use_synced_locks(synced: bool) -> None:
@@ -521,7 +551,7 @@ class RLock:
             self._count += 1
             return True
         if _sync:
-            _sync_point()
+            _sync_point(self, "acquire")
         top = state.top
         if top is not None and blocking and timeout == -1:
             _record_order(state, self)  # the attempt counts: it may never succeed
@@ -537,7 +567,7 @@ class RLock:
             self._prev = top
             state.top = self
             if _sync:
-                _sync_point()
+                _sync_point(self, "acquire")
         return got
 
     __enter__ = acquire
@@ -551,7 +581,7 @@ class RLock:
             return
         self._let_go(state)
         if _sync:
-            _sync_point()
+            _sync_point(self, "release")
 
     def __exit__(self, *_: object) -> None:
         self.release()
@@ -621,7 +651,7 @@ class Condition(threading.Condition):
         if not self._is_owned():  # type: ignore[attr-defined]
             raise RuntimeError("cannot wait on un-acquired lock")
         if _sync and not self._quiet:
-            _sync_point()
+            _sync_point(self, "wait")
         waiter = allocate_lock()
         waiter.acquire()
         self._waiters.append(waiter)  # type: ignore[attr-defined]
@@ -641,14 +671,14 @@ class Condition(threading.Condition):
                 with contextlib.suppress(ValueError):  # a notify removed it meanwhile
                     self._waiters.remove(waiter)  # type: ignore[attr-defined]
             if _sync and not self._quiet:
-                _sync_point()
+                _sync_point(self, "wait")
 
     def notify(self, n: int = 1) -> None:
         if _sync and not self._quiet:
-            _sync_point()
+            _sync_point(self, "notify")
         super().notify(n)
         if _sync and not self._quiet:
-            _sync_point()
+            _sync_point(self, "notify")
 
 
 def _internal_condition(owner: Any, created: Any) -> Condition:
@@ -661,10 +691,10 @@ def _around(operation: Callable[..., Any]) -> Callable[..., Any]:
 
     def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
         if _sync:
-            _sync_point()
+            _sync_point(self, operation.__name__)
         result = operation(self, *args, **kwargs)
         if _sync:
-            _sync_point()
+            _sync_point(self, operation.__name__)
         return result
 
     wrapped.__name__ = operation.__name__
@@ -687,11 +717,11 @@ class Semaphore(threading.Semaphore):
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         if _sync:
-            _sync_point()
+            _sync_point(self, "acquire")
         got = super().acquire(blocking, timeout)
         _took_permit(self, got)
         if _sync and got:
-            _sync_point()
+            _sync_point(self, "acquire")
         return got
 
     __enter__ = acquire
@@ -700,7 +730,7 @@ class Semaphore(threading.Semaphore):
         super().release(n)
         _returned_permits(self, n)
         if _sync:
-            _sync_point()
+            _sync_point(self, "release")
 
 
 class BoundedSemaphore(Semaphore, threading.BoundedSemaphore):

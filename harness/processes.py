@@ -112,6 +112,8 @@ class ProcessGroup:
 
     def _run(self) -> None:
         trial = self._trial
+        if trial.scheduler is not None:
+            raise RuntimeError("controlled mode runs thread actors only; run process scenarios in stress mode")
         ctx: Any = trial.mp
         count = len(self._actors)
         starts = trial.plan.starts(count, group=self._index)

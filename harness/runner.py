@@ -11,6 +11,7 @@ watches the worker process, decides those.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -19,6 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness import mp_perturb, primitives
+from harness.controlled.schedule import Decision, Schedule
+from harness.controlled.scheduler import Scheduler, Step
+from harness.controlled.session import Control, controlled
 from harness.instrument import Instrumenter
 from harness.outcome import Evidence, Outcome
 from harness.plan import ActorStart, Plan
@@ -40,6 +44,14 @@ class TrialRun:
     starts: tuple[tuple[ActorStart, ...], ...]
     switches: int
     lock_order: tuple[dict[str, Any], ...] = field(default=())
+    #: Controlled mode: the executed schedule, its length, its choice points (when exploring)
+    #: and every step (thread, code, offset or -line, what).
+    schedule: str | None = None
+    steps: int = 0
+    progress: float = 0.0
+    preemptions: int = 0
+    decisions: tuple[Decision, ...] = ()
+    trace: tuple[Step, ...] = ()
 
 
 _current: Trial | None = None
@@ -67,6 +79,9 @@ def run_trial(
     instrumenter: Instrumenter | None = None,
     lock_order: dict[Any, bool] | None = None,
     start_method: str = "fork",
+    actors: int | None = None,
+    control: Control | None = None,
+    on_failure: Callable[[str, BaseException | None], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> TrialRun:
     """Run ``variant`` once under ``plan`` and judge it.
@@ -77,6 +92,9 @@ def run_trial(
         lock_order: The variant's lock-order edges seen so far in this process; new ones are
             added to it and reported in the result.
         start_method: How the trial's process actors start.
+        actors: Actors per trial for variants that let it vary (``trial.actors``).
+        control: Controlled mode: the schedule to run (None: stress mode, under ``plan``).
+        on_failure: Called where a check fails or an exception is recorded (`Trial.on_failure`).
     """
     global _current
     graph = WaitGraph(
@@ -85,29 +103,37 @@ def run_trial(
         preexisting={t.ident for t in threading.enumerate() if t.ident is not None},
     )
     session = primitives.Session(graph=graph, order=lock_order, sync=plan.sync, pause=plan.pause, seed=plan.seed)
-    trial = Trial(plan=plan, size=size, graph=graph, start_method=start_method)
+    trial = Trial(plan=plan, size=size, graph=graph, start_method=start_method, actors=actors, on_failure=on_failure)
     old_interval = sys.getswitchinterval()
     old_hook = threading.excepthook
     _current = trial
     threading.excepthook = _excepthook
-    if plan.switch_interval is not None:
+    if plan.switch_interval is not None and control is None:
         sys.setswitchinterval(plan.switch_interval)
-    primitives.activate(session)
+    primitives.activate(session, controlled=control is not None)
     if instrumenter is not None:
         instrumenter.install()
-    mp_perturb.activate(plan.sync, plan.delay, seed=plan.seed)
+    if control is None:
+        mp_perturb.activate(plan.sync, plan.delay, seed=plan.seed)
+    scheduler: Scheduler | None = None
     started = clock()
     try:
-        preemptor.start(plan.preempt, pause=plan.pause, seed=plan.seed)
-        try:
-            variant.fn(trial)
-        except (DeadlockError, ForkedDeadlockError) as exc:
-            if graph.finding is None:  # raised in another process (a Pool task) and sent back
-                trial.record_child_deadlock(None, _deadlock_lines(exc), explained=True)
-        except BaseException as exc:  # SystemExit from a variant is a finding, not a reason to stop
-            trial.record_exception(f"variant {variant.name}", exc)
-        finally:
-            switches = preemptor.stop()
+        with contextlib.ExitStack() as stack:
+            if control is None:
+                preemptor.start(plan.preempt, pause=plan.pause, seed=plan.seed)
+                stack.callback(preemptor.stop)
+            else:
+                scheduler = stack.enter_context(controlled(control, session=session, graph=graph, preemptor=preemptor))
+                trial.scheduler = scheduler
+            try:
+                variant.fn(trial)
+            except (DeadlockError, ForkedDeadlockError) as exc:
+                if graph.finding is None and (scheduler is None or scheduler.finding is None):
+                    # raised in another process (a Pool task) and sent back
+                    trial.record_child_deadlock(None, _deadlock_lines(exc), explained=True)
+            except BaseException as exc:  # SystemExit from a variant is a finding, not a reason to stop
+                trial.record_exception(f"variant {variant.name}", exc)
+            switches = preemptor.switches
     finally:
         duration = clock() - started
         delays = mp_perturb.deactivate()
@@ -117,14 +143,29 @@ def run_trial(
         sys.setswitchinterval(old_interval)
         threading.excepthook = old_hook
         _current = None
-    outcome, evidence = _judge(trial, graph)
+    outcome, evidence = _judge(trial, graph, scheduler)
+    if scheduler is None:
+        return TrialRun(
+            outcome=outcome,
+            evidence=evidence,
+            duration=duration,
+            starts=tuple(trial.starts),
+            switches=switches + session.switches + delays,
+            lock_order=tuple(session.new_order),
+        )
     return TrialRun(
         outcome=outcome,
         evidence=evidence,
         duration=duration,
-        starts=tuple(trial.starts),
-        switches=switches + session.switches + delays,
+        starts=(),
+        switches=scheduler.switches,
         lock_order=tuple(session.new_order),
+        schedule=str(Schedule(tuple(scheduler.forced))),
+        steps=scheduler.step,
+        progress=scheduler.progress,
+        preemptions=scheduler.preemptions,
+        decisions=tuple(scheduler.decisions),
+        trace=tuple(scheduler.steps),
     )
 
 
@@ -134,12 +175,17 @@ def _deadlock_lines(exc: BaseException) -> list[str]:
     return [summary, *map(str, lines)]
 
 
-def _judge(trial: Trial, graph: WaitGraph) -> tuple[Outcome, Evidence | None]:
+def _judge(trial: Trial, graph: WaitGraph, scheduler: Scheduler | None = None) -> tuple[Outcome, Evidence | None]:
     messages = tuple(trial.failures)
     tracebacks = tuple(trial.errors)
     if trial.crashes:
         return Outcome.CRASHED, Evidence(messages=(*trial.crashes, *messages), tracebacks=tracebacks)
-    finding = graph.finding
+    if scheduler is not None and scheduler.livelock is not None:
+        summary = f"livelock: the threads were still going after {scheduler.step_limit} scheduling steps"
+        return Outcome.HUNG, Evidence(
+            messages=(summary, *messages), tracebacks=tracebacks, blocked_at=scheduler.livelock
+        )
+    finding = graph.finding if scheduler is None else scheduler.finding
     if finding is not None:
         return Outcome.DEADLOCKED, Evidence(
             messages=(finding.summary, *messages), tracebacks=tracebacks, wait_for=finding.lines

@@ -62,6 +62,10 @@ class Variant:
     #: The scenario's default work per actor.
     size: int = DEFAULT_SIZE
     scenario_description: str = ""
+    #: The scenario's default number of actors (None: fixed by the variants).
+    actors: int | None = None
+    #: The scenario's default size in controlled mode.
+    controlled_size: int = 1
 
     @property
     def key(self) -> str:
@@ -98,14 +102,32 @@ class Scenario:
         description: One line saying what the actors do.
         size: The default amount of work per actor (``trial.size``); ``--size`` overrides it. Keep it
             small: many cheap trials find more interleavings than a few long ones.
+        actors: The default number of actors (``trial.actors``), for scenarios whose variants let
+            it vary; ``--actors`` overrides it. None: the variants decide for themselves. Controlled
+            mode starts two.
+        controlled_size: The default size in controlled mode, which explores small instances
+            (every extra step multiplies the schedules): 1 unless the variants need more.
     """
 
-    def __init__(self, name: str, description: str, *, size: int = DEFAULT_SIZE) -> None:
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        *,
+        size: int = DEFAULT_SIZE,
+        actors: int | None = None,
+        controlled_size: int = 1,
+    ) -> None:
         self.name = _check_name(name, "scenario")
         self.description = description.strip()
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ScenarioError(f"size={size!r} in scenario {name!r}: must be an integer >= 1")
+        for label, value in (("size", size), ("actors", actors), ("controlled_size", controlled_size)):
+            if value is None and label == "actors":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ScenarioError(f"{label}={value!r} in scenario {name!r}: must be an integer >= 1")
         self.size = size
+        self.actors = actors
+        self.controlled_size = controlled_size
         self.file = _caller_file(1)
         self._variants: dict[str, Variant] = {}
 
@@ -146,6 +168,8 @@ class Scenario:
                 files=tuple(sorted(files)),
                 size=self.size,
                 scenario_description=self.description,
+                actors=self.actors,
+                controlled_size=self.controlled_size,
             )
             return fn
 

@@ -16,7 +16,7 @@ from harness.lock_order import LockOrder, PotentialDeadlock
 from harness.outcome import Outcome, TrialResult
 from harness.scenario import Expect
 
-__all__ = ["VariantStats", "VariantSummary", "Verdict", "rule_of_three", "wilson"]
+__all__ = ["Exploration", "VariantStats", "VariantSummary", "Verdict", "rule_of_three", "wilson"]
 
 Z95 = 1.959963984540054
 
@@ -107,6 +107,7 @@ class VariantStats:
     durations: dict[int, int] = field(default_factory=dict)
     knobs: dict[str, dict[int, list[int]]] = field(default_factory=lambda: {k: {} for k in KNOBS})
     sweep: dict[float, dict[Outcome, int]] = field(default_factory=dict)
+    exploration: Exploration | None = None
 
     def add(self, result: TrialResult) -> None:
         self.trials += 1
@@ -163,7 +164,38 @@ class VariantStats:
             durations=dict(sorted(self.durations.items())),
             knobs={k: {b: (c[0], c[1]) for b, c in sorted(v.items())} for k, v in self.knobs.items()},
             sweep={value: {o: n for o, n in counts.items() if n} for value, counts in sorted(self.sweep.items())},
+            exploration=self.exploration,
         )
+
+
+@dataclass(frozen=True)
+class Exploration:
+    """A bounded-preemption exhaustive search of one variant (controlled mode).
+
+    Attributes:
+        preemptions: The bound: schedules with at most this many preemptions were explored.
+        schedules: How many were run.
+        complete: Every schedule within the bound was run (not stopped by ``--iterations`` or
+            an interrupt).
+    """
+
+    preemptions: int
+    schedules: int
+    complete: bool
+
+    def text(self) -> str:
+        if self.complete:
+            return f"all {self.schedules:,} schedules within {self.preemptions} preemptions explored"
+        return f"{self.schedules:,} schedules within {self.preemptions} preemptions explored (search stopped early)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"preemptions": self.preemptions, "schedules": self.schedules, "complete": self.complete}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Exploration | None:
+        if not data:
+            return None
+        return cls(int(data["preemptions"]), int(data["schedules"]), bool(data["complete"]))
 
 
 @dataclass(frozen=True)
@@ -182,6 +214,7 @@ class VariantSummary:
         durations: Trial durations: count per quarter-decade bin (see `log_bin`).
         knobs: Per knob, per bin of its value: (trials, failures).
         sweep: Per swept value: outcome counts.
+        exploration: Controlled mode's exhaustive search, when one ran.
     """
 
     variant: str
@@ -201,6 +234,7 @@ class VariantSummary:
     durations: dict[int, int] = field(default_factory=dict)
     knobs: dict[str, dict[int, tuple[int, int]]] = field(default_factory=dict)
     sweep: dict[float, dict[Outcome, int]] = field(default_factory=dict)
+    exploration: Exploration | None = None
 
     def sweep_rates(self) -> list[tuple[float, int, int, float, float, float]]:
         """Per swept value: (value, trials, failures, rate, low, high)."""
@@ -250,6 +284,7 @@ class VariantSummary:
                 {"value": value, "trials": trials, "failures": failures, "failure_rate": rate, "ci95": [low, high]}
                 for value, trials, failures, rate, low, high in self.sweep_rates()
             ],
+            "exploration": self.exploration.to_dict() if self.exploration else None,
         }
 
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import platform
+import shlex
 import sys
 import sysconfig
 from dataclasses import dataclass
@@ -60,10 +61,26 @@ class RunInfo:
 
     @property
     def total_trials(self) -> int:
+        """Trials the run was asked for (for an exhaustive search: its limit)."""
         return self.config.iterations * len(self.variants) * len(self.config.sweep_values)
 
+    @property
+    def exhaustive(self) -> bool:
+        """A controlled run that explores every schedule within a preemption bound: how many
+        trials it takes is found out by running them."""
+        return self.config.controlled and self.config.max_preemptions is not None
+
+    @property
+    def unit(self) -> str:
+        """What one trial is called: a schedule in controlled mode."""
+        return "schedule" if self.config.controlled else "trial"
+
     def replay(self, variant: str, trial: int, *, sweep: float | None = None) -> str:
-        """The command that re-runs trial ``trial``'s plan of ``variant``."""
+        """The command that re-runs trial ``trial`` of ``variant``: in controlled mode its exact
+        schedule (``stress replay``), else its plan."""
+        if self.config.controlled:
+            name = variant.partition("/")[2]
+            return shlex.join(["stress", "replay", str(self.run_dir), "--variant", name, "--trial", str(trial)])
         scenario = variant.partition("/")[0]
         return replay_command(self.config, variant, trial, target=self.targets.get(scenario), sweep=sweep)
 

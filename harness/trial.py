@@ -45,12 +45,30 @@ class Trial:
         rng: A `random.Random` seeded from the plan, for any randomness the variant needs (amounts,
             choices), so a replayed trial sees the same values.
         start_method: How process actors start: ``fork``, ``spawn`` or ``forkserver``.
+        actors: How many actors a variant that lets it vary should start.
     """
 
-    def __init__(self, *, plan: Plan, size: int, graph: WaitGraph | None = None, start_method: str = "fork") -> None:
+    def __init__(
+        self,
+        *,
+        plan: Plan,
+        size: int,
+        graph: WaitGraph | None = None,
+        start_method: str = "fork",
+        actors: int | None = None,
+        scheduler: Any = None,
+        on_failure: Callable[[str, BaseException | None], None] | None = None,
+    ) -> None:
         self.plan = plan
         self.graph = graph
         self.size = size
+        #: Actors per trial, for scenarios that let it vary (``--actors``, else the scenario's).
+        self.actors = actors if actors is not None else 2
+        #: Controlled mode's scheduler (None in stress mode).
+        self.scheduler = scheduler
+        #: Called at a failing check (message, None) or a recorded exception (where, exception),
+        #: in the thread where it happened: `stress replay --pdb` stops there.
+        self.on_failure = on_failure
         self.start_method = start_method
         self.rng = random.Random(plan.seed)
         self.failures: list[str] = []
@@ -81,6 +99,8 @@ class Trial:
         with self._lock:
             if len(self.failures) < _MAX_RECORDED:
                 self.failures.append(clip(str(message), MESSAGE_LIMIT))
+        if self.on_failure is not None:
+            self.on_failure(str(message), None)
         return False
 
     def run_threads(self, fn: Callable[..., Any], *args: Any, count: int = 2) -> list[Any]:
@@ -172,6 +192,8 @@ class Trial:
         with self._lock:
             if len(self.errors) < _MAX_RECORDED:
                 self.errors.append(clip(f"in {where}:\n{text}", TRACEBACK_LIMIT))
+        if self.on_failure is not None:
+            self.on_failure(where, exc)
 
 
 class ActorGroup:
@@ -209,6 +231,9 @@ class ActorGroup:
             self._run()
 
     def _run(self) -> None:
+        if self._trial.scheduler is not None:
+            self._run_controlled()
+            return
         trial = self._trial
         count = len(self._actors)
         starts = trial.plan.starts(count, group=self._index)
@@ -243,6 +268,38 @@ class ActorGroup:
         try:
             for thread in threads:
                 thread.join()
+        finally:
+            if graph is not None:
+                graph.set_joining(False)
+        self.results = results
+
+    def _run_controlled(self) -> None:
+        """Controlled mode: the scheduler starts the actors and decides every switch; start order,
+        delays and the barrier mean nothing when only one thread runs at a time."""
+        trial = self._trial
+        scheduler = trial.scheduler
+        names = self._names()
+        results: list[Any] = [None] * len(self._actors)
+
+        def start(managed: Any) -> threading.Thread:
+            fn, args, _ = self._actors[managed.index]
+
+            def actor_main() -> None:
+                scheduler.enter(managed)
+                try:
+                    results[managed.index] = fn(*args)
+                except BaseException as exc:  # an actor's SystemExit is a finding too
+                    trial.record_exception(managed.name, exc)
+                finally:
+                    scheduler.leave(managed)
+
+            return threading.Thread(target=actor_main, name=managed.name, daemon=True)
+
+        graph = trial.graph
+        if graph is not None:
+            graph.set_joining(True)
+        try:
+            scheduler.run_group(names, start)
         finally:
             if graph is not None:
                 graph.set_joining(False)

@@ -145,6 +145,21 @@ class WaitGraph:
             self.finding = Deadlock(str(candidate[0]), "threads wait for each other", (f"(no details: {exc!r})",))
         return candidate
 
+    def declare(self, ident: int) -> Deadlock:
+        """Describe the deadlock of a frozen trial (controlled mode: nothing runs, so no need to
+        see it twice): the cycle through ``ident`` if there is one, else everyone stuck."""
+        with self._mutex:
+            candidate = self._cycle_through(ident) or self._everyone_stuck()
+            if candidate is None:
+                state = tuple((i, id(w.primitive), 0) for i, w in sorted(self.waiting.items()))
+                candidate = ("stuck", self.version, state)
+            self.aborting = True
+        try:
+            self.finding = self._describe(candidate)
+        except Exception as exc:
+            self.finding = Deadlock("stuck", "threads wait for each other", (f"(no details: {exc!r})",))
+        return self.finding
+
     def _cycle_through(self, ident: int) -> Snapshot | None:
         links: list[tuple[int, int, int]] = []
         current = ident

@@ -28,12 +28,16 @@ import time
 import traceback
 import types
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import astuple, dataclass, replace
 from multiprocessing.connection import Connection
 from typing import IO, Any
 
 from harness import mp_perturb, proc_tree, processes
+from harness.controlled.schedule import Schedule
+from harness.controlled.session import Control
+from harness.controlled.shrink import Attempt, shrink
+from harness.controlled.trace import build as build_trace
 from harness.instrument import Instrumenter
 from harness.outcome import Evidence, Outcome
 from harness.plan import Plan
@@ -59,6 +63,10 @@ class Task:
     size: int
     #: The swept knob's value for this trial, in a sweep.
     sweep: float | None = None
+    #: Actors per trial, for variants that let it vary (None: the variant's default).
+    actors: int | None = None
+    #: Controlled mode: which schedule to run (None: stress mode).
+    control: Control | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +124,7 @@ class WorkerHandle:
 
     def send(self, task: Task) -> None:
         """Queue ``task`` on the worker; raises `OSError` if the worker is gone."""
-        self.conn.send((task.seq, task.variant, task.plan, task.size))
+        self.conn.send((task.seq, task.variant, task.plan, task.size, task.actors, task.control))
         self.pending.append(task)
 
     def receive(self) -> list[tuple[Any, ...]]:
@@ -255,6 +263,47 @@ def _reap_leftovers(run: TrialRun) -> TrialRun:
     return replace(run, outcome=outcome, evidence=replace(evidence, messages=(*evidence.messages, message)))
 
 
+def _schedule_info(
+    run: TrialRun, control: Control, attempt: Callable[[Control | None], TrialRun], *, minimize: bool
+) -> dict[str, Any]:
+    """What a controlled trial reports besides its outcome: its length; for exploration, its choice
+    points; for a failure, its schedule — and, for the first failure of its kind, the shrunk
+    schedule with its interleaving trace."""
+    info: dict[str, Any] = {"steps": run.steps, "progress": round(run.progress, 3)}
+    if control.record_decisions:
+        info["decisions"] = [astuple(d) for d in run.decisions]
+    if run.outcome is Outcome.PASSED:
+        return info
+    info["schedule"] = run.schedule
+    info["switches"] = run.switches
+    if not minimize or run.schedule is None:
+        return info
+
+    def forced(schedule: Schedule, record: bool) -> Control:
+        return replace(control, strategy="forced", forced=schedule.forced, record_decisions=record)
+
+    def candidate(schedule: Schedule) -> Attempt:
+        again = attempt(forced(schedule, True))
+        return Attempt(
+            fails=again.outcome is run.outcome,
+            executed=Schedule.parse(again.schedule or ""),
+            switches=again.switches,
+            preemptions=again.preemptions,
+            decisions=again.decisions,
+        )
+
+    result = shrink(Schedule.parse(run.schedule), run.switches, run.preemptions, candidate)
+    final = attempt(forced(result.schedule, False))
+    if final.outcome is run.outcome:
+        info["minimal"] = final.schedule
+        info["trace"] = build_trace(final.trace).to_dict()
+        info["shrink_runs"] = result.runs + 1
+        info["minimal_steps"] = final.steps
+        if final.evidence is not None:
+            info["minimal_messages"] = list(final.evidence.messages)
+    return info
+
+
 def _flush_std() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
@@ -303,6 +352,8 @@ def _worker_main(
     preemptor = Preemptor(scope)
     instrumenter = Instrumenter(scope)
     lock_orders: dict[str, dict[int, bool]] = {}
+    #: Controlled mode: (variant, outcome) pairs whose first failure this worker already shrank.
+    shrunk: set[tuple[str, Outcome]] = set()
     try:
         while True:
             try:
@@ -311,24 +362,42 @@ def _worker_main(
                 break
             if message is None:
                 break
-            seq, key, plan, size = message
+            seq, key, plan, size, actors, control = message
             output.reset()
             _reset(dump.fileno())
-            run = run_trial(
-                variants[key],
-                plan,
-                size=size,
-                preemptor=preemptor,
-                instrumenter=instrumenter,
-                lock_order=lock_orders.setdefault(key, {}),
-                start_method=start_method,
-            )
-            run = _reap_leftovers(run)
+
+            def attempt(
+                control: Control | None,
+                key: str = key,
+                plan: Plan = plan,
+                size: int = size,
+                actors: int | None = actors,
+            ) -> TrialRun:
+                return run_trial(
+                    variants[key],
+                    plan,
+                    size=size,
+                    preemptor=preemptor,
+                    instrumenter=instrumenter,
+                    lock_order=lock_orders.setdefault(key, {}),
+                    start_method=start_method,
+                    actors=actors,
+                    control=control,
+                )
+
+            run = _reap_leftovers(attempt(control))
             evidence = run.evidence
             if evidence is not None:
                 printed = output.tail()
                 if printed:
                     evidence = replace(evidence, output=printed)
+            schedule = None
+            if control is not None:
+                first = (key, run.outcome) not in shrunk and run.outcome is not Outcome.PASSED
+                if first:
+                    shrunk.add((key, run.outcome))
+                    conn.send(("shrinking", seq))  # it takes more than one trial's deadline
+                schedule = _schedule_info(run, control, attempt, minimize=first)
             conn.send(
                 (
                     "done",
@@ -339,6 +408,7 @@ def _worker_main(
                     [[(s.actor, s.delay) for s in group] for group in run.starts],
                     run.switches,
                     run.lock_order,
+                    schedule,
                 )
             )
     except BaseException:

@@ -13,11 +13,10 @@ from harness import Scenario, Trial
 
 scenario = Scenario(
     "bank",
-    "Three threads each try to withdraw 10, `size` times, from an account that covers a third of it",
+    "Three threads (`actors`) each try to withdraw 10, `size` times, from an account that holds enough for one",
     size=25,
+    actors=3,
 )
-
-THREADS = 3
 AMOUNT = 10
 
 
@@ -28,7 +27,7 @@ class Account:
 
 
 def _customers(trial: Trial, withdraw: Callable[[Account, int], bool]) -> None:
-    """Three customers withdraw until the money runs out; then the books must balance."""
+    """The customers withdraw until the money runs out; then the books must balance."""
     initial = AMOUNT * trial.size
     account = Account(initial)
 
@@ -39,7 +38,7 @@ def _customers(trial: Trial, withdraw: Callable[[Account, int], bool]) -> None:
                 taken += AMOUNT
         return taken
 
-    taken = sum(t or 0 for t in trial.run_threads(customer, count=THREADS))
+    taken = sum(t or 0 for t in trial.run_threads(customer, count=trial.actors))
     # Two invariants: nobody gets more than the account held, and every withdrawal shows up in
     # the balance. Together they also imply the balance never goes below zero.
     trial.check(taken <= initial, f"overdrawn: customers withdrew {taken} from an account holding {initial}")

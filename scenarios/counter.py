@@ -11,11 +11,10 @@ from harness import Scenario, Trial
 
 scenario = Scenario(
     "counter",
-    "Four threads add 1 to a shared integer, `size` times each (the chapter's Lock example)",
+    "Four threads (`actors`) add 1 to a shared integer, `size` times each (the chapter's Lock example)",
     size=30,
+    actors=4,
 )
-
-THREADS = 4
 
 
 class Counter:
@@ -24,7 +23,7 @@ class Counter:
 
 
 def _check_total(trial: Trial, counter: Counter) -> None:
-    expected = THREADS * trial.size
+    expected = trial.actors * trial.size
     trial.check(
         counter.value == expected,
         f"counter is {counter.value}, expected {expected}: lost {expected - counter.value} increments",
@@ -40,7 +39,7 @@ def no_lock(trial: Trial) -> None:
         for _ in range(trial.size):
             counter.value += 1
 
-    trial.run_threads(increment, count=THREADS)
+    trial.run_threads(increment, count=trial.actors)
     _check_total(trial, counter)
 
 
@@ -55,7 +54,7 @@ def lock(trial: Trial) -> None:
             with guard:
                 counter.value += 1
 
-    trial.run_threads(increment, count=THREADS)
+    trial.run_threads(increment, count=trial.actors)
     _check_total(trial, counter)
 
 
@@ -72,7 +71,7 @@ def split_lock(trial: Trial) -> None:
             with guard:
                 counter.value = current + 1
 
-    trial.run_threads(increment, count=THREADS)
+    trial.run_threads(increment, count=trial.actors)
     _check_total(trial, counter)
 
 
@@ -89,5 +88,5 @@ def local_sum(trial: Trial) -> None:
         with guard:
             counter.value += mine
 
-    trial.run_threads(increment, count=THREADS)
+    trial.run_threads(increment, count=trial.actors)
     _check_total(trial, counter)

@@ -19,6 +19,9 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.compare import Change
+from harness.controlled.replay import Expected, Replay
+from harness.controlled.schedule import Schedule, ScheduleRecord
+from harness.controlled.trace import Trace
 from harness.knobs import format_seconds
 from harness.outcome import Outcome, TrialResult
 from harness.registry import Registry
@@ -26,9 +29,11 @@ from harness.scenario import Expect, Scenario
 from harness.stats import VariantStats, VariantSummary, Verdict, rule_of_three
 from harness.summary import RunInfo, RunReport
 
-__all__ = ["LiveProgress", "print_list", "print_report", "print_show"]
+__all__ = ["LiveProgress", "mode_text", "print_list", "print_report", "print_show", "trace_table"]
 
 REFRESH = 0.1
+#: Rows of an interleaving trace shown per example failure (the HTML report shows them all).
+TRACE_ROWS = 40
 _OUTCOME_STYLE = {
     Outcome.PASSED: "green",
     Outcome.FAILED: "red",
@@ -66,7 +71,13 @@ def print_list(console: Console, registry: Registry) -> None:
 
 def print_show(console: Console, scenario: Scenario) -> None:
     console.print(Text.assemble((scenario.name, "bold cyan"), "  ", scenario.description))
-    console.print(Text(f"default size (work per actor): {scenario.size}", style="dim"))
+    shape = f"default size (work per actor): {scenario.size}"
+    if scenario.actors is not None:
+        shape += f" · actors: {scenario.actors} (--actors)"
+    shape += f" · controlled mode: size {scenario.controlled_size}"
+    if scenario.actors is not None:
+        shape += ", 2 actors"
+    console.print(Text(shape, style="dim"))
     for variant in scenario:
         console.print()
         console.print(Text.assemble(("● ", "dim"), (variant.name, "bold"), "  ", _expect_text(variant.expect)))
@@ -117,7 +128,7 @@ class LiveProgress:
                 Text.assemble(
                     ("✗ ", style),
                     (result.variant, "bold"),
-                    f" {what} at trial {result.trial}: ",
+                    f" {what} at {self._info.unit if self._info else 'trial'} {result.trial}: ",
                     (result.outcome.label, _OUTCOME_STYLE[result.outcome]),
                     f" — {summary}" if summary else "",
                 )
@@ -138,7 +149,9 @@ class LiveProgress:
         if self._live is None or self._info is None:
             return
         info = self._info
-        total = info.total_trials // max(len(info.variants), 1)
+        total: int | None = info.total_trials // max(len(info.variants), 1)
+        if info.exhaustive:
+            total = None  # unknown until the search ends
         table = Table(box=None, show_header=False, pad_edge=False)
         table.add_column(no_wrap=True)
         table.add_column(width=30)
@@ -154,12 +167,13 @@ class LiveProgress:
             table.add_row(
                 variant.key,
                 ProgressBar(total=total, completed=trials, width=30),
-                f"{trials}/{total}",
+                f"{trials}/{total}" if total is not None else f"{trials:,}",
                 Text(f"{failures} failed ({failures / trials:.0%})" if trials else "", style=style),
             )
         elapsed = time.monotonic() - self._started
         rate = done / elapsed if elapsed > 0 else 0.0
-        footer = Text(f"{done}/{info.total_trials} trials · {elapsed:.1f} s · {rate:,.0f} trials/s", style="dim")
+        of = "" if info.exhaustive else f"/{info.total_trials}"
+        footer = Text(f"{done}{of} {info.unit}s · {elapsed:.1f} s · {rate:,.0f} {info.unit}s/s", style="dim")
         self._live.update(Group(table, footer), refresh=True)
 
 
@@ -167,13 +181,34 @@ def _run_heading(info: RunInfo) -> Text:
     config = info.config
     names = ", ".join(info.scenarios)
     replay = f" · replaying the plan of trial {config.trial}" if config.trial is not None else ""
+    if info.exhaustive:
+        amount = f"every schedule within {config.max_preemptions} preemptions"
+    else:
+        amount = f"{config.iterations} {info.unit}s per variant"
     return Text.assemble(
         ("stress ", "bold"),
         (names, "bold cyan"),
-        f" · seed {config.seed} · {config.iterations} trials per variant"
+        (f" · {mode_text(info)}", "magenta") if config.controlled else "",
+        f" · seed {config.seed} · {amount}",
         f" · {info.jobs} worker{'s' if info.jobs != 1 else ''}{replay}",
         style="",
     )
+
+
+def mode_text(info: RunInfo) -> str:
+    """``controlled (random walk + PCT d=3)``: how a controlled run picks its schedules."""
+    config = info.config
+    if info.exhaustive:
+        how = f"exhaustive, ≤ {config.max_preemptions} preemptions"
+    elif config.strategy == "random":
+        how = "random walk"
+    elif config.strategy == "pct":
+        how = f"PCT d={config.pct_depth}"
+    else:
+        how = f"random walk + PCT d={config.pct_depth}"
+    if config.granularity == "line":
+        how += ", line by line"
+    return f"controlled ({how})"
 
 
 def _outcomes(summary: VariantSummary) -> Text:
@@ -201,7 +236,7 @@ def print_report(console: Console, report: RunReport) -> None:
     table.add_column("#", justify="right", no_wrap=True, min_width=1)
     table.add_column("variant", style="bold", no_wrap=True)
     table.add_column("expect", no_wrap=True, min_width=6)
-    table.add_column("trials", justify="right", no_wrap=True, min_width=6)
+    table.add_column(f"{info.unit}s", justify="right", no_wrap=True, min_width=6)
     table.add_column("failure rate", no_wrap=True, min_width=12)
     table.add_column("verdict", no_wrap=True, min_width=7)
     table.add_column("failures", min_width=10)
@@ -221,11 +256,24 @@ def print_report(console: Console, report: RunReport) -> None:
     console.print(
         Text.assemble(
             ("Ranked by failure rate", "bold"),
-            f" · {report.trials} trials in {report.wall:.1f} s ({report.trials_per_second:,.0f} trials/s)",
+            f" · {report.trials} {info.unit}s in {report.wall:.1f} s ({report.trials_per_second:,.0f} {info.unit}s/s)",
             f" · seed {info.config.seed}",
+            (f" · {mode_text(info)}", "magenta") if info.config.controlled else "",
         )
     )
     console.print(table)
+    for summary in report.variants:
+        if summary.exploration is not None:
+            exploration = summary.exploration
+            clean = exploration.complete and not summary.failures
+            console.print(
+                Text.assemble(
+                    ("✓ " if clean else "· ", "green" if clean else "dim"),
+                    (summary.variant, "bold"),
+                    f": {exploration.text()}",
+                    ", none failed" if not summary.failures else f", {summary.failures:,} failed",
+                )
+            )
     console.print(
         Text(
             "failure rate: observed (95 % Wilson interval); 0 failures in N trials means < 3/N at 95 %",
@@ -337,7 +385,7 @@ def _print_example(console: Console, report: RunReport, result: TrialResult) -> 
     console.print(
         Text.assemble(
             (result.variant, "bold"),
-            f" · trial {result.trial} · ",
+            f" · {report.info.unit} {result.trial} · ",
             (result.outcome.label, _OUTCOME_STYLE[result.outcome]),
             f" after {result.duration * 1000:.1f} ms",
         )
@@ -357,13 +405,115 @@ def _print_example(console: Console, report: RunReport, result: TrialResult) -> 
             body.append(_tail(evidence.dump, 12, "yellow"))
         if evidence.output:
             body.append(Text.assemble(("printed: ", "dim"), _tail(evidence.output, 3, "")))
-    body.append(Text.assemble(("plan    ", "dim"), result.plan.describe()))
+    if result.schedule is not None:
+        body.extend(_schedule_lines(result.schedule))
+    else:
+        body.append(Text.assemble(("plan    ", "dim"), result.plan.describe()))
     body.append(
         Text.assemble(
             ("replay  ", "dim"), (report.info.replay(result.variant, result.trial, sweep=result.sweep), "cyan")
         )
     )
     console.print(Padding(Group(*body), (0, 0, 0, 2)))
+
+
+def _schedule_lines(record: ScheduleRecord) -> list[RenderableType]:
+    lines: list[RenderableType] = []
+    if record.schedule is not None:
+        switches = f" ({record.switches} switches, {record.steps} steps)" if record.switches is not None else ""
+        lines.append(Text.assemble(("schedule ", "dim"), record.schedule, (switches, "dim")))
+    trace = Trace.from_dict(record.trace)
+    if record.minimal is not None and trace is not None:
+        lines.append(
+            Text.assemble(
+                ("shrunk   ", "dim"),
+                record.minimal,
+                (f" ({trace.switches} switches; {record.shrink_runs} schedules tried)", "dim"),
+            )
+        )
+        lines.append(trace_table(trace, max_rows=TRACE_ROWS))
+    return lines
+
+
+def trace_table(trace: Trace, *, max_rows: int | None = None) -> RenderableType:
+    """The interleaving: one column per thread, a rule at every context switch, the line each
+    thread ran and (dim) the instructions of it that ran there — a read and its write can fall on
+    either side of a switch."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    table.add_column("", justify="right", style="dim", no_wrap=True)
+    for thread in trace.threads:
+        table.add_column(thread, overflow="fold", ratio=1)
+    column = {thread: index for index, thread in enumerate(trace.threads)}
+    rows = trace.rows
+    cut, half = 0, -1
+    if max_rows is not None and len(rows) > max_rows:
+        cut, half = len(rows) - max_rows, max_rows // 2
+        rows = rows[:half] + rows[-(max_rows - half) :]
+    step = 0
+    for index, row in enumerate(rows):
+        if index == half:
+            table.add_row("", *[Text(f"… {cut} rows …", style="dim")] * len(trace.threads))
+        cell = Text.assemble((f"{row.line:>3} ", "dim"), row.code or "(no source)")
+        effects = row.effects()
+        if effects:
+            cell.append("  ← " + ", ".join(effects), style="cyan")
+        cells: list[RenderableType] = [Text("")] * len(trace.threads)
+        cells[column[row.thread]] = cell
+        marker = Text("⇄", style="bold magenta") if row.switch else Text(str(step + 1))
+        step += row.steps
+        table.add_row(marker, *cells, end_section=index + 1 < len(rows) and rows[index + 1].switch)
+    if trace.elided:
+        table.caption = f"({trace.elided} more rows in the middle of this schedule were not stored)"
+    return table
+
+
+def replay_heading(result: TrialResult, schedule: Schedule, record: ScheduleRecord, *, times: int) -> Text:
+    """``replaying counter/no-lock schedule 3: v1:9>1 (shrunk from v1:2>1,…)``."""
+    shrunk = record.minimal is not None and str(schedule) == record.minimal and record.schedule != record.minimal
+    return Text.assemble(
+        ("replaying ", "bold"),
+        (result.variant, "bold cyan"),
+        f" schedule {result.trial}: ",
+        (str(schedule), "bold"),
+        (f" (shrunk from {record.schedule})" if shrunk else "", "dim"),
+        (f" · {times} times" if times > 1 else "", "dim"),
+    )
+
+
+def print_replay(console: Console, replay: Replay) -> None:
+    """What one replay did: its interleaving, its outcome and what it said."""
+    console.print(trace_table(replay.trace))
+    run = replay.run
+    line = Text.assemble(
+        (run.outcome.label, _OUTCOME_STYLE[run.outcome]),
+        f" after {run.steps} steps, {run.switches} context switches",
+    )
+    console.print(line)
+    evidence = run.evidence
+    if evidence is not None:
+        for message in evidence.messages[:3]:
+            console.print(Text("  " + message))
+        for wait in evidence.wait_for[:8]:
+            console.print(Text("    " + wait, style="bright_red"))
+        for where in evidence.blocked_at[:6]:
+            console.print(Text.assemble(("  blocked ", "yellow"), where))
+        if evidence.tracebacks:
+            console.print(Padding(_tail(evidence.tracebacks[0], 12, "magenta"), (0, 0, 0, 2)))
+
+
+def replay_verdict(runs: list[Replay], expected: Expected | None, mismatches: int) -> Text:
+    if expected is None:
+        return Text(
+            f"ran {len(runs)} time{'s' if len(runs) > 1 else ''} (a schedule given by hand: nothing to compare)"
+        )
+    if mismatches:
+        return Text(f"✗ {mismatches} of {len(runs)} replays differed from the stored run", style="bold red")
+    what = f"same outcome ({expected.outcome})"
+    if expected.messages:
+        what += ", same failure message"
+    if expected.steps is not None:
+        what += f", same {expected.steps} steps"
+    return Text(f"✓ reproduced {len(runs)}/{len(runs)}: {what}, same interleaving", style="bold green")
 
 
 def _tail(text: str, lines: int, style: str) -> Text:

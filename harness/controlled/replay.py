@@ -1,0 +1,196 @@
+"""``stress replay``: run one stored controlled schedule again, in this process, exactly.
+
+A controlled schedule fixes every thread switch, and a trial's randomness comes from its plan's
+seed, so running the variant again under the same schedule repeats the same interleaving, the same
+final state and the same failure. Replay checks that it did (same outcome, same failure message,
+same number of steps, the same switches taken) and can stop in the debugger where the failing check
+or the exception happened: the threads are real, so everything a debugger shows is real.
+"""
+
+from __future__ import annotations
+
+import json
+import pdb
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.config import RunConfig
+from harness.controlled.schedule import Schedule, ScheduleRecord
+from harness.controlled.session import Control
+from harness.controlled.trace import Trace, build
+from harness.engine import scope_for, trial_shape
+from harness.errors import UserError
+from harness.instrument import Instrumenter
+from harness.outcome import TrialResult
+from harness.preempt import Preemptor
+from harness.results import RESULTS, RUN, read_results
+from harness.runner import TrialRun, run_trial
+from harness.scenario import Variant
+from harness.summary import RunInfo
+
+__all__ = ["Expected", "Replay", "find_trial", "load_run", "replay"]
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the stored run saw under the schedule being replayed (None: nothing stored, a
+    schedule given by hand)."""
+
+    outcome: str
+    messages: tuple[str, ...]
+    steps: int | None
+
+
+@dataclass(frozen=True)
+class Replay:
+    """One replay: the schedule run, what happened, and the trace of it."""
+
+    schedule: Schedule
+    run: TrialRun
+    trace: Trace
+
+    @property
+    def messages(self) -> tuple[str, ...]:
+        return self.run.evidence.messages if self.run.evidence is not None else ()
+
+    def differences(self, expected: Expected) -> list[str]:
+        """How this replay differs from what the stored run saw (empty: reproduced)."""
+        out = []
+        if self.run.outcome.label != expected.outcome:
+            out.append(f"outcome {self.run.outcome.label}, stored {expected.outcome}")
+        if expected.messages and self.messages[: len(expected.messages)] != expected.messages:
+            out.append(f"message {self.messages[:1]!r}, stored {expected.messages[:1]!r}")
+        if expected.steps is not None and self.run.steps != expected.steps:
+            out.append(f"{self.run.steps} steps, stored {expected.steps}")
+        if Schedule.parse(self.run.schedule or "v1:") != self.schedule:
+            out.append(f"ran schedule {self.run.schedule}, asked for {self.schedule}")
+        return out
+
+
+def load_run(run_dir: Path) -> RunInfo:
+    if not (run_dir / RUN).is_file() or not (run_dir / RESULTS).is_file():
+        raise UserError(f"{str(run_dir)!r} is not a run folder (it needs {RUN} and {RESULTS})")
+    try:
+        return RunInfo.from_dict(json.loads((run_dir / RUN).read_text(encoding="utf-8")), run_dir)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{run_dir / RUN}: not a run description stress can read ({exc})") from None
+
+
+def find_trial(info: RunInfo, variant: str | None, trial: int | None) -> TrialResult:
+    """The stored failing schedule to replay: trial ``trial`` of ``variant`` (NAME or
+    SCENARIO/NAME); without ``trial``, the variant's first failure; without ``variant``, the only
+    variant that failed."""
+    if not info.config.controlled:
+        raise UserError(
+            f"{info.run_dir} is a stress-mode run: its trials are not schedules. Re-run a trial with the "
+            "'replay' command its report prints, or run the scenario with --mode controlled"
+        )
+    keys = [v.key for v in info.variants]
+    if variant is not None:
+        matches = [k for k in keys if k == variant or k.partition("/")[2] == variant]
+        if not matches:
+            raise UserError(f"the run has no variant {variant!r}; it ran {', '.join(keys)}")
+        if len(matches) > 1:
+            raise UserError(f"{variant!r} is in several scenarios of the run: use one of {', '.join(matches)}")
+        keys = matches
+    failing: dict[str, list[TrialResult]] = {}
+    for result in read_results(info.run_dir):
+        if result.variant in keys and result.schedule is not None and result.schedule.schedule is not None:
+            failing.setdefault(result.variant, []).append(result)
+    if trial is not None:
+        found = [r for rs in failing.values() for r in rs if r.trial == trial]
+        if not found:
+            raise UserError(
+                f"schedule {trial} of {' or '.join(keys)} did not fail (only failing schedules are stored)"
+                + _which(failing)
+            )
+        if len(found) > 1:
+            raise UserError(
+                f"schedule {trial} failed in {', '.join(r.variant for r in found)}: pick one with --variant"
+            )
+        return found[0]
+    if not failing:
+        raise UserError(f"no schedule of {', '.join(keys)} failed in {info.run_dir}: there is nothing to replay")
+    if len(failing) > 1:
+        raise UserError(f"several variants failed ({', '.join(failing)}): pick one with --variant")
+    return min(next(iter(failing.values())), key=lambda r: r.trial)
+
+
+def _which(failing: dict[str, list[TrialResult]]) -> str:
+    if not failing:
+        return ""
+    parts = [
+        f"{key}: {', '.join(str(r.trial) for r in rs[:8])}{' …' if len(rs) > 8 else ''}" for key, rs in failing.items()
+    ]
+    return "; failing schedules: " + "; ".join(parts)
+
+
+def expected_for(record: ScheduleRecord, result: TrialResult, *, original: bool) -> tuple[Schedule, Expected]:
+    """The schedule replay runs by default — the shrunk one when there is one, it is the one the
+    report shows — and what the run saw under it."""
+    if record.minimal is not None and not original:
+        return Schedule.parse(record.minimal), Expected(
+            result.outcome.label, record.minimal_messages or (), record.minimal_steps
+        )
+    messages = result.evidence.messages if result.evidence is not None else ()
+    return Schedule.parse(record.schedule or "v1:"), Expected(result.outcome.label, messages, record.steps)
+
+
+def replay(
+    variant: Variant,
+    config: RunConfig,
+    result: TrialResult,
+    schedule: Schedule,
+    *,
+    debug: bool = False,
+    times: int = 1,
+    each: Callable[[int, Replay], None] | None = None,
+) -> list[Replay]:
+    """Run ``variant`` under ``schedule`` ``times`` times, in this process, with the stored trial's
+    plan (its randomness) and the run's size, actors, granularity and step limit."""
+    size, actors = trial_shape(variant, config)
+    control = Control("forced", forced=schedule.forced, granularity=config.granularity, step_limit=config.step_limit)
+    scope = scope_for([variant])
+    preemptor = Preemptor(scope)
+    instrumenter = Instrumenter(scope)
+    out = []
+    try:
+        for index in range(times):
+            run = run_trial(
+                variant,
+                result.plan,
+                size=size,
+                preemptor=preemptor,
+                instrumenter=instrumenter,
+                actors=actors,
+                control=control,
+                on_failure=_stop_in_debugger if debug and index == 0 else None,
+            )
+            done = Replay(schedule, run, build(run.trace))
+            out.append(done)
+            if each is not None:
+                each(index, done)
+    finally:
+        preemptor.close()
+    return out
+
+
+def _stop_in_debugger(what: str, exc: BaseException | None) -> None:
+    """`Trial.on_failure` for ``--pdb``: the debugger opens in the frame that failed — the variant
+    at its failing check, or the frame an exception came from."""
+    out = sys.__stderr__ or sys.stderr
+    frame = sys._getframe(1)
+    while frame is not None:  # the scheduler's per-instruction events would confuse pdb
+        frame.f_trace_opcodes = False
+        frame = frame.f_back
+    if exc is None:
+        print(f"\nstress: check failed: {what}\nstress: stopping in the debugger at the failing check", file=out)
+        pdb.Pdb().set_trace(sys._getframe(2))
+        return
+    print(
+        f"\nstress: {type(exc).__name__} in {what}: {exc}\nstress: stopping in the debugger where it was raised",
+        file=out,
+    )
+    pdb.post_mortem(exc.__traceback__)

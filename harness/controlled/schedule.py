@@ -1,0 +1,106 @@
+"""A controlled schedule as data: the choices that differ from the default.
+
+The default policy is non-preemptive: keep running the current thread while it can run; when it
+blocks or finishes, run the lowest-numbered thread that can. A schedule is the list of *forced*
+choices on top of that — at step S, run thread T — which is all that must be stored to replay an
+interleaving exactly, and what shrinking removes. As a string: ``v1:12>1,30>0`` (at step 12 switch to
+thread 1, at step 30 to thread 0); ``v1:`` is the default schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from harness.errors import UserError
+
+__all__ = ["Decision", "Schedule", "ScheduleRecord"]
+
+_VERSION = "v1"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Forced choices, ordered by step."""
+
+    forced: tuple[tuple[int, int], ...] = ()
+
+    def __str__(self) -> str:
+        return f"{_VERSION}:" + ",".join(f"{step}>{thread}" for step, thread in self.forced)
+
+    @classmethod
+    def parse(cls, text: str) -> Schedule:
+        version, sep, body = str(text).strip().partition(":")
+        if version != _VERSION or not sep:
+            raise UserError(f"schedule {text!r}: not a stress schedule (they look like 'v1:12>1,30>0')")
+        forced = []
+        for item in filter(None, body.split(",")):
+            step, arrow, thread = item.partition(">")
+            if not arrow or not step.isdigit() or not thread.isdigit():
+                raise UserError(f"schedule {text!r}: {item!r} is not STEP>THREAD")
+            forced.append((int(step), int(thread)))
+        if [s for s, _ in forced] != sorted({s for s, _ in forced}):
+            raise UserError(f"schedule {text!r}: the steps must increase")
+        return cls(tuple(forced))
+
+    def as_dict(self) -> dict[int, int]:
+        return dict(self.forced)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One point where the scheduler chose: the threads that could run, the current one (-1 when
+    it could not continue), the default choice and the one taken."""
+
+    step: int
+    enabled: tuple[int, ...]
+    current: int
+    default: int
+    chosen: int
+
+    @property
+    def preemption(self) -> bool:
+        """Taking the baton from a thread that could have gone on."""
+        return self.current in self.enabled and self.chosen != self.current
+
+
+@dataclass(frozen=True)
+class ScheduleRecord:
+    """What ``results.jsonl`` keeps of a controlled trial.
+
+    Attributes:
+        steps: Scheduling steps the schedule ran.
+        schedule: For a failure: the executed schedule, as a string (`Schedule`).
+        switches: For a failure: its context switches.
+        minimal: For the first failure of each kind: the shrunk schedule that still fails so.
+        trace: The shrunk schedule's interleaving (`harness.controlled.trace.Trace` as a dict).
+        shrink_runs: Schedules run to shrink it.
+        minimal_steps: The shrunk schedule's steps.
+        minimal_messages: What the shrunk schedule's failure said.
+    """
+
+    steps: int
+    schedule: str | None = None
+    switches: int | None = None
+    minimal: str | None = None
+    trace: dict[str, Any] | None = None
+    shrink_runs: int | None = None
+    minimal_steps: int | None = None
+    minimal_messages: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in vars(self).items() if v is not None}
+        if self.minimal_messages is not None:
+            out["minimal_messages"] = list(self.minimal_messages)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ScheduleRecord | None:
+        if not data:
+            return None
+        names = ("steps", "schedule", "switches", "minimal", "trace", "shrink_runs", "minimal_steps")
+        known: dict[str, Any] = {k: data[k] for k in names if k in data}
+        known.setdefault("steps", 0)
+        if "minimal_messages" in data:
+            known["minimal_messages"] = tuple(data["minimal_messages"])
+        return cls(**known)

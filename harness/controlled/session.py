@@ -1,0 +1,209 @@
+"""What one controlled trial needs around the variant: a scheduler, its scheduling points, and the
+surroundings held still.
+
+`Control` says which schedule to run (a strategy and its seed, or forced choices); `controlled`
+installs, for the length of the trial: the scheduler in the primitives' session (their operations
+become scheduling points, their waits go through it), a scheduling point at every instruction or
+line of the code under test, ``time.sleep`` in virtual time, and no garbage collection (a collection
+is a point nobody chose).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dis
+import gc
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import CodeType
+from typing import Any
+
+from harness import primitives
+from harness.controlled.scheduler import Scheduler
+from harness.controlled.strategies import PCT, Forced, RandomWalk, Strategy
+from harness.preempt import Preemptor
+from harness.wait_graph import WaitGraph
+
+__all__ = ["Control", "controlled"]
+
+
+@dataclass(frozen=True)
+class Control:
+    """Which schedule a controlled trial runs.
+
+    Attributes:
+        strategy: ``random``, ``pct`` or ``forced``.
+        seed: Randomness of ``random`` and ``pct``.
+        forced: For ``forced``: step -> thread.
+        depth: PCT's bug depth.
+        length: PCT's estimate of the schedule length, in steps.
+        record_decisions: Keep every choice with its alternatives (exhaustive exploration).
+        granularity: ``opcode`` or ``line``.
+        step_limit: Steps after which the schedule is a livelock.
+    """
+
+    strategy: str
+    seed: int = 0
+    forced: tuple[tuple[int, int], ...] = field(default=())
+    depth: int = 3
+    length: float = 100.0
+    record_decisions: bool = False
+    granularity: str = "opcode"
+    step_limit: int = 20_000
+
+    def make_strategy(self) -> Strategy:
+        rng = random.Random(f"stress-schedule/{self.seed}")
+        if self.strategy == "random":
+            return RandomWalk(rng)
+        if self.strategy == "pct":
+            return PCT(rng, depth=self.depth, length=self.length)
+        return Forced(dict(self.forced))
+
+
+@contextlib.contextmanager
+def controlled(
+    control: Control, *, session: primitives.Session, graph: WaitGraph, preemptor: Preemptor
+) -> Iterator[Scheduler]:
+    """Run the body under a fresh scheduler following ``control``."""
+    scheduler = Scheduler(
+        control.make_strategy(),
+        graph=graph,
+        step_limit=control.step_limit,
+        record_decisions=control.record_decisions,
+    )
+    session.controlled = scheduler
+    undo = _patch_sleep(scheduler, preemptor)
+    collecting = gc.isenabled()
+    gc.disable()
+    point = scheduler.point if control.granularity == "line" else _visible_only(scheduler.point)
+    preemptor.start_controlled(point, granularity=control.granularity)
+    try:
+        yield scheduler
+    finally:
+        preemptor.stop()
+        if collecting:
+            gc.enable()
+        for namespace, name, value in undo:
+            setattr(namespace, name, value)
+        session.controlled = None
+
+
+#: Instructions that only touch the running frame (its locals, its value stack, its position): no
+#: other thread can see them or change what they do, so switching before them explores nothing new.
+#: Everything else — attribute, subscript, global and closure-cell access, calls, iteration,
+#: ``with`` — is a scheduling point.
+_PRIVATE = frozenset(
+    {
+        "CACHE",
+        "COPY",
+        "COPY_FREE_VARS",
+        "END_FOR",
+        "END_SEND",
+        "EXTENDED_ARG",
+        "JUMP",
+        "JUMP_BACKWARD",
+        "JUMP_BACKWARD_NO_INTERRUPT",
+        "JUMP_FORWARD",
+        "JUMP_NO_INTERRUPT",
+        "KW_NAMES",
+        "LOAD_CLOSURE",
+        "LOAD_CONST",
+        "LOAD_FAST",
+        "LOAD_FAST_AND_CLEAR",
+        "LOAD_FAST_CHECK",
+        "LOAD_FAST_LOAD_FAST",
+        "MAKE_CELL",
+        "NOP",
+        "NOT_TAKEN",
+        "POP_JUMP_BACKWARD_IF_FALSE",
+        "POP_JUMP_BACKWARD_IF_NONE",
+        "POP_JUMP_BACKWARD_IF_NOT_NONE",
+        "POP_JUMP_BACKWARD_IF_TRUE",
+        "POP_JUMP_FORWARD_IF_FALSE",
+        "POP_JUMP_FORWARD_IF_NONE",
+        "POP_JUMP_FORWARD_IF_NOT_NONE",
+        "POP_JUMP_FORWARD_IF_TRUE",
+        "POP_JUMP_IF_FALSE",
+        "POP_JUMP_IF_NONE",
+        "POP_JUMP_IF_NOT_NONE",
+        "POP_JUMP_IF_TRUE",
+        "POP_TOP",
+        "PRECALL",
+        "PUSH_NULL",
+        "RESUME",
+        "RETURN_CONST",
+        "RETURN_VALUE",
+        "STORE_FAST",
+        "STORE_FAST_LOAD_FAST",
+        "STORE_FAST_MAYBE_NULL",
+        "STORE_FAST_STORE_FAST",
+        "SWAP",
+        "BUILD_TUPLE",
+        "BUILD_LIST",
+        "BUILD_SLICE",
+        "BUILD_STRING",
+        "POP_EXCEPT",
+        "PUSH_EXC_INFO",
+        "CHECK_EXC_MATCH",
+        "LOAD_ASSERTION_ERROR",
+        "RERAISE",
+        "RAISE_VARARGS",
+        "DELETE_FAST",
+        "INTERPRETER_EXIT",
+        "RETURN_GENERATOR",
+    }
+)
+_visible: dict[CodeType, frozenset[int]] = {}
+
+
+def visible_offsets(code: CodeType) -> frozenset[int]:
+    """The offsets of ``code``'s instructions that are scheduling points (see `_PRIVATE`)."""
+    found = _visible.get(code)
+    if found is None:
+        found = frozenset(i.offset for i in dis.get_instructions(code) if i.opname not in _PRIVATE)
+        _visible[code] = found
+    return found
+
+
+def _visible_only(point: Callable[[CodeType, int], None]) -> Callable[[CodeType, int], None]:
+    def at(code: CodeType, offset: int) -> None:
+        found = _visible.get(code)
+        if found is None:
+            found = visible_offsets(code)
+        if offset in found:
+            point(code, offset)
+
+    return at
+
+
+def _patch_sleep(scheduler: Scheduler, preemptor: Preemptor) -> list[tuple[Any, str, Any]]:
+    """``time.sleep`` — and any in-scope global bound to it — becomes a virtual sleep for managed
+    threads (the others, the harness's own, keep the real one)."""
+    real = time.sleep
+
+    def sleep(seconds: Any) -> None:
+        if scheduler.current is not None and scheduler.by_ident.get(_ident()) is scheduler.current:
+            scheduler.sleep(seconds)
+        else:
+            real(seconds)
+
+    undo: list[tuple[Any, str, Any]] = [(time, "sleep", real)]
+    time.sleep = sleep
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if not isinstance(file, str) or not preemptor.scope.contains_file(file):
+            continue
+        for name, value in list(vars(module).items()):
+            if value is real:
+                undo.append((module, name, real))
+                setattr(module, name, sleep)
+    return undo
+
+
+def _ident() -> int:
+    import _thread
+
+    return _thread.get_ident()

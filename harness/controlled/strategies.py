@@ -1,0 +1,101 @@
+"""Who runs next: the strategies of controlled mode.
+
+A strategy sees, at every scheduling point, the step number, the progress (steps weighted by
+novelty: the n-th visit of the same instruction counts 1/n), the thread that is running (-1 if it
+cannot go on: it blocked or finished) and the threads that could run, and picks one.
+
+* `RandomWalk` picks uniformly: it switches often, which finds races whose window is anywhere.
+* `PCT` (probabilistic concurrency testing, Burckhardt et al., ASPLOS 2010) gives threads random
+  priorities, always runs the highest one, and lowers the running thread's priority at d - 1 random
+  points: it finds a bug that needs d ordering constraints with probability at least 1/(n·k^(d-1)),
+  however long one thread runs before the racy step — where a random walk almost never keeps the
+  other thread waiting that long. Here k is measured in progress, not steps, so a loop that repeats
+  the same instructions does not dilute the chance of changing priority at the one that matters.
+* `Forced` replays a schedule: the default, non-preemptive choice everywhere except at the steps
+  the schedule forces. Exploration and shrinking use it too.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Protocol
+
+__all__ = ["PCT", "Forced", "RandomWalk", "Strategy", "default_choice"]
+
+
+def default_choice(current: int, enabled: tuple[int, ...]) -> int:
+    """Non-preemptive: keep the current thread if it can run, else the lowest-numbered one."""
+    return current if current in enabled else enabled[0]
+
+
+class Strategy(Protocol):
+    def begin(self, threads: int) -> None: ...
+
+    def choose(self, step: int, progress: float, current: int, enabled: tuple[int, ...]) -> int: ...
+
+
+class Forced:
+    """The default policy, except at the steps of ``forced`` (step -> thread). A forced thread that
+    cannot run at its step means the code no longer matches the schedule: `diverged` says so."""
+
+    def __init__(self, forced: dict[int, int]) -> None:
+        self.forced = forced
+        self.diverged: int | None = None
+
+    def begin(self, threads: int) -> None:
+        pass
+
+    def choose(self, step: int, progress: float, current: int, enabled: tuple[int, ...]) -> int:
+        wanted = self.forced.get(step)
+        if wanted is None:
+            return default_choice(current, enabled)
+        if wanted in enabled:
+            return wanted
+        if self.diverged is None:
+            self.diverged = step
+        return default_choice(current, enabled)
+
+
+class RandomWalk:
+    """A uniformly random runnable thread at every point."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def begin(self, threads: int) -> None:
+        pass
+
+    def choose(self, step: int, progress: float, current: int, enabled: tuple[int, ...]) -> int:
+        return enabled[self.rng.randrange(len(enabled))] if len(enabled) > 1 else enabled[0]
+
+
+class PCT:
+    """Random priorities, highest runs, d - 1 priority drops at random points of progress.
+
+    Args:
+        rng: Randomness of this schedule.
+        depth: The bug depth aimed at.
+        length: An estimate of the schedule's length in progress (the longest seen so far).
+    """
+
+    def __init__(self, rng: random.Random, *, depth: int, length: float) -> None:
+        self.rng = rng
+        self.depth = depth
+        self.length = max(length, 1.0)
+        self.priority: list[int] = []
+        self.changes: list[float] = []
+
+    def begin(self, threads: int) -> None:
+        order = list(range(self.depth, self.depth + threads))
+        self.rng.shuffle(order)
+        self.priority = order
+        # Latest first, so the next one due is at the end.
+        self.changes = sorted((self.rng.uniform(0.0, self.length) for _ in range(self.depth - 1)), reverse=True)
+
+    def choose(self, step: int, progress: float, current: int, enabled: tuple[int, ...]) -> int:
+        while self.changes and progress >= self.changes[-1]:
+            self.changes.pop()
+            if 0 <= current < len(self.priority):
+                # The i-th change lowers the running thread below every initial priority.
+                self.priority[current] = len(self.changes)
+        return max(enabled, key=lambda thread: self.priority[thread] if thread < len(self.priority) else -1)
