@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 from harness.config import RunConfig
 from harness.controlled.schedule import Schedule, ScheduleRecord
@@ -181,7 +182,7 @@ def _stop_in_debugger(what: str, exc: BaseException | None) -> None:
     """`Trial.on_failure` for ``--pdb``: the debugger opens in the frame that failed — the variant
     at its failing check, or the frame an exception came from."""
     out = sys.__stderr__ or sys.stderr
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:  # the scheduler's per-instruction events would confuse pdb
         frame.f_trace_opcodes = False
         frame = frame.f_back
