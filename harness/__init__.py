@@ -19,6 +19,7 @@ if _typing.TYPE_CHECKING:
     from harness.knobs import Knob, Perturbation
     from harness.outcome import Evidence, Outcome, TrialResult
     from harness.plan import Plan, make_plan
+    from harness.primitives import atomic
     from harness.registry import Registry
     from harness.scenario import Expect, Scenario, Variant
     from harness.stats import VariantSummary, Verdict, wilson
@@ -52,6 +53,7 @@ _WHERE = {
     "Variant": "harness.scenario",
     "VariantSummary": "harness.stats",
     "Verdict": "harness.stats",
+    "atomic": "harness.primitives",
     "build_config": "harness.config",
     "make_plan": "harness.plan",
     "run": "harness.engine",
@@ -84,6 +86,7 @@ __all__ = [
     "VariantSummary",
     "Verdict",
     "__version__",
+    "atomic",
     "build_config",
     "make_plan",
     "run",

@@ -225,6 +225,14 @@ def run_command(
     config = build_config([Layer(flags, _flag_name)])
     registry, names, reach = _registry(scenarios)
     selected = registry.select(names, variants)
+    if config.controlled:
+        refused = {v.scenario: v.stress_only for v in selected if v.stress_only}
+        if refused:
+            why = "; ".join(f"{name}: {reason}" for name, reason in refused.items())
+            raise UserError(
+                f"controlled mode runs the trial's own thread actors, one at a time, and cannot run {why}. "
+                "Run those scenarios in stress mode"
+            )
     console = _console()
     report = run_engine(
         selected,

@@ -29,7 +29,7 @@ from harness import proc_tree
 from harness.config import RunConfig
 from harness.controlled.explore import Explorer
 from harness.controlled.schedule import Decision, ScheduleRecord
-from harness.controlled.session import Control
+from harness.controlled.session import Control, sampled_control
 from harness.deadline import AdaptiveTimeout
 from harness.errors import InternalError
 from harness.knobs import Perturbation
@@ -246,12 +246,17 @@ class _Engine:
             finished=self.now().isoformat(timespec="seconds"),
             wall=wall,
             trials=self.done,
-            complete=self.done == self.info.total_trials,
+            complete=self._complete(interrupted),
             interrupted=interrupted,
         )
         write_json(self.info.run_dir / SUMMARY, report.to_dict())
         self.observer.finished(report)
         return report
+
+    def _complete(self, interrupted: bool) -> bool:
+        if self.explorers is not None:
+            return not interrupted and all(e.complete for e in self.explorers.values())
+        return self.done == self.info.total_trials
 
     def _plan_tasks(self) -> Iterator[Task | None]:
         config = self.config
@@ -259,7 +264,8 @@ class _Engine:
             yield from self._exploration_tasks(self.explorers)
             return
         for index, value in enumerate(config.sweep_values):
-            perturbation = config.perturbation_for(value)
+            # A controlled trial's only randomness is its schedule's and the trial's own rng.
+            perturbation = Perturbation.none() if config.controlled else config.perturbation_for(value)
             for number in range(config.iterations):
                 trial = config.trial if config.trial is not None else number
                 plan = make_plan(perturbation, seed=config.seed, trial=trial)
@@ -276,21 +282,7 @@ class _Engine:
                     )
 
     def _control(self, key: str, number: int, seed: int) -> Control:
-        """Schedule ``number`` of a sampled controlled run: with the default ``mixed`` strategy, two
-        random walks (they find shallow races fastest) for every PCT schedule (it finds the ones a
-        long run of one thread hides)."""
-        config = self.config
-        strategy = config.strategy
-        if strategy == "mixed":
-            strategy = "pct" if number % 3 == 2 else "random"
-        return Control(
-            strategy,
-            seed=seed,
-            depth=config.pct_depth,
-            length=self.lengths.get(key, Control.length),
-            granularity=config.granularity,
-            step_limit=config.step_limit,
-        )
+        return sampled_control(self.config, number, seed, self.lengths.get(key, Control.length))
 
     def _exploration_tasks(self, explorers: dict[str, Explorer]) -> Iterator[Task | None]:
         """Round-robin over the variants' searches; None when every search waits for results."""

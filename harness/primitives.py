@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from _thread import allocate_lock, get_ident
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -162,6 +162,27 @@ def deactivate() -> None:
     if _sync:
         _use_synced_locks(False)
     _sync = False
+
+
+@contextlib.contextmanager
+def atomic() -> Iterator[None]:
+    """Run the block without scheduling points: for a scenario's own bookkeeping (counting who is
+    inside, say), never for the code under test.
+
+    In controlled mode no other thread runs until the block ends, so bookkeeping guarded by a lock
+    stress does not instrument cannot leave another actor blocked where the scheduler cannot see
+    it. Stress mode is unaffected (there the lock keeps the bookkeeping right).
+    """
+    session = _session
+    scheduler = session.controlled if session is not None else None
+    if scheduler is None:
+        yield
+        return
+    scheduler.quiet(+1)
+    try:
+        yield
+    finally:
+        scheduler.quiet(-1)
 
 
 def _sync_point(primitive: Any, operation: str) -> None:

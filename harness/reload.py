@@ -15,7 +15,7 @@ from pathlib import Path
 from harness.errors import UserError
 from harness.results import RESULTS, RUN, SUMMARY, read_results
 from harness.scenario import Expect
-from harness.stats import VariantStats
+from harness.stats import Exploration, VariantStats
 from harness.summary import RunInfo, RunReport, ranked
 
 __all__ = ["load_report"]
@@ -37,15 +37,32 @@ def load_report(run_dir: Path) -> RunReport:
             tally.add(result)
             trials += 1
     finished, wall, interrupted = _ending(run_dir, info)
+    complete = trials == info.total_trials
+    if info.exhaustive:
+        # How many schedules a search takes is known only at its end, from summary.json.
+        searches = _explorations(run_dir)
+        for key, exploration in searches.items():
+            if key in stats:
+                stats[key].exploration = exploration
+        complete = bool(searches) and all(e.complete for e in searches.values()) and not interrupted
     return RunReport(
         info=info,
         variants=ranked([s.summary() for s in stats.values()]),
         finished=finished,
         wall=wall,
         trials=trials,
-        complete=trials == info.total_trials,
+        complete=complete,
         interrupted=interrupted,
     )
+
+
+def _explorations(run_dir: Path) -> dict[str, Exploration]:
+    try:
+        data = json.loads((run_dir / SUMMARY).read_text(encoding="utf-8"))
+        found = {v["variant"]: Exploration.from_dict(v.get("exploration")) for v in data["variants"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {key: exploration for key, exploration in found.items() if exploration is not None}
 
 
 def _ending(run_dir: Path, info: RunInfo) -> tuple[str, float, bool]:

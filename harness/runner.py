@@ -128,7 +128,8 @@ def run_trial(
             try:
                 variant.fn(trial)
             except (DeadlockError, ForkedDeadlockError) as exc:
-                if graph.finding is None and (scheduler is None or scheduler.finding is None):
+                unexplained = scheduler is None or (scheduler.finding is None and scheduler.livelock is None)
+                if graph.finding is None and unexplained:
                     # raised in another process (a Pool task) and sent back
                     trial.record_child_deadlock(None, _deadlock_lines(exc), explained=True)
             except BaseException as exc:  # SystemExit from a variant is a finding, not a reason to stop

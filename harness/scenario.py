@@ -66,6 +66,8 @@ class Variant:
     actors: int | None = None
     #: The scenario's default size in controlled mode.
     controlled_size: int = 1
+    #: Why the scenario cannot run in controlled mode (None: it can).
+    stress_only: str | None = None
 
     @property
     def key(self) -> str:
@@ -107,6 +109,9 @@ class Scenario:
             mode starts two.
         controlled_size: The default size in controlled mode, which explores small instances
             (every extra step multiplies the schedules): 1 unless the variants need more.
+        stress_only: Why the scenario cannot run in controlled mode, if it cannot (its actors are
+            processes, or threads of an executor: the controlled scheduler runs the trial's own
+            thread actors only).
     """
 
     def __init__(
@@ -117,6 +122,7 @@ class Scenario:
         size: int = DEFAULT_SIZE,
         actors: int | None = None,
         controlled_size: int = 1,
+        stress_only: str | None = None,
     ) -> None:
         self.name = _check_name(name, "scenario")
         self.description = description.strip()
@@ -128,6 +134,7 @@ class Scenario:
         self.size = size
         self.actors = actors
         self.controlled_size = controlled_size
+        self.stress_only = stress_only
         self.file = _caller_file(1)
         self._variants: dict[str, Variant] = {}
 
@@ -170,6 +177,7 @@ class Scenario:
                 scenario_description=self.description,
                 actors=self.actors,
                 controlled_size=self.controlled_size,
+                stress_only=self.stress_only,
             )
             return fn
 

@@ -258,6 +258,9 @@ class VariantSummary:
         """``"99.8 % (99.5–99.9)"`` or ``"0 (< 0.15 %)"``."""
         if not self.trials:
             return "no trials"
+        if self.exploration is not None and self.exploration.complete:
+            # Every schedule within the bound ran: the share is exact, not an estimate.
+            return f"{_percent(self.rate)} of all" if self.failures else "0 of all"
         if not self.failures:
             return f"0 (< {_percent(rule_of_three(self.trials))})"
         return f"{_percent(self.rate)} ({_percent(self.low, unit=False)}–{_percent(self.high, unit=False)})"

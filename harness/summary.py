@@ -71,6 +71,24 @@ class RunInfo:
         return self.config.controlled and self.config.max_preemptions is not None
 
     @property
+    def mode_text(self) -> str:
+        """``controlled (random walk + PCT d=3)``: how a controlled run picks its schedules."""
+        config = self.config
+        if not config.controlled:
+            return "stress"
+        if self.exhaustive:
+            how = f"exhaustive, ≤ {config.max_preemptions} preemptions"
+        elif config.strategy == "random":
+            how = "random walk"
+        elif config.strategy == "pct":
+            how = f"PCT d={config.pct_depth}"
+        else:
+            how = f"random walk + PCT d={config.pct_depth}"
+        if config.granularity == "line":
+            how += ", line by line"
+        return f"controlled ({how})"
+
+    @property
     def unit(self) -> str:
         """What one trial is called: a schedule in controlled mode."""
         return "schedule" if self.config.controlled else "trial"

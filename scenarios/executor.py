@@ -12,6 +12,7 @@ from harness import Scenario, Trial
 scenario = Scenario(
     "executor",
     "Tasks on a one-thread ThreadPoolExecutor, one of which needs another's result (the chapter's executor)",
+    stress_only="its tasks run on an executor's threads",
 )
 
 

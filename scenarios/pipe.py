@@ -12,6 +12,7 @@ from harness import Scenario, Trial
 scenario = Scenario(
     "pipe",
     "A sender sends three messages through a Pipe; a receiver reads until the end (the chapter's Pipe example)",
+    stress_only="its actors are processes",
 )
 
 MESSAGES = ["Привет", "Мир", "Python"]

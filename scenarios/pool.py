@@ -16,6 +16,7 @@ scenario = Scenario(
     "pool",
     "A Pool squares a few numbers while a thread of the parent keeps logging (the chapter's Pool example)",
     size=4,
+    stress_only="its tasks run in a process Pool",
 )
 
 

@@ -13,6 +13,7 @@ scenario = Scenario(
     "producer-consumer",
     "A producer puts `size` items on a multiprocessing Queue; two consumers take them (the chapter's Queue example)",
     size=4,
+    stress_only="its actors are processes",
 )
 
 CONSUMERS = 2

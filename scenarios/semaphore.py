@@ -10,7 +10,7 @@ import _thread
 import threading
 from collections.abc import Callable
 
-from harness import Scenario, Trial
+from harness import Scenario, Trial, atomic
 
 scenario = Scenario(
     "semaphore",
@@ -23,8 +23,8 @@ LIMIT = 3
 
 
 class Resource:
-    """Counts its concurrent users. The counting uses a raw lock: it is measurement, not the code
-    under test, so it is never instrumented or perturbed."""
+    """Counts its concurrent users. The counting uses a raw lock and runs `atomic`-ally: it is
+    measurement, not the code under test, so it is never instrumented, perturbed or scheduled."""
 
     def __init__(self) -> None:
         self.inside = 0
@@ -32,13 +32,13 @@ class Resource:
         self._count = _thread.allocate_lock()
 
     def use(self) -> None:
-        with self._count:
+        with atomic(), self._count:
             self.inside += 1
             self.peak = max(self.peak, self.inside)
         work = 0
         for step in range(20):  # the time spent using the resource
             work += step
-        with self._count:
+        with atomic(), self._count:
             self.inside -= 1
 
 

@@ -13,6 +13,7 @@ scenario = Scenario(
     "shared-value",
     "Four processes add 1 to a shared Value('i'), `size` times each (the chapter's shared-memory example)",
     size=30,
+    stress_only="its actors are processes",
 )
 
 PROCESSES = 4

@@ -7,9 +7,9 @@ preemptions explored".
 
 The search lives in the engine (the parent): each schedule is a prefix of forced choices run to the
 end by the default policy in a worker, which reports back every choice point it met with the threads
-that could have run. Each alternative after the prefix's last forced step becomes a new prefix — if
+that could have run. Each alternative after the prefix's last forced choice becomes a new prefix — if
 it stays within the budget (switching when the current thread blocked or finished costs nothing).
-Branching only after the last forced step visits each schedule once.
+Branching only after the last forced choice visits each schedule once.
 """
 
 from __future__ import annotations
@@ -55,11 +55,11 @@ class Explorer:
     def feed(self, prefix: tuple[tuple[int, int], ...], decisions: list[Decision]) -> None:
         """A schedule finished; push its unexplored alternatives."""
         self.finished += 1
-        cost = sum(1 for step, _ in prefix if self._was_preemption(decisions, step))
-        after = prefix[-1][0] if prefix else 0
+        cost = sum(1 for choice, _ in prefix if self._was_preemption(decisions, choice))
+        after = prefix[-1][0] if prefix else -1
         children = []
         for decision in decisions:
-            if decision.step <= after:
+            if decision.choice <= after:
                 continue
             for thread in decision.enabled:
                 if thread == decision.chosen:
@@ -67,13 +67,13 @@ class Explorer:
                 extra = 1 if decision.current in decision.enabled and thread != decision.current else 0
                 if cost + extra > self.budget:
                     continue
-                children.append(((*prefix, (decision.step, thread)), cost + extra))
+                children.append(((*prefix, (decision.choice, thread)), cost + extra))
         # Depth-first, earliest alternatives explored first.
         self.frontier.extend(reversed(children))
 
     @staticmethod
-    def _was_preemption(decisions: list[Decision], step: int) -> bool:
+    def _was_preemption(decisions: list[Decision], choice: int) -> bool:
         for decision in decisions:
-            if decision.step == step:
+            if decision.choice == choice:
                 return decision.preemption
         return False

@@ -18,16 +18,14 @@ from pathlib import Path
 from types import FrameType
 
 from harness.config import RunConfig
+from harness.controlled.local import LocalRunner
 from harness.controlled.schedule import Schedule, ScheduleRecord
 from harness.controlled.session import Control
 from harness.controlled.trace import Trace, build
-from harness.engine import scope_for, trial_shape
 from harness.errors import UserError
-from harness.instrument import Instrumenter
 from harness.outcome import TrialResult
-from harness.preempt import Preemptor
 from harness.results import RESULTS, RUN, read_results
-from harness.runner import TrialRun, run_trial
+from harness.runner import TrialRun
 from harness.scenario import Variant
 from harness.summary import RunInfo
 
@@ -151,30 +149,15 @@ def replay(
 ) -> list[Replay]:
     """Run ``variant`` under ``schedule`` ``times`` times, in this process, with the stored trial's
     plan (its randomness) and the run's size, actors, granularity and step limit."""
-    size, actors = trial_shape(variant, config)
     control = Control("forced", forced=schedule.forced, granularity=config.granularity, step_limit=config.step_limit)
-    scope = scope_for([variant])
-    preemptor = Preemptor(scope)
-    instrumenter = Instrumenter(scope)
     out = []
-    try:
+    with LocalRunner(variant, config) as runner:
         for index in range(times):
-            run = run_trial(
-                variant,
-                result.plan,
-                size=size,
-                preemptor=preemptor,
-                instrumenter=instrumenter,
-                actors=actors,
-                control=control,
-                on_failure=_stop_in_debugger if debug and index == 0 else None,
-            )
+            run = runner.run(control, result.plan, on_failure=_stop_in_debugger if debug and index == 0 else None)
             done = Replay(schedule, run, build(run.trace))
             out.append(done)
             if each is not None:
                 each(index, done)
-    finally:
-        preemptor.close()
     return out
 
 

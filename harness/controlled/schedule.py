@@ -1,10 +1,11 @@
 """A controlled schedule as data: the choices that differ from the default.
 
 The default policy is non-preemptive: keep running the current thread while it can run; when it
-blocks or finishes, run the lowest-numbered thread that can. A schedule is the list of *forced*
-choices on top of that — at step S, run thread T — which is all that must be stored to replay an
-interleaving exactly, and what shrinking removes. As a string: ``v1:12>1,30>0`` (at step 12 switch to
-thread 1, at step 30 to thread 0); ``v1:`` is the default schedule.
+blocks or finishes, run the lowest-numbered thread that can. A *choice point* is any moment when
+more than one thread could run; they are numbered in the order they come. A schedule is the list of
+*forced* choices on top of the default — at choice point C, run thread T — which is all that must be
+stored to replay an interleaving exactly, and what shrinking removes. As a string: ``v1:12>1,30>0``
+(at choice point 12 switch to thread 1, at 30 to thread 0); ``v1:`` is the default schedule.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ _VERSION = "v1"
 
 @dataclass(frozen=True)
 class Schedule:
-    """Forced choices, ordered by step."""
+    """Forced choices (choice point, thread), ordered by choice point."""
 
     forced: tuple[tuple[int, int], ...] = ()
 
@@ -37,10 +38,10 @@ class Schedule:
         for item in filter(None, body.split(",")):
             step, arrow, thread = item.partition(">")
             if not arrow or not step.isdigit() or not thread.isdigit():
-                raise UserError(f"schedule {text!r}: {item!r} is not STEP>THREAD")
+                raise UserError(f"schedule {text!r}: {item!r} is not CHOICE>THREAD")
             forced.append((int(step), int(thread)))
         if [s for s, _ in forced] != sorted({s for s, _ in forced}):
-            raise UserError(f"schedule {text!r}: the steps must increase")
+            raise UserError(f"schedule {text!r}: the choice points must increase")
         return cls(tuple(forced))
 
     def as_dict(self) -> dict[int, int]:
@@ -49,10 +50,10 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Decision:
-    """One point where the scheduler chose: the threads that could run, the current one (-1 when
-    it could not continue), the default choice and the one taken."""
+    """One choice point: its number, the threads that could run, the current one (-1 when it could
+    not continue), the default choice and the one taken."""
 
-    step: int
+    choice: int
     enabled: tuple[int, ...]
     current: int
     default: int

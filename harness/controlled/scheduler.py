@@ -12,7 +12,8 @@ condition not yet notified, a sleep) is *blocked* with a readiness test; it can 
 the test passes. Time is virtual: when nothing can run but somebody waits with a timeout or sleeps,
 the clock jumps to the earliest deadline. When nothing can run and nobody will ever wake, that is a
 deadlock — found at once, described by the wait-for graph, and unwound by raising `DeadlockError` in
-the blocked threads one at a time. A schedule longer than the step limit is a livelock.
+the blocked threads one at a time. A schedule longer than the step limit is a livelock: its threads
+are unwound by raising `LivelockError` at their next scheduling point.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from harness.controlled.schedule import Decision
 from harness.controlled.strategies import Strategy, default_choice
 from harness.wait_graph import Deadlock, DeadlockError, WaitGraph, describe_primitive
 
-__all__ = ["Managed", "Scheduler", "Step"]
+__all__ = ["LivelockError", "Managed", "Scheduler", "Step"]
 
 RUNNABLE, BLOCKED, DONE = "runnable", "blocked", "done"
 
@@ -38,10 +39,14 @@ RUNNABLE, BLOCKED, DONE = "runnable", "blocked", "done"
 Step = tuple[str, CodeType | None, int, str]
 
 
+class LivelockError(DeadlockError):
+    """Raised in the actors of a schedule that ran past its step limit, to unwind them."""
+
+
 class Managed:
     """A thread under the scheduler's control."""
 
-    __slots__ = ("baton", "deadline", "ident", "index", "name", "ready", "state")
+    __slots__ = ("baton", "deadline", "ident", "index", "name", "quiet", "ready", "state")
 
     def __init__(self, index: int, name: str) -> None:
         self.index = index
@@ -52,6 +57,8 @@ class Managed:
         self.state = RUNNABLE
         self.ready: Callable[[], bool] | None = None
         self.deadline: float | None = None
+        #: Inside `harness.atomic` blocks: no scheduling points.
+        self.quiet = 0
 
     def enabled(self, now: float) -> bool:
         if self.state == RUNNABLE:
@@ -84,6 +91,8 @@ class Scheduler:
         self.by_ident: dict[int, Managed] = {}
         self.current: Managed | None = None
         self.step = 0
+        #: Choice points so far (points where more than one thread could run).
+        self.choices = 0
         self.now = 0.0
         self.switches = 0
         #: Switches away from a thread that could have gone on.
@@ -93,7 +102,7 @@ class Scheduler:
         self._seen: dict[tuple[int, CodeType | None, int, str], int] = {}
         self.steps: list[Step] = []
         self.decisions: list[Decision] = []
-        #: The executed schedule: every step where the choice differed from the default.
+        #: The executed schedule: every choice point where the choice differed from the default.
         self.forced: list[tuple[int, int]] = []
         self.finding: Deadlock | None = None
         self.livelock: tuple[str, ...] | None = None
@@ -155,9 +164,14 @@ class Scheduler:
     # -- scheduling points -------------------------------------------------------------------------
 
     def point(self, code: CodeType | None = None, offset: int = 0, what: str = "") -> None:
-        """A place where another thread may take over. Never raises (it may run in a tracer)."""
+        """A place where another thread may take over. Raises `LivelockError` once the schedule
+        ran past the step limit: a thread that never blocks can only be stopped where it runs."""
         me = self.by_ident.get(get_ident())
-        if me is None or me is not self.current or self.aborting:
+        if me is None or me is not self.current or me.quiet:
+            return
+        if self.aborting:
+            if self.livelock is not None:
+                raise LivelockError(*self._deadlock_args())
             return
         self.step += 1
         if code is None:
@@ -173,25 +187,37 @@ class Scheduler:
         self.steps.append((me.name, code, offset, what))
         if self.step > self.step_limit:
             self._declare_livelock()
-            return
+            raise LivelockError(*self._deadlock_args())
         chosen = self._choose(me, self._enabled(me))
         if chosen is not me:
             self._hand_over(me, chosen)
+            if self.livelock is not None:
+                raise LivelockError(*self._deadlock_args())
 
     def primitive_point(self, primitive: Any, operation: str) -> None:
         """A scheduling point at an operation of an instrumented primitive (named in the trace:
         ``lock_a.acquire()``)."""
         me = self.by_ident.get(get_ident())
-        if me is None or me is not self.current or self.aborting:
+        if me is None or me is not self.current or self.aborting or me.quiet:
             return
         self.point(what=f"{describe_primitive(primitive)}.{operation}()")
+
+    def quiet(self, delta: int) -> None:
+        """Enter (+1) or leave (-1) an `harness.atomic` block in the calling thread."""
+        me = self.by_ident.get(get_ident())
+        if me is not None:
+            me.quiet += delta
 
     def block(self, ready: Callable[[], bool], deadline: float | None) -> bool:
         """Wait until ``ready()`` (True) or, with a deadline, until virtual time reaches it (False).
         Raises `DeadlockError` when the trial is being unwound after a deadlock."""
         me = self.by_ident.get(get_ident())
         if me is None:
-            raise RuntimeError("controlled wait outside a managed thread")
+            raise RuntimeError(
+                "a thread the controlled scheduler does not run (not started by trial.threads() or "
+                "trial.run_threads(): an executor's or a pool's, say) waited on a primitive; controlled "
+                "mode schedules the trial's own actors only: run this variant in stress mode"
+            )
         if self.aborting:
             raise DeadlockError(*self._deadlock_args())
         if ready():
@@ -228,18 +254,24 @@ class Scheduler:
         return [m for m in self.threads if m.enabled(self.now)]
 
     def _choose(self, current: Managed | None, enabled: list[Managed]) -> Managed:
+        """Ask the strategy, at a choice point (more than one thread could run), who runs next.
+        Choice points are numbered in order: a schedule names them by number."""
+        if len(enabled) == 1:
+            return enabled[0]
         indices = tuple(m.index for m in enabled)
         cur = current.index if current is not None and current in enabled else -1
-        chosen = self.strategy.choose(self.step, self.progress, cur, indices)
+        number = self.choices
+        self.choices += 1
+        chosen = self.strategy.choose(number, self.progress, cur, indices)
         default = default_choice(cur, indices)
         if chosen not in indices:
             chosen = default
         if chosen != default:
-            self.forced.append((self.step, chosen))
+            self.forced.append((number, chosen))
         if cur >= 0 and chosen != cur:
             self.preemptions += 1
-        if self.record_decisions and len(indices) > 1:
-            self.decisions.append(Decision(self.step, indices, cur, default, chosen))
+        if self.record_decisions:
+            self.decisions.append(Decision(number, indices, cur, default, chosen))
         return self.threads[chosen]
 
     def _next(self, me: Managed) -> Managed:

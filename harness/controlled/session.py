@@ -22,12 +22,13 @@ from types import CodeType
 from typing import Any
 
 from harness import primitives
+from harness.config import RunConfig
 from harness.controlled.scheduler import Scheduler
 from harness.controlled.strategies import PCT, Forced, RandomWalk, Strategy
 from harness.preempt import Preemptor
 from harness.wait_graph import WaitGraph
 
-__all__ = ["Control", "controlled"]
+__all__ = ["Control", "controlled", "sampled_control"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,23 @@ class Control:
         if self.strategy == "pct":
             return PCT(rng, depth=self.depth, length=self.length)
         return Forced(dict(self.forced))
+
+
+def sampled_control(config: RunConfig, number: int, seed: int, length: float) -> Control:
+    """Schedule ``number`` of a sampled controlled run. With the default ``mixed`` strategy, two
+    random walks (they find shallow races fastest) for every PCT schedule (it finds the ones a long
+    run of one thread hides). ``length``: the longest schedule seen so far, in progress."""
+    strategy = config.strategy
+    if strategy == "mixed":
+        strategy = "pct" if number % 3 == 2 else "random"
+    return Control(
+        strategy,
+        seed=seed,
+        depth=config.pct_depth,
+        length=length,
+        granularity=config.granularity,
+        step_limit=config.step_limit,
+    )
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ the one the scheduler actually executed. A budget bounds the runs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,8 +23,9 @@ from harness.controlled.schedule import Decision, Schedule
 
 __all__ = ["Attempt", "Shrunk", "shrink"]
 
-#: Candidate schedules run at most, per shrink.
+#: Candidate schedules run at most, per shrink, and seconds spent at most.
 BUDGET = 600
+SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ def shrink(
     run: Callable[[Schedule], Attempt],
     *,
     budget: int = BUDGET,
+    seconds: float = SECONDS,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Shrunk:
     """Shrink ``schedule`` (which fails, with ``switches`` context switches and ``preemptions``).
 
@@ -63,13 +67,16 @@ def shrink(
     Args:
         run: Runs a candidate (recording its choice points).
         budget: The most candidates to run.
+        seconds: The most time to spend (a livelock's schedules are long).
     """
     best = (switches, preemptions, len(schedule.forced), schedule)
     runs = 0
+    stop = clock() + seconds
 
     def attempt(candidate: Schedule) -> Attempt | None:
-        nonlocal best, runs
-        if runs >= budget:
+        nonlocal best, runs, budget
+        if runs >= budget or clock() > stop:
+            budget = runs  # out of time: no more candidates
             return None
         runs += 1
         result = run(candidate)

@@ -1,6 +1,7 @@
 """Who runs next: the strategies of controlled mode.
 
-A strategy sees, at every scheduling point, the step number, the progress (steps weighted by
+A strategy is asked at every choice point (a scheduling point where more than one thread could
+run); it sees the choice point's number, the progress (steps weighted by
 novelty: the n-th visit of the same instruction counts 1/n), the thread that is running (-1 if it
 cannot go on: it blocked or finished) and the threads that could run, and picks one.
 
@@ -11,8 +12,8 @@ cannot go on: it blocked or finished) and the threads that could run, and picks 
   however long one thread runs before the racy step — where a random walk almost never keeps the
   other thread waiting that long. Here k is measured in progress, not steps, so a loop that repeats
   the same instructions does not dilute the chance of changing priority at the one that matters.
-* `Forced` replays a schedule: the default, non-preemptive choice everywhere except at the steps
-  the schedule forces. Exploration and shrinking use it too.
+* `Forced` replays a schedule: the default, non-preemptive choice everywhere except at the choice
+  points the schedule forces. Exploration and shrinking use it too.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ class Strategy(Protocol):
 
 
 class Forced:
-    """The default policy, except at the steps of ``forced`` (step -> thread). A forced thread that
-    cannot run at its step means the code no longer matches the schedule: `diverged` says so."""
+    """The default policy, except at the choice points of ``forced`` (choice -> thread). A forced
+    thread that cannot run there means the code no longer matches the schedule: `diverged` says so."""
 
     def __init__(self, forced: dict[int, int]) -> None:
         self.forced = forced

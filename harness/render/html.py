@@ -20,6 +20,7 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonTracebackLexer
 
+from harness.controlled.trace import Trace
 from harness.knobs import format_seconds
 from harness.outcome import Outcome, TrialResult
 from harness.render import svg
@@ -78,13 +79,21 @@ def _context(report: RunReport) -> dict[str, Any]:
         "outcome_colors": svg.OUTCOME_COLORS,
         "single": len(info.scenarios) == 1,
         "config": config,
+        "unit": info.unit,
+        "mode": info.mode_text if config.controlled else None,
     }
 
 
 def _status(report: RunReport) -> dict[str, str]:
     total = report.info.total_trials
+    unit = report.info.unit
+    if report.info.exhaustive:
+        if report.complete:
+            return {"kind": "complete", "text": f"complete: every schedule within the bound, {report.trials} in all"}
+        ran = f"search stopped early: {report.trials} {unit}s ran; the figures cover those"
+        return {"kind": "partial", "text": ran}
     if report.complete:
-        return {"kind": "complete", "text": f"complete: {report.trials} trials"}
+        return {"kind": "complete", "text": f"complete: {report.trials} {unit}s"}
     if report.interrupted:
         return {
             "kind": "partial",
@@ -202,6 +211,19 @@ def _example(report: RunReport, result: TrialResult) -> dict[str, Any]:
             blocks.append(("printed", clip(evidence.output, BLOCK_LIMIT)))
         if evidence.exit_status is not None:
             messages = (*messages, evidence.summary())
+    if result.schedule is not None:
+        return {
+            "result": result,
+            "outcome": result.outcome.label,
+            "duration": format_seconds(result.duration),
+            "messages": messages,
+            "wait_for": [short_where(line) for line in wait_for],
+            "blocked": blocked,
+            "blocks": blocks,
+            "schedule": result.schedule,
+            "trace": _trace(Trace.from_dict(result.schedule.trace)),
+            "replay": report.info.replay(result.variant, result.trial),
+        }
     plan = result.plan
     plan_rows = [
         ("trial", str(result.trial)),
@@ -230,6 +252,28 @@ def _example(report: RunReport, result: TrialResult) -> dict[str, Any]:
     }
 
 
+def _trace(trace: Trace | None) -> dict[str, Any] | None:
+    """The interleaving as table rows: for each, the step it starts at, whether the running thread
+    changed there, and one cell per thread (empty but the one that ran)."""
+    if trace is None:
+        return None
+    column = {thread: index for index, thread in enumerate(trace.threads)}
+    rows = []
+    step = 1
+    for row in trace.rows:
+        cells: list[dict[str, Any] | None] = [None] * len(trace.threads)
+        cells[column[row.thread]] = {
+            "line": row.line,
+            "file": row.file,
+            "code": row.code,
+            "effects": row.effects(),
+            "steps": row.steps,
+        }
+        rows.append({"step": step, "switch": row.switch, "cells": cells})
+        step += row.steps
+    return {"threads": trace.threads, "rows": rows, "switches": trace.switches, "elided": trace.elided}
+
+
 def _highlighted(traceback: str) -> Markup:
     """A traceback, coloured by Pygments (which escapes what it highlights)."""
     return Markup(highlight(clip(traceback, BLOCK_LIMIT), PythonTracebackLexer(), _TRACEBACK_FORMAT))
@@ -244,16 +288,22 @@ def _metadata(report: RunReport) -> list[tuple[str, str]]:
         ("command", info.command or "(API)"),
         ("seed", str(config.seed)),
         (
-            "trials per variant",
-            str(config.iterations) + (f" × {len(config.sweep.values)} swept values" if config.sweep else ""),
+            f"{info.unit}s per variant",
+            "every one within the bound"
+            if info.exhaustive
+            else str(config.iterations) + (f" × {len(config.sweep.values)} swept values" if config.sweep else ""),
         ),
         ("workers", str(info.jobs)),
         ("timeout", "adaptive" if config.timeout is None else format_seconds(config.timeout)),
         ("start method", config.start_method),
-        ("knobs", ", ".join(f"{k} {v}" for k, v in config.perturbation.describe().items())),
+        (
+            ("mode", info.mode_text)
+            if config.controlled
+            else ("knobs", ", ".join(f"{k} {v}" for k, v in config.perturbation.describe().items()))
+        ),
         ("started", info.started),
         ("finished", report.finished),
-        ("wall time", f"{report.wall:.1f} s ({report.trials_per_second:,.0f} trials/s)"),
+        ("wall time", f"{report.wall:.1f} s ({report.trials_per_second:,.0f} {info.unit}s/s)"),
         (
             "python",
             f"{python.get('implementation', platform.python_implementation())} {python.get('version', '?')}"

@@ -29,7 +29,7 @@ from harness.scenario import Expect, Scenario
 from harness.stats import VariantStats, VariantSummary, Verdict, rule_of_three
 from harness.summary import RunInfo, RunReport
 
-__all__ = ["LiveProgress", "mode_text", "print_list", "print_report", "print_show", "trace_table"]
+__all__ = ["LiveProgress", "print_list", "print_report", "print_show", "trace_table"]
 
 REFRESH = 0.1
 #: Rows of an interleaving trace shown per example failure (the HTML report shows them all).
@@ -62,11 +62,20 @@ def print_list(console: Console, registry: Registry) -> None:
     table.add_column("expect", no_wrap=True)
     table.add_column("description")
     for scenario in registry:
-        table.add_row(scenario.name, "", "", Text(scenario.description, style="italic"))
+        description = Text(scenario.description, style="italic")
+        if scenario.stress_only:
+            description.append(" (stress mode only)", style="dim")
+        table.add_row(scenario.name, "", "", description)
         for variant in scenario:
             table.add_row("", variant.name, _expect_text(variant.expect), variant.description)
     console.print(table)
-    console.print(Text("Run one with: stress run SCENARIO --iterations 2000", style="dim"))
+    console.print(
+        Text(
+            "Run one with: stress run SCENARIO --iterations 2000 · find the exact failing interleaving "
+            "with: stress run SCENARIO --mode controlled",
+            style="dim",
+        )
+    )
 
 
 def print_show(console: Console, scenario: Scenario) -> None:
@@ -188,27 +197,11 @@ def _run_heading(info: RunInfo) -> Text:
     return Text.assemble(
         ("stress ", "bold"),
         (names, "bold cyan"),
-        (f" · {mode_text(info)}", "magenta") if config.controlled else "",
+        (f" · {info.mode_text}", "magenta") if config.controlled else "",
         f" · seed {config.seed} · {amount}",
         f" · {info.jobs} worker{'s' if info.jobs != 1 else ''}{replay}",
         style="",
     )
-
-
-def mode_text(info: RunInfo) -> str:
-    """``controlled (random walk + PCT d=3)``: how a controlled run picks its schedules."""
-    config = info.config
-    if info.exhaustive:
-        how = f"exhaustive, ≤ {config.max_preemptions} preemptions"
-    elif config.strategy == "random":
-        how = "random walk"
-    elif config.strategy == "pct":
-        how = f"PCT d={config.pct_depth}"
-    else:
-        how = f"random walk + PCT d={config.pct_depth}"
-    if config.granularity == "line":
-        how += ", line by line"
-    return f"controlled ({how})"
 
 
 def _outcomes(summary: VariantSummary) -> Text:
@@ -258,7 +251,7 @@ def print_report(console: Console, report: RunReport) -> None:
             ("Ranked by failure rate", "bold"),
             f" · {report.trials} {info.unit}s in {report.wall:.1f} s ({report.trials_per_second:,.0f} {info.unit}s/s)",
             f" · seed {info.config.seed}",
-            (f" · {mode_text(info)}", "magenta") if info.config.controlled else "",
+            (f" · {info.mode_text}", "magenta") if info.config.controlled else "",
         )
     )
     console.print(table)
@@ -274,12 +267,10 @@ def print_report(console: Console, report: RunReport) -> None:
                     ", none failed" if not summary.failures else f", {summary.failures:,} failed",
                 )
             )
-    console.print(
-        Text(
-            "failure rate: observed (95 % Wilson interval); 0 failures in N trials means < 3/N at 95 %",
-            style="dim",
-        )
-    )
+    legend = "failure rate: observed (95 % Wilson interval); 0 failures in N trials means < 3/N at 95 %"
+    if info.exhaustive:
+        legend = "failure rate: the share of all schedules within the preemption bound that fail (exact)"
+    console.print(Text(legend, style="dim"))
     examples = [s for s in report.variants if s.example is not None]
     if examples:
         console.print()

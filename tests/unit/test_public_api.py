@@ -35,6 +35,7 @@ EXPECTED = {
     "VariantSummary",
     "Verdict",
     "__version__",
+    "atomic",
     "build_config",
     "make_plan",
     "run",

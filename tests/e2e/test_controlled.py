@@ -1,0 +1,168 @@
+"""Controlled mode from the command line: find, shrink, show, replay, and explore exhaustively."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import results, stress, summary, variant
+
+
+@pytest.fixture(scope="module")
+def counter_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    work = tmp_path_factory.mktemp("controlled")
+    out = stress(
+        "run", "counter", "--mode", "controlled", "-n", "60", "--seed", "3", "-j", "2", "--out", "run", cwd=work
+    )
+    return work, out
+
+
+def failing_record(run_dir: Path, name: str) -> dict[str, Any]:
+    return next(r for r in results(run_dir) if r["variant"] == name and r.get("schedule", {}).get("minimal"))
+
+
+def test_a_controlled_run_finds_shrinks_and_shows_the_interleaving(counter_run: tuple[Path, Any]) -> None:
+    work, out = counter_run
+    assert out.code == 0, out.stderr
+    assert "controlled (random walk + PCT d=3)" in out.stdout
+    assert "shrunk" in out.stdout
+    assert "⇄" in out.stdout  # the context switches of the trace
+    assert "stress replay run --variant no-lock --trial" in out.stdout
+    data = summary(work / "run")
+    assert variant(data, "no-lock")["verdict"] == "exposed"
+    assert variant(data, "lock")["failures"] == 0
+    assert variant(data, "local-sum")["failures"] == 0
+    html = (work / "run" / "report.html").read_text()
+    assert '<table class="trace">' in html
+    assert "stress replay run --variant no-lock" in html
+
+
+def test_the_shrunk_lost_update_is_read_then_whole_increment_then_write(counter_run: tuple[Path, Any]) -> None:
+    work, _ = counter_run
+    record = failing_record(work / "run", "counter/no-lock")["schedule"]
+    trace = record["trace"]
+    assert trace["switches"] <= 2
+    rows = [(thread, switch, ops) for thread, _file, _line, _code, _steps, switch, ops in trace["rows"]]
+    first = rows[0][0]
+    # first thread: reads the value, then is switched out before it writes
+    before = [ops for thread, _, ops in rows[: next(i for i, r in enumerate(rows) if r[1])]]
+    assert any("LOAD_ATTR value" in ops for ops in before)
+    assert not any("STORE_ATTR value" in ops for ops in before)
+    # the other thread runs its whole increment; the first then writes its stale value
+    other = [ops for thread, _, ops in rows if thread != first]
+    assert any("LOAD_ATTR value" in ops for ops in other)
+    assert any("STORE_ATTR value" in ops for ops in other)
+    last_first = [ops for thread, _, ops in rows if thread == first][-2:]
+    assert any("STORE_ATTR value" in ops for ops in last_first)
+
+
+def test_replay_reproduces_ten_times_out_of_ten(counter_run: tuple[Path, Any]) -> None:
+    work, _ = counter_run
+    for name in ("no-lock", "split-lock"):
+        out = stress("replay", "run", "--variant", name, "--times", "10", cwd=work)
+        assert out.code == 0, out.stdout + out.stderr
+        assert "reproduced 10/10" in out.stdout
+        assert "lost 1 increments" in out.stdout
+
+
+def test_replay_of_the_original_schedule_and_of_a_given_one(counter_run: tuple[Path, Any]) -> None:
+    work, _ = counter_run
+    record = failing_record(work / "run", "counter/no-lock")
+    out = stress("replay", "run", "--variant", "no-lock", "--trial", str(record["trial"]), "--original", cwd=work)
+    assert out.code == 0, out.stdout + out.stderr
+    assert record["schedule"]["schedule"] in out.stdout
+    assert "reproduced 1/1" in out.stdout
+    default = stress("replay", "run", "--variant", "no-lock", "--schedule", "v1:", cwd=work)
+    assert default.code == 0, default.stderr
+    assert "passed" in default.stdout  # the non-preemptive schedule loses nothing
+    assert "nothing to compare" in default.stdout
+
+
+def test_replay_pdb_stops_at_the_failing_check(counter_run: tuple[Path, Any], tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.helpers import stress_command
+
+    work, _ = counter_run
+    done = subprocess.run(
+        [*stress_command(), "replay", "run", "--variant", "no-lock", "--pdb"],
+        cwd=work,
+        input="p counter.value\np expected\nc\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "stopping in the debugger at the failing check" in done.stderr
+    assert re.search(r"\(Pdb\) 1\n", done.stdout)  # the counter lost an increment: 1, not 2
+    assert re.search(r"\(Pdb\) 2\n", done.stdout)
+
+
+def test_exhaustive_search_proves_the_safe_variants_within_two_preemptions(tmp_path: Path) -> None:
+    safe = ["counter/lock", "counter/local-sum", "bank/lock", "deadlock/coarse-lock", "deadlock/global-order"]
+    flags = [arg for name in safe for arg in ("--variant", name)]
+    out = stress(
+        "run", "counter", "bank", "deadlock", *flags, "--mode", "controlled", "--max-preemptions", "2", "--out", "x",
+        cwd=tmp_path,
+        timeout=300,
+    )  # fmt: skip
+    assert out.code == 0, out.stdout + out.stderr
+    data = summary(tmp_path / "x")
+    assert data["complete"]
+    for name in safe:
+        entry = variant(data, name)
+        assert entry["failures"] == 0
+        assert entry["exploration"]["complete"]
+        schedules = entry["exploration"]["schedules"]
+        assert schedules == entry["trials"] > 10
+        assert f"{name}: all {schedules:,} schedules within 2 preemptions explored, none failed" in out.stdout
+
+
+def test_exhaustive_search_of_an_unsafe_variant_counts_its_failing_schedules(tmp_path: Path) -> None:
+    out = stress(
+        "run", "counter", "--variant", "no-lock", "--mode", "controlled", "--max-preemptions", "1", "--out", "x",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert out.code == 0, out.stderr
+    entry = variant(summary(tmp_path / "x"), "no-lock")
+    assert entry["exploration"] == {"preemptions": 1, "schedules": entry["trials"], "complete": True}
+    assert 0 < entry["failures"] < entry["trials"]
+    assert "of all" in out.stdout  # an exact share, not an estimate
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("run", "counter", "--mode", "chaos"), "--mode chaos: use one of stress, controlled"),
+        (("run", "counter", "--mode", "controlled", "--strategy", "dfs"), "use one of mixed, random, pct"),
+        (("run", "counter", "--max-preemptions", "2"), "needs --mode controlled"),
+        (("run", "counter", "--mode", "controlled", "--preempt", "0.1"), "does nothing in controlled mode"),
+        (("run", "pipe", "--mode", "controlled"), "pipe: its actors are processes"),
+        (("run", "counter", "--mode", "controlled", "--max-preemptions", "-1"), "must be an integer >= 0"),
+        (("replay", "nowhere"), "is not a run folder"),
+    ],
+)
+def test_controlled_mode_refuses_what_it_cannot_do(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    out = stress(*args, cwd=tmp_path)
+    assert out.code == 2, out.stdout
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_replay_refuses_a_stress_mode_run_and_bad_schedules(counter_run: tuple[Path, Any], tmp_path: Path) -> None:
+    plain = stress("run", "counter", "--variant", "lock", "-n", "5", "--out", "plain", cwd=tmp_path)
+    assert plain.code == 0, plain.stderr
+    refused = stress("replay", "plain", cwd=tmp_path)
+    assert refused.code == 2
+    assert "stress-mode run" in refused.stderr
+    work, _ = counter_run
+    garbage = stress("replay", "run", "--variant", "no-lock", "--schedule", "v1:9-1", cwd=work)
+    assert garbage.code == 2
+    assert "is not CHOICE>THREAD" in garbage.stderr
+    clean = stress("replay", "run", "--variant", "lock", cwd=work)
+    assert clean.code == 2
+    assert "nothing to replay" in clean.stderr
