@@ -21,6 +21,7 @@ per-instruction cost is one decrement.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -71,10 +72,16 @@ class Scope:
     def _decide(self, filename: str) -> bool:
         if filename.startswith("<"):
             return False
-        path = str(Path(filename).resolve())
+        path = _resolved(filename)
         if path.startswith(_HARNESS_DIR):
             return False
         return path in self.files or path.startswith(self.dirs)
+
+
+@functools.lru_cache(maxsize=8192)
+def _resolved(filename: str) -> str:
+    """A code object's file name, resolved (cached: scopes are made often, files rarely move)."""
+    return str(Path(filename).resolve())
 
 
 def _gap_maker(probability: float, rng: random.Random) -> Callable[[], int]:

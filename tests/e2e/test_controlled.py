@@ -166,3 +166,18 @@ def test_replay_refuses_a_stress_mode_run_and_bad_schedules(counter_run: tuple[P
     clean = stress("replay", "run", "--variant", "lock", cwd=work)
     assert clean.code == 2
     assert "nothing to replay" in clean.stderr
+
+
+def test_line_granularity_cannot_split_a_line_but_still_splits_lines(tmp_path: Path) -> None:
+    """`counter.value += 1` is one line: switching only at line starts can never interleave inside
+    it, so the lost update needs opcode granularity; split-lock's read and write are on two lines."""
+    out = stress(
+        "run", "counter", "--variant", "no-lock", "--variant", "split-lock", "--mode", "controlled",
+        "--granularity", "line", "--max-preemptions", "2", "--out", "x",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert out.code == 0, out.stderr
+    data = summary(tmp_path / "x")
+    assert variant(data, "no-lock")["failures"] == 0
+    assert variant(data, "split-lock")["failures"] > 0
+    assert "line by line" in out.stdout
