@@ -18,7 +18,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from harness import __version__
+from harness import __version__, settings
 from harness.compare import compare
 from harness.config import Layer, build_config
 from harness.engine import run as run_engine
@@ -222,7 +222,7 @@ def run_command(
     SCENARIO is a built-in name (see `stress list`), a file of scenarios (FILE.py) or one
     scenario in a file (FILE.py::NAME).
     """
-    config = build_config([Layer(flags, _flag_name)])
+    config = build_config(settings.layers(Layer(flags, _flag_name)))
     registry, names, reach = _registry(scenarios)
     selected = registry.select(names, variants)
     if config.controlled:
