@@ -23,7 +23,8 @@ from harness.compare import compare
 from harness.config import Layer, build_config
 from harness.engine import run as run_engine
 from harness.errors import InternalError, StressError, UserError
-from harness.loader import is_file_target, load_target
+from harness.loader import is_file_target, is_module_target, load_module, load_target, project_root
+from harness.preempt import Scope
 from harness.registry import Registry
 from harness.reload import load_report
 from harness.render import terminal
@@ -31,6 +32,7 @@ from harness.render.html import write_html
 from harness.render.junit import write_junit
 from harness.render.markdown import write_markdown
 from harness.results import SUMMARY, write_json
+from harness.scenario import Variant
 from harness.summary import RunReport
 
 __all__ = ["cli", "entry", "main"]
@@ -72,21 +74,25 @@ def cli() -> None:
 
 
 def _registry(targets: tuple[str, ...]) -> tuple[Registry, list[str], dict[str, str]]:
-    """The scenarios the targets name (built-in names or files), the names to run, and for each
-    name the target that reaches it again (for replay commands)."""
+    """The scenarios the targets name (built-in names, files or modules), the names to run, and
+    for each name the target that reaches it again (for replay commands)."""
     registry = Registry()
     names: list[str] = []
     reach: dict[str, str] = {}
     builtin: Registry | None = None
     for target in targets:
-        if is_file_target(target):
-            found = load_target(target)
+        if is_file_target(target) or is_module_target(target):
+            found = load_target(target) if is_file_target(target) else load_module(target)
             single = len(found) == 1
             for scenario in found:
                 registry.add(scenario)
                 names.append(scenario.name)
-                file = target.partition("::")[0]
-                reach[scenario.name] = target if single else f"{file}::{scenario.name}"
+                if is_file_target(target):
+                    file = target.partition("::")[0]
+                    reach[scenario.name] = target if single else f"{file}::{scenario.name}"
+                else:
+                    module = target.partition(":")[0]
+                    reach[scenario.name] = target if single else f"{module}:{scenario.name}"
         else:
             builtin = builtin or Registry.builtin()
             scenario = builtin.get(target)
@@ -94,6 +100,14 @@ def _registry(targets: tuple[str, ...]) -> tuple[Registry, list[str], dict[str, 
             names.append(scenario.name)
             reach[scenario.name] = scenario.name
     return registry, names, reach
+
+
+def _scope(selected: list[Variant], reach: dict[str, str]) -> Scope:
+    """Where switches are forced: the variants' files, and for a user's scenario all of the project
+    it lives in (the code under test is usually imported from there), never installed packages."""
+    users = {v.scenario for v in selected if reach.get(v.scenario, v.scenario) != v.scenario}
+    dirs = sorted({str(project_root(f)) for v in selected if v.scenario in users for f in v.files})
+    return Scope(files=[f for v in selected for f in v.files], dirs=dirs)
 
 
 @cli.command("list")
@@ -239,6 +253,7 @@ def run_command(
         config,
         out=Path(out) if out else None,
         observer=terminal.LiveProgress(console, quiet=quiet),
+        scope=_scope(selected, reach),
         targets=reach,
         command=shlex.join(["stress", *sys.argv[1:]]) if sys.argv else "stress",
     )
@@ -301,7 +316,8 @@ def replay_command(
         if differences:
             console.print(f"[red]replay {index + 1} differs:[/red] " + "; ".join(differences))
 
-    runs = rp.replay(target, info.config, result, chosen, debug=debug, times=times, each=each)
+    scope = Scope(info.scope.get("files", ()), info.scope.get("dirs", ())) if info.scope else None
+    runs = rp.replay(target, info.config, result, chosen, debug=debug, times=times, each=each, scope=scope)
     console.print(terminal.replay_verdict(runs, expected, mismatches))
     return EXIT_FINDINGS if mismatches else EXIT_OK
 

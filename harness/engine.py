@@ -49,8 +49,6 @@ PIPELINE = 2
 #: Extra seconds a worker gets when it says it is shrinking a failing schedule.
 SHRINK_ALLOWANCE = 60.0
 TICK = 0.05
-#: Controlled mode's default number of actors, for scenarios that let it vary.
-CONTROLLED_ACTORS = 2
 _END: Any = object()
 
 
@@ -101,9 +99,11 @@ def _without(data: dict[str, Any] | None, *keys: str) -> dict[str, Any] | None:
 def trial_shape(variant: Variant, config: RunConfig) -> tuple[int, int | None]:
     """The size and the number of actors ``variant``'s trials get under ``config``. Controlled mode
     explores small instances (every extra step multiplies the schedules): the scenario's
-    controlled size, and two actors where the scenario lets the number vary."""
+    controlled size and actors (1 and 2 unless it says otherwise)."""
     if config.controlled:
-        return config.size or variant.controlled_size, config.actors or (CONTROLLED_ACTORS if variant.actors else None)
+        return config.size or variant.controlled_size, config.actors or (
+            variant.controlled_actors if variant.actors else None
+        )
     return config.size or variant.size, config.actors or variant.actors
 
 
@@ -193,6 +193,7 @@ class _Engine:
             jobs=min(config.jobs, config.iterations * len(variants)),
             scenarios={v.scenario: v.scenario_description for v in variants},
             targets={v.scenario: targets.get(v.scenario, v.scenario) for v in variants},
+            scope={"files": sorted(scope.files), "dirs": list(scope.dirs)},
         )
         self.stats = {v.key: VariantStats(v.key, v.expect, v.description) for v in variants}
         self.timeouts: dict[str, AdaptiveTimeout] = {}

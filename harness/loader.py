@@ -1,15 +1,24 @@
-"""Loading scenarios from a user's file.
+"""Loading scenarios from a user's file or module.
 
-``stress run path/to/file.py`` runs every scenario the file defines; ``path/to/file.py::name`` picks
-one. The file is imported as a module of its own (its folder goes on ``sys.path`` first, so it can
-import its neighbours), and any failure while importing it becomes a one-line error naming the file
-and line, never a traceback.
+``stress run path/to/file.py`` runs every scenario the file defines; ``path/to/file.py::name``
+picks one. The file is imported as a module of its own (its folder and its project's root go on
+``sys.path`` first, so it can import its neighbours and its project's packages).
+
+``stress run package.module:name`` imports a module of the user's project (the working directory
+goes on ``sys.path``, as ``python -m`` does) and takes the scenario bound to ``name`` there (or
+called ``name``); without ``:name``, all of the module's. Any failure while importing becomes a
+one-line error naming the file and line, never a traceback.
+
+`project_root` says where the user's project starts: stress forces switches in all of its code, not
+just in the scenario file, since the code under test is usually imported from elsewhere in it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -19,13 +28,84 @@ from harness.errors import ScenarioError, ScenarioNotFound, did_you_mean
 from harness.registry import scenarios_in
 from harness.scenario import Scenario
 
-__all__ = ["is_file_target", "load_file", "load_target"]
+__all__ = ["is_file_target", "is_module_target", "load_file", "load_module", "load_target", "project_root"]
+
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
 
 
 def is_file_target(target: str) -> bool:
     """Whether a command-line target names a file (``x.py``, ``x.py::name``) rather than a scenario."""
     path = target.split("::", 1)[0]
     return path.endswith(".py") or "/" in path or "::" in target
+
+
+def is_module_target(target: str) -> bool:
+    """Whether a target names a module of the user's project (``pkg.mod`` or ``pkg.mod:name``)."""
+    if is_file_target(target):
+        return False
+    module = target.partition(":")[0]
+    return ":" in target or "." in module
+
+
+def project_root(file: str | Path) -> Path:
+    """The folder of the nearest ``pyproject.toml``, ``setup.py``, ``setup.cfg`` or ``.git`` at or
+    above ``file``; else the file's own folder."""
+    start = Path(file).resolve().parent
+    for folder in (start, *start.parents):
+        if any((folder / marker).exists() for marker in _ROOT_MARKERS):
+            return folder
+    return start
+
+
+def load_module(target: str) -> list[Scenario]:
+    """The scenarios ``package.module[:name]`` names."""
+    module_name, _, wanted = target.partition(":")
+    if not _MODULE.match(module_name) or (wanted and not wanted.replace("-", "_").isidentifier()):
+        raise ScenarioNotFound(
+            f"{target!r} is not a scenario target (a name, FILE.py[::NAME] or package.module[:NAME])"
+        )
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ScenarioNotFound(
+                f"cannot import {module_name!r}: no module named {exc.name!r} (run stress from your project's folder)"
+            ) from None
+        raise ScenarioError(_import_failure(module_name, exc)) from None
+    except SyntaxError as exc:
+        where = f"{exc.filename}:{exc.lineno}" if exc.filename else module_name
+        raise ScenarioError(f"{where}: syntax error: {exc.msg}") from None
+    except BaseException as exc:
+        raise ScenarioError(_import_failure(module_name, exc)) from None
+    found = scenarios_in(module)
+    if not found:
+        raise ScenarioNotFound(f"{module_name} defines no scenario (a module-level harness.Scenario)")
+    if not wanted:
+        return found
+    bound = getattr(module, wanted, None)
+    if isinstance(bound, Scenario):
+        return [bound]
+    for scenario in found:
+        if scenario.name == wanted:
+            return [scenario]
+    names = [s.name for s in found]
+    raise ScenarioNotFound(
+        f"{module_name} has no scenario {wanted!r}" + did_you_mean(wanted, names) + f"; it defines: {', '.join(names)}"
+    )
+
+
+def _import_failure(module_name: str, exc: BaseException) -> str:
+    """``pkg/mod.py:12: importing it raised ValueError: bad`` — the deepest frame of the user's."""
+    where = module_name
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if not frame.filename.startswith("<") and "importlib" not in frame.filename:
+            where = f"{frame.filename}:{frame.lineno}"
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{where}: importing {module_name} raised {type(exc).__name__}" + (f": {detail}" if detail else "")
 
 
 def load_file(path: Path) -> ModuleType:
@@ -41,9 +121,10 @@ def load_file(path: Path) -> ModuleType:
     if spec is None or spec.loader is None:
         raise ScenarioError(f"{path}: cannot be imported as a Python file")
     module = importlib.util.module_from_spec(spec)
-    folder = str(resolved.parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
+    # The file imports its neighbours, and the rest of its project (from the project's root).
+    for folder in (str(project_root(resolved)), str(resolved.parent)):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)

@@ -40,6 +40,10 @@ _monitoring: Any = getattr(sys, "monitoring", None)
 HAS_MONITORING = _monitoring is not None
 _HARNESS_DIR = str(Path(__file__).resolve().parent) + os.sep
 _TOOL_NAME = "stress"
+_ENVIRONMENT = tuple(
+    {str(Path(p).resolve()).rstrip(os.sep) + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+)
+_INSTALLED = (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}")
 
 
 _active: Preemptor | None = None
@@ -75,7 +79,13 @@ class Scope:
         path = _resolved(filename)
         if path.startswith(_HARNESS_DIR):
             return False
-        return path in self.files or path.startswith(self.dirs)
+        if path in self.files:
+            return True
+        # A folder in scope (a user's project) never brings in the interpreter's own files or
+        # installed packages, even when the virtualenv lives inside it.
+        return (
+            path.startswith(self.dirs) and not path.startswith(_ENVIRONMENT) and not any(i in path for i in _INSTALLED)
+        )
 
 
 @functools.lru_cache(maxsize=8192)

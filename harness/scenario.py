@@ -64,8 +64,9 @@ class Variant:
     scenario_description: str = ""
     #: The scenario's default number of actors (None: fixed by the variants).
     actors: int | None = None
-    #: The scenario's default size in controlled mode.
+    #: The scenario's default size and actors in controlled mode.
     controlled_size: int = 1
+    controlled_actors: int = 2
     #: Why the scenario cannot run in controlled mode (None: it can).
     stress_only: str | None = None
 
@@ -109,6 +110,8 @@ class Scenario:
             mode starts two.
         controlled_size: The default size in controlled mode, which explores small instances
             (every extra step multiplies the schedules): 1 unless the variants need more.
+        controlled_actors: The default number of actors in controlled mode, for scenarios that
+            let it vary: 2 unless the bug needs more.
         stress_only: Why the scenario cannot run in controlled mode, if it cannot (its actors are
             processes, or threads of an executor: the controlled scheduler runs the trial's own
             thread actors only).
@@ -122,11 +125,18 @@ class Scenario:
         size: int = DEFAULT_SIZE,
         actors: int | None = None,
         controlled_size: int = 1,
+        controlled_actors: int = 2,
         stress_only: str | None = None,
     ) -> None:
         self.name = _check_name(name, "scenario")
         self.description = description.strip()
-        for label, value in (("size", size), ("actors", actors), ("controlled_size", controlled_size)):
+        checked = (
+            ("size", size),
+            ("actors", actors),
+            ("controlled_size", controlled_size),
+            ("controlled_actors", controlled_actors),
+        )
+        for label, value in checked:
             if value is None and label == "actors":
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -134,6 +144,7 @@ class Scenario:
         self.size = size
         self.actors = actors
         self.controlled_size = controlled_size
+        self.controlled_actors = controlled_actors
         self.stress_only = stress_only
         self.file = _caller_file(1)
         self._variants: dict[str, Variant] = {}
@@ -177,6 +188,7 @@ class Scenario:
                 scenario_description=self.description,
                 actors=self.actors,
                 controlled_size=self.controlled_size,
+                controlled_actors=self.controlled_actors,
                 stress_only=self.stress_only,
             )
             return fn

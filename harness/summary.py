@@ -10,7 +10,7 @@ import platform
 import shlex
 import sys
 import sysconfig
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,8 @@ class RunInfo:
     jobs: int
     scenarios: dict[str, str]
     targets: dict[str, str]
+    #: Where switches were forced: {"files": [...], "dirs": [...]} (replay needs the same).
+    scope: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def total_trials(self) -> int:
@@ -116,6 +118,7 @@ class RunInfo:
             jobs=int(data.get("jobs", 1)),
             scenarios=dict(data.get("scenarios", {})),
             targets=dict(data.get("targets", {})),
+            scope={k: list(v) for k, v in dict(data.get("scope", {})).items()},
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,6 +133,7 @@ class RunInfo:
             "python": self.python,
             "scenarios": self.scenarios,
             "targets": self.targets,
+            "scope": self.scope,
             "variants": [{"variant": v.key, "expect": v.expect, "description": v.description} for v in self.variants],
         }
 

@@ -12,7 +12,7 @@ from harness.engine import scope_for, trial_shape
 from harness.instrument import Instrumenter
 from harness.outcome import Outcome
 from harness.plan import Plan, make_plan
-from harness.preempt import Preemptor
+from harness.preempt import Preemptor, Scope
 from harness.runner import TrialRun, run_trial
 from harness.scenario import Variant
 
@@ -20,12 +20,13 @@ __all__ = ["FirstFailure", "LocalRunner", "first_failure"]
 
 
 class LocalRunner:
-    """Runs one variant's controlled trials here, shaped as ``config`` says (size, actors)."""
+    """Runs one variant's controlled trials here, shaped as ``config`` says (size, actors), with
+    switches in ``scope`` (default: the variant's files)."""
 
-    def __init__(self, variant: Variant, config: RunConfig) -> None:
+    def __init__(self, variant: Variant, config: RunConfig, *, scope: Scope | None = None) -> None:
         self.variant = variant
         self.size, self.actors = trial_shape(variant, config)
-        scope = scope_for([variant])
+        scope = scope or scope_for([variant])
         self.preemptor = Preemptor(scope)
         self.instrumenter = Instrumenter(scope)
 

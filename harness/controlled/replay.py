@@ -24,6 +24,7 @@ from harness.controlled.session import Control
 from harness.controlled.trace import Trace, build
 from harness.errors import UserError
 from harness.outcome import TrialResult
+from harness.preempt import Scope
 from harness.results import RESULTS, RUN, read_results
 from harness.runner import TrialRun
 from harness.scenario import Variant
@@ -145,13 +146,14 @@ def replay(
     *,
     debug: bool = False,
     times: int = 1,
+    scope: Scope | None = None,
     each: Callable[[int, Replay], None] | None = None,
 ) -> list[Replay]:
     """Run ``variant`` under ``schedule`` ``times`` times, in this process, with the stored trial's
-    plan (its randomness) and the run's size, actors, granularity and step limit."""
+    plan (its randomness) and the run's size, actors, granularity, step limit and scope."""
     control = Control("forced", forced=schedule.forced, granularity=config.granularity, step_limit=config.step_limit)
     out = []
-    with LocalRunner(variant, config) as runner:
+    with LocalRunner(variant, config, scope=scope) as runner:
         for index in range(times):
             run = runner.run(control, result.plan, on_failure=_stop_in_debugger if debug and index == 0 else None)
             done = Replay(schedule, run, build(run.trace))

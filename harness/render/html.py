@@ -260,10 +260,13 @@ def _trace(trace: Trace | None) -> dict[str, Any] | None:
     column = {thread: index for index, thread in enumerate(trace.threads)}
     rows = []
     step = 1
+    files: dict[str, str] = {}
     for row in trace.rows:
         cells: list[dict[str, Any] | None] = [None] * len(trace.threads)
+        show_file = files.get(row.thread) != row.file
+        files[row.thread] = row.file
         cells[column[row.thread]] = {
-            "line": row.line,
+            "line": f"{row.file}:{row.line}" if show_file else row.line,
             "file": row.file,
             "code": row.code,
             "effects": row.effects(),

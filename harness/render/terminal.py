@@ -85,7 +85,7 @@ def print_show(console: Console, scenario: Scenario) -> None:
         shape += f" · actors: {scenario.actors} (--actors)"
     shape += f" · controlled mode: size {scenario.controlled_size}"
     if scenario.actors is not None:
-        shape += ", 2 actors"
+        shape += f", {scenario.controlled_actors} actors"
     console.print(Text(shape, style="dim"))
     for variant in scenario:
         console.print()
@@ -441,10 +441,14 @@ def trace_table(trace: Trace, *, max_rows: int | None = None) -> RenderableType:
         cut, half = len(rows) - max_rows, max_rows // 2
         rows = rows[:half] + rows[-(max_rows - half) :]
     step = 0
+    files: dict[str, str] = {}
     for index, row in enumerate(rows):
         if index == half:
             table.add_row("", *[Text(f"… {cut} rows …", style="dim")] * len(trace.threads))
-        cell = Text.assemble((f"{row.line:>3} ", "dim"), row.code or "(no source)")
+        # A thread's first line, and every line in another file than its previous one, says where.
+        where = f"{row.file}:{row.line}" if files.get(row.thread) != row.file else f"{row.line:>3}"
+        files[row.thread] = row.file
+        cell = Text.assemble((f"{where} ", "dim"), row.code or "(no source)")
         effects = row.effects()
         if effects:
             cell.append("  ← " + ", ".join(effects), style="cyan")
