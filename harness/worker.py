@@ -27,6 +27,7 @@ import tempfile
 import time
 import traceback
 import types
+import warnings
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import astuple, dataclass, replace
@@ -102,7 +103,12 @@ class WorkerHandle:
             args=(child_conn, self.dump, variants, scope, close, os.getpid(), start_method),
             name="stress-worker",
         )
-        self.process.start()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns when a process with threads forks (a pytest-xdist worker has an
+            # I/O thread). The child runs only stress's worker loop, which takes none of the locks
+            # such a thread holds (it does not log, and it replaces fds 1 and 2 at once).
+            warnings.filterwarnings("ignore", message=r".*multi-threaded.*fork", category=DeprecationWarning)
+            self.process.start()
         # The worker leads its own process group, so that every process a trial starts can be
         # found (and stopped) even after its parent died. Both sides set it: no race.
         with contextlib.suppress(OSError):

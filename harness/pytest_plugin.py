@@ -1,0 +1,103 @@
+"""stress as a pytest plugin: ``@pytest.mark.stress`` runs a test as thousands of concurrency trials.
+
+Registered through the ``pytest11`` entry point, so installing stress is enough. This module imports
+nothing but pytest: a test session that marks no test pays nothing for it. The work happens in
+`harness.pytest_run`, imported the first time a marked test runs.
+
+Two ways to write a stress test::
+
+    @pytest.mark.stress(iterations=300)
+    def test_counter(stress_trial):            # the test is the trial: it starts the threads
+        counter = Counter()
+        stress_trial.run_threads(counter.increment, count=4)
+        assert counter.value == 4
+
+    @pytest.mark.stress(threads=4)
+    def test_cache_get(cache):                  # the test is the actor: four threads run it at once
+        assert cache.get("k") == "v"
+
+Settings, highest precedence first: ``--stress-*`` options, the marker's arguments, ``STRESS_*``
+environment variables, ``stress_*`` ini options, ``[tool.stress]`` of the project's pyproject.toml.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+__all__ = [
+    "LINES",
+    "pytest_addoption",
+    "pytest_configure",
+    "pytest_pyfunc_call",
+    "pytest_terminal_summary",
+    "stress_trial",
+]
+
+#: One line per stress test that ran in this process, for the terminal summary.
+LINES: pytest.StashKey[list[str]] = pytest.StashKey()
+
+_OPTIONS = {
+    "iterations": "trials per stress test (stress mode) or schedules (controlled mode)",
+    "seed": "run seed: fixes every trial's plan and schedule",
+    "mode": "stress (real concurrency under perturbation) or controlled (one thread at a time)",
+    "trial": "replay: run only trial K's plan (needs --stress-seed)",
+    "schedule": "controlled mode, replay: run exactly this schedule (with --stress-seed and --stress-trial)",
+    "jobs": "worker processes per stress test",
+    "timeout": "seconds before a trial counts as hung (default: adaptive)",
+}
+_INI = ("iterations", "seed", "mode", "jobs", "timeout")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("stress", "stress: run tests as concurrency trials (@pytest.mark.stress)")
+    for name, text in _OPTIONS.items():
+        group.addoption(f"--stress-{name}", dest=f"stress_{name}", default=None, metavar=name.upper(), help=text)
+    for name in _INI:
+        parser.addini(f"stress_{name}", f"default for --stress-{name}", default=None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "stress(iterations=None, threads=None, mode=None, expect='safe', **settings): run the test as "
+        "concurrency trials under stress; with a `stress_trial` argument the test starts the threads, "
+        "without one `threads` threads run the test itself at once",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    marker = pyfuncitem.get_closest_marker("stress")
+    if marker is None:
+        return None
+    from harness import pytest_run  # heavy: only when a stress test runs
+
+    pytest_run.run_item(pyfuncitem, marker)
+    return True
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    lines = terminalreporter.config.stash.get(LINES, [])
+    if lines:
+        terminalreporter.section("stress")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+class _Placeholder:
+    """What the `stress_trial` fixture holds until a trial runs (each trial gets its own Trial)."""
+
+    def __repr__(self) -> str:
+        return "<stress_trial: replaced by each trial's harness.Trial>"
+
+
+@pytest.fixture
+def stress_trial(request: pytest.FixtureRequest) -> Any:
+    """The `harness.Trial` of the running trial: start threads with it (``run_threads``,
+    ``threads()``), draw randomness from ``stress_trial.rng``, check invariants with ``check`` or
+    ``assert``. Only for tests marked ``@pytest.mark.stress``."""
+    if request.node.get_closest_marker("stress") is None:
+        pytest.fail("the stress_trial fixture needs @pytest.mark.stress on the test", pytrace=False)
+    return _Placeholder()

@@ -1,0 +1,261 @@
+"""Running one ``@pytest.mark.stress`` test as stress trials (the plugin's heavy half).
+
+The test becomes a variant of a one-variant run: with a ``stress_trial`` argument the test body is
+the variant (it starts the threads); without one, ``threads`` threads run the test body at once in
+every trial. Either way the trials run in stress's worker processes — a hang, a deadlock or a crash
+costs one trial, not the test session — and the test fails with the failure rate, one example with
+its evidence, and the exact pytest command that replays it.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console, Group, RenderableType
+from rich.padding import Padding
+from rich.text import Text
+
+from harness import settings
+from harness.config import REPLAY_ITERATIONS, Layer, RunConfig, build_config
+from harness.controlled.schedule import Schedule
+from harness.engine import run as run_engine
+from harness.errors import StressError
+from harness.knobs import Perturbation
+from harness.loader import project_root
+from harness.outcome import Outcome, TrialResult
+from harness.plan import make_plan
+from harness.preempt import Scope
+from harness.pytest_plugin import LINES
+from harness.render.terminal import trace_table
+from harness.scenario import Expect, Variant
+from harness.stats import VariantSummary
+from harness.summary import RunReport
+from harness.trial import Trial
+
+__all__ = ["run_item"]
+
+#: Trials per stress test unless something says otherwise: a test suite runs many tests.
+DEFAULT_ITERATIONS = 200
+_MARKER_ONLY = ("threads", "expect")
+_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def run_item(item: pytest.Function, marker: pytest.Mark) -> None:
+    """Run ``item`` as stress trials; `pytest.fail` with the evidence if it fails."""
+    if marker.args:
+        pytest.fail(f"@pytest.mark.stress takes keyword arguments only, not {marker.args!r}", pytrace=False)
+    problem = None
+    try:
+        config = _config(item, marker)
+        expect = Expect.parse(marker.kwargs.get("expect", "safe"), where="@pytest.mark.stress(expect=...)")
+    except StressError as exc:
+        problem = f"stress: {exc}"
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
+    variant = _variant(item, marker, expect)
+    scope = Scope(files=[str(item.path)], dirs=[str(project_root(item.path))])
+    schedule = item.config.getoption("stress_schedule")
+    if schedule is not None:
+        _replay_schedule(item, variant, config, scope, schedule)
+        return
+    out = Path(str(item.config._tmp_path_factory.getbasetemp())) / "stress" / _NAME.sub("-", item.nodeid)[-100:]  # type: ignore[attr-defined]
+    report = run_engine(
+        [variant],
+        config,
+        out=out,
+        scope=scope,
+        command=shlex.join(["pytest", item.nodeid]),
+        targets={variant.scenario: item.nodeid},
+    )
+    summary = report.variants[0]
+    item.user_properties.append(("stress", f"{summary.failures}/{summary.trials} {report.info.unit}s failed"))
+    _remember(item, summary, report)
+    if expect is Expect.SAFE and summary.failures:
+        pytest.fail(_failure_text(item, report, summary), pytrace=False)
+    if expect is Expect.UNSAFE and not summary.failures:
+        pytest.fail(
+            f"stress: expected to fail (expect='unsafe') but no {report.info.unit} of {summary.trials} did "
+            f"(failure rate {summary.rate_text()}); more iterations may expose it · seed {config.seed}",
+            pytrace=False,
+        )
+
+
+# -- settings ---------------------------------------------------------------------------------------
+
+
+def _config(item: pytest.Function, marker: pytest.Mark) -> RunConfig:
+    options = item.config
+    flags = {
+        key: options.getoption(f"stress_{key}")
+        for key in ("iterations", "seed", "mode", "trial", "jobs", "timeout")
+        if options.getoption(f"stress_{key}") is not None
+    }
+    if options.getoption("stress_schedule") is not None:
+        flags.pop("trial", None)  # a schedule's replay takes its trial number itself
+    elif "trial" in flags and "iterations" not in flags:
+        flags["iterations"] = REPLAY_ITERATIONS  # a replay repeats one plan, whatever the marker says
+    kwargs = {k: v for k, v in marker.kwargs.items() if k not in _MARKER_ONLY}
+    if marker.kwargs.get("threads") is not None:
+        kwargs["actors"] = marker.kwargs["threads"]
+    ini = {}
+    for key in ("iterations", "seed", "mode", "jobs", "timeout"):
+        value = options.getini(f"stress_{key}")
+        if value not in (None, ""):
+            ini[key] = value
+    layers = [
+        Layer(flags, lambda key, value: f"--stress-{key} {value}"),
+        Layer(kwargs, lambda key, value: f"@pytest.mark.stress({'threads' if key == 'actors' else key}={value!r})"),
+        settings.environment_layer(),
+        Layer(ini, lambda key, value: f"stress_{key} = {value} in the pytest configuration"),
+        settings.pyproject_layer(settings.find_pyproject(Path(str(options.rootpath)))),
+    ]
+    if options.getoption("stress_trial") is None:
+        layers.append(Layer({"iterations": DEFAULT_ITERATIONS}, lambda key, value: f"the plugin's default {key}"))
+    return build_config(layers)
+
+
+# -- the test as a variant --------------------------------------------------------------------------
+
+
+def _variant(item: pytest.Function, marker: pytest.Mark, expect: Expect) -> Variant:
+    function: Callable[..., Any] = item.obj
+    names = list(item._fixtureinfo.argnames)
+    uses_trial = "stress_trial" in names
+    funcargs: Mapping[str, Any] = item.funcargs
+
+    def call(trial: Trial) -> None:
+        kwargs = {name: trial if name == "stress_trial" else funcargs[name] for name in names}
+        try:
+            function(**kwargs)
+        except AssertionError as exc:
+            # An assert is the test's invariant: a failed trial, with pytest's explanation.
+            text = str(exc).strip() or "assertion failed"
+            said = " / ".join(line.strip() for line in text.splitlines()[:6])
+            trial.check(False, said if said.startswith("assert") else f"assert: {said}")
+
+    def body(trial: Trial) -> None:
+        if uses_trial:
+            call(trial)
+        else:
+            trial.run_threads(call, trial, count=trial.actors)
+
+    body.__name__ = function.__name__
+    name = _NAME.sub("-", item.name).strip("-.") or "test"
+    if not name[0].isalnum():
+        name = "t" + name
+    return Variant(
+        scenario="pytest",
+        name=name,
+        description=item.nodeid,
+        expect=expect,
+        fn=body,
+        files=(str(Path(str(item.path)).resolve()),),
+        size=1,
+        scenario_description=f"pytest {item.nodeid}",
+        actors=None if uses_trial else 2,
+    )
+
+
+# -- what a failing test says -----------------------------------------------------------------------
+
+
+def replay_command(item: pytest.Function, report: RunReport, result: TrialResult) -> str:
+    config = report.info.config
+    words = ["pytest", item.nodeid, "--stress-seed", str(config.seed), "--stress-trial", str(result.trial)]
+    if config.controlled:
+        words[2:2] = ["--stress-mode", "controlled"]
+        record = result.schedule
+        if record is not None:
+            words += ["--stress-schedule", record.minimal or record.schedule or "v1:"]
+    return shlex.join(words)
+
+
+def _failure_text(item: pytest.Function, report: RunReport, summary: VariantSummary) -> str:
+    unit = report.info.unit
+    console = Console(file=io.StringIO(), width=110, no_color=True, highlight=False, emoji=False)
+    console.print(
+        f"stress: {summary.failures} of {summary.trials} {unit}s failed — failure rate {summary.rate_text()} "
+        f"· seed {report.info.config.seed} · {report.info.mode_text}"
+    )
+    example = summary.example
+    if example is not None:
+        console.print(f"example: {unit} {example.trial}, {example.outcome.label}")
+        console.print(Padding(Group(*_evidence(example)), (0, 0, 0, 2)))
+        console.print(f"replay: {replay_command(item, report, example)}", soft_wrap=True)  # copied whole
+    console.print(f"report: {report.info.run_dir / 'report.html'}", soft_wrap=True)
+    file = console.file
+    assert isinstance(file, io.StringIO)
+    return file.getvalue().rstrip()
+
+
+def _evidence(result: TrialResult) -> list[RenderableType]:
+    out: list[RenderableType] = []
+    evidence = result.evidence
+    if evidence is not None:
+        out.extend(Text(message) for message in evidence.messages[:3])
+        out.extend(Text("  " + line) for line in evidence.wait_for[:8])
+        out.extend(Text("blocked " + line) for line in evidence.blocked_at[:6])
+        if evidence.tracebacks:
+            out.append(Text("\n".join(evidence.tracebacks[0].rstrip().splitlines()[-10:])))
+    if result.schedule is not None and result.schedule.trace:
+        from harness.controlled.trace import Trace
+
+        trace = Trace.from_dict(result.schedule.trace)
+        if trace is not None:
+            out.append(trace_table(trace, max_rows=30))
+    elif result.plan is not None and result.schedule is None:
+        out.append(Text("plan " + result.plan.describe()))
+    return out
+
+
+def _remember(item: pytest.Function, summary: VariantSummary, report: RunReport) -> None:
+    lines = item.config.stash.setdefault(LINES, [])
+    lines.append(
+        f"{item.nodeid}: {summary.trials} {report.info.unit}s, {summary.failures} failed "
+        f"({summary.rate_text()}), {report.wall:.1f} s"
+    )
+
+
+# -- replaying one controlled schedule --------------------------------------------------------------
+
+
+def _replay_schedule(item: pytest.Function, variant: Variant, config: RunConfig, scope: Scope, text: str) -> None:
+    from harness.controlled.local import LocalRunner
+    from harness.controlled.replay import _stop_in_debugger
+    from harness.controlled.session import Control
+    from harness.controlled.trace import build
+
+    if not config.controlled:
+        pytest.fail(
+            "stress: --stress-schedule replays a controlled schedule: add --stress-mode controlled", pytrace=False
+        )
+    problem = None
+    try:
+        schedule = Schedule.parse(text)
+        trial = int(item.config.getoption("stress_trial") or 0)
+    except (StressError, ValueError) as exc:
+        problem = f"stress: {exc}"
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
+    plan = make_plan(Perturbation.none(), seed=config.seed, trial=trial)
+    control = Control("forced", forced=schedule.forced, granularity=config.granularity, step_limit=config.step_limit)
+    debug = bool(item.config.getoption("usepdb", False))
+    with LocalRunner(variant, config, scope=scope) as runner:
+        run = runner.run(control, plan, on_failure=_stop_in_debugger if debug else None)
+    if run.outcome is Outcome.PASSED:
+        return
+    console = Console(file=io.StringIO(), width=110, no_color=True, highlight=False, emoji=False)
+    console.print(f"stress: schedule {schedule} {run.outcome.label} after {run.steps} steps")
+    if run.evidence is not None:
+        for message in run.evidence.messages[:3]:
+            console.print("  " + message)
+    console.print(trace_table(build(run.trace), max_rows=60))
+    file = console.file
+    assert isinstance(file, io.StringIO)
+    pytest.fail(file.getvalue().rstrip(), pytrace=False)

@@ -1,0 +1,190 @@
+"""The pytest plugin, as a user meets it: a test file of theirs, run by pytest in a fresh process —
+alone, with pytest-repeat's --count, with pytest-xdist's -n and with pytest-timeout."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = """
+import threading
+
+import pytest
+
+
+class Counter:
+    def __init__(self):
+        self.value = 0
+        self.lock = threading.Lock()
+
+    def increment(self, times=1):
+        for _ in range(times):
+            self.value += 1
+
+    def locked_increment(self, times=1):
+        for _ in range(times):
+            with self.lock:
+                self.value += 1
+
+
+@pytest.mark.stress(iterations=150)
+def test_unlocked(stress_trial):
+    counter = Counter()
+    stress_trial.run_threads(counter.increment, 10, count=4)
+    assert counter.value == 40
+
+
+@pytest.mark.stress(iterations=150)
+def test_locked(stress_trial):
+    counter = Counter()
+    stress_trial.run_threads(counter.locked_increment, 10, count=4)
+    assert counter.value == 40
+"""
+
+MORE = """
+import pytest
+
+from test_counter import Counter
+
+shared = Counter()
+
+
+@pytest.mark.stress(iterations=60, threads=4)
+def test_each_thread_sees_its_own_increment():
+    before = shared.value
+    shared.locked_increment()
+    assert shared.value > before
+
+
+@pytest.mark.stress(iterations=60, mode="controlled")
+def test_unlocked_controlled(stress_trial):
+    counter = Counter()
+    stress_trial.run_threads(counter.increment, count=2)
+    assert counter.value == 2
+
+
+@pytest.mark.stress(iterations=300, expect="unsafe")
+def test_known_race_is_still_there(stress_trial):
+    counter = Counter()
+    stress_trial.run_threads(counter.increment, 10, count=4)
+    stress_trial.check(counter.value == 40, "lost an increment")
+
+
+@pytest.mark.stress(iterations=-1)
+def test_bad_marker(stress_trial):
+    pass
+
+
+def test_trial_without_marker(stress_trial):
+    pass
+"""
+
+
+def pytest_run(folder: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRESS_", "PYTEST_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**env, "COLUMNS": "120"},
+        check=False,
+    )
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "pyproject.toml").write_text("[tool.pytest.ini_options]\naddopts = []\n")
+    (tmp_path / "test_counter.py").write_text(TESTS)
+    return tmp_path
+
+
+def outcome_counts(text: str) -> dict[str, int]:
+    return {kind: int(n) for n, kind in re.findall(r"(\d+) (passed|failed|error)", text.splitlines()[-1])}
+
+
+def test_an_unlocked_counter_fails_with_rate_evidence_and_replay_and_the_locked_one_passes(project: Path) -> None:
+    done = pytest_run(project, "--stress-seed", "7")
+    assert outcome_counts(done.stdout) == {"failed": 1, "passed": 1}, done.stdout + done.stderr
+    failure = done.stdout.split("_ test_unlocked _", 1)[1]
+    assert re.search(r"stress: \d+ of 150 trials failed — failure rate \d", failure)
+    assert "assert " in failure  # the test's own assertion, with pytest's explanation
+    assert "replay: pytest test_counter.py::test_unlocked --stress-seed 7 --stress-trial " in failure
+    assert "report: " in failure
+    assert "test_counter.py::test_locked: 150 trials, 0 failed" in done.stdout  # the summary section
+
+
+def test_the_replay_command_fails_the_same_way(project: Path) -> None:
+    first = pytest_run(project, "test_counter.py::test_unlocked", "--stress-seed", "7")
+    replay = re.search(r"replay: (pytest .*)", first.stdout)
+    assert replay, first.stdout
+    words = shlex.split(replay.group(1))[1:]
+    again = pytest_run(project, *words)
+    assert outcome_counts(again.stdout) == {"failed": 1}, again.stdout
+    assert "of 20 trials failed" in again.stdout  # a replay repeats the one plan 20 times
+
+
+def test_actor_style_controlled_mode_expect_unsafe_and_bad_markers(project: Path) -> None:
+    (project / "test_more.py").write_text(MORE)
+    done = pytest_run(project, "test_more.py", "--stress-seed", "3")
+    out = done.stdout
+    assert outcome_counts(out) == {"failed": 2, "passed": 2, "error": 1}, out + done.stderr
+    assert "PASSED" not in out
+    controlled = out.split("_ test_unlocked_controlled _", 1)[1]
+    assert "schedules failed" in controlled
+    assert "⇄" in controlled  # the interleaving
+    assert "--stress-mode controlled" in controlled
+    assert "--stress-schedule" in controlled
+    assert "stress: @pytest.mark.stress(iterations=-1): must be an integer >= 1" in out
+    assert "the stress_trial fixture needs @pytest.mark.stress" in out
+    replay = re.search(r"replay: (pytest .*--stress-schedule.*)", controlled)
+    assert replay
+    again = pytest_run(project, *shlex.split(replay.group(1))[1:])
+    assert outcome_counts(again.stdout) == {"failed": 1}, again.stdout
+    assert "assert 1 == 2" in again.stdout
+
+
+def test_settings_come_from_options_markers_ini_and_pyproject(project: Path) -> None:
+    (project / "pyproject.toml").write_text("[tool.pytest.ini_options]\nstress_seed = '5'\n\n[tool.stress]\njobs = 1\n")
+    (project / "test_plain.py").write_text(
+        "import pytest\n\n@pytest.mark.stress(threads=2)\ndef test_nothing():\n    pass\n"
+    )
+    done = pytest_run(project, "test_plain.py", "--stress-iterations", "33")
+    assert outcome_counts(done.stdout) == {"passed": 1}, done.stdout + done.stderr
+    assert "test_plain.py::test_nothing: 33 trials, 0 failed" in done.stdout
+    (project / "pyproject.toml").write_text("[tool.stress]\niterations = 0\n")
+    bad = pytest_run(project, "test_plain.py")
+    assert "iterations = 0 in [tool.stress] of" in bad.stdout
+
+
+def test_with_pytest_repeat(project: Path) -> None:
+    done = pytest_run(project, "--count", "3", "--stress-iterations", "80", "--stress-seed", "11")
+    assert outcome_counts(done.stdout) == {"failed": 3, "passed": 3}, done.stdout + done.stderr
+    assert done.stdout.count("replay: pytest") == 3
+
+
+def test_with_pytest_xdist(project: Path) -> None:
+    done = pytest_run(
+        project, "-n", "2", "--stress-iterations", "80", "--stress-seed", "12", "-W", "error::DeprecationWarning"
+    )
+    assert outcome_counts(done.stdout) == {"failed": 1, "passed": 1}, done.stdout + done.stderr
+    assert re.search(r"stress: \d+ of 80 trials failed", done.stdout)
+    assert "replay: pytest test_counter.py::test_unlocked" in done.stdout
+
+
+def test_with_pytest_timeout(project: Path) -> None:
+    done = pytest_run(project, "--timeout", "120", "--stress-iterations", "80", "--stress-seed", "13")
+    assert outcome_counts(done.stdout) == {"failed": 1, "passed": 1}, done.stdout + done.stderr
+
+
+def test_the_plugin_costs_nothing_to_tests_that_do_not_use_it() -> None:
+    code = "import sys, harness.pytest_plugin; print(sorted(m for m in sys.modules if m.startswith('harness')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "['harness', 'harness.pytest_plugin']"
