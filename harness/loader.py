@@ -81,21 +81,7 @@ def load_module(target: str) -> list[Scenario]:
         raise ScenarioError(f"{where}: syntax error: {exc.msg}") from None
     except BaseException as exc:
         raise ScenarioError(_import_failure(module_name, exc)) from None
-    found = scenarios_in(module)
-    if not found:
-        raise ScenarioNotFound(f"{module_name} defines no scenario (a module-level harness.Scenario)")
-    if not wanted:
-        return found
-    bound = getattr(module, wanted, None)
-    if isinstance(bound, Scenario):
-        return [bound]
-    for scenario in found:
-        if scenario.name == wanted:
-            return [scenario]
-    names = [s.name for s in found]
-    raise ScenarioNotFound(
-        f"{module_name} has no scenario {wanted!r}" + did_you_mean(wanted, names) + f"; it defines: {', '.join(names)}"
-    )
+    return _pick(module, wanted, module_name)
 
 
 def _import_failure(module_name: str, exc: BaseException) -> str:
@@ -157,16 +143,23 @@ def _line_in(exc: BaseException, file: Path) -> str:
 def load_target(target: str) -> list[Scenario]:
     """The scenarios a file target names: all of the file's, or the one after ``::``."""
     file, _, wanted = target.partition("::")
-    module = load_file(Path(file))
+    return _pick(load_file(Path(file)), wanted, file)
+
+
+def _pick(module: ModuleType, wanted: str, source: str) -> list[Scenario]:
+    """All of ``module``'s scenarios, or the one bound to or called ``wanted``."""
     found = scenarios_in(module)
     if not found:
-        raise ScenarioNotFound(f"{file} defines no scenario (a module-level harness.Scenario)")
+        raise ScenarioNotFound(f"{source} defines no scenario (a module-level harness.Scenario)")
     if not wanted:
         return found
+    bound = getattr(module, wanted, None)
+    if isinstance(bound, Scenario):
+        return [bound]
     for scenario in found:
         if scenario.name == wanted:
             return [scenario]
     names = [s.name for s in found]
     raise ScenarioNotFound(
-        f"{file} has no scenario {wanted!r}" + did_you_mean(wanted, names) + f"; it defines: {', '.join(names)}"
+        f"{source} has no scenario {wanted!r}" + did_you_mean(wanted, names) + f"; it defines: {', '.join(names)}"
     )

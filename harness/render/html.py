@@ -211,21 +211,22 @@ def _example(report: RunReport, result: TrialResult) -> dict[str, Any]:
             blocks.append(("printed", clip(evidence.output, BLOCK_LIMIT)))
         if evidence.exit_status is not None:
             messages = (*messages, evidence.summary())
+    example: dict[str, Any] = {
+        "result": result,
+        "outcome": result.outcome.label,
+        "duration": format_seconds(result.duration),
+        "messages": messages,
+        "wait_for": [short_where(line) for line in wait_for],
+        "blocked": blocked,
+        "blocks": blocks,
+        "replay": report.info.replay(result.variant, result.trial, sweep=result.sweep),
+    }
     if result.schedule is not None:
-        return {
-            "result": result,
-            "outcome": result.outcome.label,
-            "duration": format_seconds(result.duration),
-            "messages": messages,
-            "wait_for": [short_where(line) for line in wait_for],
-            "blocked": blocked,
-            "blocks": blocks,
-            "schedule": result.schedule,
-            "trace": _trace(Trace.from_dict(result.schedule.trace)),
-            "replay": report.info.replay(result.variant, result.trial),
-        }
+        example["schedule"] = result.schedule
+        example["trace"] = _trace(Trace.from_dict(result.schedule.trace))
+        return example
     plan = result.plan
-    plan_rows = [
+    example["plan"] = [
         ("trial", str(result.trial)),
         ("preempt", f"{plan.preempt:.3g}"),
         ("sync", f"{plan.sync:.3g}"),
@@ -238,18 +239,8 @@ def _example(report: RunReport, result: TrialResult) -> dict[str, Any]:
         ("plan seed", str(plan.seed)),
     ]
     if result.sweep is not None:
-        plan_rows.insert(1, ("swept value", f"{result.sweep:g}"))
-    return {
-        "result": result,
-        "outcome": result.outcome.label,
-        "duration": format_seconds(result.duration),
-        "messages": messages,
-        "wait_for": [short_where(line) for line in wait_for],
-        "blocked": blocked,
-        "blocks": blocks,
-        "plan": plan_rows,
-        "replay": report.info.replay(result.variant, result.trial, sweep=result.sweep),
-    }
+        example["plan"].insert(1, ("swept value", f"{result.sweep:g}"))
+    return example
 
 
 def _trace(trace: Trace | None) -> dict[str, Any] | None:
