@@ -29,7 +29,7 @@ class AdaptiveTimeout:
 
     fixed: float | None = None
     factor: float = 10.0
-    floor: float = 0.05
+    floor: float = 0.25
     initial: float = 2.0
     ceiling: float = 10.0
     slowest: dict[str, float] = field(default_factory=dict, init=False)

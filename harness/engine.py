@@ -356,7 +356,7 @@ class _Engine:
             for worker in list(self.workers):
                 if worker.conn in ready:
                     self._drain(worker, now)
-                if worker.sentinel in ready:
+                if worker in self.workers and worker.sentinel in ready:
                     self._lost(worker, now)
             self._check_deadlines(self.clock())
             self.writer.tick()
@@ -391,6 +391,10 @@ class _Engine:
         for message in worker.receive():
             if message[0] == "internal":
                 raise InternalError(f"a worker failed outside any trial:\n{message[1]}")
+            if message[0] == "retire":
+                # The last trial left threads behind that only a fresh process gets rid of.
+                self._replace(worker)
+                return
             if message[0] == "shrinking":
                 # The worker shrinks a failing schedule before reporting it: more time, not a hang.
                 if worker.head is not None:
@@ -448,6 +452,8 @@ class _Engine:
     def _lost(self, worker: WorkerHandle, now: float) -> None:
         """The worker's process ended on its own: whatever it was running crashed."""
         self._drain(worker, now)
+        if worker not in self.workers:  # it retired (and was replaced) in what it said last
+            return
         worker.process.join()
         worker.kill_trial_processes()
         if worker.pending and worker.head is not None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 __all__ = [
     "ProcessInfo",
     "alive",
+    "children",
     "descendants",
     "group_members",
     "is_helper",
@@ -85,6 +86,16 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
 
     walk(pid)
+    return found
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (cheap: the kernel's list, not a scan of /proc)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as file:
+                found.extend(int(child) for child in file.read().split())
     return found
 
 

@@ -2,7 +2,8 @@
 
 Messages, tracebacks, dumps and printed output can be arbitrarily large (or binary). Everything that
 goes into a result passes through `clip`, which keeps the head and the tail and says how much was cut,
-so a 10 MB exception message costs a few kilobytes and is still recognisable.
+so a 10 MB exception message costs a few kilobytes and is still recognisable, and escapes what UTF-8
+cannot carry.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ def decode(data: bytes) -> str:
 
 
 def clip(text: str, limit: int) -> str:
-    """``text`` if it fits in ``limit`` characters, else its head and tail around a marker."""
+    """``text`` if it fits in ``limit`` characters, else its head and tail around a marker. Lone
+    surrogates (undecodable bytes smuggled into a str) and control characters become escapes: the
+    result is valid UTF-8 and safe to print."""
+    text = _encodable(text)
     if len(text) <= limit:
         return text
     keep = max(limit - 60, 2)
@@ -26,6 +30,20 @@ def clip(text: str, limit: int) -> str:
     tail = keep - head
     cut = len(text) - head - tail
     return f"{text[:head]}\n[... {cut} characters cut by stress ...]\n{text[-tail:]}"
+
+
+#: Control characters other than newline and tab (C0, DEL and C1), shown as escapes: raw, they would
+#: reach the terminal (an escape sequence from code under test could rewrite the screen).
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0, 9), *range(11, 32), *range(127, 160))}
+_CONTROLS.update({0x2028: "\\u2028", 0x2029: "\\u2029"})  # line breaks to splitlines(), not to us
+
+
+def _encodable(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+    return text.replace("\r\n", "\n").translate(_CONTROLS)
 
 
 def short_path(file: str) -> str:

@@ -21,9 +21,11 @@ import faulthandler
 import fcntl
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import types
@@ -97,10 +99,14 @@ class WorkerHandle:
         self.conn, child_conn = ctx.Pipe(duplex=True)
         # Unlinked at once, closed in close(): nothing is left on disk whatever happens to either side.
         self.dump: IO[bytes] = tempfile.TemporaryFile(prefix="stress-dump-")  # noqa: SIM115
+        # The worker's temporary folder: whatever it (multiprocessing's forkserver socket and
+        # shared-memory arenas, the code under test's own files) leaves there when it is killed
+        # goes away with it.
+        self.tmp = tempfile.mkdtemp(prefix="stress-worker-")
         close = [*close_in_child, self.conn.fileno()]
         self.process = ctx.Process(
             target=_worker_main,
-            args=(child_conn, self.dump, variants, scope, close, os.getpid(), start_method),
+            args=(child_conn, self.dump, variants, scope, close, os.getpid(), start_method, self.tmp),
             name="stress-worker",
         )
         with warnings.catch_warnings():
@@ -212,6 +218,7 @@ class WorkerHandle:
         self.close()
 
     def close(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
         with contextlib.suppress(OSError):
             self.conn.close()
         with contextlib.suppress(OSError):
@@ -236,8 +243,14 @@ class _Output:
         os.dup2(self.fd, 2)
 
     def reset(self) -> None:
+        """Empty the file, and point fds 1 and 2 at it again (the last trial may have closed them)."""
         if os.fstat(self.fd).st_size:
             os.ftruncate(self.fd, 0)
+        for target in (1, 2):
+            with contextlib.suppress(OSError):
+                if os.fstat(target).st_ino == os.fstat(self.fd).st_ino:
+                    continue
+            os.dup2(self.fd, target)
 
     def tail(self) -> str | None:
         _flush_std()
@@ -263,10 +276,7 @@ def _reap_leftovers(run: TrialRun) -> TrialRun:
     for process in leftovers:
         process.kill()
         process.join()
-    message = f"the variant left {len(leftovers)} process(es) running; stress stopped them"
-    evidence = run.evidence or Evidence()
-    outcome = run.outcome if run.outcome.severity >= Outcome.ERROR.severity else Outcome.ERROR
-    return replace(run, outcome=outcome, evidence=replace(evidence, messages=(*evidence.messages, message)))
+    return _add_problem(run, f"the variant left {len(leftovers)} process(es) running; stress stopped them")
 
 
 def _schedule_info(
@@ -310,6 +320,56 @@ def _schedule_info(
     return info
 
 
+#: Daemon threads a trial may leave behind before the worker is replaced (each holds a stack).
+DAEMON_THREADS_KEPT = 50
+
+
+def _stray_processes(run: TrialRun) -> TrialRun:
+    """Processes the variant started outside multiprocessing (``os.fork``, ``subprocess``) and left
+    running are stopped, with everything they started, and the trial says so."""
+    me = os.getpid()
+    strays = []
+    for child in proc_tree.children(me):
+        if proc_tree.is_helper(child):
+            continue
+        if proc_tree.alive(child):
+            strays.append(child)
+        else:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(child, os.WNOHANG)  # a child that exited: reap it, it leaked nothing
+    if not strays:
+        return run
+    for child in strays:
+        proc_tree.kill_all([*proc_tree.descendants(child), child])
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(child, 0)
+    return _add_problem(run, f"the variant left {len(strays)} process(es) of its own running; stress stopped them")
+
+
+def _leaked_threads(before: set[threading.Thread], *, grace: float = 0.2) -> tuple[str | None, bool]:
+    """Threads the trial started and left running: (what to report, whether the worker must be
+    replaced so the next trial starts clean). Threads cannot be stopped, only abandoned with their
+    process. A few daemon threads (a queue's feeder, say) are tolerated."""
+    deadline = time.monotonic() + grace
+    left = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    for thread in left:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    left = [t for t in left if t.is_alive()]
+    plain = [t for t in left if not t.daemon]
+    if plain:
+        names = ", ".join(sorted({t.name for t in plain})[:5])
+        return f"the variant left {len(plain)} thread(s) running ({names}); the worker was replaced", True
+    if len(left) > DAEMON_THREADS_KEPT:
+        return f"the variant left {len(left)} daemon threads running; the worker was replaced", True
+    return None, False
+
+
+def _add_problem(run: TrialRun, message: str) -> TrialRun:
+    evidence = run.evidence or Evidence()
+    outcome = run.outcome if run.outcome.severity >= Outcome.ERROR.severity else Outcome.ERROR
+    return replace(run, outcome=outcome, evidence=replace(evidence, messages=(*evidence.messages, message)))
+
+
 def _flush_std() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
@@ -336,6 +396,7 @@ def _worker_main(
     close: Sequence[int],
     parent: int,
     start_method: str,
+    tmp: str,
 ) -> None:
     for fd in close:
         with contextlib.suppress(OSError):
@@ -345,6 +406,8 @@ def _worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _die_with_parent(parent)
     faulthandler.enable(file=dump, all_threads=True)
+    os.environ["TMPDIR"] = tmp  # for the processes trials start, too
+    tempfile.tempdir = tmp
     # A spawned child re-imports its parent's __main__ — here the `stress` command, with its CLI
     # and renderers. A worker needs none of it, so its children should not pay for it.
     sys.modules["__main__"] = types.ModuleType("__main__")
@@ -391,7 +454,11 @@ def _worker_main(
                     control=control,
                 )
 
-            run = _reap_leftovers(attempt(control))
+            threads_before = set(threading.enumerate())
+            run = _stray_processes(_reap_leftovers(attempt(control)))
+            leaked, retire = _leaked_threads(threads_before)
+            if leaked is not None:
+                run = _add_problem(run, leaked)
             evidence = run.evidence
             if evidence is not None:
                 printed = output.tail()
@@ -417,6 +484,11 @@ def _worker_main(
                     schedule,
                 )
             )
+            if retire:
+                # Leaked threads would keep a normal exit waiting for them: leave at once.
+                conn.send(("retire",))
+                _flush_std()
+                os._exit(0)
     except BaseException:
         with contextlib.suppress(Exception):
             conn.send(("internal", traceback.format_exc()))

@@ -1,4 +1,5 @@
-"""Suite-wide guards: no test may leave a thread, a process or a shared-memory segment behind.
+"""Suite-wide guards: no test may leave a thread, a process, a shared-memory segment or a temporary
+file behind.
 
 The pytest process makes itself a *child subreaper* (Linux), so a worker orphaned by a CLI run under
 test is re-parented to pytest instead of init, and the guard below sees it.
@@ -11,6 +12,7 @@ import ctypes
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -49,6 +51,14 @@ def _reap(pids: set[int]) -> None:
             os.waitpid(pid, 0)
 
 
+def temp_files() -> set[str]:
+    """What stress and multiprocessing leave in the temp folder if they do not clean up."""
+    try:
+        return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith(("pymp-", "stress-"))}
+    except OSError:
+        return set()
+
+
 def shared_memory() -> set[str]:
     """Named semaphores and shared-memory segments (Linux keeps them in /dev/shm)."""
     try:
@@ -62,6 +72,7 @@ def _nothing_left_behind() -> Iterator[None]:
     threads_before = set(threading.enumerate())
     children_before = child_pids()
     shm_before = shared_memory()
+    temp_before = temp_files()
     yield
     deadline = time.monotonic() + 2.0
     leftover = [t for t in threading.enumerate() if t not in threads_before]
@@ -85,3 +96,8 @@ def _nothing_left_behind() -> Iterator[None]:
     assert not alive, f"test left threads running: {alive}"
     assert not children, f"test left child processes behind: {sorted(children)}"
     assert not leaked, f"test left shared memory behind in /dev/shm: {sorted(leaked)}"
+    stray = temp_files() - temp_before
+    while stray and time.monotonic() < deadline + 1.0:
+        time.sleep(0.01)
+        stray = temp_files() - temp_before
+    assert not stray, f"test left temporary files behind: {sorted(stray)}"

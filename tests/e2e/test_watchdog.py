@@ -76,7 +76,7 @@ def test_adaptive_deadline_makes_hangs_cheap(tmp_path: Path) -> None:
     # of how long the scenario's other trials take.
     ordered = sorted(hung, key=lambda r: r["seq"])
     assert [r["timeout"] for r in ordered[:2]] == [2.0, 2.0]
-    assert all(r["timeout"] <= 0.1 for r in ordered[2:]), [r["timeout"] for r in ordered]
+    assert all(r["timeout"] <= 0.3 for r in ordered[2:]), [r["timeout"] for r in ordered]
 
 
 def test_worker_that_exits_is_crashed_with_its_status_and_the_run_goes_on(tmp_path: Path) -> None:
