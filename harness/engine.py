@@ -32,6 +32,7 @@ from harness.controlled.schedule import Decision, ScheduleRecord
 from harness.controlled.session import Control, sampled_control
 from harness.deadline import AdaptiveTimeout
 from harness.errors import InternalError
+from harness.janitor import Janitor
 from harness.knobs import Perturbation
 from harness.outcome import Evidence, Outcome, TrialResult
 from harness.plan import ActorStart, make_plan
@@ -217,6 +218,8 @@ class _Engine:
         self.retired: list[int] = []
         self.done = 0
         self.stopping = False
+        #: Cleans up after the workers if this process is killed before it can.
+        self.janitor: Janitor | None = None
 
     # -- the run ---------------------------------------------------------------------------------
 
@@ -228,6 +231,7 @@ class _Engine:
         self.observer.started(self.info)
         try:
             with self._interruptible():
+                self.janitor = Janitor()
                 for _ in range(self.info.jobs):
                     self.workers.append(self._spawn())
                 self._loop()
@@ -237,6 +241,8 @@ class _Engine:
             interrupted = self.stopping
             self._stop_workers(kill=interrupted)
             self.writer.close()
+            if self.janitor is not None:
+                self.janitor.close()
         wall = self.clock() - start
         if self.explorers is not None:
             for key, explorer in self.explorers.items():
@@ -514,12 +520,18 @@ class _Engine:
 
     def _spawn(self) -> WorkerHandle:
         inherited = [fd for w in self.workers for fd in w.fds()] + [self.writer.fileno()]
-        return WorkerHandle(
+        if self.janitor is not None:
+            inherited.append(self.janitor.fd)
+        worker = WorkerHandle(
             variants=self.variants,
             scope=self.scope,
             close_in_child=inherited,
             start_method=self.config.start_method,
         )
+        if self.janitor is not None:
+            self.janitor.watch_folder(worker.tmp)
+            self.janitor.watch_group(worker.process.pid or 0)
+        return worker
 
     def _replace(self, worker: WorkerHandle) -> None:
         """Requeue what the worker still had, and fork a fresh worker if work is left."""

@@ -189,9 +189,14 @@ def _failure_text(item: pytest.Function, report: RunReport, summary: VariantSumm
         console.print(Padding(Group(*_evidence(example)), (0, 0, 0, 2)))
         console.print(f"replay: {replay_command(item, report, example)}", soft_wrap=True)  # copied whole
     console.print(f"report: {report.info.run_dir / 'report.html'}", soft_wrap=True)
+    return _text(console)
+
+
+def _text(console: Console) -> str:
+    """What the console printed, without the padding Rich adds to the right of short lines."""
     file = console.file
     assert isinstance(file, io.StringIO)
-    return file.getvalue().rstrip()
+    return "\n".join(line.rstrip() for line in file.getvalue().rstrip().splitlines())
 
 
 def _evidence(result: TrialResult) -> list[RenderableType]:
@@ -256,6 +261,4 @@ def _replay_schedule(item: pytest.Function, variant: Variant, config: RunConfig,
         for message in run.evidence.messages[:3]:
             console.print("  " + message)
     console.print(trace_table(build(run.trace), max_rows=60))
-    file = console.file
-    assert isinstance(file, io.StringIO)
-    pytest.fail(file.getvalue().rstrip(), pytrace=False)
+    pytest.fail(_text(console), pytrace=False)

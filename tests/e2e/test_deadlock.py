@@ -25,16 +25,60 @@ def test_opposite_order_deadlocks_with_the_cycle_and_safe_strategies_hold(tmp_pa
     assert "thread_1 waits for lock_" in out.stdout
 
 
+SEQUENTIAL = """
+import threading
+
+from harness import Scenario, Trial
+
+scenario = Scenario("turns", "Opposite lock orders, but the threads take turns")
+
+
+@scenario.variant(expect="unsafe")
+def opposite_order_in_turns(trial: Trial) -> None:
+    \"\"\"thread_2 starts its transfer only after thread_1 finished: no trial can deadlock.\"\"\"
+    lock_a = threading.Lock()
+    lock_b = threading.Lock()
+    first_done = threading.Event()
+
+    def thread_1() -> None:
+        with lock_a:
+            with lock_b:
+                pass
+        first_done.set()
+
+    def thread_2() -> None:
+        first_done.wait()
+        with lock_b:
+            with lock_a:
+                pass
+
+    with trial.threads() as group:
+        group.start(thread_1)
+        group.start(thread_2)
+"""
+
+
 def test_lock_order_flags_opposite_order_even_when_no_trial_deadlocks(tmp_path: Path) -> None:
-    out = stress(
-        "run", "deadlock", "--iterations", "200", "--seed", "1", "--no-perturbation", "--out", "run", cwd=tmp_path
-    )
+    (tmp_path / "turns.py").write_text(SEQUENTIAL)
+    out = stress("run", "turns.py", "--iterations", "200", "--seed", "1", "--out", "run", cwd=tmp_path)
     assert out.code == 0, out.stdout + out.stderr
     data = summary(tmp_path / "run")
-    opposite = variant(data, "opposite-order")
-    assert opposite["failures"] == 0  # no injection: the threads never overlap
-    (potential,) = opposite["potential_deadlocks"]
+    turns = variant(data, "opposite-order-in-turns")
+    assert turns["failures"] == 0  # the threads never hold a lock at the same time
+    (potential,) = turns["potential_deadlocks"]
     assert sorted(potential["cycle"]) == ["lock_a", "lock_b"]
     assert len(potential["paths"]) == 2
-    assert opposite["verdict"] == "exposed"
+    assert all("turns.py:" in path for path in potential["paths"])
+    assert turns["verdict"] == "exposed"
     assert "Potential deadlocks" in out.stdout
+
+
+def test_the_built_in_opposite_order_is_flagged_without_perturbation(tmp_path: Path) -> None:
+    out = stress(
+        "run", "deadlock", "--iterations", "100", "--seed", "1", "--no-perturbation", "--out", "run", cwd=tmp_path
+    )
+    assert out.code == 0, out.stdout + out.stderr
+    opposite = variant(summary(tmp_path / "run"), "opposite-order")
+    (potential,) = opposite["potential_deadlocks"]
+    assert sorted(potential["cycle"]) == ["lock_a", "lock_b"]
+    assert opposite["verdict"] == "exposed"

@@ -1,0 +1,97 @@
+"""The janitor: a tiny process that cleans up after a run whose parent was killed.
+
+A run's workers die with their parent (the kernel kills them), but nothing of the parent runs after
+``kill -9``: the workers' temporary folders and any process their trials left in the workers' process
+groups would stay behind. The janitor is forked before the first worker and blocks reading a pipe
+only the parent writes to. The parent tells it what to clean (folders, process groups) as it creates
+them, and says ``clean`` when it cleaned up itself. If the pipe reaches end-of-file without that word,
+the parent died: the janitor kills the groups, removes the folders, and exits.
+
+It holds nothing else: standard streams point at ``/dev/null`` and every other descriptor is closed,
+so it never keeps a pipe open that someone waits on (a worker's, a captured stdout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import time
+import warnings
+
+__all__ = ["Janitor"]
+
+_CLEAN = "clean"
+
+
+class Janitor:
+    """The parent's side: `watch` what to clean, `close` when the run cleaned up after itself."""
+
+    def __init__(self) -> None:
+        read, self.fd = os.pipe()
+        with warnings.catch_warnings():
+            # 3.12+ warns when a process with threads forks; the janitor only reads a pipe and
+            # removes files, taking no lock another thread may hold.
+            warnings.filterwarnings("ignore", message=r".*multi-threaded.*fork", category=DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the janitor, which never returns to Python callers
+            code = 0
+            try:
+                _serve(read)
+            except BaseException:
+                code = 1
+            os._exit(code)
+        os.close(read)
+        self.pid = pid
+
+    def watch_folder(self, path: str) -> None:
+        self._say(f"dir {path}")
+
+    def watch_group(self, pgid: int) -> None:
+        if pgid > 0:
+            self._say(f"group {pgid}")
+
+    def close(self) -> None:
+        """The run cleaned up after itself: the janitor leaves without touching anything."""
+        if self.fd < 0:
+            return
+        self._say(_CLEAN)
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        self.fd = -1
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+    def _say(self, line: str) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self.fd, (line + "\n").encode("utf-8", "surrogateescape"))
+
+
+def _serve(read: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.closerange(3, read)
+    os.closerange(read + 1, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 4096)
+    data = b""
+    while chunk := os.read(read, 65536):
+        data += chunk
+    lines = data.decode("utf-8", "surrogateescape").splitlines()
+    if _CLEAN in lines:
+        return
+    groups = [int(line.split(" ", 1)[1]) for line in lines if line.startswith("group ")]
+    folders = [line.split(" ", 1)[1] for line in lines if line.startswith("dir ")]
+    for group in groups:
+        with contextlib.suppress(OSError):
+            os.killpg(group, signal.SIGKILL)
+    # A process killed a moment ago may still be closing its files; give the folders a few tries.
+    deadline = time.monotonic() + 2.0
+    while True:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        folders = [folder for folder in folders if os.path.lexists(folder)]
+        if not folders or time.monotonic() > deadline:
+            return
+        time.sleep(0.02)
