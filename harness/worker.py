@@ -243,14 +243,32 @@ class _Output:
         os.dup2(self.fd, 2)
 
     def reset(self) -> None:
-        """Empty the file, and point fds 1 and 2 at it again (the last trial may have closed them)."""
+        """Empty the file, and point the standard streams at it again (the last trial may have
+        closed them)."""
         if os.fstat(self.fd).st_size:
             os.ftruncate(self.fd, 0)
         for target in (1, 2):
-            with contextlib.suppress(OSError):
-                if os.fstat(target).st_ino == os.fstat(self.fd).st_ino:
-                    continue
-            os.dup2(self.fd, target)
+            if not self._points_here(target):
+                os.dup2(self.fd, target)
+        for name, fd in (("stdout", 1), ("stderr", 2)):
+            stream = getattr(sys, name)
+            if stream is None or stream.closed:
+                setattr(sys, name, open(fd, "w", buffering=1, closefd=False, errors="backslashreplace"))  # noqa: SIM115
+
+    def lost(self) -> list[str]:
+        """The standard streams the trial closed or pointed elsewhere (`reset` restores them)."""
+        lost = [name for fd, name in ((1, "fd 1"), (2, "fd 2")) if not self._points_here(fd)]
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name)
+            if stream is None or stream.closed:
+                lost.append(f"sys.{name}")
+        return lost
+
+    def _points_here(self, fd: int) -> bool:
+        try:
+            return os.path.samestat(os.fstat(fd), os.fstat(self.fd))
+        except OSError:
+            return False
 
     def tail(self) -> str | None:
         _flush_std()
@@ -456,6 +474,9 @@ def _worker_main(
 
             threads_before = set(threading.enumerate())
             run = _stray_processes(_reap_leftovers(attempt(control)))
+            lost = output.lost()
+            if lost:
+                run = _add_problem(run, f"the variant closed or redirected {', '.join(lost)}; stress restored them")
             leaked, retire = _leaked_threads(threads_before)
             if leaked is not None:
                 run = _add_problem(run, leaked)
