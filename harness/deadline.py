@@ -6,6 +6,12 @@ floor; a slow strategy (spawning processes) does not make a fast one's hangs exp
 with no finished trial gets the generous initial deadline — its first trial may just be slow — until
 it has hung `BORROW_AFTER` times; then it borrows from the quickest other variant of its scenario,
 so a variant that always hangs costs little more than the others' trials instead of seconds.
+
+An adaptive deadline is a guess, and a loaded machine can stretch a trial far past it. So when one
+passes, the engine takes a short look (`PROBE`) at the CPU time of the worker's processes: a trial
+that used next to none of it in that time is blocked, and hung; one that is still computing gets more
+time, a look at a time, up to `STRETCH` times its deadline and at most `MAX_EXTRA` past it (where
+a busy livelock ends).
 """
 
 from __future__ import annotations
@@ -29,13 +35,21 @@ class AdaptiveTimeout:
 
     fixed: float | None = None
     factor: float = 10.0
-    floor: float = 0.25
+    floor: float = 0.05
     initial: float = 2.0
     ceiling: float = 10.0
     slowest: dict[str, float] = field(default_factory=dict, init=False)
     hangs: dict[str, int] = field(default_factory=dict, init=False)
 
     BORROW_AFTER = 2
+    #: How long the engine watches a trial's CPU use once its adaptive deadline passed.
+    PROBE = 0.03
+    #: The share of one CPU a trial must use during a look to count as still working.
+    BUSY = 0.05
+    #: A trial that keeps working gets at most this many times its deadline...
+    STRETCH = 5.0
+    #: ... and at most this many seconds past it (a longer deadline already absorbs a busy machine).
+    MAX_EXTRA = 0.5
 
     def observe(self, duration: float, variant: str = "") -> None:
         """Learn from a trial of ``variant`` that finished by itself in ``duration`` seconds."""
@@ -58,3 +72,11 @@ class AdaptiveTimeout:
         if slowest is None:
             return self.initial
         return min(self.ceiling, max(self.floor, self.factor * slowest))
+
+    def limit(self, variant: str = "") -> float | None:
+        """The most a trial of ``variant`` starting now may get while it keeps using CPU; None when
+        the deadline is the user's (a fixed deadline is never stretched)."""
+        if self.fixed is not None:
+            return None
+        deadline = self.current(variant)
+        return deadline + min((self.STRETCH - 1) * deadline, self.MAX_EXTRA)

@@ -388,8 +388,8 @@ class _Engine:
 
     def _start_head(self, worker: WorkerHandle, now: float) -> None:
         task = worker.pending[0]
-        timeout = self.timeouts[task.variant.partition("/")[0]].current(task.variant)
-        worker.head = Head(now, timeout)
+        policy = self.timeouts[task.variant.partition("/")[0]]
+        worker.head = Head(now, policy.current(task.variant), limit=policy.limit(task.variant))
 
     # -- what workers report ---------------------------------------------------------------------
 
@@ -474,10 +474,33 @@ class _Engine:
             self._drain(worker, now)  # it may have finished just now
             if worker.head is not head:
                 continue
+            verdict = self._look(worker, head, now)
+            if verdict is None:
+                continue
             worker.abort_for_dump()
-            task = self._record_death(worker, now, Outcome.HUNG, message=f"still running after {head.timeout:.3g} s")
+            task = self._record_death(worker, now, Outcome.HUNG, message=verdict)
             self.timeouts[task.variant.partition("/")[0]].hung(task.variant)
             self._replace(worker)
+
+    def _look(self, worker: WorkerHandle, head: Head, now: float) -> str | None:
+        """A trial's deadline passed: why it is hung, or None while it gets more time.
+
+        A fixed deadline is final. Past an adaptive one, the trial is watched for a moment: one
+        whose threads all sleep and used next to no CPU in that time is blocked; one still
+        computing, or waiting for a CPU on a loaded machine, gets another look, up to its limit
+        (where a livelock ends)."""
+        elapsed = now - head.started
+        if head.limit is None:
+            return f"still running after {head.timeout:.3g} s"
+        used, runnable = worker.activity()
+        if head.cpu is not None:
+            window = now - head.looked
+            if not runnable and used - head.cpu < AdaptiveTimeout.BUSY * window:
+                return f"blocked: still running after {elapsed:.3g} s, using no CPU for the last {window * 1000:.0f} ms"
+            if elapsed >= head.limit:
+                return f"still running after {elapsed:.3g} s, busy all along (a livelock?)"
+        worker.head = replace(head, extra=elapsed + AdaptiveTimeout.PROBE - head.timeout, cpu=used, looked=now)
+        return None
 
     def _record_death(
         self,

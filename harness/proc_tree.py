@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ProcessInfo",
+    "activity",
     "alive",
     "children",
     "descendants",
@@ -71,6 +72,24 @@ def group_members(pgid: int) -> list[ProcessInfo]:
 def members_of(groups: set[int]) -> list[ProcessInfo]:
     """Every live (non-zombie) process of any of the process ``groups`` (one pass over /proc)."""
     return [p for p in _all() if p.pgid in groups and p.state != "Z"]
+
+
+def activity(pgid: int) -> tuple[float, bool]:
+    """What the processes of group ``pgid`` are doing: the CPU seconds all their threads used so
+    far (the scheduler's nanosecond count, not the 10 ms ticks of ``/proc/PID/stat``), and whether
+    any thread is running or waiting for a CPU right now (state R: working, not blocked)."""
+    total = 0
+    runnable = False
+    for process in group_members(pgid):
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{process.pid}/task"):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    with open(f"/proc/{process.pid}/task/{task}/schedstat", "rb") as file:
+                        total += int(file.read().split()[0])
+                    with open(f"/proc/{process.pid}/task/{task}/stat", "rb") as file:
+                        stat = file.read()
+                    runnable = runnable or stat[stat.rfind(b")") + 2 :].startswith(b"R")
+    return total / 1e9, runnable
 
 
 def descendants(pid: int) -> list[int]:

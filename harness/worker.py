@@ -78,10 +78,17 @@ class Head:
 
     started: float
     timeout: float
+    #: Adaptive deadlines: the most the trial may get while it keeps using CPU (None: fixed).
+    limit: float | None = None
+    #: After the deadline passed: the CPU seconds the worker's processes had used, and when.
+    cpu: float | None = None
+    looked: float = 0.0
+    #: Time granted past the deadline while the trial was still working.
+    extra: float = 0.0
 
     @property
     def deadline(self) -> float:
-        return self.started + self.timeout
+        return self.started + self.timeout + self.extra
 
 
 class WorkerHandle:
@@ -175,6 +182,12 @@ class WorkerHandle:
         # While it dumped, the worker's other threads ran on (a Pool replaces dead children):
         # sweep its group until nothing of the trial is left.
         self.kill_trial_processes()
+
+    def activity(self) -> tuple[float, bool]:
+        """CPU seconds used so far by the worker and every process of its trial, and whether any
+        of their threads is running or ready to run."""
+        pid = self.process.pid
+        return proc_tree.activity(pid) if pid and pid > 0 else (0.0, False)
 
     def trial_processes(self) -> list[int]:
         """The processes the worker's trials started and that still run (deepest first), but not

@@ -77,6 +77,56 @@ def test_adaptive_deadline_makes_hangs_cheap(tmp_path: Path) -> None:
     ordered = sorted(hung, key=lambda r: r["seq"])
     assert [r["timeout"] for r in ordered[:2]] == [2.0, 2.0]
     assert all(r["timeout"] <= 0.3 for r in ordered[2:]), [r["timeout"] for r in ordered]
+    # Past the deadline, one short look at the worker's CPU use tells a blocked trial from a slow one.
+    for record in ordered:
+        assert record["duration"] < record["timeout"] + 0.25, record
+        assert record["evidence"]["messages"][0].startswith("blocked: "), record["evidence"]
+
+
+SLOW_OR_SPINNING = """
+import time
+
+from harness import Scenario, Trial
+
+scenario = Scenario("slow", "Quick trials, then one that computes for a while; and one that spins for ever")
+
+
+def compute(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+@scenario.variant(expect="safe")
+def quick_then_slow(trial: Trial) -> None:
+    \"\"\"Quick trials, then one that keeps a CPU busy for 0.15 s: far past 10x the others.\"\"\"
+    trial.run_threads(compute, 0.15 if trial.plan.trial == 6 else 0.0, count=1)
+
+
+@scenario.variant(expect="unsafe")
+def spins(trial: Trial) -> None:
+    \"\"\"Two quick trials, then busy for ever: a livelock.\"\"\"
+    trial.run_threads(compute, 3600.0 if trial.plan.trial >= 2 else 0.0, count=1)
+"""
+
+
+def test_a_trial_still_computing_gets_more_time_and_a_livelock_ends_hung(tmp_path: Path) -> None:
+    (tmp_path / "slow.py").write_text(SLOW_OR_SPINNING)
+    out = stress("run", "slow.py", "-n", "8", "--seed", "1", "-j", "1", "--out", "run", "--preempt", "0", cwd=tmp_path)
+    by_variant: dict[str, list[dict]] = {}
+    for record in results(tmp_path / "run"):
+        by_variant.setdefault(record["variant"], []).append(record)
+    slow = {r["trial"]: r for r in by_variant["slow/quick-then-slow"]}
+    assert {r["outcome"] for r in slow.values()} == {"passed"}, [r for r in slow.values() if r["outcome"] != "passed"]
+    # Its deadline was well under its 0.15 s: it passed because it was seen working.
+    assert slow[6]["duration"] > 0.15 > slow[6]["timeout"]
+    spins = {r["trial"]: r for r in by_variant["slow/spins"]}
+    assert [spins[t]["outcome"] for t in range(8)] == ["passed"] * 2 + ["hung"] * 6
+    for t in range(2, 8):
+        assert "busy all along" in spins[t]["evidence"]["messages"][0], spins[t]["evidence"]
+        # A livelock ends at its stretched limit: at most 5x its deadline and 0.5 s past it.
+        assert spins[t]["duration"] < min(5 * spins[t]["timeout"], spins[t]["timeout"] + 0.5) + 0.2
+    assert out.code == 0, out.stdout + out.stderr
 
 
 def test_worker_that_exits_is_crashed_with_its_status_and_the_run_goes_on(tmp_path: Path) -> None:

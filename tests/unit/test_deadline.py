@@ -43,3 +43,11 @@ def test_a_variant_that_keeps_hanging_borrows_its_scenarios_deadline() -> None:
     assert policy.current("pipe/parent-keeps-ends") == 2.0
     policy.hung("pipe/parent-keeps-ends")
     assert policy.current("pipe/parent-keeps-ends") == pytest.approx(0.1)
+
+
+def test_an_adaptive_deadline_may_stretch_for_a_trial_still_working_a_fixed_one_never() -> None:
+    assert AdaptiveTimeout(fixed=0.3).limit() is None
+    policy = AdaptiveTimeout(factor=10, floor=0.05, ceiling=10, initial=2.0)
+    policy.observe(0.001, "counter/lock")
+    assert policy.limit("counter/lock") == pytest.approx(0.25)  # five times its 50 ms deadline
+    assert policy.limit("counter/new") == pytest.approx(2.5)  # never more than 0.5 s past it
