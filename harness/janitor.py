@@ -74,7 +74,7 @@ def _serve(read: int) -> None:
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     os.closerange(3, read)
-    os.closerange(read + 1, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 4096)
+    os.closerange(read + 1, os.sysconf("SC_OPEN_MAX"))
     data = b""
     while chunk := os.read(read, 65536):
         data += chunk

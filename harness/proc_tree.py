@@ -83,12 +83,13 @@ def activity(pgid: int) -> tuple[float, bool]:
     for process in group_members(pgid):
         with contextlib.suppress(OSError):
             for task in os.listdir(f"/proc/{process.pid}/task"):
-                with contextlib.suppress(OSError, ValueError, IndexError):
-                    with open(f"/proc/{process.pid}/task/{task}/schedstat", "rb") as file:
-                        total += int(file.read().split()[0])
-                    with open(f"/proc/{process.pid}/task/{task}/stat", "rb") as file:
-                        stat = file.read()
-                    runnable = runnable or stat[stat.rfind(b")") + 2 :].startswith(b"R")
+                with (
+                    contextlib.suppress(OSError, ValueError, IndexError),
+                    open(f"/proc/{process.pid}/task/{task}/schedstat", "rb") as file,
+                ):
+                    total += int(file.read().split()[0])
+                thread = _stat(int(task))  # a thread's /proc/TID/stat reads like a process's
+                runnable = runnable or (thread is not None and thread.state == "R")
     return total / 1e9, runnable
 
 

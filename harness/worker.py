@@ -256,26 +256,23 @@ class _Output:
         os.dup2(self.fd, 2)
 
     def reset(self) -> None:
-        """Empty the file, and point the standard streams at it again (the last trial may have
-        closed them)."""
+        """Empty the file before a trial."""
         if os.fstat(self.fd).st_size:
             os.ftruncate(self.fd, 0)
-        for target in (1, 2):
-            if not self._points_here(target):
-                os.dup2(self.fd, target)
-        for name, fd in (("stdout", 1), ("stderr", 2)):
+
+    def restore(self) -> list[str]:
+        """Point the standard streams at the file again if the trial closed or redirected them;
+        what had to be restored, by name."""
+        lost = []
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            if not self._points_here(fd):
+                os.dup2(self.fd, fd)
+                lost.append(f"fd {fd}")
             stream = getattr(sys, name)
             if stream is None or stream.closed:
                 setattr(sys, name, open(fd, "w", buffering=1, closefd=False, errors="backslashreplace"))  # noqa: SIM115
-
-    def lost(self) -> list[str]:
-        """The standard streams the trial closed or pointed elsewhere (`reset` restores them)."""
-        lost = [name for fd, name in ((1, "fd 1"), (2, "fd 2")) if not self._points_here(fd)]
-        for name in ("stdout", "stderr"):
-            stream = getattr(sys, name)
-            if stream is None or stream.closed:
                 lost.append(f"sys.{name}")
-        return lost
+        return sorted(lost)
 
     def _points_here(self, fd: int) -> bool:
         try:
@@ -487,7 +484,7 @@ def _worker_main(
 
             threads_before = set(threading.enumerate())
             run = _stray_processes(_reap_leftovers(attempt(control)))
-            lost = output.lost()
+            lost = output.restore()
             if lost:
                 run = _add_problem(run, f"the variant closed or redirected {', '.join(lost)}; stress restored them")
             leaked, retire = _leaked_threads(threads_before)
