@@ -35,7 +35,7 @@ import peers
 
 from harness import Scenario, Trial
 from harness.config import Layer, build_config
-from harness.controlled.local import first_failure
+from harness.engine.local import first_failure
 from harness.scenario import Variant
 
 scenario = Scenario("peers", "The peer benchmark's four programs, run by stress")

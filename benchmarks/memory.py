@@ -19,9 +19,9 @@ from pathlib import Path
 
 from harness import Registry, run
 from harness.config import Layer, build_config
-from harness.outcome import TrialResult
-from harness.stats import VariantStats
-from harness.summary import RunInfo, RunReport
+from harness.results.outcome import TrialResult
+from harness.results.stats import VariantStats
+from harness.results.summary import RunInfo, RunReport
 
 
 def rss_mb(pid: int) -> float:

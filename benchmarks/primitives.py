@@ -20,9 +20,9 @@ import threading
 import time
 from _thread import allocate_lock
 
-from harness import primitives
-from harness.preempt import Scope
-from harness.wait_graph import DeadlockError, WaitGraph
+from harness.detect import primitives
+from harness.detect.wait_graph import DeadlockError, WaitGraph
+from harness.scope import Scope
 
 
 def _with_loop(lock: object, n: int) -> float:

@@ -16,15 +16,15 @@ import time
 from pathlib import Path
 
 from harness.config import RunConfig
-from harness.knobs import Perturbation
-from harness.outcome import Evidence, Outcome, TrialResult
-from harness.plan import make_plan
-from harness.reload import load_report
+from harness.perturb.knobs import Perturbation
+from harness.perturb.plan import make_plan
 from harness.render.html import write_html
 from harness.render.junit import write_junit
 from harness.render.markdown import write_markdown
-from harness.results import RUN, ResultsWriter, write_json
-from harness.summary import RunInfo, VariantInfo, python_info
+from harness.results.outcome import Evidence, Outcome, TrialResult
+from harness.results.reload import load_report
+from harness.results.run_dir import RUN, ResultsWriter, write_json
+from harness.results.summary import RunInfo, VariantInfo, python_info
 
 VARIANTS = [
     ("big/racy", "unsafe", 0.6),

@@ -14,16 +14,16 @@ import typing as _typing
 
 if _typing.TYPE_CHECKING:
     from harness.config import RunConfig, build_config
-    from harness.engine import RunObserver, run
+    from harness.detect.primitives import atomic
+    from harness.engine.driver import RunObserver, run
     from harness.errors import ConfigError, InternalError, ScenarioError, ScenarioNotFound, StressError, UserError
-    from harness.knobs import Knob, Perturbation
-    from harness.outcome import Evidence, Outcome, TrialResult
-    from harness.plan import Plan, make_plan
-    from harness.primitives import atomic
+    from harness.perturb.knobs import Knob, Perturbation
+    from harness.perturb.plan import Plan, make_plan
     from harness.registry import Registry
+    from harness.results.outcome import Evidence, Outcome, TrialResult
+    from harness.results.stats import VariantSummary, Verdict, wilson
+    from harness.results.summary import RunInfo, RunReport
     from harness.scenario import Expect, Scenario, Variant
-    from harness.stats import VariantSummary, Verdict, wilson
-    from harness.summary import RunInfo, RunReport
     from harness.trial import ActorGroup, Trial
 
 __version__ = "0.1.0"
@@ -31,33 +31,33 @@ __version__ = "0.1.0"
 _WHERE = {
     "ActorGroup": "harness.trial",
     "ConfigError": "harness.errors",
-    "Evidence": "harness.outcome",
+    "Evidence": "harness.results.outcome",
     "Expect": "harness.scenario",
     "InternalError": "harness.errors",
-    "Knob": "harness.knobs",
-    "Outcome": "harness.outcome",
-    "Perturbation": "harness.knobs",
-    "Plan": "harness.plan",
+    "Knob": "harness.perturb.knobs",
+    "Outcome": "harness.results.outcome",
+    "Perturbation": "harness.perturb.knobs",
+    "Plan": "harness.perturb.plan",
     "Registry": "harness.registry",
     "RunConfig": "harness.config",
-    "RunInfo": "harness.summary",
-    "RunObserver": "harness.engine",
-    "RunReport": "harness.summary",
+    "RunInfo": "harness.results.summary",
+    "RunObserver": "harness.engine.driver",
+    "RunReport": "harness.results.summary",
     "Scenario": "harness.scenario",
     "ScenarioError": "harness.errors",
     "ScenarioNotFound": "harness.errors",
     "StressError": "harness.errors",
     "Trial": "harness.trial",
-    "TrialResult": "harness.outcome",
+    "TrialResult": "harness.results.outcome",
     "UserError": "harness.errors",
     "Variant": "harness.scenario",
-    "VariantSummary": "harness.stats",
-    "Verdict": "harness.stats",
-    "atomic": "harness.primitives",
+    "VariantSummary": "harness.results.stats",
+    "Verdict": "harness.results.stats",
+    "atomic": "harness.detect.primitives",
     "build_config": "harness.config",
-    "make_plan": "harness.plan",
-    "run": "harness.engine",
-    "wilson": "harness.stats",
+    "make_plan": "harness.perturb.plan",
+    "run": "harness.engine.driver",
+    "wilson": "harness.results.stats",
 }
 
 __all__ = [

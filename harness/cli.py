@@ -19,21 +19,21 @@ import click
 from rich.console import Console
 
 from harness import __version__, settings
-from harness.compare import compare
 from harness.config import Layer, build_config
-from harness.engine import run as run_engine
+from harness.engine.driver import run as run_engine
 from harness.errors import InternalError, StressError, UserError
 from harness.loader import is_file_target, is_module_target, load_module, load_target, project_root
-from harness.preempt import Scope
 from harness.registry import Registry
-from harness.reload import load_report
 from harness.render import terminal
 from harness.render.html import write_html
 from harness.render.junit import write_junit
 from harness.render.markdown import write_markdown
-from harness.results import SUMMARY, write_json
+from harness.results.compare import compare
+from harness.results.reload import load_report
+from harness.results.run_dir import SUMMARY, write_json
+from harness.results.summary import RunReport
 from harness.scenario import Variant
-from harness.summary import RunReport
+from harness.scope import Scope
 
 __all__ = ["cli", "entry", "main"]
 
@@ -289,8 +289,8 @@ def replay_command(
     and --pdb opens the debugger where the check failed. Exit 0 when every replay matched the
     stored run, 1 when one did not.
     """
-    from harness.controlled import replay as rp
     from harness.controlled.schedule import Schedule
+    from harness.engine import replay as rp
 
     info = rp.load_run(Path(run_dir))
     result = rp.find_trial(info, variant, trial)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import ConfigError, did_you_mean
-from harness.knobs import UNITS, Knob, Perturbation, parse_seconds
+from harness.perturb.knobs import UNITS, Knob, Perturbation, parse_seconds
 
 __all__ = [
     "DEFAULT_ITERATIONS",

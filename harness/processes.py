@@ -31,19 +31,18 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from harness import mp_perturb, preempt, primitives
-from harness.instrument import Instrumenter
-from harness.plan import ActorStart, Plan
-from harness.preempt import Preemptor, Scope
-from harness.text import clip
-from harness.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph
+from harness.detect import primitives
+from harness.detect.instrument import Instrumenter
+from harness.detect.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph
+from harness.perturb import mp_delays, preempt
+from harness.perturb.plan import ActorStart, Plan
+from harness.perturb.preempt import Preemptor
+from harness.scope import Scope
+from harness.text import actor_names, clip
 
-if TYPE_CHECKING:
-    from harness.trial import Trial
-
-__all__ = ["START_METHODS", "ChildSetup", "ProcessGroup"]
+__all__ = ["START_METHODS", "ChildSetup", "Owner", "ProcessGroup"]
 
 START_METHODS = ("fork", "spawn", "forkserver")
 TRACEBACK_LIMIT = 16_000
@@ -72,10 +71,30 @@ def configure(setup: ChildSetup) -> None:
     _setup = setup
 
 
+class Owner(Protocol):
+    """What a process group needs of the trial that owns it (`harness.Trial` is one): the plan and
+    start method to start actors by, and a record of what happened to them."""
+
+    plan: Plan
+    graph: WaitGraph | None
+    start_method: str
+    scheduler: Any
+    starts: list[tuple[ActorStart, ...]]
+
+    @property
+    def mp(self) -> Any: ...
+
+    def record_traceback(self, where: str, text: str) -> None: ...
+
+    def record_crash(self, where: str, exitcode: int) -> None: ...
+
+    def record_child_deadlock(self, where: str | None, lines: list[str], *, explained: bool = False) -> None: ...
+
+
 class ProcessGroup:
     """Process actors registered with `start`, run together when the ``with`` block exits."""
 
-    def __init__(self, trial: Trial, index: int) -> None:
+    def __init__(self, trial: Owner, index: int) -> None:
         self._trial = trial
         self._index = index
         self._actors: list[tuple[Callable[..., Any], tuple[Any, ...], str]] = []
@@ -106,8 +125,6 @@ class ProcessGroup:
             self._run()
 
     def _names(self) -> list[str]:
-        from harness.trial import actor_names
-
         return actor_names([(fn, given) for fn, _, given in self._actors])
 
     def _run(self) -> None:
@@ -234,20 +251,20 @@ def _child_main(child: _Child) -> None:
     primitives.activate(primitives.Session(graph=graph, sync=plan.sync, pause=plan.delay, seed=plan.seed))
     if child.method != "fork":
         instrumenter.install()  # a forked child inherited the worker's installation
-    mp_perturb.install()
+    mp_delays.install()
     try:
         if child.go is not None:
             child.go.wait()
         if child.start.delay:
             time.sleep(child.start.delay)
         seed = hash((plan.seed, child.start.actor)) & ((1 << 63) - 1)
-        mp_perturb.activate(plan.sync, plan.delay, seed=seed)
+        mp_delays.activate(plan.sync, plan.delay, seed=seed)
         preemptor.start(plan.preempt, pause=plan.delay, seed=seed)
         try:
             value = child.fn(*child.args)
         finally:
             preemptor.stop()
-            mp_perturb.deactivate()
+            mp_delays.deactivate()
         _send(report, ("ok", value))
     except (DeadlockError, ForkedDeadlockError):
         finding = graph.finding

@@ -1,16 +1,18 @@
-"""Bounding text that comes from code under test.
+"""Text stress shows people: bounded output of the code under test, short paths, actor names.
 
 Messages, tracebacks, dumps and printed output can be arbitrarily large (or binary). Everything that
 goes into a result passes through `clip`, which keeps the head and the tail and says how much was cut,
 so a 10 MB exception message costs a few kilobytes and is still recognisable, and escapes what UTF-8
-cannot carry.
+cannot carry. `short_path` and `actor_names` give files and actors the names reports use for them.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["clip", "decode", "short_path", "short_where"]
+__all__ = ["actor_names", "clip", "decode", "short_path", "short_where"]
 
 
 def decode(data: bytes) -> str:
@@ -60,3 +62,20 @@ def short_where(where: str) -> str:
     """``/long/path/x.py:12 in f`` -> ``x.py:12 in f`` (see `short_path`)."""
     file, sep, rest = where.partition(":")
     return f"{short_path(file)}{sep}{rest}" if sep else where
+
+
+def actor_names(actors: list[tuple[Callable[..., Any], str]]) -> list[str]:
+    """Names for actors: the given one, else the function's (``transfer``), numbered when several
+    actors run the same function (``increment#0``, ``increment#1``)."""
+    functions = [getattr(fn, "__name__", "actor") for fn, _ in actors]
+    functions = ["actor" if f == "<lambda>" else f for f in functions]
+    seen: dict[str, int] = {}
+    names = []
+    for (_, given), function in zip(actors, functions, strict=True):
+        if given:
+            names.append(given)
+            continue
+        number = seen.get(function, 0)
+        seen[function] = number + 1
+        names.append(f"{function}#{number}" if functions.count(function) > 1 else function)
+    return names

@@ -10,7 +10,6 @@ recorded here.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import random
 import threading
 import time
@@ -19,18 +18,18 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from harness.plan import ActorStart, Plan
-from harness.text import clip
-from harness.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph
+from harness.detect.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph
+from harness.perturb.plan import ActorStart, Plan
+from harness.scope import HARNESS_DIR
+from harness.text import actor_names, clip
 
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
 
     from harness.processes import ProcessGroup
 
-__all__ = ["ActorGroup", "Trial", "actor_names"]
+__all__ = ["ActorGroup", "Trial"]
 
-_HARNESS_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 MESSAGE_LIMIT = 4_000
 TRACEBACK_LIMIT = 16_000
 _MAX_RECORDED = 20
@@ -186,7 +185,7 @@ class Trial:
         if isinstance(exc, DeadlockError | ForkedDeadlockError):
             return  # how a deadlocked trial unwinds; the deadlock itself is the finding
         tb = exc.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_HARNESS_DIR):
+        while tb is not None and tb.tb_frame.f_code.co_filename.startswith(HARNESS_DIR):
             tb = tb.tb_next  # the harness's own frames (actor start-up) say nothing about the bug
         text = "".join(traceback.format_exception(type(exc), exc, tb))
         with self._lock:
@@ -304,20 +303,3 @@ class ActorGroup:
             if graph is not None:
                 graph.set_joining(False)
         self.results = results
-
-
-def actor_names(actors: list[tuple[Callable[..., Any], str]]) -> list[str]:
-    """Names for actors: the given one, else the function's (``transfer``), numbered when several
-    actors run the same function (``increment#0``, ``increment#1``)."""
-    functions = [getattr(fn, "__name__", "actor") for fn, _ in actors]
-    functions = ["actor" if f == "<lambda>" else f for f in functions]
-    seen: dict[str, int] = {}
-    names = []
-    for (_, given), function in zip(actors, functions, strict=True):
-        if given:
-            names.append(given)
-            continue
-        number = seen.get(function, 0)
-        seen[function] = number + 1
-        names.append(f"{function}#{number}" if functions.count(function) > 1 else function)
-    return names

@@ -12,5 +12,9 @@ bound on preemptions — enumerated exhaustively.
 * `strategies` — random walk, PCT, and forced (replay, exploration, shrinking);
 * `explore` — bounded-preemption exhaustive search (CHESS-style), driven from the engine;
 * `shrink` — the fewest context switches that still fail;
-* `session` — running one variant under one schedule, in this process.
+* `session` — the scheduler, strategy and instrumentation of one controlled trial;
+* `trace` — a schedule's steps as an interleaving table, one column per thread.
+
+Trials run under a `session` in the engine's workers (`harness.engine.runner`), or in this process
+(`harness.engine.local`, for ``stress replay`` and the pytest plugin).
 """

@@ -27,7 +27,7 @@ from typing import Any
 
 from harness.controlled.schedule import Decision
 from harness.controlled.strategies import Strategy, default_choice
-from harness.wait_graph import Deadlock, DeadlockError, WaitGraph, describe_primitive
+from harness.detect.wait_graph import Deadlock, DeadlockError, WaitGraph, describe_primitive
 
 __all__ = ["LivelockError", "Managed", "Scheduler", "Step"]
 

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from types import CodeType
 from typing import Any
 
-from harness import primitives
 from harness.config import RunConfig
 from harness.controlled.scheduler import Scheduler
 from harness.controlled.strategies import PCT, Forced, RandomWalk, Strategy
-from harness.preempt import Preemptor
-from harness.wait_graph import WaitGraph
+from harness.detect import primitives
+from harness.detect.wait_graph import WaitGraph
+from harness.perturb.preempt import Preemptor
 
 __all__ = ["Control", "controlled", "sampled_control"]
 

@@ -21,11 +21,11 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonTracebackLexer
 
 from harness.controlled.trace import Trace
-from harness.knobs import format_seconds
-from harness.outcome import Outcome, TrialResult
+from harness.perturb.knobs import format_seconds
 from harness.render import svg
-from harness.stats import KNOBS, ZERO, VariantSummary, bin_bounds, rule_of_three, wilson
-from harness.summary import RunReport
+from harness.results.outcome import Outcome, TrialResult
+from harness.results.stats import KNOBS, ZERO, VariantSummary, bin_bounds, rule_of_three, wilson
+from harness.results.summary import RunReport
 from harness.text import clip, short_where
 
 __all__ = ["render_html", "write_html"]

@@ -11,8 +11,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from harness.stats import Verdict, rule_of_three
-from harness.summary import RunReport
+from harness.results.stats import Verdict, rule_of_three
+from harness.results.summary import RunReport
 
 __all__ = ["write_junit"]
 
@@ -59,7 +59,7 @@ def write_junit(report: RunReport, path: Path) -> Path:
 
 
 def _details(report: RunReport, summary: object) -> str:
-    from harness.stats import VariantSummary
+    from harness.results.stats import VariantSummary
 
     assert isinstance(summary, VariantSummary)
     lines = [f"{summary.failures} of {summary.trials} trials failed"]

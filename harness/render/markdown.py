@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.summary import RunReport
+from harness.results.summary import RunReport
 
 __all__ = ["render_markdown", "write_markdown"]
 

@@ -18,16 +18,16 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from harness.compare import Change
-from harness.controlled.replay import Expected, Replay
 from harness.controlled.schedule import Schedule, ScheduleRecord
 from harness.controlled.trace import Trace
-from harness.knobs import format_seconds
-from harness.outcome import Outcome, TrialResult
+from harness.engine.replay import Expected, Replay
+from harness.perturb.knobs import format_seconds
 from harness.registry import Registry
+from harness.results.compare import Change
+from harness.results.outcome import Outcome, TrialResult
+from harness.results.stats import VariantStats, VariantSummary, Verdict, rule_of_three
+from harness.results.summary import RunInfo, RunReport
 from harness.scenario import Expect, Scenario
-from harness.stats import VariantStats, VariantSummary, Verdict, rule_of_three
-from harness.summary import RunInfo, RunReport
 
 __all__ = ["LiveProgress", "print_list", "print_report", "print_show", "trace_table"]
 
@@ -98,7 +98,7 @@ def print_show(console: Console, scenario: Scenario) -> None:
 
 
 class LiveProgress:
-    """A `harness.engine.RunObserver` that draws per-variant progress while the run goes on.
+    """A `harness.engine.driver.RunObserver` that draws per-variant progress while the run goes on.
 
     On a terminal it redraws in place at most every `REFRESH` seconds; otherwise (a pipe, CI) it
     stays silent until the end. Either way it prints one line the first time each variant fails.

@@ -6,7 +6,7 @@ import pytest
 
 from harness.config import DEFAULT_ITERATIONS, REPLAY_ITERATIONS, Layer, build_config
 from harness.errors import ConfigError
-from harness.knobs import Knob, Perturbation
+from harness.perturb.knobs import Knob, Perturbation
 
 
 def flags(**values: Any) -> Layer:

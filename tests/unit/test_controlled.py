@@ -15,16 +15,16 @@ import pytest
 from harness import Outcome, Registry
 from harness.config import Layer, build_config
 from harness.controlled.explore import Explorer
-from harness.controlled.local import LocalRunner, first_failure
 from harness.controlled.schedule import Decision, Schedule
 from harness.controlled.session import Control, visible_offsets
 from harness.controlled.shrink import Attempt, shrink
 from harness.controlled.strategies import PCT, Forced, RandomWalk, default_choice
 from harness.controlled.trace import Row, Trace, build
+from harness.engine.local import LocalRunner, first_failure
 from harness.errors import UserError
-from harness.knobs import Perturbation
 from harness.loader import load_target
-from harness.plan import make_plan
+from harness.perturb.knobs import Perturbation
+from harness.perturb.plan import make_plan
 from harness.scenario import Variant
 
 FIXTURE = Path(__file__).parent.parent / "e2e" / "fixtures" / "controlled_cases.py"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.deadline import AdaptiveTimeout
+from harness.engine.deadline import AdaptiveTimeout
 
 
 def test_fixed_timeout_never_adapts() -> None:

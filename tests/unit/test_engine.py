@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 from harness import Knob, Outcome, Perturbation, RunConfig, Scenario, Trial, TrialResult, run
-from harness.results import read_results
-from harness.stats import VariantStats
-from harness.summary import RunInfo, RunReport
+from harness.results.run_dir import read_results
+from harness.results.stats import VariantStats
+from harness.results.summary import RunInfo, RunReport
 
 scenario = Scenario("engine-test", "Variants for the engine's own tests")
 

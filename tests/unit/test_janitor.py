@@ -8,11 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-from harness.janitor import Janitor
+from harness.engine.janitor import Janitor
 
 OWNER = """
 import os, subprocess, sys, time
-from harness.janitor import Janitor
+from harness.engine.janitor import Janitor
 
 janitor = Janitor()
 janitor.watch_folder(sys.argv[1])

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness.errors import ConfigError
-from harness.knobs import Knob, Perturbation, format_seconds, parse_seconds
-from harness.plan import Plan, make_plan
+from harness.perturb.knobs import Knob, Perturbation, format_seconds, parse_seconds
+from harness.perturb.plan import Plan, make_plan
 
 
 @pytest.mark.parametrize(

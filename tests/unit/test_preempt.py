@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from harness.preempt import HAS_MONITORING, Preemptor, Scope
+from harness.perturb.preempt import HAS_MONITORING, Preemptor
+from harness.scope import Scope
 
 HERE = __file__
 
@@ -99,6 +100,6 @@ def test_scope_by_file_and_folder(tmp_path: object) -> None:
     assert scope.contains_file("/srv/app/models/account.py")
     assert not scope.contains_file("/srv/application.py")
     assert not scope.contains_file("<string>")
-    import harness.engine
+    import harness.engine.driver
 
-    assert not Scope(dirs=["/"]).contains_file(harness.engine.__file__)  # the harness is never in scope
+    assert not Scope(dirs=["/"]).contains_file(harness.engine.driver.__file__)  # the harness is never in scope

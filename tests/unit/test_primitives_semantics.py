@@ -1,7 +1,7 @@
 """The instrumented primitives behave exactly like the standard library's.
 
 Every check runs three times: against the originals (`threading`, `queue`), against
-`harness.primitives` outside any trial, and against `harness.primitives` inside an active session
+`harness.detect.primitives` outside any trial, and against `harness.detect.primitives` inside an active session
 (a trial's wait-for graph), where blocking waits take the sliced, registered path.
 
 House rules: every helper thread is joined; hand-offs use the *standard library's* Event and Queue
@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from harness import primitives
-from harness.preempt import Scope
-from harness.wait_graph import WaitGraph
+from harness.detect import primitives
+from harness.detect.wait_graph import WaitGraph
+from harness.scope import Scope
 
 # The standard library's own primitives, for the tests' hand-offs.
 StdEvent = threading.Event

@@ -8,13 +8,13 @@ from pathlib import Path
 from rich.console import Console
 
 from harness.config import RunConfig
-from harness.knobs import Perturbation
-from harness.outcome import Evidence, Outcome, TrialResult
-from harness.plan import make_plan
+from harness.perturb.knobs import Perturbation
+from harness.perturb.plan import make_plan
 from harness.render.terminal import print_report
+from harness.results.outcome import Evidence, Outcome, TrialResult
+from harness.results.stats import VariantStats
+from harness.results.summary import RunInfo, RunReport, VariantInfo, ranked
 from harness.scenario import Expect
-from harness.stats import VariantStats
-from harness.summary import RunInfo, RunReport, VariantInfo, ranked
 
 
 def _report() -> RunReport:

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ConfigError
-from harness.outcome import Evidence, Outcome, TrialResult
-from harness.plan import ActorStart, Plan
-from harness.results import ResultsWriter, make_run_dir, read_results
+from harness.perturb.plan import ActorStart, Plan
+from harness.results.outcome import Evidence, Outcome, TrialResult
+from harness.results.run_dir import ResultsWriter, make_run_dir, read_results
 from harness.text import clip
 
 

@@ -7,12 +7,13 @@ import threading
 
 import pytest
 
-from harness.knobs import Knob, Perturbation
-from harness.outcome import Outcome
-from harness.plan import make_plan
-from harness.preempt import Preemptor, Scope
-from harness.runner import run_trial
+from harness.engine.runner import run_trial
+from harness.perturb.knobs import Knob, Perturbation
+from harness.perturb.plan import make_plan
+from harness.perturb.preempt import Preemptor
+from harness.results.outcome import Outcome
 from harness.scenario import Scenario, Variant
+from harness.scope import Scope
 from harness.trial import Trial
 
 PLAN = make_plan(Perturbation().with_(preempt=Knob()), seed=1, trial=0)

@@ -4,10 +4,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.outcome import Outcome, TrialResult
-from harness.plan import Plan
+from harness.perturb.plan import Plan
+from harness.results.outcome import Outcome, TrialResult
+from harness.results.stats import VariantStats, Verdict, rule_of_three, wilson
 from harness.scenario import Expect
-from harness.stats import VariantStats, Verdict, rule_of_three, wilson
 
 
 def test_wilson_matches_known_values() -> None:

@@ -7,8 +7,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-from harness.preempt import Scope
-from harness.thread_dump import blocked_at, parse_dump
+from harness.detect.thread_dump import blocked_at, parse_dump
+from harness.scope import Scope
 
 
 def _dump_with_a_blocked_thread() -> tuple[str, int]:

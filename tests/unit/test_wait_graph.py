@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from harness.preempt import Scope
-from harness.wait_graph import WaitGraph, Waiting, _line
+from harness.detect.wait_graph import WaitGraph, Waiting, _line
+from harness.scope import Scope
 
 
 def _graph() -> WaitGraph:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.controlled.schedule import ScheduleRecord
-from harness.plan import ActorStart, Plan
+from harness.perturb.plan import ActorStart, Plan
 
 __all__ = ["Evidence", "Outcome", "TrialResult"]
 

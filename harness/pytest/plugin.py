@@ -2,7 +2,7 @@
 
 Registered through the ``pytest11`` entry point, so installing stress is enough. This module imports
 nothing but pytest: a test session that marks no test pays nothing for it. The work happens in
-`harness.pytest_run`, imported the first time a marked test runs.
+`harness.pytest.item`, imported the first time a marked test runs.
 
 Two ways to write a stress test::
 
@@ -27,7 +27,6 @@ from typing import Any
 import pytest
 
 __all__ = [
-    "LINES",
     "pytest_addoption",
     "pytest_configure",
     "pytest_pyfunc_call",
@@ -36,7 +35,7 @@ __all__ = [
 ]
 
 #: One line per stress test that ran in this process, for the terminal summary.
-LINES: pytest.StashKey[list[str]] = pytest.StashKey()
+_LINES: pytest.StashKey[list[str]] = pytest.StashKey()
 
 _OPTIONS = {
     "iterations": "trials per stress test (stress mode) or schedules (controlled mode)",
@@ -72,14 +71,14 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     marker = pyfuncitem.get_closest_marker("stress")
     if marker is None:
         return None
-    from harness import pytest_run  # heavy: only when a stress test runs
+    from harness.pytest import item  # heavy: only when a stress test runs
 
-    pytest_run.run_item(pyfuncitem, marker)
+    item.run_item(pyfuncitem, marker, lines=pyfuncitem.config.stash.setdefault(_LINES, []))
     return True
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    lines = terminalreporter.config.stash.get(LINES, [])
+    lines = terminalreporter.config.stash.get(_LINES, [])
     if lines:
         terminalreporter.section("stress")
         for line in lines:

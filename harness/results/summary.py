@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import RunConfig
-from harness.knobs import Perturbation
-from harness.stats import VariantSummary, Verdict
+from harness.perturb.knobs import Perturbation
+from harness.results.stats import VariantSummary, Verdict
 
 __all__ = ["SCHEMA", "RunInfo", "RunReport", "VariantInfo", "python_info", "ranked", "replay_command"]
 

@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.results import RESULTS, RUN, SUMMARY, read_results
+from harness.results.run_dir import RESULTS, RUN, SUMMARY, read_results
+from harness.results.stats import Exploration, VariantStats
+from harness.results.summary import RunInfo, RunReport, ranked
 from harness.scenario import Expect
-from harness.stats import Exploration, VariantStats
-from harness.summary import RunInfo, RunReport, ranked
 
 __all__ = ["load_report"]
 

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.preempt import Scope
+from harness.scope import Scope
 from harness.text import short_path
 
 __all__ = ["Frame", "ThreadStack", "blocked_at", "parse_dump"]

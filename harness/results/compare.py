@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from harness.summary import RunReport
+from harness.results.summary import RunReport
 
 __all__ = ["Change", "compare", "fisher_exact"]
 

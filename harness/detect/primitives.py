@@ -2,7 +2,7 @@
 
 During a trial, code under test that writes ``threading.Lock()`` (or ``RLock``, ``Condition``,
 ``Semaphore``, ``BoundedSemaphore``, ``Event``, ``Barrier``, ``queue.Queue``) gets one of these
-(`harness.instrument` swaps the constructors). They behave like the originals — the higher-level
+(`harness.detect.instrument` swaps the constructors). They behave like the originals — the higher-level
 ones *are* the standard library's classes, with their internal lock and conditions replaced — and add:
 
 * **ownership**: each lock knows the thread that holds it and where it was acquired;
@@ -36,7 +36,8 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
-from harness.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph, Waiting, acquired_where
+from harness.detect.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph, Waiting, acquired_where
+from harness.scope import HARNESS_DIR
 
 __all__ = [
     "Barrier",
@@ -58,7 +59,6 @@ __all__ = [
 SLICE_FIRST = 0.0005
 SLICE_MAX = 0.008
 
-_HARNESS = __file__.rsplit("/", 1)[0] + "/"
 _local = _thread._local()
 
 
@@ -210,7 +210,7 @@ def creation(frame: FrameType | None) -> tuple[tuple[str, int, int, list[int]], 
     identity packs the site and the ordinal into one int for the lock-order fast path.
     """
     while frame is not None and (
-        frame.f_code.co_filename.startswith(_HARNESS) or frame.f_code.co_filename == threading.__file__
+        frame.f_code.co_filename.startswith(HARNESS_DIR) or frame.f_code.co_filename == threading.__file__
     ):
         frame = frame.f_back
     site = (frame.f_code.co_filename, frame.f_lineno or frame.f_code.co_firstlineno) if frame is not None else ("?", 0)
@@ -232,7 +232,7 @@ def _identity_text(key: int) -> dict[str, Any]:
     return {"file": file, "line": line, "ordinal": key & 0xFFFFF}
 
 
-_PLUMBING = (_HARNESS, threading.__file__, queue.__file__)
+_PLUMBING = (HARNESS_DIR, threading.__file__, queue.__file__)
 
 
 def _is_plumbing(frame: FrameType) -> bool:

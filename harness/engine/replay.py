@@ -18,17 +18,17 @@ from pathlib import Path
 from types import FrameType
 
 from harness.config import RunConfig
-from harness.controlled.local import LocalRunner
 from harness.controlled.schedule import Schedule, ScheduleRecord
 from harness.controlled.session import Control
 from harness.controlled.trace import Trace, build
+from harness.engine.local import LocalRunner
+from harness.engine.runner import TrialRun
 from harness.errors import UserError
-from harness.outcome import TrialResult
-from harness.preempt import Scope
-from harness.results import RESULTS, RUN, read_results
-from harness.runner import TrialRun
+from harness.results.outcome import TrialResult
+from harness.results.run_dir import RESULTS, RUN, read_results
+from harness.results.summary import RunInfo
 from harness.scenario import Variant
-from harness.summary import RunInfo
+from harness.scope import Scope
 
 __all__ = ["Expected", "Replay", "find_trial", "load_run", "replay"]
 

@@ -1,6 +1,6 @@
 """Worker processes: forked once, reused for many trials, replaced when they die or hang.
 
-The parent (`harness.engine`) owns every deadline; a worker only runs the trials it is sent, in
+The parent (`harness.engine.driver`) owns every deadline; a worker only runs the trials it is sent, in
 order, and reports each as it finishes. Three things make a worker safe to lose:
 
 * ``faulthandler`` writes to a file the parent can read. On a hang the parent sends ``SIGABRT``: the
@@ -36,17 +36,20 @@ from dataclasses import astuple, dataclass, replace
 from multiprocessing.connection import Connection
 from typing import IO, Any
 
-from harness import mp_perturb, proc_tree, processes
+from harness import processes
 from harness.controlled.schedule import Schedule
 from harness.controlled.session import Control
 from harness.controlled.shrink import Attempt, shrink
 from harness.controlled.trace import build as build_trace
-from harness.instrument import Instrumenter
-from harness.outcome import Evidence, Outcome
-from harness.plan import Plan
-from harness.preempt import Preemptor, Scope
-from harness.runner import TrialRun, run_trial
+from harness.detect.instrument import Instrumenter
+from harness.engine import proc_tree
+from harness.engine.runner import TrialRun, run_trial
+from harness.perturb import mp_delays
+from harness.perturb.plan import Plan
+from harness.perturb.preempt import Preemptor
+from harness.results.outcome import Evidence, Outcome
 from harness.scenario import Variant
+from harness.scope import Scope
 from harness.text import clip, decode
 
 __all__ = ["Head", "Task", "WorkerHandle"]
@@ -444,7 +447,7 @@ def _worker_main(
     # children in milliseconds, instead of each child importing them again.
     multiprocessing.set_forkserver_preload(sorted({v.fn.__module__ for v in variants.values()} | {"harness.processes"}))
     processes.configure(processes.ChildSetup(tuple(scope.files), tuple(scope.dirs), dump.fileno()))
-    mp_perturb.install()
+    mp_delays.install()
     output = _Output()
     preemptor = Preemptor(scope)
     instrumenter = Instrumenter(scope)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from harness.errors import ConfigError
-from harness.outcome import TrialResult
+from harness.results.outcome import TrialResult
 
 __all__ = ["FLUSH_INTERVAL", "ResultsWriter", "make_run_dir", "read_results", "write_json"]
 

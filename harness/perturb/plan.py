@@ -12,7 +12,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from harness.knobs import Perturbation, format_seconds
+from harness.perturb.knobs import Perturbation, format_seconds
 
 __all__ = ["ActorStart", "Plan", "make_plan"]
 

@@ -1,4 +1,4 @@
-"""The engine: plans trials, hands them to workers, owns every deadline, collects outcomes.
+"""The driver, the parent's side of a run: plans trials, feeds workers, owns deadlines, records outcomes.
 
 The parent process runs a single-threaded event loop over the workers' pipes and process sentinels
 (no thread in the parent, so forking a replacement worker is always safe). Each worker has at most
@@ -25,24 +25,24 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness import proc_tree
 from harness.config import RunConfig
 from harness.controlled.explore import Explorer
 from harness.controlled.schedule import Decision, ScheduleRecord
 from harness.controlled.session import Control, sampled_control
-from harness.deadline import AdaptiveTimeout
+from harness.detect.thread_dump import blocked_at
+from harness.engine import proc_tree
+from harness.engine.deadline import AdaptiveTimeout
+from harness.engine.janitor import Janitor
+from harness.engine.worker import Head, Task, WorkerHandle
 from harness.errors import InternalError
-from harness.janitor import Janitor
-from harness.knobs import Perturbation
-from harness.outcome import Evidence, Outcome, TrialResult
-from harness.plan import ActorStart, make_plan
-from harness.preempt import Scope
-from harness.results import RUN, SUMMARY, ResultsWriter, make_run_dir, write_json
+from harness.perturb.knobs import Perturbation
+from harness.perturb.plan import ActorStart, make_plan
+from harness.results.outcome import Evidence, Outcome, TrialResult
+from harness.results.run_dir import RUN, SUMMARY, ResultsWriter, make_run_dir, write_json
+from harness.results.stats import Exploration, VariantStats
+from harness.results.summary import RunInfo, RunReport, VariantInfo, python_info, ranked
 from harness.scenario import Variant
-from harness.stats import Exploration, VariantStats
-from harness.summary import RunInfo, RunReport, VariantInfo, python_info, ranked
-from harness.thread_dump import blocked_at
-from harness.worker import Head, Task, WorkerHandle
+from harness.scope import Scope
 
 __all__ = ["RunObserver", "run", "scope_for", "trial_shape"]
 

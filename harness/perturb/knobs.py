@@ -3,7 +3,7 @@
 A knob is off, a fixed value, or a range sampled anew for every trial. Ranges with a positive lower
 end are sampled log-uniformly, because what matters for a race is the order of magnitude (a switch
 interval of 1 µs and of 1 ms behave differently; 1 ms and 2 ms hardly do). `Perturbation` groups the
-knobs of a run; `harness.plan` turns it into one concrete plan per trial.
+knobs of a run; `harness.perturb.plan` turns it into one concrete plan per trial.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.lock_order import LockOrder, PotentialDeadlock
-from harness.outcome import Outcome, TrialResult
+from harness.detect.lock_order import LockOrder, PotentialDeadlock
+from harness.results.outcome import Outcome, TrialResult
 from harness.scenario import Expect
 
 __all__ = ["Exploration", "VariantStats", "VariantSummary", "Verdict", "rule_of_three", "wilson"]

@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from harness.detect.wait_graph import describe_site
 from harness.text import short_where
-from harness.wait_graph import describe_site
 
 __all__ = ["LockOrder", "PotentialDeadlock"]
 

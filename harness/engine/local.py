@@ -8,13 +8,14 @@ from dataclasses import dataclass
 
 from harness.config import RunConfig
 from harness.controlled.session import Control, sampled_control
-from harness.engine import scope_for, trial_shape
-from harness.instrument import Instrumenter
-from harness.outcome import Outcome
-from harness.plan import Plan, make_plan
-from harness.preempt import Preemptor, Scope
-from harness.runner import TrialRun, run_trial
+from harness.detect.instrument import Instrumenter
+from harness.engine.driver import scope_for, trial_shape
+from harness.engine.runner import TrialRun, run_trial
+from harness.perturb.plan import Plan, make_plan
+from harness.perturb.preempt import Preemptor
+from harness.results.outcome import Outcome
 from harness.scenario import Variant
+from harness.scope import Scope
 
 __all__ = ["FirstFailure", "LocalRunner", "first_failure"]
 

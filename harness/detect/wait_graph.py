@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from harness.preempt import Scope
+from harness.scope import Scope
 from harness.text import short_path
 
 __all__ = [

@@ -21,29 +21,23 @@ per-instruction cost is one decrement.
 
 from __future__ import annotations
 
-import functools
 import math
-import os
 import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any
 
-__all__ = ["HAS_MONITORING", "Preemptor", "Scope", "active"]
+from harness.scope import Scope
+
+__all__ = ["HAS_MONITORING", "Preemptor", "active"]
 
 # Typed loosely: mypy checks against 3.11, which has no _monitoring.
 _monitoring: Any = getattr(sys, "monitoring", None)
 HAS_MONITORING = _monitoring is not None
-_HARNESS_DIR = str(Path(__file__).resolve().parent) + os.sep
 _TOOL_NAME = "stress"
-_ENVIRONMENT = tuple(
-    {str(Path(p).resolve()).rstrip(os.sep) + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-)
-_INSTALLED = (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}")
 
 
 _active: Preemptor | None = None
@@ -53,45 +47,6 @@ def active() -> Preemptor | None:
     """The preemptor forcing switches in this process now, if any (a forked process actor takes
     over its worker's, rather than stacking a second one on it)."""
     return _active
-
-
-class Scope:
-    """Which code gets forced switches: code objects whose file is one of ``files`` or lies under
-    one of ``dirs``. The harness's own code is never in scope. Decisions are cached per file name."""
-
-    def __init__(self, files: Iterable[str] = (), dirs: Iterable[str] = ()) -> None:
-        self.files = frozenset(str(Path(f).resolve()) for f in files)
-        self.dirs = tuple(str(Path(d).resolve()).rstrip(os.sep) + os.sep for d in dirs)
-        self._decided: dict[str, bool] = {}
-
-    def __repr__(self) -> str:
-        return f"Scope(files={sorted(self.files)}, dirs={list(self.dirs)})"
-
-    def contains_file(self, filename: str) -> bool:
-        decided = self._decided.get(filename)
-        if decided is None:
-            decided = self._decided[filename] = self._decide(filename)
-        return decided
-
-    def _decide(self, filename: str) -> bool:
-        if filename.startswith("<"):
-            return False
-        path = _resolved(filename)
-        if path.startswith(_HARNESS_DIR):
-            return False
-        if path in self.files:
-            return True
-        # A folder in scope (a user's project) never brings in the interpreter's own files or
-        # installed packages, even when the virtualenv lives inside it.
-        return (
-            path.startswith(self.dirs) and not path.startswith(_ENVIRONMENT) and not any(i in path for i in _INSTALLED)
-        )
-
-
-@functools.lru_cache(maxsize=8192)
-def _resolved(filename: str) -> str:
-    """A code object's file name, resolved (cached: scopes are made often, files rarely move)."""
-    return str(Path(filename).resolve())
 
 
 def _gap_maker(probability: float, rng: random.Random) -> Callable[[], int]:

@@ -16,8 +16,8 @@ import threading
 from types import ModuleType
 from typing import Any
 
-from harness import primitives
-from harness.preempt import Scope
+from harness.detect import primitives
+from harness.scope import Scope
 
 __all__ = ["Instrumenter"]
 

@@ -24,18 +24,17 @@ from rich.text import Text
 from harness import settings
 from harness.config import REPLAY_ITERATIONS, Layer, RunConfig, build_config
 from harness.controlled.schedule import Schedule
-from harness.engine import run as run_engine
+from harness.engine.driver import run as run_engine
 from harness.errors import StressError
-from harness.knobs import Perturbation
 from harness.loader import project_root
-from harness.outcome import Outcome, TrialResult
-from harness.plan import make_plan
-from harness.preempt import Scope
-from harness.pytest_plugin import LINES
+from harness.perturb.knobs import Perturbation
+from harness.perturb.plan import make_plan
 from harness.render.terminal import trace_table
+from harness.results.outcome import Outcome, TrialResult
+from harness.results.stats import VariantSummary
+from harness.results.summary import RunReport
 from harness.scenario import Expect, Variant
-from harness.stats import VariantSummary
-from harness.summary import RunReport
+from harness.scope import Scope
 from harness.trial import Trial
 
 __all__ = ["run_item"]
@@ -46,8 +45,14 @@ _MARKER_ONLY = ("threads", "expect")
 _NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def run_item(item: pytest.Function, marker: pytest.Mark) -> None:
-    """Run ``item`` as stress trials; `pytest.fail` with the evidence if it fails."""
+def run_item(item: pytest.Function, marker: pytest.Mark, *, lines: list[str]) -> None:
+    """Run ``item`` as stress trials; `pytest.fail` with the evidence if it fails.
+
+    Args:
+        item: The marked test.
+        marker: Its ``@pytest.mark.stress``.
+        lines: Lines for the session's terminal summary; one is appended per completed run.
+    """
     if marker.args:
         pytest.fail(f"@pytest.mark.stress takes keyword arguments only, not {marker.args!r}", pytrace=False)
     problem = None
@@ -75,7 +80,7 @@ def run_item(item: pytest.Function, marker: pytest.Mark) -> None:
     )
     summary = report.variants[0]
     item.user_properties.append(("stress", f"{summary.failures}/{summary.trials} {report.info.unit}s failed"))
-    _remember(item, summary, report)
+    _remember(item, summary, report, lines)
     if expect is Expect.SAFE and summary.failures:
         pytest.fail(_failure_text(item, report, summary), pytrace=False)
     if expect is Expect.UNSAFE and not summary.failures:
@@ -219,8 +224,7 @@ def _evidence(result: TrialResult) -> list[RenderableType]:
     return out
 
 
-def _remember(item: pytest.Function, summary: VariantSummary, report: RunReport) -> None:
-    lines = item.config.stash.setdefault(LINES, [])
+def _remember(item: pytest.Function, summary: VariantSummary, report: RunReport, lines: list[str]) -> None:
     lines.append(
         f"{item.nodeid}: {summary.trials} {report.info.unit}s, {summary.failures} failed "
         f"({summary.rate_text()}), {report.wall:.1f} s"
@@ -231,10 +235,10 @@ def _remember(item: pytest.Function, summary: VariantSummary, report: RunReport)
 
 
 def _replay_schedule(item: pytest.Function, variant: Variant, config: RunConfig, scope: Scope, text: str) -> None:
-    from harness.controlled.local import LocalRunner
-    from harness.controlled.replay import _stop_in_debugger
     from harness.controlled.session import Control
     from harness.controlled.trace import build
+    from harness.engine.local import LocalRunner
+    from harness.engine.replay import _stop_in_debugger
 
     if not config.controlled:
         pytest.fail(

@@ -19,17 +19,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness import mp_perturb, primitives
 from harness.controlled.schedule import Decision, Schedule
 from harness.controlled.scheduler import Scheduler, Step
 from harness.controlled.session import Control, controlled
-from harness.instrument import Instrumenter
-from harness.outcome import Evidence, Outcome
-from harness.plan import ActorStart, Plan
-from harness.preempt import Preemptor
+from harness.detect import primitives
+from harness.detect.instrument import Instrumenter
+from harness.detect.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph
+from harness.perturb import mp_delays
+from harness.perturb.plan import ActorStart, Plan
+from harness.perturb.preempt import Preemptor
+from harness.results.outcome import Evidence, Outcome
 from harness.scenario import Variant
 from harness.trial import Trial
-from harness.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph
 
 __all__ = ["TrialRun", "run_trial"]
 
@@ -114,7 +115,7 @@ def run_trial(
     if instrumenter is not None:
         instrumenter.install()
     if control is None:
-        mp_perturb.activate(plan.sync, plan.delay, seed=plan.seed)
+        mp_delays.activate(plan.sync, plan.delay, seed=plan.seed)
     scheduler: Scheduler | None = None
     started = clock()
     try:
@@ -137,7 +138,7 @@ def run_trial(
             switches = preemptor.switches
     finally:
         duration = clock() - started
-        delays = mp_perturb.deactivate()
+        delays = mp_delays.deactivate()
         if instrumenter is not None:
             instrumenter.uninstall()
         primitives.deactivate()

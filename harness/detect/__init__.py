@@ -1,0 +1,13 @@
+"""Detection: seeing what the threads of a trial wait for, and when they can never go on.
+
+`instrument` swaps the constructors of ``threading``'s and ``queue``'s primitives, for the code under
+test only, for the length of a trial; `primitives` are the instrumented versions (same semantics,
+plus bookkeeping). Every blocking wait registers in the trial's `wait_graph`, which confirms a
+deadlock — a cycle of lock waits, or every thread waiting for something only another could do — and
+releases the threads in it with an exception. `lock_order` merges the "held A, then took B" edges of
+all trials into potential deadlocks (lockdep's idea). `thread_dump` reads the ``faulthandler`` dumps
+of hung trials down to the blocked line of each thread.
+
+Entry points: `harness.detect.instrument.Instrumenter`, `harness.detect.wait_graph.WaitGraph`,
+`harness.detect.lock_order.LockOrder`, `harness.detect.thread_dump.blocked_at`.
+"""
