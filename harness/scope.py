@@ -54,6 +54,13 @@ class Scope:
             decided = self._decided[filename] = self._decide(filename)
         return decided
 
+    def decide_all(self, filenames: Iterable[object]) -> None:
+        """Decide now for every file of ``filenames`` (non-strings are skipped): a process forked
+        afterwards inherits the answers instead of resolving hundreds of paths in its first trial."""
+        for filename in filenames:
+            if isinstance(filename, str):
+                self.contains_file(filename)
+
     def _decide(self, filename: str) -> bool:
         if filename.startswith("<"):
             return False

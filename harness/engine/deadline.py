@@ -1,24 +1,71 @@
-"""How long a trial may run before it counts as hung.
+"""How long a trial may run, and how a trial past its deadline is judged: hung, or given more time.
 
-With ``--timeout`` the deadline is fixed. Without it, the deadline adapts: a multiple of the slowest
-trial of the same variant that finished so far (any outcome but hung or crashed), never below a
-floor; a slow strategy (spawning processes) does not make a fast one's hangs expensive. A variant
-with no finished trial gets the generous initial deadline — its first trial may just be slow — until
-it has hung `BORROW_AFTER` times; then it borrows from the quickest other variant of its scenario,
-so a variant that always hangs costs little more than the others' trials instead of seconds.
+**The deadline.** With ``--timeout`` it is the user's. Without, it adapts per variant: ten times a high
+quantile of the variant's finished trials (never the slowest: one outlier must not make every later
+hang ten times dearer), within a floor and a ceiling. Durations come from the trials themselves, so on
+a machine that gets busier the deadlines follow it. A variant with no finished trial gets a generous
+initial deadline until it has hung `AdaptiveTimeout.BORROW_AFTER` times; then it borrows from the
+quickest other variant of its scenario (or, alone, takes the floor), so a variant that always hangs
+stays cheap.
 
-An adaptive deadline is a guess, and a loaded machine can stretch a trial far past it. So when one
-passes, the engine takes a short look (`PROBE`) at the CPU time of the worker's processes: a trial
-that used next to none of it in that time is blocked, and hung; one that is still computing gets more
-time, a look at a time, up to `STRETCH` times its deadline and at most `MAX_EXTRA` past it (where
-a busy livelock ends).
+**The judgement** (`Watch`). A deadline on a loaded machine is a guess, so passing it proves nothing.
+The trial's clock starts when its body starts in the worker (`harness.engine.beacon`), never before:
+a worker still setting up, or between trials, cannot hang a trial. At the deadline the trial's
+processes are looked at (`harness.engine.activity`), with a first look `PROBE` earlier, and the
+trial is:
+
+* **hung, blocked**, when no thread ran in between and every thread sleeps in a call with no
+  timeout (or one that ends only after the trial would be given up on): nothing inside the trial can
+  ever wake it, however busy the machine is;
+* **given more time** when it is still working — a thread running, waiting for a CPU or for the
+  disk, or CPU used since the first look — until it has used `cpu_budget` seconds of CPU past its
+  deadline, where a livelock ends as **hung, busy**; load slows how fast a trial gets CPU time, so a
+  slow machine lengthens this in wall time instead of turning slow trials into hangs;
+* **given more time** while a thread sleeps with a timeout (``time.sleep``, a timed ``acquire``,
+  ``select`` with a timeout): it will wake by itself. A trial that only keeps waking on timers for
+  `sleep_grace` past its deadline is **hung**, sleeping;
+* **undecided** — stress's own outcome, never counted against the code under test — when it reached
+  `hard_cap` while starved: its threads spent longer waiting for a CPU than running.
+
+Before the body starts and after it ends, only stress runs: a worker that does not reach the body in
+`SETUP_LIMIT`, or does not report in `AFTER_LIMIT` after it, is *stalled*, and the driver runs its
+trial again on a fresh worker.
 """
 
 from __future__ import annotations
 
+import bisect
+import enum
+import math
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["AdaptiveTimeout"]
+from harness.engine.activity import Snapshot, describe
+
+__all__ = ["AdaptiveTimeout", "Decision", "Verdict", "Watch", "high_quantile"]
+
+#: Seconds between the first look at a trial and the one at its deadline.
+PROBE = 0.02
+#: The share of one CPU a trial must use between two looks to count as still computing.
+BUSY = 0.05
+#: CPU seconds a blocked trial may show between two looks (none, in practice: measurement noise).
+NOISE = 0.001
+#: A worker that has not started a trial's body this long after it was sent is stuck in stress's code.
+SETUP_LIMIT = 60.0
+#: A worker that has not reported a trial this long after its body ended is stuck in stress's code.
+AFTER_LIMIT = 60.0
+
+
+def high_quantile(ordered: list[float], q: float = 0.9) -> float:
+    """The nearest-rank ``q`` quantile of ``ordered`` (sorted, non-empty), never its largest value
+    once there are two: a single outlier never sets it."""
+    n = len(ordered)
+    if n == 1:
+        return ordered[0]
+    rank = min(math.ceil(q * n), n - 1)
+    return ordered[rank - 1]
 
 
 @dataclass
@@ -26,11 +73,12 @@ class AdaptiveTimeout:
     """The deadline policy of one scenario (its variants' deadlines).
 
     Attributes:
-        fixed: A deadline set by the user; when given, nothing adapts.
-        factor: Multiple of the slowest finished trial.
-        floor: The shortest adaptive deadline: absorbs scheduling noise on a busy machine.
-        initial: The deadline before any trial has finished.
-        ceiling: The longest adaptive deadline, so one slow outlier cannot make hangs expensive.
+        fixed: A deadline set by the user, in seconds; when given, nothing adapts.
+        factor: Multiple of the high quantile of finished trials' durations.
+        floor: The shortest adaptive deadline, in seconds.
+        initial: The deadline before a variant has finished any trial, in seconds.
+        ceiling: The longest adaptive deadline, in seconds.
+        window: How many recent durations per variant the quantile is taken over.
     """
 
     fixed: float | None = None
@@ -38,45 +86,203 @@ class AdaptiveTimeout:
     floor: float = 0.05
     initial: float = 2.0
     ceiling: float = 10.0
-    slowest: dict[str, float] = field(default_factory=dict, init=False)
+    window: int = 500
+    _recent: dict[str, deque[float]] = field(default_factory=dict, init=False, repr=False)
+    _sorted: dict[str, list[float]] = field(default_factory=dict, init=False, repr=False)
     hangs: dict[str, int] = field(default_factory=dict, init=False)
 
     BORROW_AFTER = 2
-    #: How long the engine watches a trial's CPU use once its adaptive deadline passed.
-    PROBE = 0.03
-    #: The share of one CPU a trial must use during a look to count as still working.
-    BUSY = 0.05
-    #: A trial that keeps working gets at most this many times its deadline...
-    STRETCH = 5.0
-    #: ... and at most this many seconds past it (a longer deadline already absorbs a busy machine).
-    MAX_EXTRA = 0.5
 
     def observe(self, duration: float, variant: str = "") -> None:
-        """Learn from a trial of ``variant`` that finished by itself in ``duration`` seconds."""
-        if duration > self.slowest.get(variant, -1.0):
-            self.slowest[variant] = duration
+        """Learn from a trial of ``variant`` whose body ran ``duration`` seconds and finished by itself."""
+        recent = self._recent.setdefault(variant, deque())
+        ordered = self._sorted.setdefault(variant, [])
+        if len(recent) >= self.window:
+            del ordered[bisect.bisect_left(ordered, recent.popleft())]
+        recent.append(duration)
+        bisect.insort(ordered, duration)
 
     def hung(self, variant: str = "") -> None:
-        """Learn that a trial of ``variant`` ran into its deadline."""
+        """Learn that a trial of ``variant`` hung."""
         self.hangs[variant] = self.hangs.get(variant, 0) + 1
+
+    def typical(self, variant: str = "") -> float | None:
+        """The high quantile of ``variant``'s recent durations (None before it finished a trial)."""
+        ordered = self._sorted.get(variant)
+        return high_quantile(ordered) if ordered else None
 
     def current(self, variant: str = "") -> float:
         """The deadline, in seconds, for a trial of ``variant`` starting now."""
         if self.fixed is not None:
             return self.fixed
-        slowest = self.slowest.get(variant)
-        if slowest is None and self.slowest and self.hangs.get(variant, 0) >= self.BORROW_AFTER:
+        typical = self.typical(variant)
+        if typical is None and self.hangs.get(variant, 0) >= self.BORROW_AFTER:
             # Its own trials never finish, so any sibling is as good a yardstick: take the
-            # quickest, to keep a variant that always hangs cheap.
-            slowest = min(self.slowest.values())
-        if slowest is None:
+            # quickest (or, alone, the floor), to keep a variant that always hangs cheap. A short
+            # deadline only means an earlier look: a trial still working gets more time.
+            siblings = [high_quantile(v) for v in self._sorted.values() if v]
+            typical = min(siblings) if siblings else 0.0
+        if typical is None:
             return self.initial
-        return min(self.ceiling, max(self.floor, self.factor * slowest))
+        return min(self.ceiling, max(self.floor, self.factor * typical))
 
-    def limit(self, variant: str = "") -> float | None:
-        """The most a trial of ``variant`` starting now may get while it keeps using CPU; None when
-        the deadline is the user's (a fixed deadline is never stretched)."""
-        if self.fixed is not None:
-            return None
-        deadline = self.current(variant)
-        return deadline + min((self.STRETCH - 1) * deadline, self.MAX_EXTRA)
+
+class Verdict(enum.Enum):
+    """What `Watch.step` concluded."""
+
+    WAIT = "wait"  #: nothing to decide yet: step again at `Decision.until`
+    HUNG = "hung"  #: the trial is hung: `Decision.message` says why
+    UNDECIDED = "undecided"  #: stress cannot tell: `Decision.message` says why
+    STALLED = "stalled"  #: the worker is stuck in stress's own code, not in the trial
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    until: float = math.inf
+    message: str = ""
+
+
+@dataclass
+class Watch:
+    """The deadline of one trial, from its dispatch to its report, in the driver's clock.
+
+    Args:
+        timeout: The trial's deadline, in seconds from the start of its body.
+        dispatched: When it was sent to its worker.
+        probe: Seconds between the first look and the look at the deadline.
+        real: The machine's monotonic clock. Whether stress itself is stuck (`SETUP_LIMIT`,
+            `AFTER_LIMIT`) is a question about this process, not about the trial, so it is measured
+            in real time even when the driver's clock is a test's.
+    """
+
+    timeout: float
+    dispatched: float
+    probe: float = PROBE
+    real: Callable[[], float] = field(default=time.monotonic, repr=False)
+    started: float | None = None
+    ended: float | None = None
+    #: Extra seconds stress allows after the body for its own slow work (shrinking a schedule).
+    allowance: float = 0.0
+    #: Seconds granted past the deadline while the trial was still working or sleeping.
+    extra: float = 0.0
+    _before: Snapshot | None = field(default=None, repr=False)
+    _at_deadline: Snapshot | None = field(default=None, repr=False)
+    _next: float = 0.0
+    _sent_real: float = field(default=0.0, repr=False)
+    _ended_real: float = field(default=0.0, repr=False)
+
+    def __post_init__(self) -> None:
+        self._sent_real = self.real()
+
+    @property
+    def cpu_budget(self) -> float:
+        """CPU seconds a trial still computing may use past its deadline before it is a livelock."""
+        return max(self.timeout, 0.5)
+
+    @property
+    def sleep_grace(self) -> float:
+        """Seconds past its deadline a trial whose threads only sleep on timers is given."""
+        return max(3 * self.timeout, 1.0)
+
+    @property
+    def hard_cap(self) -> float:
+        """Seconds from the start of its body after which a trial is judged whatever it does."""
+        return max(20 * self.timeout, 10.0)
+
+    def begin(self, at: float) -> None:
+        """The trial's body started at ``at``."""
+        if self.started is None:
+            self.started = at
+
+    def end(self, at: float) -> None:
+        """The trial's body ended at ``at``: from here on only stress runs."""
+        if self.ended is None:
+            self.ended = at
+            self._ended_real = self.real()
+
+    def due(self) -> float:
+        """When `step` should next be called (the driver may call it earlier: it then waits)."""
+        if self.ended is not None:
+            return max(self._next, self.ended)
+        if self.started is None:
+            # The body has not started yet, so the deadline cannot be near: look again soon.
+            return max(self._next, self.dispatched + max(self.timeout - self.probe, 0.0))
+        if self._before is None:
+            return self.started + max(self.timeout - self.probe, 0.0)
+        return max(self._next, self.started + self.timeout)
+
+    def step(self, now: float, take: Callable[[], Snapshot]) -> Decision:
+        """Decide what to do with the trial at ``now``; ``take()`` looks at its processes."""
+        if self.ended is not None or self.started is None:
+            took = self.real() - (self._ended_real if self.ended is not None else self._sent_real)
+            if self.ended is not None and took >= AFTER_LIMIT + self.allowance:
+                return Decision(Verdict.STALLED, message=f"stress's own work after the trial took over {took:.3g} s")
+            if self.ended is None and took >= SETUP_LIMIT:
+                return Decision(Verdict.STALLED, message=f"the worker did not start the trial in {took:.3g} s")
+            self._next = now + max(self.probe, 0.05)
+            return Decision(Verdict.WAIT, self._next)
+        deadline = self.started + self.timeout
+        if now < self.due():
+            return Decision(Verdict.WAIT, self.due())
+        if self._before is None:
+            self._before = take()
+            self._next = max(deadline, now + self.probe)
+            return Decision(Verdict.WAIT, self._next)
+        look = take()
+        return self._judge(now, deadline, self._before, look)
+
+    def _judge(self, now: float, deadline: float, before: Snapshot, look: Snapshot) -> Decision:
+        if self._at_deadline is None:
+            self._at_deadline = look  # CPU used past the deadline counts from here
+        window = max(look.at - before.at, 1e-9)
+        ran = look.cpu - before.cpu
+        elapsed = now - (self.started if self.started is not None else now)
+        past = now - deadline
+        mark = self._at_deadline
+        if look.active or ran >= BUSY * window:
+            used = look.cpu - mark.cpu
+            if used >= self.cpu_budget:
+                return Decision(
+                    Verdict.HUNG,
+                    message=f"busy all along: still running after {elapsed:.3g} s, having used {used:.3g} s of CPU "
+                    f"past its {self.timeout:.3g} s deadline (a livelock?)",
+                )
+            if elapsed >= self.hard_cap:
+                return self._capped(elapsed, look, mark)
+            return self._more(now, look, step=max(self.probe, 0.1 * self.timeout))
+        horizon = deadline + self.sleep_grace - now
+        timers = look.unknown > 0 or look.wakes_in <= horizon
+        if past >= self.sleep_grace and (look.unknown or not math.isinf(look.wakes_in)):
+            return Decision(
+                Verdict.HUNG,
+                message=f"still running after {elapsed:.3g} s: for {past:.3g} s past its deadline its threads "
+                "only slept and woke on timers (polling for something that never happens?)",
+            )
+        if ran < NOISE and not timers:
+            return Decision(
+                Verdict.HUNG,
+                message=f"blocked: still running after {elapsed:.3g} s, its threads waiting with no timeout "
+                f"({describe(look.waits) or 'none left'}) and using no CPU for the last {window * 1000:.0f} ms",
+            )
+        if elapsed >= self.hard_cap:
+            return self._capped(elapsed, look, mark)
+        wake = look.wakes_in if not look.unknown else self.probe
+        return self._more(now, look, step=min(max(wake + 0.002, self.probe), max(self.probe, 0.25 * self.timeout)))
+
+    def _more(self, now: float, look: Snapshot, *, step: float) -> Decision:
+        self._before = look
+        self._next = now + step
+        self.extra = max(self.extra, self._next - ((self.started if self.started is not None else now) + self.timeout))
+        return Decision(Verdict.WAIT, self._next)
+
+    def _capped(self, elapsed: float, look: Snapshot, mark: Snapshot) -> Decision:
+        ran = look.cpu - mark.cpu
+        waited = look.waited - mark.waited
+        if waited > ran:
+            return Decision(
+                Verdict.UNDECIDED,
+                message=f"still running after {elapsed:.3g} s, but its threads waited {waited:.3g} s for a CPU and ran "
+                f"{ran:.3g} s: the machine is too busy to tell a hang from a slow trial",
+            )
+        return Decision(Verdict.HUNG, message=f"still running after {elapsed:.3g} s, working on and off (a livelock?)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -30,10 +31,11 @@ from harness.controlled.explore import Explorer
 from harness.controlled.schedule import Decision, ScheduleRecord
 from harness.controlled.session import Control, sampled_control
 from harness.detect.thread_dump import blocked_at
-from harness.engine import proc_tree
-from harness.engine.deadline import AdaptiveTimeout
+from harness.engine import activity, proc_tree
+from harness.engine.beacon import Phase
+from harness.engine.deadline import AdaptiveTimeout, Verdict, Watch
 from harness.engine.janitor import Janitor
-from harness.engine.worker import Head, Task, WorkerHandle
+from harness.engine.worker import Task, WorkerHandle
 from harness.errors import InternalError
 from harness.perturb.knobs import Perturbation
 from harness.perturb.plan import ActorStart, make_plan
@@ -47,6 +49,9 @@ from harness.scope import Scope
 __all__ = ["RunObserver", "run", "scope_for", "trial_shape"]
 
 PIPELINE = 2
+#: How many times a trial is run again when its worker was not in it, or left no evidence, before
+#: it is recorded as undecided.
+ATTEMPTS = 3
 #: Extra seconds a worker gets when it says it is shrinking a failing schedule.
 SHRINK_ALLOWANCE = 60.0
 TICK = 0.05
@@ -213,6 +218,10 @@ class _Engine:
         self.requeued: deque[Task] = deque()
         self.exhausted = False
         self.workers: list[WorkerHandle] = []
+        #: A worker forked and set up in advance, to take a hung or dead worker's place at once.
+        self.spare: WorkerHandle | None = None
+        #: Workers taken out of the pool and not yet buried (their descriptors stay out of new ones).
+        self.leaving: list[WorkerHandle] = []
         #: Process groups of workers that were replaced: their multiprocessing helpers exit once
         #: every process holding their pipes is gone; the run makes sure they did.
         self.retired: list[int] = []
@@ -231,6 +240,8 @@ class _Engine:
         self.observer.started(self.info)
         try:
             with self._interruptible():
+                # Every worker forked from here inherits the scope's answers for the modules loaded.
+                self.scope.decide_all(getattr(m, "__file__", None) for m in list(sys.modules.values()))
                 self.janitor = Janitor()
                 for _ in range(self.info.jobs):
                     self.workers.append(self._spawn())
@@ -355,7 +366,7 @@ class _Engine:
             if not self._work_left():
                 break
             now = self.clock()
-            wake = min((w.head.deadline for w in self.workers if w.head is not None), default=now + TICK)
+            wake = min((w.watch.due() for w in self.workers if w.watch is not None), default=now + TICK)
             handles: list[Any] = [w.conn for w in self.workers] + [w.sentinel for w in self.workers]
             ready = set(wait(handles, timeout=max(0.0, min(wake - now, TICK))))
             now = self.clock()
@@ -389,7 +400,7 @@ class _Engine:
     def _start_head(self, worker: WorkerHandle, now: float) -> None:
         task = worker.pending[0]
         policy = self.timeouts[task.variant.partition("/")[0]]
-        worker.head = Head(now, policy.current(task.variant), limit=policy.limit(task.variant))
+        worker.watch = Watch(timeout=policy.current(task.variant), dispatched=now)
 
     # -- what workers report ---------------------------------------------------------------------
 
@@ -402,17 +413,17 @@ class _Engine:
                 self._replace(worker)
                 return
             if message[0] == "shrinking":
-                # The worker shrinks a failing schedule before reporting it: more time, not a hang.
-                if worker.head is not None:
-                    worker.head = Head(now, worker.head.timeout + SHRINK_ALLOWANCE)
+                # The worker shrinks a failing schedule before reporting it: stress's own work.
+                if worker.watch is not None:
+                    worker.watch.allowance += SHRINK_ALLOWANCE
                 continue
-            _, seq, label, duration, evidence, starts, switches, lock_order, schedule = message
+            _, ticket, label, duration, evidence, starts, switches, lock_order, schedule = message
             task = worker.pending.popleft()
-            if task.seq != seq:
-                raise InternalError(f"worker answered trial {seq} while {task.seq} was expected")
-            head = worker.head
-            assert head is not None, "a worker with pending trials always has a head"
-            worker.head = None
+            if task.ticket != ticket:
+                raise InternalError(f"worker answered dispatch {ticket} while {task.ticket} was expected")
+            watch = worker.watch
+            assert watch is not None, "a worker with pending trials always watches the first"
+            worker.watch = None
             outcome = Outcome.from_label(label)
             self.timeouts[task.variant.partition("/")[0]].observe(duration, task.variant)
             self._record(
@@ -425,11 +436,13 @@ class _Engine:
                     plan=task.plan,
                     starts=tuple(tuple(ActorStart(a, d) for a, d in group) for group in starts),
                     switches=switches,
-                    timeout=head.timeout,
+                    timeout=watch.timeout,
                     evidence=Evidence.from_dict(evidence),
                     lock_order=tuple(lock_order),
                     sweep=task.sweep,
                     schedule=ScheduleRecord.from_dict(_without(schedule, "decisions", "progress")),
+                    extra=round(watch.extra, 4),
+                    notes=task.notes,
                 )
             )
             if schedule is not None:
@@ -461,88 +474,151 @@ class _Engine:
         if worker not in self.workers:  # it retired (and was replaced) in what it said last
             return
         worker.process.join()
-        worker.kill_trial_processes()
-        if worker.pending and worker.head is not None:
-            self._record_death(worker, now, Outcome.CRASHED, exit_status=worker.process.exitcode)
-        self._replace(worker)
+        worker.sweep_group()
+        head = self._take_head(worker)
+        self._swap_out(worker)
+        if head is not None:
+            task, watch = head
+            self._record_death(
+                task, watch, now, Outcome.CRASHED, exit_status=worker.process.exitcode, dump=worker.read_dump()
+            )
+        self._dispose(worker)
 
     def _check_deadlines(self, now: float) -> None:
         for worker in list(self.workers):
-            head = worker.head
-            if head is None or now < head.deadline:
+            watch = worker.watch
+            if watch is None:
                 continue
-            self._drain(worker, now)  # it may have finished just now
-            if worker.head is not head:
+            self._follow(worker, watch)
+            if now < watch.due():
                 continue
-            verdict = self._look(worker, head, now)
-            if verdict is None:
+            pid = worker.process.pid or 0
+            decision = watch.step(now, lambda pid=pid: activity.snapshot(pid))  # type: ignore[misc]
+            if decision.verdict is Verdict.WAIT:
                 continue
-            worker.abort_for_dump()
-            task = self._record_death(worker, now, Outcome.HUNG, message=verdict)
-            self.timeouts[task.variant.partition("/")[0]].hung(task.variant)
-            self._replace(worker)
+            if decision.verdict is Verdict.STALLED:
+                self._stalled(worker, now, decision.message)
+            else:
+                self._hang(worker, now, decision.verdict, decision.message)
 
-    def _look(self, worker: WorkerHandle, head: Head, now: float) -> str | None:
-        """A trial's deadline passed: why it is hung, or None while it gets more time.
+    def _follow(self, worker: WorkerHandle, watch: Watch) -> None:
+        """Bring the head's watch up to date with where the worker says it is."""
+        if watch.ended is not None:
+            return
+        reading = worker.beacon.read()
+        if not worker.pending or reading.seq != worker.pending[0].ticket:
+            return
+        # The beacon's times are the machine's monotonic clock; the watch keeps the engine's.
+        at = self.clock() - max(0.0, time.monotonic() - reading.since)
+        if reading.phase is Phase.BODY:
+            watch.begin(at)
+        elif reading.phase is Phase.AFTER or reading.phase is Phase.IDLE:
+            watch.begin(at)
+            watch.end(at)
 
-        A fixed deadline is final. Past an adaptive one, the trial is watched for a moment: one
-        whose threads all sleep and used next to no CPU in that time is blocked; one still
-        computing, or waiting for a CPU on a loaded machine, gets another look, up to its limit
-        (where a livelock ends)."""
-        elapsed = now - head.started
-        if head.limit is None:
-            return f"still running after {head.timeout:.3g} s"
-        used, runnable = worker.activity()
-        if head.cpu is not None:
-            window = now - head.looked
-            if not runnable and used - head.cpu < AdaptiveTimeout.BUSY * window:
-                return f"blocked: still running after {elapsed:.3g} s, using no CPU for the last {window * 1000:.0f} ms"
-            if elapsed >= head.limit:
-                return f"still running after {elapsed:.3g} s, busy all along (a livelock?)"
-        worker.head = replace(head, extra=elapsed + AdaptiveTimeout.PROBE - head.timeout, cpu=used, looked=now)
-        return None
+    def _hang(self, worker: WorkerHandle, now: float, verdict: Verdict, message: str) -> None:
+        """The head's trial looks hung (or undecidable): make sure, gather its evidence, record it.
+
+        The next trials do not wait for the evidence: a fresh worker (the spare, set up in advance,
+        once the run has replaced one) takes the hung one's place before it is made to dump."""
+        watch = worker.watch
+        assert watch is not None
+        worker.freeze()
+        # It may have finished between the last look and the freeze: then it is not hung.
+        self._drain(worker, now)
+        if worker.watch is not watch or worker not in self.workers:
+            worker.thaw()
+            return
+        self._follow(worker, watch)
+        if watch.ended is not None:
+            worker.thaw()
+            return
+        head = self._take_head(worker)
+        assert head is not None
+        task, _ = head
+        self._swap_out(worker)
+        worker.abort_for_dump()
+        dump = worker.read_dump()
+        where = blocked_at(dump, self.scope) if dump else ()
+        if not where:
+            # A hang is a claim about the code under test: without one frame of it in the dump
+            # (an empty dump, or stress's own frames only), the claim has no evidence.
+            self._run_again(task, watch, now, "its dump showed no frame of the code under test", dump=dump)
+        else:
+            outcome = Outcome.HUNG if verdict is Verdict.HUNG else Outcome.UNDECIDED
+            self._record_death(task, watch, now, outcome, message=message, dump=dump, where=where)
+            if verdict is Verdict.HUNG:
+                self.timeouts[task.variant.partition("/")[0]].hung(task.variant)
+        self._dispose(worker)
+
+    def _stalled(self, worker: WorkerHandle, now: float, message: str) -> None:
+        """The worker is stuck in stress's own code: none of the trial's business."""
+        worker.freeze()
+        worker.kill_trial_processes()
+        worker.process.kill()
+        worker.process.join()
+        worker.sweep_group()
+        head = self._take_head(worker)
+        self._swap_out(worker)
+        if head is not None:
+            self._run_again(*head, now, message)
+        self._dispose(worker)
+
+    def _run_again(self, task: Task, watch: Watch, now: float, why: str, *, dump: str = "") -> None:
+        """Run ``task`` again on another worker, noting why; after `ATTEMPTS`, record it as
+        undecided rather than guess."""
+        notes = (*task.notes, why)
+        if len(notes) >= ATTEMPTS:
+            message = f"stress could not judge this trial in {len(notes)} attempts: {why}"
+            self._record_death(task, watch, now, Outcome.UNDECIDED, message=message, dump=dump, notes=notes)
+        else:
+            self.requeued.appendleft(replace(task, notes=notes))
 
     def _record_death(
         self,
-        worker: WorkerHandle,
+        task: Task,
+        watch: Watch,
         now: float,
         outcome: Outcome,
         *,
         message: str | None = None,
         exit_status: int | None = None,
-    ) -> Task:
-        """Record the worker's running trial as hung or crashed, with the worker's thread dump."""
-        head = worker.head
-        assert head is not None
-        task = worker.pending.popleft()
-        worker.head = None
-        dump = worker.read_dump()
+        dump: str = "",
+        where: tuple[str, ...] | None = None,
+        notes: tuple[str, ...] | None = None,
+    ) -> None:
+        """Record ``task`` as hung, undecided or crashed, with its thread dump."""
+        if where is None:
+            where = blocked_at(dump, self.scope) if dump else ()
+        started = watch.started if watch.started is not None else watch.dispatched
         self._record(
             TrialResult(
                 variant=task.variant,
                 seq=task.seq,
                 trial=task.plan.trial,
                 outcome=outcome,
-                duration=now - head.started,
+                duration=max(0.0, now - started),
                 plan=task.plan,
-                timeout=head.timeout,
+                timeout=watch.timeout,
                 evidence=Evidence(
                     messages=(message,) if message else (),
                     dump=dump or None,
-                    blocked_at=blocked_at(dump, self.scope) if dump else (),
+                    blocked_at=where,
                     exit_status=exit_status,
                 ),
                 sweep=task.sweep,
+                extra=round(watch.extra, 4),
+                notes=notes if notes is not None else task.notes,
             )
         )
         if task.control is not None:
             self._schedule_done(task, None)
-        return task
 
     # -- workers ---------------------------------------------------------------------------------
 
     def _spawn(self) -> WorkerHandle:
-        inherited = [fd for w in self.workers for fd in w.fds()] + [self.writer.fileno()]
+        others = [*self.workers, *self.leaving, *([self.spare] if self.spare is not None else [])]
+        inherited = [fd for w in others for fd in w.fds()] + [self.writer.fileno()]
         if self.janitor is not None:
             inherited.append(self.janitor.fd)
         worker = WorkerHandle(
@@ -556,25 +632,60 @@ class _Engine:
             self.janitor.watch_group(worker.process.pid or 0)
         return worker
 
-    def _replace(self, worker: WorkerHandle) -> None:
-        """Requeue what the worker still had, and fork a fresh worker if work is left."""
+    @staticmethod
+    def _take_head(worker: WorkerHandle) -> tuple[Task, Watch] | None:
+        """The trial the worker is running, taken off it with its watch (None if it had none)."""
+        watch = worker.watch
+        worker.watch = None
+        if not worker.pending or watch is None:
+            return None
+        return worker.pending.popleft(), watch
+
+    def _swap_out(self, worker: WorkerHandle) -> None:
+        """Take ``worker`` out of the pool: what it had queued goes back to the queue, and a fresh
+        worker — the spare, when one is ready — takes its place and gets work at once."""
         self.requeued.extendleft(reversed(worker.pending))
         worker.pending.clear()
-        worker.head = None
+        worker.watch = None
+        self.workers.remove(worker)
+        self.leaving.append(worker)
+        if self.stopping:
+            return
+        fresh, self.spare = self.spare, None
+        if fresh is None or fresh.process.exitcode is not None:
+            if fresh is not None:
+                self._dispose(fresh, spare=False)
+            fresh = self._spawn()
+        self.workers.append(fresh)
+        self._dispatch()
+
+    def _dispose(self, worker: WorkerHandle, *, spare: bool = True) -> None:
+        """Bury a worker taken out of the pool; keep a spare ready, since this run replaces workers."""
         worker.process.join()
         self.retired.append(worker.process.pid or 0)
         worker.close()
-        self.workers.remove(worker)
-        if self._work_left():
-            self.workers.append(self._spawn())
+        if worker in self.leaving:
+            self.leaving.remove(worker)
+        if spare and self.spare is None and self._work_left() and not self.stopping:
+            self.spare = self._spawn()
+
+    def _replace(self, worker: WorkerHandle) -> None:
+        """A worker that retires by itself (its trial left threads behind): swap it for a fresh one."""
+        self._swap_out(worker)
+        self._dispose(worker)
 
     def _stop_workers(self, *, kill: bool) -> None:
+        if self.spare is not None:
+            self.workers.append(self.spare)
+            self.spare = None
         for worker in self.workers:
             self.retired.append(worker.process.pid or 0)
             if kill:
+                worker.freeze()  # so that it starts nothing new while its trial's processes die
+                worker.kill_trial_processes()
                 worker.process.kill()
                 worker.process.join()
-                worker.kill_trial_processes()
+                worker.sweep_group()
             worker.stop()
         self.workers.clear()
         retire_groups(self.retired)

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 __all__ = [
     "ProcessInfo",
-    "activity",
     "alive",
     "children",
     "descendants",
@@ -70,43 +69,9 @@ def group_members(pgid: int) -> list[ProcessInfo]:
 
 
 def members_of(groups: set[int]) -> list[ProcessInfo]:
-    """Every live (non-zombie) process of any of the process ``groups`` (one pass over /proc)."""
+    """Every live (non-zombie) process of any of the process ``groups``. One pass over every process
+    of the machine (tens of milliseconds on a busy one): for sweeps, never on a trial's hot path."""
     return [p for p in _all() if p.pgid in groups and p.state != "Z"]
-
-
-def activity(pgid: int) -> tuple[float, bool]:
-    """What the processes of group ``pgid`` are doing: the CPU seconds all their threads used so
-    far (the scheduler's nanosecond count, not the 10 ms ticks of ``/proc/PID/stat``), and whether
-    any thread is running or waiting for a CPU right now (state R: working, not blocked)."""
-    total = 0
-    runnable = False
-    for process in group_members(pgid):
-        with contextlib.suppress(OSError):
-            for task in os.listdir(f"/proc/{process.pid}/task"):
-                with (
-                    contextlib.suppress(OSError, ValueError, IndexError),
-                    open(f"/proc/{process.pid}/task/{task}/schedstat", "rb") as file,
-                ):
-                    total += int(file.read().split()[0])
-                thread = _stat(int(task))  # a thread's /proc/TID/stat reads like a process's
-                runnable = runnable or (thread is not None and thread.state == "R")
-    return total / 1e9, runnable
-
-
-def descendants(pid: int) -> list[int]:
-    """Children, grandchildren, ... of ``pid``, deepest first."""
-    children: dict[int, list[int]] = {}
-    for info in _all():
-        children.setdefault(info.ppid, []).append(info.pid)
-    found: list[int] = []
-
-    def walk(parent: int) -> None:
-        for child in children.get(parent, ()):
-            walk(child)
-            found.append(child)
-
-    walk(pid)
-    return found
 
 
 def children(pid: int) -> list[int]:
@@ -116,6 +81,24 @@ def children(pid: int) -> list[int]:
         for task in os.listdir(f"/proc/{pid}/task"):
             with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as file:
                 found.extend(int(child) for child in file.read().split())
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Children, grandchildren, ... of ``pid``, deepest first. Follows the kernel's own lists of
+    each thread's children, so it costs microseconds, not a scan of every process of the machine.
+    A process that left the tree (its parent died before it) is not found: see `members_of`."""
+    found: list[int] = []
+    seen = {pid}
+
+    def walk(parent: int) -> None:
+        for child in children(parent):
+            if child not in seen:
+                seen.add(child)
+                walk(child)
+                found.append(child)
+
+    walk(pid)
     return found
 
 

@@ -25,6 +25,7 @@ from harness.controlled.session import Control, controlled
 from harness.detect import primitives
 from harness.detect.instrument import Instrumenter
 from harness.detect.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph
+from harness.engine.beacon import Phase
 from harness.perturb import mp_delays
 from harness.perturb.plan import ActorStart, Plan
 from harness.perturb.preempt import Preemptor
@@ -83,6 +84,7 @@ def run_trial(
     actors: int | None = None,
     control: Control | None = None,
     on_failure: Callable[[str, BaseException | None], None] | None = None,
+    phases: Callable[[Phase], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> TrialRun:
     """Run ``variant`` once under ``plan`` and judge it.
@@ -96,6 +98,8 @@ def run_trial(
         actors: Actors per trial for variants that let it vary (``trial.actors``).
         control: Controlled mode: the schedule to run (None: stress mode, under ``plan``).
         on_failure: Called where a check fails or an exception is recorded (`Trial.on_failure`).
+        phases: Told when the variant's body starts (`Phase.BODY`) and ends (`Phase.AFTER`): the
+            worker's beacon, so that the trial's deadline counts the body alone.
     """
     global _current
     graph = WaitGraph(
@@ -127,6 +131,8 @@ def run_trial(
                 scheduler = stack.enter_context(controlled(control, session=session, graph=graph, preemptor=preemptor))
                 trial.scheduler = scheduler
             try:
+                if phases is not None:
+                    phases(Phase.BODY)
                 variant.fn(trial)
             except (DeadlockError, ForkedDeadlockError) as exc:
                 unexplained = scheduler is None or (scheduler.finding is None and scheduler.livelock is None)
@@ -138,6 +144,8 @@ def run_trial(
             switches = preemptor.switches
     finally:
         duration = clock() - started
+        if phases is not None:
+            phases(Phase.AFTER)
         delays = mp_delays.deactivate()
         if instrumenter is not None:
             instrumenter.uninstall()

@@ -43,6 +43,8 @@ from harness.controlled.shrink import Attempt, shrink
 from harness.controlled.trace import build as build_trace
 from harness.detect.instrument import Instrumenter
 from harness.engine import proc_tree
+from harness.engine.beacon import Beacon, Phase
+from harness.engine.deadline import Watch
 from harness.engine.runner import TrialRun, run_trial
 from harness.perturb import mp_delays
 from harness.perturb.plan import Plan
@@ -52,7 +54,7 @@ from harness.scenario import Variant
 from harness.scope import Scope
 from harness.text import clip, decode
 
-__all__ = ["Head", "Task", "WorkerHandle"]
+__all__ = ["Task", "WorkerHandle"]
 
 OUTPUT_LIMIT = 8_000
 DUMP_LIMIT = 64_000
@@ -73,25 +75,12 @@ class Task:
     actors: int | None = None
     #: Controlled mode: which schedule to run (None: stress mode).
     control: Control | None = None
-
-
-@dataclass(frozen=True)
-class Head:
-    """The trial a worker is running now: when it started, and how long it may take."""
-
-    started: float
-    timeout: float
-    #: Adaptive deadlines: the most the trial may get while it keeps using CPU (None: fixed).
-    limit: float | None = None
-    #: After the deadline passed: the CPU seconds the worker's processes had used, and when.
-    cpu: float | None = None
-    looked: float = 0.0
-    #: Time granted past the deadline while the trial was still working.
-    extra: float = 0.0
-
-    @property
-    def deadline(self) -> float:
-        return self.started + self.timeout + self.extra
+    #: Why earlier attempts at this trial were not judged (their worker was not in the trial, or
+    #: left no evidence): the trial is run again, and says so.
+    notes: tuple[str, ...] = ()
+    #: Which dispatch to its worker this is (set by `WorkerHandle.send`; unique per worker): what
+    #: the worker's beacon names, since ``seq`` repeats across variants.
+    ticket: int = -1
 
 
 class WorkerHandle:
@@ -107,6 +96,8 @@ class WorkerHandle:
     ) -> None:
         ctx = multiprocessing.get_context("fork")
         self.conn, child_conn = ctx.Pipe(duplex=True)
+        #: Where the worker is: between trials, in a trial's body, or after it (shared memory).
+        self.beacon = Beacon()
         # Unlinked at once, closed in close(): nothing is left on disk whatever happens to either side.
         self.dump: IO[bytes] = tempfile.TemporaryFile(prefix="stress-dump-")  # noqa: SIM115
         # The worker's temporary folder: whatever it (multiprocessing's forkserver socket and
@@ -116,7 +107,7 @@ class WorkerHandle:
         close = [*close_in_child, self.conn.fileno()]
         self.process = ctx.Process(
             target=_worker_main,
-            args=(child_conn, self.dump, variants, scope, close, os.getpid(), start_method, self.tmp),
+            args=(child_conn, self.dump, self.beacon, variants, scope, close, os.getpid(), start_method, self.tmp),
             name="stress-worker",
         )
         with warnings.catch_warnings():
@@ -131,10 +122,11 @@ class WorkerHandle:
             os.setpgid(self.process.pid or 0, self.process.pid or 0)
         child_conn.close()
         self.pending: deque[Task] = deque()
+        self.tickets = 0
         #: False once a send failed: the process is gone and only waits to be noticed.
         self.alive = True
-        #: When the head of `pending` started running (engine clock) and its deadline in seconds.
-        self.head: Head | None = None
+        #: The deadline of the head of `pending` (None when nothing is pending).
+        self.watch: Watch | None = None
 
     @property
     def sentinel(self) -> int:
@@ -146,7 +138,9 @@ class WorkerHandle:
 
     def send(self, task: Task) -> None:
         """Queue ``task`` on the worker; raises `OSError` if the worker is gone."""
-        self.conn.send((task.seq, task.variant, task.plan, task.size, task.actors, task.control))
+        self.tickets += 1
+        task = replace(task, ticket=self.tickets)
+        self.conn.send((task.ticket, task.variant, task.plan, task.size, task.actors, task.control))
         self.pending.append(task)
 
     def receive(self) -> list[tuple[Any, ...]]:
@@ -159,21 +153,36 @@ class WorkerHandle:
             pass
         return messages
 
+    def freeze(self) -> None:
+        """Stop the worker where it is (SIGSTOP): it neither reacts nor reaps until `thaw` or death."""
+        pid = self.process.pid
+        if pid and pid > 0:  # never 0 or less: that would signal our own process group
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        pid = self.process.pid
+        if pid and pid > 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     def abort_for_dump(self, *, grace: float = 0.5) -> None:
         """Make every process of the worker's trial dump its threads' stacks, then end them all.
 
-        The worker is frozen first (so it neither reacts nor reaps), its trial's processes dump and
-        die one at a time (so their dumps do not interleave), then the worker dumps and dies.
-        multiprocessing's own helpers are left to exit by themselves once the worker is gone.
+        The worker is frozen first (so it neither reacts nor reaps; a process of its trial that dies
+        meanwhile has its children handed to the worker, a child subreaper, so they stay in the
+        tree), its trial's processes dump and die one at a time (so their dumps do not interleave),
+        then the worker dumps and dies. multiprocessing's own helpers are left to exit by themselves
+        once the worker is gone.
         """
         pid = self.process.pid
-        if not pid or pid <= 0:  # never 0 or less: that would signal our own process group
+        if not pid or pid <= 0:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGSTOP)
+        self.freeze()
         for child in self.trial_processes():
             proc_tree.signal_and_wait(child, signal.SIGABRT, grace=grace, before=self._header)
             proc_tree.kill_all([child])
+        self.kill_trial_processes()  # anything the dumping processes started meanwhile
         self._header(pid, "worker")
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGABRT)
@@ -182,31 +191,40 @@ class WorkerHandle:
         if self.process.exitcode is None:
             self.process.kill()
             self.process.join()
-        # While it dumped, the worker's other threads ran on (a Pool replaces dead children):
-        # sweep its group until nothing of the trial is left.
-        self.kill_trial_processes()
-
-    def activity(self) -> tuple[float, bool]:
-        """CPU seconds used so far by the worker and every process of its trial, and whether any
-        of their threads is running or ready to run."""
-        pid = self.process.pid
-        return proc_tree.activity(pid) if pid and pid > 0 else (0.0, False)
 
     def trial_processes(self) -> list[int]:
-        """The processes the worker's trials started and that still run (deepest first), but not
-        multiprocessing's helpers."""
+        """The processes below the worker that still run (deepest first), but not multiprocessing's
+        helpers. While the worker lives, that is every process its trials started: the worker is a
+        child subreaper, so an orphan stays below it."""
         pid = self.process.pid
         if not pid:
             return []
-        ordered = proc_tree.descendants(pid)
-        ordered += [p.pid for p in proc_tree.group_members(pid) if p.pid != pid and p.pid not in ordered]
-        return [child for child in ordered if proc_tree.alive(child) and not proc_tree.is_helper(child)]
+        return [
+            child for child in proc_tree.descendants(pid) if proc_tree.alive(child) and not proc_tree.is_helper(child)
+        ]
 
     def kill_trial_processes(self, *, rounds: int = 5) -> None:
-        """After the worker died: its trial's processes must not outlive it. A few rounds, because
-        a process killed in one round may have started another meanwhile."""
+        """Kill the processes below the worker (not its helpers). A few rounds, because a process
+        killed in one round may have started another meanwhile."""
         for _ in range(rounds):
             remaining = self.trial_processes()
+            if not remaining:
+                return
+            proc_tree.kill_all(remaining)
+            time.sleep(0.001)
+
+    def sweep_group(self) -> None:
+        """After the worker died on its own: what its trial started was handed to init, and only its
+        process group still finds it (a scan of every process: kept off the path of hangs)."""
+        pid = self.process.pid
+        if not pid or pid <= 0:
+            return
+        try:
+            os.killpg(pid, 0)  # is anyone left in the group at all? (no scan needed if not)
+        except OSError:
+            return
+        for _ in range(5):
+            remaining = [p.pid for p in proc_tree.group_members(pid) if p.pid != pid and not proc_tree.is_helper(p.pid)]
             if not remaining:
                 return
             proc_tree.kill_all(remaining)
@@ -235,6 +253,7 @@ class WorkerHandle:
 
     def close(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+        self.beacon.close()
         with contextlib.suppress(OSError):
             self.conn.close()
         with contextlib.suppress(OSError):
@@ -408,6 +427,19 @@ def _flush_std() -> None:
                 stream.flush()
 
 
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _adopt_orphans() -> None:
+    """Linux: become a child subreaper, so a process a trial starts stays below this worker even when
+    its own parent dies first (a double fork, a Pool worker's child): the parent finds every process
+    of a trial by following the tree down from the worker, in microseconds."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
 def _die_with_parent(parent: int) -> None:
     """Linux: have the kernel SIGKILL this process when the parent dies."""
     if not sys.platform.startswith("linux"):
@@ -422,6 +454,7 @@ def _die_with_parent(parent: int) -> None:
 def _worker_main(
     conn: Connection,
     dump: IO[bytes],
+    beacon: Beacon,
     variants: Mapping[str, Variant],
     scope: Scope,
     close: Sequence[int],
@@ -436,6 +469,7 @@ def _worker_main(
         os.setpgid(0, 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _die_with_parent(parent)
+    _adopt_orphans()
     faulthandler.enable(file=dump, all_threads=True)
     os.environ["TMPDIR"] = tmp  # for the processes trials start, too
     tempfile.tempdir = tmp
@@ -462,9 +496,12 @@ def _worker_main(
                 break
             if message is None:
                 break
-            seq, key, plan, size, actors, control = message
+            ticket, key, plan, size, actors, control = message
             output.reset()
             _reset(dump.fileno())
+
+            def phases(phase: Phase, ticket: int = ticket) -> None:
+                beacon.set(ticket, phase)
 
             def attempt(
                 control: Control | None,
@@ -472,6 +509,7 @@ def _worker_main(
                 plan: Plan = plan,
                 size: int = size,
                 actors: int | None = actors,
+                phases: Callable[[Phase], None] | None = None,
             ) -> TrialRun:
                 return run_trial(
                     variants[key],
@@ -483,10 +521,11 @@ def _worker_main(
                     start_method=start_method,
                     actors=actors,
                     control=control,
+                    phases=phases,
                 )
 
             threads_before = set(threading.enumerate())
-            run = _stray_processes(_reap_leftovers(attempt(control)))
+            run = _stray_processes(_reap_leftovers(attempt(control, phases=phases)))
             lost = output.restore()
             if lost:
                 run = _add_problem(run, f"the variant closed or redirected {', '.join(lost)}; stress restored them")
@@ -503,12 +542,13 @@ def _worker_main(
                 first = (key, run.outcome) not in shrunk and run.outcome is not Outcome.PASSED
                 if first:
                     shrunk.add((key, run.outcome))
-                    conn.send(("shrinking", seq))  # it takes more than one trial's deadline
+                    conn.send(("shrinking", ticket))  # it takes more than one trial's deadline
                 schedule = _schedule_info(run, control, attempt, minimize=first)
+            beacon.set(ticket, Phase.IDLE)
             conn.send(
                 (
                     "done",
-                    seq,
+                    ticket,
                     run.outcome.label,
                     run.duration,
                     evidence.to_dict() if evidence is not None else None,

@@ -81,6 +81,7 @@ def _context(report: RunReport) -> dict[str, Any]:
         "config": config,
         "unit": info.unit,
         "mode": info.mode_text if config.controlled else None,
+        "health": report.health(),
     }
 
 
@@ -115,7 +116,7 @@ def _variant(report: RunReport, summary: VariantSummary) -> dict[str, Any]:
         "name": summary.name if len(report.info.scenarios) == 1 else summary.variant,
         "verdict_class": summary.verdict.name.lower(),
         "rate_text": summary.rate_text(),
-        "clean_bound": rule_of_three(summary.trials) if not summary.failures else None,
+        "clean_bound": rule_of_three(summary.judged) if not summary.failures else None,
         "ci": svg.ci_bar(summary.rate, summary.low, summary.high, label=summary.variant),
         "kinds": svg.stacked_bar(kinds, label=summary.variant),
         "kind_counts": [(label, count) for label, count in kinds if count],

@@ -24,7 +24,7 @@ def write_junit(report: RunReport, path: Path) -> Path:
         name="stress " + ", ".join(info.scenarios),
         tests=str(len(report.variants)),
         failures=str(sum(1 for s in report.variants if not s.verdict.as_expected)),
-        skipped=str(sum(1 for s in report.variants if s.verdict is Verdict.NOT_EXPOSED)),
+        skipped=str(sum(1 for s in report.variants if s.verdict in (Verdict.NOT_EXPOSED, Verdict.UNDECIDED))),
         time=f"{report.wall:.3f}",
         timestamp=info.started,
     )
@@ -47,9 +47,11 @@ def write_junit(report: RunReport, path: Path) -> Path:
             ET.SubElement(
                 case,
                 "skipped",
-                message=f"expected unsafe, but not exposed in {summary.trials} trials "
-                f"(failure rate < {rule_of_three(summary.trials):.2%} at 95 %)",
+                message=f"expected unsafe, but not exposed in {summary.judged} trials "
+                f"(failure rate < {rule_of_three(summary.judged):.2%} at 95 %)",
             )
+        elif summary.verdict is Verdict.UNDECIDED:
+            ET.SubElement(case, "skipped", message=f"stress could not judge any of its {summary.trials} trials")
         elif not summary.verdict.as_expected:
             failure = ET.SubElement(case, "failure", message=f"{summary.verdict.description}: {summary.rate_text()}")
             failure.text = _details(report, summary)

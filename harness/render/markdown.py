@@ -33,6 +33,9 @@ def render_markdown(report: RunReport) -> str:
             f"| {rank} | `{_cell(summary.variant)}` | {summary.expect.value} | {summary.trials} | "
             f"{_cell(summary.rate_text())} | {verdict} | {_cell(kinds) or '—'} |"
         )
+    health = report.health()
+    if health:
+        lines += ["", *(f"> {_cell(note)}  " for note in health)]
     failing = [s for s in report.variants if s.example is not None]
     if failing:
         lines += ["", "<details><summary>Replay a failing trial</summary>", ""]

@@ -41,6 +41,7 @@ _OUTCOME_STYLE = {
     Outcome.DEADLOCKED: "bright_red",
     Outcome.HUNG: "yellow",
     Outcome.CRASHED: "bold red",
+    Outcome.UNDECIDED: "cyan",
 }
 _VERDICT_STYLE = {
     Verdict.EXPOSED: "green",
@@ -48,6 +49,7 @@ _VERDICT_STYLE = {
     Verdict.NOT_EXPOSED: "yellow",
     Verdict.BROKEN: "bold red",
     Verdict.RISKY: "bold red",
+    Verdict.UNDECIDED: "cyan",
 }
 
 
@@ -281,6 +283,7 @@ def print_report(console: Console, report: RunReport) -> None:
     _print_sweep(console, report)
     _print_potential_deadlocks(console, report)
     _print_verdicts(console, report)
+    _print_health(console, report)
     state = (
         ""
         if report.complete
@@ -519,6 +522,17 @@ def _tail(text: str, lines: int, style: str) -> Text:
     return Text(prefix + shown, style=style)
 
 
+def _print_health(console: Console, report: RunReport) -> None:
+    """What the run says about itself (a busy machine, trials given more time, undecided trials)."""
+    notes = report.health()
+    if not notes:
+        return
+    console.print(Text("Health", style="bold"))
+    for note in notes:
+        console.print(Text.assemble(("· ", "cyan"), (note, "dim")))
+    console.print()
+
+
 def _print_verdicts(console: Console, report: RunReport) -> None:
     out = [
         Text.assemble(
@@ -540,7 +554,7 @@ def _print_verdicts(console: Console, report: RunReport) -> None:
         if summary.verdict is Verdict.RISKY
     )
     for summary in report.not_exposed:
-        bound = rule_of_three(summary.trials)
+        bound = rule_of_three(summary.judged)
         out.append(
             Text.assemble(
                 ("! ", "bold yellow"),

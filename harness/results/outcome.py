@@ -2,7 +2,9 @@
 
 `Outcome` is a closed set. Each member carries its description and a severity: when several things
 go wrong in one trial (an actor raises *and* a check fails), the most severe one names the outcome
-and the evidence keeps the rest.
+and the evidence keeps the rest. One member is stress's own: ``undecided``, for a trial stress could
+not judge (a machine too busy to tell a hang from a slow trial, a worker that never reached the
+trial). It is neither a pass nor a failure, and never counts against the code under test.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class Outcome(enum.Enum):
     """How a trial ended."""
 
     PASSED = ("passed", 0, "every check held and every actor finished")
+    UNDECIDED = ("undecided", -1, "stress could not judge the trial; it counts neither way")
     FAILED = ("failed", 1, "a check (invariant) was broken")
     ERROR = ("error", 2, "an actor or the variant raised an exception")
     DEADLOCKED = ("deadlocked", 3, "threads waited for each other in a cycle")
@@ -37,7 +40,12 @@ class Outcome(enum.Enum):
 
     @property
     def is_failure(self) -> bool:
-        return self is not Outcome.PASSED
+        return self is not Outcome.PASSED and self is not Outcome.UNDECIDED
+
+    @property
+    def is_judged(self) -> bool:
+        """Whether the trial says anything about the code under test (every outcome but undecided)."""
+        return self is not Outcome.UNDECIDED
 
     @classmethod
     def from_label(cls, label: str) -> Outcome:
@@ -133,6 +141,9 @@ class TrialResult:
             the first time; merged across trials, their cycles are potential deadlocks.
         sweep: In a sweep, the value of the swept knob for this trial.
         schedule: Controlled mode: the schedule, and for a failure how to replay it.
+        extra: Seconds the trial was given past its deadline because it was still working or
+            sleeping on a timer (0: it finished in time).
+        notes: Why earlier attempts at this trial were not judged and it was run again.
     """
 
     variant: str
@@ -148,6 +159,8 @@ class TrialResult:
     lock_order: tuple[dict[str, Any], ...] = ()
     sweep: float | None = None
     schedule: ScheduleRecord | None = None
+    extra: float = 0.0
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -169,6 +182,10 @@ class TrialResult:
             out["sweep"] = self.sweep
         if self.schedule is not None:
             out["schedule"] = self.schedule.to_dict()
+        if self.extra:
+            out["extra"] = self.extra
+        if self.notes:
+            out["notes"] = list(self.notes)
         return out
 
     @classmethod
@@ -187,4 +204,6 @@ class TrialResult:
             lock_order=tuple(data.get("lock_order", ())),
             sweep=data.get("sweep"),
             schedule=ScheduleRecord.from_dict(data.get("schedule")),
+            extra=float(data.get("extra", 0.0)),
+            notes=tuple(data.get("notes", ())),
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,7 @@ class Verdict(enum.Enum):
     EXPOSED = ("exposed", True, "expected unsafe, and failures (or a potential deadlock) were seen")
     NOT_EXPOSED = ("not exposed", True, "expected unsafe, but no failure was seen")
     HELD = ("held", True, "expected safe, and no failure was seen")
+    UNDECIDED = ("undecided", True, "stress could not judge any of its trials")
     BROKEN = ("FAILED", False, "expected safe, but failures were seen")
     RISKY = (
         "DEADLOCK-PRONE",
@@ -59,7 +61,9 @@ class Verdict(enum.Enum):
         self.description = description
 
     @classmethod
-    def judge(cls, expect: Expect, failures: int, *, potential: int = 0) -> Verdict:
+    def judge(cls, expect: Expect, failures: int, *, potential: int = 0, judged: int | None = None) -> Verdict:
+        if judged == 0 and not potential:
+            return cls.UNDECIDED
         if expect is Expect.UNSAFE:
             return cls.EXPOSED if failures or potential else cls.NOT_EXPOSED
         if failures:
@@ -69,6 +73,8 @@ class Verdict(enum.Enum):
 
 #: Knobs of a plan whose effect on the failure rate the reports show.
 KNOBS = ("preempt", "sync", "switch_interval", "jitter", "delay", "pause")
+#: How many passing trials at the start and at the end of a run are compared to measure load.
+LOAD_WINDOW = 25
 ZERO = -1000  # the bin of the value 0 (a knob switched off)
 
 
@@ -108,11 +114,19 @@ class VariantStats:
     knobs: dict[str, dict[int, list[int]]] = field(default_factory=lambda: {k: {} for k in KNOBS})
     sweep: dict[float, dict[Outcome, int]] = field(default_factory=dict)
     exploration: Exploration | None = None
+    #: Trials given more time past their deadline because they were still working or sleeping.
+    stretched: int = 0
+    #: Trials run again because an earlier attempt could not be judged.
+    rerun: int = 0
+    first_passes: list[float] = field(default_factory=list)
+    last_passes: deque[float] = field(default_factory=lambda: deque(maxlen=LOAD_WINDOW))
 
     def add(self, result: TrialResult) -> None:
         self.trials += 1
         outcome = result.outcome
-        failed = outcome is not Outcome.PASSED
+        failed = outcome.is_failure
+        self.stretched += result.extra > 0
+        self.rerun += bool(result.notes)
         if result.lock_order:
             self.lock_order.add(result.lock_order)
         self.by_outcome[outcome] += 1
@@ -130,8 +144,16 @@ class VariantStats:
         if result.sweep is not None:
             per_value = self.sweep.setdefault(result.sweep, dict.fromkeys(Outcome, 0))
             per_value[outcome] += 1
-        if not failed:
+        if outcome is Outcome.PASSED:
             self.slowest_pass = max(self.slowest_pass, result.duration)
+            if len(self.first_passes) < LOAD_WINDOW:
+                self.first_passes.append(result.duration)
+            self.last_passes.append(result.duration)
+        if outcome is Outcome.UNDECIDED:
+            kept = self.examples.get(outcome)
+            if kept is None or result.seq < kept.seq:
+                self.examples[outcome] = result  # shown, so a person can see why; never a failure
+        if not failed:
             return
         if self.first_failure is None or result.seq < self.first_failure.seq:
             self.first_failure = result
@@ -141,10 +163,24 @@ class VariantStats:
 
     @property
     def failures(self) -> int:
-        return self.trials - self.by_outcome[Outcome.PASSED]
+        return self.judged - self.by_outcome[Outcome.PASSED]
+
+    @property
+    def judged(self) -> int:
+        """Trials that say something about the code under test (all but the undecided)."""
+        return self.trials - self.by_outcome[Outcome.UNDECIDED]
+
+    def slowdown(self) -> float | None:
+        """How many times slower the last passing trials ran than the first (None: too few)."""
+        if len(self.first_passes) < LOAD_WINDOW or self.trials < 4 * LOAD_WINDOW:
+            return None
+        first = sorted(self.first_passes)[LOAD_WINDOW // 2]
+        last = sorted(self.last_passes)[len(self.last_passes) // 2]
+        return last / first if first > 0 else None
 
     def summary(self) -> VariantSummary:
-        low, high = wilson(self.failures, self.trials)
+        judged = self.judged
+        low, high = wilson(self.failures, judged)
         potential = tuple(self.lock_order.cycles())
         return VariantSummary(
             variant=self.variant,
@@ -153,10 +189,10 @@ class VariantStats:
             trials=self.trials,
             failures=self.failures,
             by_outcome={o: n for o, n in self.by_outcome.items() if n},
-            rate=self.failures / self.trials if self.trials else 0.0,
+            rate=self.failures / judged if judged else 0.0,
             low=low,
             high=high,
-            verdict=Verdict.judge(self.expect, self.failures, potential=len(potential)),
+            verdict=Verdict.judge(self.expect, self.failures, potential=len(potential), judged=judged),
             trials_per_second=self.trials / self.busy if self.busy > 0 else 0.0,
             example=self.first_failure,
             potential_deadlocks=potential,
@@ -165,6 +201,10 @@ class VariantStats:
             knobs={k: {b: (c[0], c[1]) for b, c in sorted(v.items())} for k, v in self.knobs.items()},
             sweep={value: {o: n for o, n in counts.items() if n} for value, counts in sorted(self.sweep.items())},
             exploration=self.exploration,
+            undecided=self.by_outcome[Outcome.UNDECIDED],
+            stretched=self.stretched,
+            rerun=self.rerun,
+            slowdown=self.slowdown(),
         )
 
 
@@ -203,7 +243,9 @@ class VariantSummary:
     """A variant's final figures.
 
     Attributes:
-        rate: Observed failure rate (failures / trials).
+        trials: Trials run, undecided ones included.
+        failures: Trials that failed (any outcome but passed and undecided).
+        rate: Observed failure rate (failures / judged trials).
         low: Lower end of the 95 % Wilson interval.
         high: Upper end of the 95 % Wilson interval.
         trials_per_second: Trials per second of worker time spent on this variant (the run's
@@ -215,6 +257,11 @@ class VariantSummary:
         knobs: Per knob, per bin of its value: (trials, failures).
         sweep: Per swept value: outcome counts.
         exploration: Controlled mode's exhaustive search, when one ran.
+        undecided: Trials stress could not judge (they count neither way).
+        stretched: Trials given more time past their deadline while still working or sleeping.
+        rerun: Trials run again because an earlier attempt could not be judged.
+        slowdown: How many times slower the last passing trials ran than the first (the machine
+            got busier, or the trials slower); None with too few.
     """
 
     variant: str
@@ -235,12 +282,20 @@ class VariantSummary:
     knobs: dict[str, dict[int, tuple[int, int]]] = field(default_factory=dict)
     sweep: dict[float, dict[Outcome, int]] = field(default_factory=dict)
     exploration: Exploration | None = None
+    undecided: int = 0
+    stretched: int = 0
+    rerun: int = 0
+    slowdown: float | None = None
+
+    @property
+    def judged(self) -> int:
+        return self.trials - self.undecided
 
     def sweep_rates(self) -> list[tuple[float, int, int, float, float, float]]:
         """Per swept value: (value, trials, failures, rate, low, high)."""
         rows = []
         for value, counts in self.sweep.items():
-            trials = sum(counts.values())
+            trials = sum(n for outcome, n in counts.items() if outcome.is_judged)
             failures = trials - counts.get(Outcome.PASSED, 0)
             low, high = wilson(failures, trials)
             rows.append((value, trials, failures, failures / trials if trials else 0.0, low, high))
@@ -258,11 +313,13 @@ class VariantSummary:
         """``"99.8 % (99.5–99.9)"`` or ``"0 (< 0.15 %)"``."""
         if not self.trials:
             return "no trials"
+        if not self.judged:
+            return "none judged"
         if self.exploration is not None and self.exploration.complete:
             # Every schedule within the bound ran: the share is exact, not an estimate.
             return f"{_percent(self.rate)} of all" if self.failures else "0 of all"
         if not self.failures:
-            return f"0 (< {_percent(rule_of_three(self.trials))})"
+            return f"0 (< {_percent(rule_of_three(self.judged))})"
         return f"{_percent(self.rate)} ({_percent(self.low, unit=False)}–{_percent(self.high, unit=False)})"
 
     def to_dict(self) -> dict[str, Any]:
@@ -277,7 +334,11 @@ class VariantSummary:
             "outcomes": {o.label: n for o, n in self.by_outcome.items()},
             "failure_rate": self.rate,
             "ci95": [self.low, self.high],
-            "upper_bound_if_clean": rule_of_three(self.trials) if not self.failures else None,
+            "upper_bound_if_clean": rule_of_three(self.judged) if not self.failures else None,
+            "undecided": self.undecided,
+            "stretched": self.stretched,
+            "rerun": self.rerun,
+            "slowdown": round(self.slowdown, 2) if self.slowdown is not None else None,
             "verdict": self.verdict.label,
             "as_expected": self.verdict.as_expected,
             "trials_per_second": round(self.trials_per_second, 2),

@@ -196,6 +196,35 @@ class RunReport:
     def not_exposed(self) -> list[VariantSummary]:
         return [s for s in self.variants if s.verdict is Verdict.NOT_EXPOSED]
 
+    def health(self) -> list[str]:
+        """What the run says about itself, as Hypothesis's health checks do: a machine that got
+        busier, trials given more time, trials run again or left undecided. Empty when none."""
+        unit = self.info.unit
+        notes = []
+        slowdowns = [(s.slowdown, s.variant) for s in self.variants if s.slowdown is not None]
+        if slowdowns and max(slowdowns)[0] >= 2.0:
+            factor, variant = max(slowdowns)
+            notes.append(
+                f"{variant}'s {unit}s ran {factor:.1f}× slower at the end of the run than at its start "
+                "(a busier machine?); the adaptive deadlines followed"
+            )
+        stretched = sum(s.stretched for s in self.variants)
+        if stretched:
+            notes.append(
+                f"{_count(stretched, unit)} ran past the deadline still working or sleeping on a timer, and got more "
+                "time: only a trial blocked for good, or one that keeps using CPU, is hung"
+            )
+        rerun = sum(s.rerun for s in self.variants)
+        if rerun:
+            notes.append(
+                f"{_count(rerun, unit)} run again: an earlier attempt could not be judged (its worker was not "
+                "inside the trial, or left no evidence of a hang)"
+            )
+        undecided = sum(s.undecided for s in self.variants)
+        if undecided:
+            notes.append(f"{_count(undecided, unit)} undecided: stress could not judge them; they count neither way")
+        return notes
+
     def exit_code(self) -> int:
         """0: every verdict as expected; 1: a findings-level problem (see the README)."""
         unexpected = any(not s.verdict.as_expected for s in self.variants)
@@ -214,6 +243,7 @@ class RunReport:
                 "complete": self.complete,
                 "interrupted": self.interrupted,
                 "exit_code": self.exit_code(),
+                "health": self.health(),
                 "variants": [self._variant_dict(s) for s in self.variants],
             }
         )
@@ -226,3 +256,7 @@ class RunReport:
                 summary.variant, summary.example.trial, sweep=summary.example.sweep
             )
         return data
+
+
+def _count(n: int, unit: str) -> str:
+    return f"{n:,} {unit}{'s' if n != 1 else ''}"

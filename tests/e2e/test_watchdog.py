@@ -124,8 +124,9 @@ def test_a_trial_still_computing_gets_more_time_and_a_livelock_ends_hung(tmp_pat
     assert [spins[t]["outcome"] for t in range(8)] == ["passed"] * 2 + ["hung"] * 6
     for t in range(2, 8):
         assert "busy all along" in spins[t]["evidence"]["messages"][0], spins[t]["evidence"]
-        # A livelock ends at its stretched limit: at most 5x its deadline and 0.5 s past it.
-        assert spins[t]["duration"] < min(5 * spins[t]["timeout"], spins[t]["timeout"] + 0.5) + 0.2
+        # A livelock ends once it has used half a second of CPU past its deadline (more wall time on a
+        # busy machine, which gives it less CPU), and always before the hard cap of 10 s.
+        assert spins[t]["timeout"] + 0.5 <= spins[t]["duration"] < 10.0
     assert out.code == 0, out.stdout + out.stderr
 
 

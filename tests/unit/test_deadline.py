@@ -1,8 +1,16 @@
+"""Deadlines and the judgement of a trial past one, against an injected clock and made-up snapshots."""
+
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
 
 import pytest
 
-from harness.engine.deadline import AdaptiveTimeout
+from harness.engine.activity import Snapshot
+from harness.engine.deadline import AFTER_LIMIT, PROBE, SETUP_LIMIT, AdaptiveTimeout, Verdict, Watch, high_quantile
+
+# -- the adaptive deadline --------------------------------------------------------------------------
 
 
 def test_fixed_timeout_never_adapts() -> None:
@@ -15,15 +23,45 @@ def test_initial_deadline_until_a_trial_finishes() -> None:
     assert AdaptiveTimeout().current() == 2.0
 
 
-def test_adapts_to_a_multiple_of_the_slowest_with_floor_and_ceiling() -> None:
+def test_adapts_to_a_high_quantile_with_floor_and_ceiling() -> None:
     policy = AdaptiveTimeout(factor=10, floor=0.05, ceiling=10)
     policy.observe(0.001)
     assert policy.current() == 0.05
-    policy.observe(0.02)
-    policy.observe(0.004)
-    assert policy.current() == 0.2
-    policy.observe(3.0)
+    for _ in range(20):
+        policy.observe(0.02)
+    assert policy.current() == pytest.approx(0.2)
+    for _ in range(30):
+        policy.observe(3.0)
     assert policy.current() == 10
+
+
+def test_one_slow_outlier_does_not_raise_the_deadline_tenfold() -> None:
+    policy = AdaptiveTimeout(factor=10, floor=0.05, ceiling=10)
+    for _ in range(5):
+        policy.observe(0.01)
+    before = policy.current()
+    policy.observe(0.45)  # one trial stalled by a burst of load
+    assert policy.current() == pytest.approx(before)
+    policy = AdaptiveTimeout(factor=10, floor=0.05, ceiling=10)
+    policy.observe(0.01)
+    policy.observe(0.45)  # even the second trial of all
+    assert policy.current() < 0.5
+
+
+def test_the_quantile_never_takes_the_largest_once_there_are_two() -> None:
+    assert high_quantile([1.0]) == 1.0
+    assert high_quantile([1.0, 100.0]) == 1.0
+    assert high_quantile(sorted([float(i) for i in range(100)])) == 89.0
+    assert high_quantile([1.0, 2.0, 100.0, 100.0]) == 100.0  # two slow trials are not an outlier
+
+
+def test_the_deadline_follows_the_machine_over_a_window() -> None:
+    policy = AdaptiveTimeout(factor=10, floor=0.001, ceiling=100, window=50)
+    for _ in range(50):
+        policy.observe(0.01)
+    for _ in range(50):
+        policy.observe(0.04)  # the machine got four times busier
+    assert policy.current() == pytest.approx(0.4)
 
 
 def test_each_variant_adapts_to_itself() -> None:
@@ -45,9 +83,154 @@ def test_a_variant_that_keeps_hanging_borrows_its_scenarios_deadline() -> None:
     assert policy.current("pipe/parent-keeps-ends") == pytest.approx(0.1)
 
 
-def test_an_adaptive_deadline_may_stretch_for_a_trial_still_working_a_fixed_one_never() -> None:
-    assert AdaptiveTimeout(fixed=0.3).limit() is None
-    policy = AdaptiveTimeout(factor=10, floor=0.05, ceiling=10, initial=2.0)
-    policy.observe(0.001, "counter/lock")
-    assert policy.limit("counter/lock") == pytest.approx(0.25)  # five times its 50 ms deadline
-    assert policy.limit("counter/new") == pytest.approx(2.5)  # never more than 0.5 s past it
+# -- judging a trial past its deadline ----------------------------------------------------------------
+
+
+def snap(at: float, cpu: float = 0.0, **kw: object) -> Snapshot:
+    fields: dict[str, object] = {"waited": 0.0, "threads": 2, "active": 0, "wakes_in": math.inf, "unknown": 0}
+    fields.update(kw)
+    return Snapshot(at=at, cpu=cpu, **fields)  # type: ignore[arg-type]
+
+
+class Machine:
+    """A fake trial: `state(now)` says what its processes look like at ``now`` (engine clock = snapshot clock)."""
+
+    def __init__(self, state: Callable[[float], Snapshot], *, clock: list[float] | None = None) -> None:
+        self.state = state
+        self.looks = 0
+        self.clock = clock  # the watch's real clock, when the test gives it one: kept at `now`
+
+    def run(self, watch: Watch, *, until: float = 1000.0, start: float = 0.0) -> tuple[Verdict, float, str]:
+        now = start
+        while now <= until:
+            if self.clock is not None:
+                self.clock[0] = now
+            decision = watch.step(now, lambda now=now: self._take(now))  # type: ignore[misc]
+            if decision.verdict is not Verdict.WAIT:
+                return decision.verdict, now, decision.message
+            assert decision.until > now, "a watch must never ask to be called again at once"
+            now = decision.until
+        return Verdict.WAIT, now, ""
+
+    def _take(self, now: float) -> Snapshot:
+        self.looks += 1
+        return self.state(now)
+
+
+def test_a_deadline_cannot_start_before_the_trial() -> None:
+    clock = [0.0]
+    watch = Watch(timeout=0.05, dispatched=0.0, real=lambda: clock[0])
+    blocked = Machine(lambda now: snap(now, waits=("a lock, condition or join",)), clock=clock)
+    # A worker that never reaches the trial's body (still setting up, or between trials) cannot hang it.
+    verdict, _, message = blocked.run(watch, until=SETUP_LIMIT - 1)
+    assert verdict is Verdict.WAIT
+    assert blocked.looks == 0
+    verdict, _, message = blocked.run(watch, start=SETUP_LIMIT, until=SETUP_LIMIT + 1)
+    assert verdict is Verdict.STALLED  # stress's fault: the trial is run again, never called hung
+    assert "did not start the trial" in message
+
+
+def test_the_deadline_counts_from_the_start_of_the_body() -> None:
+    watch = Watch(timeout=0.05, dispatched=0.0)
+    watch.begin(7.0)  # the worker took 7 s to set up on a loaded machine
+    blocked = Machine(lambda now: snap(now, waits=("a lock, condition or join",)))
+    verdict, at, message = blocked.run(watch)
+    assert verdict is Verdict.HUNG
+    assert at == pytest.approx(7.05)
+    assert message.startswith("blocked: ")
+    assert "1 in a lock, condition or join" in message
+
+
+def test_a_trial_whose_body_ended_is_never_hung() -> None:
+    clock = [1.04]
+    watch = Watch(timeout=0.05, dispatched=0.0, real=lambda: clock[0])
+    watch.begin(1.0)
+    watch.end(1.04)  # now stress checks for leaks, or shrinks a schedule: its own business
+    busy = Machine(lambda now: snap(now, cpu=now, active=2), clock=clock)
+    verdict, _, _ = busy.run(watch, start=1.04, until=1.04 + AFTER_LIMIT - 1)
+    assert verdict is Verdict.WAIT
+    assert busy.looks == 0
+    verdict, _, message = busy.run(watch, start=1.04 + AFTER_LIMIT, until=1.04 + AFTER_LIMIT + 1)
+    assert verdict is Verdict.STALLED  # stuck in stress's own code: run again, never hung
+    assert "stress's own work" in message
+
+
+def test_a_trial_still_computing_gets_more_time_until_its_cpu_budget() -> None:
+    watch = Watch(timeout=0.05, dispatched=0.0)
+    watch.begin(0.0)
+    # A livelock on an idle machine: one thread always running, one CPU second per second.
+    spinning = Machine(lambda now: snap(now, cpu=now, active=1))
+    verdict, at, message = spinning.run(watch)
+    assert verdict is Verdict.HUNG
+    assert "busy all along" in message
+    assert watch.timeout + watch.cpu_budget <= at <= watch.timeout + watch.cpu_budget + 0.1
+
+
+def test_a_starved_trial_is_not_hung_for_being_slow() -> None:
+    watch = Watch(timeout=0.05, dispatched=0.0)
+    watch.begin(0.0)
+    # Runnable all along, but the machine gives it 2 % of a CPU: wall time says nothing.
+    starved = Machine(lambda now: snap(now, cpu=0.02 * now, waited=0.98 * now, active=1))
+    verdict, at, message = starved.run(watch)
+    assert verdict is Verdict.UNDECIDED  # stress's own outcome: it cannot tell, so it does not guess
+    assert at >= watch.hard_cap
+    assert "too busy" in message
+
+
+def test_a_slow_trial_on_a_busy_machine_gets_the_time_it_needs() -> None:
+    watch = Watch(timeout=0.05, dispatched=0.0)
+    watch.begin(0.0)
+    # It needs 0.2 s of CPU (four times its deadline: an outlier) and gets 10 % of a CPU: 2 s of wall time.
+    slow = Machine(lambda now: snap(now, cpu=0.1 * now, waited=0.9 * now, active=1))
+    verdict, _, _ = slow.run(watch, until=2.0)
+    assert verdict is Verdict.WAIT  # still being given time at 40x its deadline
+    assert watch.extra > 1.9
+
+
+def test_a_thread_sleeping_with_a_timeout_will_wake_so_the_trial_waits() -> None:
+    watch = Watch(timeout=0.05, dispatched=0.0)
+    watch.begin(0.0)
+    # A timed acquire that ends at 0.3 s, then the trial finishes: no verdict before then.
+    sleeper = Machine(lambda now: snap(now, wakes_in=max(0.0, 0.3 - now)))
+    verdict, _, _ = sleeper.run(watch, until=0.29)
+    assert verdict is Verdict.WAIT
+
+
+def test_a_trial_that_only_wakes_on_timers_is_hung_after_its_grace() -> None:
+    watch = Watch(timeout=0.05, dispatched=0.0)
+    watch.begin(0.0)
+    poller = Machine(lambda now: snap(now, cpu=now * 0.0001, wakes_in=0.01 - (now % 0.01)))
+    verdict, at, message = poller.run(watch)
+    assert verdict is Verdict.HUNG
+    assert "only slept and woke on timers" in message
+    assert at == pytest.approx(watch.timeout + watch.sleep_grace, abs=0.02)
+
+
+def test_a_timer_that_ends_after_the_grace_is_as_good_as_none() -> None:
+    watch = Watch(timeout=0.05, dispatched=0.0)
+    watch.begin(0.0)
+    sleeps = Machine(lambda now: snap(now, wakes_in=3600.0 - now, waits=("a sleep for 3.6e+03 s",)))  # sleep(3600)
+    verdict, at, message = sleeps.run(watch)
+    assert verdict is Verdict.HUNG
+    assert at == pytest.approx(0.05)
+    assert "(1 in a sleep for 3.6e+03 s)" in message
+
+
+def test_an_unreadable_wait_is_given_the_benefit_of_the_doubt() -> None:
+    watch = Watch(timeout=0.05, dispatched=0.0)
+    watch.begin(0.0)
+    unknown = Machine(lambda now: snap(now, unknown=1))
+    verdict, at, _ = unknown.run(watch)
+    assert verdict is Verdict.HUNG
+    assert at >= watch.timeout + watch.sleep_grace  # not at its deadline: it might have woken
+
+
+def test_cpu_used_between_the_looks_is_work_even_with_every_thread_asleep_now() -> None:
+    watch = Watch(timeout=0.05, dispatched=0.0)
+    watch.begin(0.0)
+    # Two threads ping-pong: each look catches both asleep, but CPU keeps being used.
+    ping_pong = Machine(lambda now: snap(now, cpu=0.5 * now, waits=("a lock, condition or join",) * 2))
+    verdict, at, message = ping_pong.run(watch)
+    assert verdict is Verdict.HUNG
+    assert "busy all along" in message
+    assert at > watch.timeout + PROBE

@@ -7,7 +7,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+import harness
 from harness import Knob, Outcome, Perturbation, RunConfig, Scenario, Trial, TrialResult, run
+from harness.engine.worker import WorkerHandle
 from harness.results.run_dir import read_results
 from harness.results.stats import VariantStats
 from harness.results.summary import RunInfo, RunReport
@@ -140,3 +144,35 @@ def test_opposite_order_deadlock_is_detected_with_its_cycle(tmp_path: Path) -> N
     assert " held by " in summary_line
     assert len(example.evidence.wait_for) == 2
     assert all("test_engine.py" in line for line in example.evidence.wait_for)
+
+
+@pytest.mark.parametrize(
+    "dump",
+    [
+        "",
+        # stress's own frames only: a worker caught between trials, or in its own set-up
+        'Thread 0x00007f (most recent call first):\n  File "{harness}/engine/worker.py", line 500 in _worker_main\n',
+    ],
+    ids=["empty", "stress-only"],
+)
+def test_a_hang_without_evidence_is_never_hung(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dump: str) -> None:
+    # The trial really blocks, but its dump shows no frame of the code under test: stress has no
+    # evidence against the code, so it runs the trial again, and in the end says it cannot judge.
+    harness_dir = str(Path(harness.__file__).parent)
+    monkeypatch.setattr(WorkerHandle, "read_dump", lambda self: dump.format(harness=harness_dir))
+    ticks = itertools.count()
+    report = run(
+        [scenario.get("stuck")],
+        RunConfig(iterations=2, seed=1, jobs=1, perturbation=Perturbation.none()),
+        reports=tmp_path,
+        clock=lambda: float(next(ticks)),
+    )
+    (summary,) = report.variants
+    assert summary.by_outcome == {Outcome.UNDECIDED: 2}
+    assert summary.failures == 0
+    assert summary.verdict.label == "undecided"
+    assert report.exit_code() == 0
+    example = summary.examples[0]
+    assert len(example.notes) == 3
+    assert all("no frame of the code under test" in note for note in example.notes)
+    assert any("undecided" in note for note in report.health())

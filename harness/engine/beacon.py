@@ -1,0 +1,82 @@
+"""Where a worker is: between trials, inside a trial's body, or in stress's own work after it.
+
+The parent owns every deadline, and a deadline must measure the trial, not stress: not the set-up of
+a freshly forked worker, not the installation of instrumentation, not the leak checks after the body.
+So the worker says when a trial's body starts and when it ends, by writing a few bytes of memory it
+shares with the parent (an anonymous shared mapping, made before the fork): no message, no system
+call, about a microsecond per trial. The parent reads it whenever it looks at a deadline.
+
+A reading is consistent even though the two processes never lock: the writer bumps a generation
+counter to an odd value, writes, then bumps it to an even one (a seqlock, as in the Linux kernel); the
+reader retries a reading that straddled a write. Times are ``time.monotonic()``, the same clock in
+every process of the machine.
+"""
+
+from __future__ import annotations
+
+import enum
+import mmap
+import struct
+import time
+from dataclasses import dataclass
+
+__all__ = ["Beacon", "Phase", "Reading"]
+
+_GENERATION = struct.Struct("=q")
+_DATA = struct.Struct("=qqd")  # seq, phase, since; after the generation
+_SIZE = _GENERATION.size + _DATA.size
+
+
+class Phase(enum.IntEnum):
+    """Where the worker is."""
+
+    #: Between trials: setting up, waiting for a task, or preparing the next trial.
+    IDLE = 0
+    #: Running the body of trial ``seq``: the code under test, and the only time a deadline counts.
+    BODY = 1
+    #: Stress's own work after the body of trial ``seq``: leak checks, shrinking a failing schedule.
+    AFTER = 2
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One consistent reading: trial ``seq`` is in ``phase`` since ``since`` (``time.monotonic()``)."""
+
+    seq: int
+    phase: Phase
+    since: float
+
+
+class Beacon:
+    """A worker's position, shared between the worker (which writes it) and the parent (which reads).
+
+    Create it in the parent before forking the worker; both sides keep the same object.
+    """
+
+    def __init__(self) -> None:
+        self._map = mmap.mmap(-1, _SIZE)  # MAP_SHARED | MAP_ANONYMOUS: survives fork, shared
+        self._generation = 0
+        _DATA.pack_into(self._map, _GENERATION.size, -1, Phase.IDLE, time.monotonic())
+
+    def set(self, seq: int, phase: Phase) -> None:
+        """The worker: trial ``seq`` enters ``phase`` now."""
+        buffer = self._map
+        generation = self._generation
+        _GENERATION.pack_into(buffer, 0, generation + 1)  # odd: being written
+        _DATA.pack_into(buffer, _GENERATION.size, seq, phase, time.monotonic())
+        _GENERATION.pack_into(buffer, 0, generation + 2)
+        self._generation = generation + 2
+
+    def read(self) -> Reading:
+        """The parent: where the worker is now."""
+        buffer = self._map
+        for _ in range(10_000):  # a worker killed in the middle of a write leaves an odd generation
+            (before,) = _GENERATION.unpack_from(buffer, 0)
+            seq, phase, since = _DATA.unpack_from(buffer, _GENERATION.size)
+            (after,) = _GENERATION.unpack_from(buffer, 0)
+            if before == after and before % 2 == 0:
+                break
+        return Reading(seq, Phase(phase) if phase in Phase.__members__.values() else Phase.IDLE, since)
+
+    def close(self) -> None:
+        self._map.close()
