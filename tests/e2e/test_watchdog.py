@@ -44,10 +44,17 @@ def test_blocking_variant_is_hung_with_a_dump_naming_the_line(tmp_path: Path) ->
     line = _line_of("BLOCKS HERE")
     assert any(f"misbehaving.py:{line} in waiter" in where for where in evidence["blocked_at"])
     assert f'misbehaving.py", line {line} in waiter' in evidence["dump"]
-    # The run went on to completion, and each hang cost at most its timeout plus 100 ms.
     assert data["complete"] is True
-    assert data["wall_seconds"] <= hangs * (timeout + 0.1) + 0.2, data["wall_seconds"]
     assert f"misbehaving.py:{line} in waiter" in out.stdout
+    # Each hang cost its timeout and little more: measured against the same number of quick trials run
+    # on this machine just now, so a busy machine slows both alike.
+    base = stress(
+        "run", MISBEHAVING, "--variant", "fine", "-n", str(hangs), "--seed", "1", "-j", "1", "--out", "base",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert base.code == 0, base.stderr
+    extra = data["wall_seconds"] - summary(tmp_path / "base")["wall_seconds"]
+    assert extra <= hangs * (timeout + 0.15), (extra, data["wall_seconds"])
 
 
 def test_adaptive_deadline_makes_hangs_cheap(tmp_path: Path) -> None:

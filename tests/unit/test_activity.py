@@ -1,0 +1,136 @@
+"""Reading what a process tree does: thread states, CPU, and when each sleeping thread wakes by itself."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from harness.engine.activity import Snapshot, describe, snapshot
+from harness.engine.beacon import Beacon, Phase
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+#: Each program prints "ready" just before it settles into the wait under test.
+PROGRAMS = {
+    "lock": "import threading; l = threading.Lock(); l.acquire(); print('ready', flush=True); l.acquire()",
+    "join": (
+        "import threading; e = threading.Event(); t = threading.Thread(target=e.wait); t.start(); "
+        "print('ready', flush=True); t.join()"
+    ),
+    "pipe": "import os; r, w = os.pipe(); print('ready', flush=True); os.read(r, 1)",
+    "socket": ("import socket; a, b = socket.socketpair(); print('ready', flush=True); a.recv(1)"),
+    "sleep": "import time; print('ready', flush=True); time.sleep(100)",
+    "timed_acquire": (
+        "import threading; l = threading.Lock(); l.acquire(); print('ready', flush=True); l.acquire(timeout=30)"
+    ),
+    "select": "import os, select; r, w = os.pipe(); print('ready', flush=True); select.select([r], [], [], 20)",
+    "child_sleeps": (
+        "import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(40)']); "
+        "print('ready', flush=True); p.wait()"
+    ),
+    "spin": "print('ready', flush=True)\nwhile True: pass",
+}
+
+
+@contextmanager
+def running(name: str) -> Iterator[int]:
+    process = subprocess.Popen([sys.executable, "-c", PROGRAMS[name]], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        yield process.pid
+    finally:
+        for child in _children(process.pid):
+            os.kill(child, 9)
+        process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as file:
+            found += [int(c) for c in file.read().split()]
+    return found
+
+
+def settled(pid: int, until: Callable[[Snapshot], bool], *, within: float = 10.0) -> Snapshot:
+    """The first snapshot of ``pid`` for which ``until`` holds (the program may still be on its way)."""
+    deadline = time.monotonic() + within
+    while True:
+        look = snapshot(pid)
+        if until(look) or time.monotonic() > deadline:
+            return look
+        time.sleep(0.01)
+
+
+def asleep(look: Snapshot) -> bool:
+    return look.active == 0 and look.threads > 0 and len(look.waits) + look.unknown == look.threads
+
+
+@pytest.mark.parametrize(
+    ("name", "what"),
+    [("lock", "a lock, condition or join"), ("join", "a lock, condition or join"), ("pipe", "a read"),
+     ("socket", "a socket")],
+)  # fmt: skip
+def test_a_wait_with_no_timeout_is_read_as_such(name: str, what: str) -> None:
+    with running(name) as pid:
+        look = settled(pid, lambda s: asleep(s) and math.isinf(s.wakes_in) and what in s.waits)
+    assert look.active == 0
+    assert math.isinf(look.wakes_in)
+    assert what in look.waits
+    assert look.unknown == 0
+
+
+@pytest.mark.parametrize(("name", "seconds"), [("sleep", 100), ("timed_acquire", 30), ("select", 20)])
+def test_a_wait_with_a_timeout_says_when_it_ends(name: str, seconds: float) -> None:
+    with running(name) as pid:
+        look = settled(pid, lambda s: asleep(s) and not math.isinf(s.wakes_in))
+    assert look.active == 0
+    assert seconds - 10 < look.wakes_in <= seconds
+
+
+def test_the_tree_below_the_process_is_read_too() -> None:
+    with running("child_sleeps") as pid:
+        look = settled(pid, lambda s: s.threads >= 2 and asleep(s) and not math.isinf(s.wakes_in))
+    assert look.threads >= 2
+    assert 30 < look.wakes_in <= 40  # the grandchild's sleep
+    assert "a child process" in look.waits  # the parent's wait4
+
+
+def test_a_spinning_thread_is_active_and_uses_cpu() -> None:
+    with running("spin") as pid:
+        first = snapshot(pid)
+        time.sleep(0.2)
+        second = settled(pid, lambda s: s.cpu > first.cpu)
+    assert second.active >= 1 or second.cpu > first.cpu
+    assert second.cpu > first.cpu
+
+
+def test_describe_counts_alike_waits() -> None:
+    waits = ("a lock, condition or join", "a read", "a lock, condition or join")
+    assert describe(waits) == "2 in a lock, condition or join, 1 in a read"
+
+
+def test_a_beacon_is_shared_with_a_forked_child() -> None:
+    beacon = Beacon()
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            beacon.set(42, Phase.BODY)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        reading = beacon.read()
+        assert (reading.seq, reading.phase) == (42, Phase.BODY)
+        assert 0 <= time.monotonic() - reading.since < 10
+    finally:
+        beacon.close()
