@@ -121,7 +121,22 @@ def load(busy_per_core: int, idle: int) -> Iterator[str]:
 def stress(*args: str, out: Path) -> dict:
     command = [str(Path(sys.executable).parent / "stress"), "run", *args, "--out", str(out), "--quiet"]
     subprocess.run(command, capture_output=True, text=True, check=False, timeout=3600)
+    for line in unjudged(out):
+        print(f"  not judged at once: {line}")
     return json.loads((out / "summary.json").read_text())
+
+
+def unjudged(out: Path) -> list[str]:
+    """Why trials of the run in ``out`` were run again or left undecided (stress's own troubles)."""
+    lines = []
+    for line in (out / "results.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record.get("notes") or record["outcome"] == "undecided":
+            messages = record.get("evidence", {}).get("messages", [])
+            lines.append(
+                f"{record['variant']} trial {record['trial']}: {record['outcome']}; {record.get('notes')} {messages}"
+            )
+    return lines
 
 
 def false_failures(summary: dict) -> list[str]:
@@ -162,9 +177,13 @@ def hang_costs(fixtures: Scenario, hangs: int, timeout: float | None, out: Path)
     return costs, report.wall / max(report.trials, 1), hung
 
 
-def condition(label: str, trials: int, scenarios: list[str], folder: Path, fixtures_file: Path) -> bool:
+def condition(
+    label: str, trials: int, scenarios: list[str], folder: Path, fixtures_file: Path, *, hangs_only: bool = False
+) -> bool:
     print(f"\n== {label}")
     ok = True
+    if hangs_only:
+        return hang_cost_lines(trials, folder, fixtures_file)
     registry = Registry.builtin()
     rows = []
     for deadline in ("adaptive", "0.2"):
@@ -208,11 +227,16 @@ def condition(label: str, trials: int, scenarios: list[str], folder: Path, fixtu
         unexposed += [v["variant"] for v in summary["variants"] if v["verdict"] == "not exposed"]
     print(f"unsafe variants not exposed: {', '.join(unexposed) if unexposed else 'none'}")
     ok &= not unexposed
+    return hang_cost_lines(trials, folder, fixtures_file) and ok
+
+
+def hang_cost_lines(trials: int, folder: Path, fixtures_file: Path) -> bool:
+    ok = True
     spec = __import__("importlib.util").util.spec_from_file_location("fixtures_module", fixtures_file)
     module = __import__("importlib.util").util.module_from_spec(spec)
     spec.loader.exec_module(module)
     for timeout in (None, 0.2):
-        costs, per_trial, hung = hang_costs(module.scenario, max(20, trials // 10), timeout, folder)
+        costs, per_trial, hung = hang_costs(module.scenario, trials, timeout, folder)
         mode = "adaptive" if timeout is None else f"--timeout {timeout}"
         if not costs:
             print(f"hang cost ({mode}): no hang to measure ({hung} hung)")
@@ -235,6 +259,7 @@ def main() -> int:
     parser.add_argument("--scenarios", default="")
     parser.add_argument("--busy-per-core", type=int, default=4)
     parser.add_argument("--idle", type=int, default=1000)
+    parser.add_argument("--hangs-only", action="store_true", help="measure only the cost of hangs")
     args = parser.parse_args()
     names = [s.name for s in Registry.builtin()]
     scenarios = args.scenarios.split(",") if args.scenarios else names
@@ -244,10 +269,12 @@ def main() -> int:
         fixtures_file = folder / "fixtures.py"
         fixtures_file.write_text(FIXTURES)
         if args.only != "loaded":
-            ok &= condition("quiet", args.trials, scenarios, folder, fixtures_file)
+            ok &= condition("quiet", args.trials, scenarios, folder, fixtures_file, hangs_only=args.hangs_only)
         if args.only != "quiet":
             with load(args.busy_per_core, args.idle) as what:
-                ok &= condition(f"loaded: {what}", args.trials, scenarios, folder, fixtures_file)
+                ok &= condition(
+                    f"loaded: {what}", args.trials, scenarios, folder, fixtures_file, hangs_only=args.hangs_only
+                )
     print("\nall checks held" if ok else "\nA CHECK FAILED")
     return 0 if ok else 1
 
