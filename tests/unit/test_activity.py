@@ -96,14 +96,14 @@ def test_a_wait_with_a_timeout_says_when_it_ends(name: str, seconds: float) -> N
     with running(name) as pid:
         look = settled(pid, lambda s: asleep(s) and not math.isinf(s.wakes_in))
     assert look.active == 0
-    assert seconds - 10 < look.wakes_in <= seconds
+    assert seconds - 10 < look.wakes_in <= seconds + 1  # the wait may have begun after the look began
 
 
 def test_the_tree_below_the_process_is_read_too() -> None:
     with running("child_sleeps") as pid:
         look = settled(pid, lambda s: s.threads >= 2 and asleep(s) and not math.isinf(s.wakes_in))
     assert look.threads >= 2
-    assert 30 < look.wakes_in <= 40  # the grandchild's sleep
+    assert 30 < look.wakes_in <= 41  # the grandchild's sleep (it may have begun after the look began)
     assert "a child process" in look.waits  # the parent's wait4
 
 
