@@ -1,5 +1,50 @@
-"""``python -m harness`` is the ``stress`` command."""
+"""The ``stress`` command's entry point (``python -m harness`` too).
 
-from harness.cli import entry
+The console script starts here rather than in `harness.cli`: importing the CLI (click, rich, the
+engine) can take seconds on a loaded machine, and a Ctrl-C or a SIGTERM meanwhile must end stress
+with one line and its exit code — 130 or 143, as a shell reports a process stopped by that signal —
+not a traceback from whichever import it interrupted.
+"""
 
-entry()
+from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+
+from harness.errors import Terminated
+
+__all__ = ["entry"]
+
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+def entry() -> None:
+    """Run ``stress`` and exit with its code."""
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        from harness.cli import main
+
+        code = main()
+    except KeyboardInterrupt:
+        code = _stopped("interrupted", EXIT_INTERRUPTED)
+    except Terminated:
+        code = _stopped("terminated (SIGTERM)", EXIT_TERMINATED)
+    sys.exit(code)
+
+
+def _stopped(what: str, code: int) -> int:
+    try:
+        sys.stderr.write(f"stress: {what}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    return code
+
+
+if __name__ == "__main__":
+    entry()

@@ -2,7 +2,8 @@
 
 Exit codes: 0 every verdict as expected; 1 findings (a variant expected safe failed, or, with
 ``--strict``, one expected unsafe was never exposed); 2 bad usage or configuration; 3 a bug in stress;
-130 interrupted. A user error is one line on stderr, never a traceback.
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM). A user error is one line on stderr, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -10,9 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
@@ -21,7 +26,7 @@ from rich.console import Console
 from harness import __version__, settings
 from harness.config import Layer, build_config
 from harness.engine.driver import run as run_engine
-from harness.errors import InternalError, StressError, UserError
+from harness.errors import InternalError, OutputError, StressError, Terminated, UserError
 from harness.loader import is_file_target, is_module_target, load_module, load_target, project_root
 from harness.registry import Registry
 from harness.render import terminal
@@ -35,9 +40,9 @@ from harness.results.summary import RunReport
 from harness.scenario import Variant
 from harness.scope import Scope
 
-__all__ = ["cli", "entry", "main"]
+__all__ = ["cli", "main"]
 
-EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
 
 _BOOLEAN_FLAGS = {
     "shuffle": ("--shuffle", "--no-shuffle"),
@@ -247,6 +252,9 @@ def run_command(
                 f"controlled mode runs the trial's own thread actors, one at a time, and cannot run {why}. "
                 "Run those scenarios in stress mode"
             )
+    for path, flag in ((junit_xml, "--junit-xml"), (markdown, "--markdown")):
+        if path:
+            _check_writable(Path(path), flag)
     console = _console()
     report = run_engine(
         selected,
@@ -257,10 +265,20 @@ def run_command(
         targets=reach,
         command=shlex.join(["stress", *sys.argv[1:]]) if sys.argv else "stress",
     )
-    terminal.print_report(console, report)
-    _write_artifacts(console, report, junit_xml=junit_xml, markdown=markdown)
-    if report.interrupted:
-        return EXIT_INTERRUPTED
+    with _finish_first(report.stopped_by) as late:
+        terminal.print_report(console, report)
+        problem = _write_artifacts(console, report, junit_xml=junit_xml, markdown=markdown)
+    if report.output_error is not None:
+        _error(
+            f"{report.output_error}: the run stopped there. Every line of results.jsonl is whole: "
+            f"`stress report {report.info.run_dir}` renders what reached the disk once there is room"
+        )
+        return EXIT_USAGE
+    if problem is not None:
+        _error(str(problem))
+        return EXIT_USAGE
+    if late.signal is not None and not report.interrupted:
+        return EXIT_TERMINATED if late.signal == signal.SIGTERM else EXIT_INTERRUPTED
     return report.exit_code()
 
 
@@ -331,11 +349,13 @@ def report_command(run_dir: str, junit_xml: str | None, markdown: str | None, qu
     """Re-render every report of RUN_DIR from its results.jsonl (also an interrupted or killed run)."""
     report = load_report(Path(run_dir))
     console = _console()
-    write_json(report.info.run_dir / SUMMARY, report.to_dict())
     if not quiet:
         terminal.print_report(console, report)
-    _write_artifacts(console, report, junit_xml=junit_xml, markdown=markdown)
-    return report.exit_code()
+    write_json(report.info.run_dir / SUMMARY, report.to_dict())
+    problem = _write_artifacts(console, report, junit_xml=junit_xml, markdown=markdown)
+    if problem is not None:
+        raise problem
+    return report.findings_code()
 
 
 @cli.command("compare")
@@ -352,14 +372,71 @@ def compare_command(before: str, after: str) -> int:
     return EXIT_FINDINGS if any(c.verdict == "REGRESSION" for c in changes) else EXIT_OK
 
 
-def _write_artifacts(console: Console, report: RunReport, *, junit_xml: str | None, markdown: str | None) -> None:
-    written = [write_html(report)]
+class _Late:
+    signal: int | None = None
+
+
+@contextlib.contextmanager
+def _finish_first(stopped_by: str | None) -> Iterator[_Late]:
+    """While the reports of a finished run are written, a first Ctrl-C or SIGTERM lets them finish
+    (and sets the exit code); a second one stops at once. A run already stopped by a signal counts
+    that one as the first."""
+    late = _Late()
+    if threading.current_thread() is not threading.main_thread():
+        yield late
+        return
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if late.signal is not None or stopped_by is not None:
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        late.signal = signum
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield late
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _write_artifacts(
+    console: Console, report: RunReport, *, junit_xml: str | None, markdown: str | None
+) -> OutputError | None:
+    """Write every report file that can be written; the first that could not, if any."""
+    problem: OutputError | None = None
+    writers: list[tuple[Path, Callable[[], Path]]] = [(report.info.run_dir / "report.html", lambda: write_html(report))]
     if junit_xml:
-        written.append(write_junit(report, Path(junit_xml)))
+        writers.append((Path(junit_xml), lambda: write_junit(report, Path(junit_xml))))
     if markdown:
-        written.append(write_markdown(report, Path(markdown)))
-    for path in written:
+        writers.append((Path(markdown), lambda: write_markdown(report, Path(markdown))))
+    for target, write in writers:
+        try:
+            path = write()
+        except OSError as exc:
+            problem = problem or OutputError(target, exc)
+            continue
         console.print(f"[dim]wrote[/dim] {path}", highlight=False)
+    return problem
+
+
+def _check_writable(path: Path, flag: str) -> None:
+    """Fail before the run, not after it, when a report file cannot be written where asked."""
+    if path.is_dir():
+        raise UserError(f"{flag} {str(path)!r} is a folder; name a file")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            with path.open("a"):
+                pass
+        else:
+            probe = folder / f".{path.name}.stress-write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+    except OSError as exc:
+        raise UserError(
+            f"{flag} {str(path)!r} cannot be written ({exc.strerror or exc}); choose another path"
+        ) from None
 
 
 # click 8.2+ raises this for a group called without a command; older versions print the help.
@@ -397,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except Terminated:
+        return EXIT_TERMINATED
     except BrokenPipeError:
         # Our output was closed early (`stress list | head`): stop quietly, as other tools do.
         with contextlib.suppress(OSError):
@@ -414,8 +493,3 @@ def main(argv: list[str] | None = None) -> int:
         _error("unexpected internal error (this is a bug in stress, please report it)")
         return EXIT_INTERNAL
     return result if isinstance(result, int) else EXIT_OK
-
-
-def entry() -> None:
-    """Console-script entry point."""
-    sys.exit(main())

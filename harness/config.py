@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import ConfigError, did_you_mean
-from harness.perturb.knobs import UNITS, Knob, Perturbation, parse_seconds
+from harness.perturb.knobs import MAXIMA, UNITS, Knob, Perturbation, parse_seconds
 
 __all__ = [
     "DEFAULT_ITERATIONS",
@@ -63,7 +63,7 @@ class Sweep:
             )
         parsed = []
         for value in values.split(","):
-            knob_value = Knob.parse(value, unit=UNITS[knob], where=where)
+            knob_value = Knob.parse(value, unit=UNITS[knob], where=where, maximum=MAXIMA.get(knob))
             if knob_value.low != knob_value.high:
                 raise ConfigError(f"{where}: each swept value is one value, not a range")
             parsed.append(knob_value.low)
@@ -233,7 +233,28 @@ _STRESS_ONLY = ("trial", "sweep", "start_method", "perturbation", *_KNOBS, *_SWI
 _CONTROLLED_ONLY = ("strategy", "pct_depth", "max_preemptions", "granularity", "step_limit")
 
 
-def _integer(value: Any, where: str, *, minimum: int) -> int:
+#: The largest value each integer setting takes: beyond it, a number cannot mean anything useful.
+LIMITS = {
+    "iterations": 1_000_000_000,
+    "seed": 2**64 - 1,
+    "size": 1_000_000_000,
+    "trial": 1_000_000_000,
+    "actors": 1_000,
+    "pct_depth": 100,
+    "max_preemptions": 100,
+    "step_limit": 100_000_000,
+}
+#: The longest fixed deadline, in seconds (a day).
+MAX_TIMEOUT = 86_400.0
+
+
+def max_jobs() -> int:
+    """The most worker processes a run may start: each is a whole interpreter, and beyond a few per
+    CPU they only compete for it."""
+    return max(64, 16 * default_jobs())
+
+
+def _integer(value: Any, where: str, *, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool):
         raise ConfigError(f"{where}: must be an integer >= {minimum}")
     try:
@@ -242,7 +263,23 @@ def _integer(value: Any, where: str, *, minimum: int) -> int:
         raise ConfigError(f"{where}: not an integer; give a whole number >= {minimum}") from None
     if number < minimum:
         raise ConfigError(f"{where}: must be an integer >= {minimum}")
+    if maximum is not None and number > maximum:
+        raise ConfigError(f"{where}: at most {maximum:,}; a larger number cannot mean anything here")
     return number
+
+
+def _jobs(value: Any, where: str) -> int:
+    limit = max_jobs()
+    number = _integer(value, where, minimum=1)
+    if number > limit:
+        raise ConfigError(
+            f"{where}: at most {limit} workers here (16 per CPU, 64 at least); more only compete for the CPUs"
+        )
+    return number
+
+
+def _bounded(key: str, got: tuple[Any, str], *, minimum: int) -> int:
+    return _integer(*got, minimum=minimum, maximum=LIMITS.get(key))
 
 
 def _timeout(value: Any, where: str) -> float | None:
@@ -254,6 +291,8 @@ def _timeout(value: Any, where: str) -> float | None:
         raise ConfigError(f"{where}: not a duration; give seconds (e.g. 0.5), a value like 200ms, or 'auto'") from None
     if not math.isfinite(seconds) or seconds <= 0:
         raise ConfigError(f"{where}: must be a positive duration (e.g. 0.5 or 200ms), or 'auto'")
+    if seconds > MAX_TIMEOUT:
+        raise ConfigError(f"{where}: at most {MAX_TIMEOUT:.0f} s (a day); or 'auto'")
     return seconds
 
 
@@ -306,7 +345,7 @@ def build_config(
         got = get(key)
         if got is not None:
             value, where = got
-            knobs[key] = Knob.parse(str(value), unit=UNITS[key], where=where)
+            knobs[key] = Knob.parse(str(value), unit=UNITS[key], where=where, maximum=MAXIMA.get(key))
     for key in _SWITCHES:
         got = get(key)
         if got is not None:
@@ -327,36 +366,38 @@ def build_config(
                 f"{chosen[stray][1]} does nothing in controlled mode: one thread runs at a time and a scheduler "
                 f"picks every switch{hint}"
             )
-    trial = _integer(*chosen["trial"], minimum=0) if "trial" in chosen else None
+    trial = _bounded("trial", chosen["trial"], minimum=0) if "trial" in chosen else None
     if trial is not None and "seed" not in chosen:
         raise ConfigError(
             f"{chosen['trial'][1]} needs --seed: a trial's plan is derived from the run seed, "
             "so replay with the seed of the run that failed"
         )
     if "iterations" in chosen:
-        iterations = _integer(*chosen["iterations"], minimum=1)
+        iterations = _bounded("iterations", chosen["iterations"], minimum=1)
     elif controlled and "max_preemptions" in chosen:
         iterations = EXPLORATION_LIMIT
     else:
         iterations = REPLAY_ITERATIONS if trial is not None else DEFAULT_ITERATIONS
     return RunConfig(
         iterations=iterations,
-        seed=_integer(*chosen["seed"], minimum=0) if "seed" in chosen else random_seed(),
-        jobs=_integer(*chosen["jobs"], minimum=1) if "jobs" in chosen else jobs(),
+        seed=_bounded("seed", chosen["seed"], minimum=0) if "seed" in chosen else random_seed(),
+        jobs=_jobs(*chosen["jobs"]) if "jobs" in chosen else jobs(),
         timeout=_timeout(*chosen["timeout"]) if "timeout" in chosen else None,
-        size=_integer(*chosen["size"], minimum=1) if "size" in chosen else None,
+        size=_bounded("size", chosen["size"], minimum=1) if "size" in chosen else None,
         perturbation=perturbation,
         trial=trial,
         strict=_boolean(*chosen["strict"]) if "strict" in chosen else False,
         start_method=_start_method(*chosen["start_method"]) if "start_method" in chosen else "fork",
         sweep=Sweep.parse(*chosen["sweep"]) if "sweep" in chosen else None,
-        actors=_integer(*chosen["actors"], minimum=1) if "actors" in chosen else None,
+        actors=_bounded("actors", chosen["actors"], minimum=1) if "actors" in chosen else None,
         mode=_choice("mode", *chosen["mode"]) if "mode" in chosen else "stress",
         strategy=_choice("strategy", *chosen["strategy"]) if "strategy" in chosen else "mixed",
-        pct_depth=_integer(*chosen["pct_depth"], minimum=1) if "pct_depth" in chosen else 3,
-        max_preemptions=_integer(*chosen["max_preemptions"], minimum=0) if "max_preemptions" in chosen else None,
+        pct_depth=_bounded("pct_depth", chosen["pct_depth"], minimum=1) if "pct_depth" in chosen else 3,
+        max_preemptions=(
+            _bounded("max_preemptions", chosen["max_preemptions"], minimum=0) if "max_preemptions" in chosen else None
+        ),
         granularity=_choice("granularity", *chosen["granularity"]) if "granularity" in chosen else "opcode",
-        step_limit=_integer(*chosen["step_limit"], minimum=10) if "step_limit" in chosen else 20_000,
+        step_limit=_bounded("step_limit", chosen["step_limit"], minimum=10) if "step_limit" in chosen else 20_000,
     )
 
 

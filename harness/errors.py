@@ -14,9 +14,11 @@ from collections.abc import Iterable
 __all__ = [
     "ConfigError",
     "InternalError",
+    "OutputError",
     "ScenarioError",
     "ScenarioNotFound",
     "StressError",
+    "Terminated",
     "UserError",
     "did_you_mean",
 ]
@@ -42,11 +44,26 @@ class ScenarioError(UserError):
     """A scenario is declared wrongly (duplicate variant, bad `expect` tag, bad size, ...)."""
 
 
+class OutputError(UserError):
+    """A file or folder stress writes to cannot be written (a full disk, a read-only folder)."""
+
+    def __init__(self, path: object, exc: OSError) -> None:
+        reason = exc.strerror or str(exc)
+        super().__init__(f"cannot write {str(path)!r}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 class InternalError(StressError):
     """A bug in stress itself, never the user's fault."""
 
     def __init__(self, message: str) -> None:
         super().__init__(f"{message} (this is a bug in stress, please report it)")
+
+
+class Terminated(BaseException):
+    """SIGTERM (what a CI job's timeout sends), raised where Python would raise `KeyboardInterrupt`
+    for Ctrl-C: not an `Exception`, so no ``except Exception`` in the way swallows it."""
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

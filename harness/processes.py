@@ -27,7 +27,6 @@ import pickle
 import signal
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from harness.detect import primitives
 from harness.detect.instrument import Instrumenter
 from harness.detect.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph
 from harness.perturb import mp_delays, preempt
+from harness.perturb.pause import pause
 from harness.perturb.plan import ActorStart, Plan
 from harness.perturb.preempt import Preemptor
 from harness.scope import Scope
@@ -90,15 +90,21 @@ class Owner(Protocol):
 
     def record_child_deadlock(self, where: str | None, lines: list[str], *, explained: bool = False) -> None: ...
 
+    def end_if_deadlocked(self) -> None: ...
+
 
 class ProcessGroup:
-    """Process actors registered with `start`, run together when the ``with`` block exits."""
+    """Process actors registered with `start`, run together when the ``with`` block exits — or
+    earlier, at `launch`, so that the variant can talk to them while they run."""
 
     def __init__(self, trial: Owner, index: int) -> None:
         self._trial = trial
         self._index = index
         self._actors: list[tuple[Callable[..., Any], tuple[Any, ...], str]] = []
         self._close: list[Any] = []
+        self._running: list[tuple[multiprocessing.process.BaseProcess, Any, int]] | None = None
+        self._dump: Any = None
+        self._go: Any = None
         self.results: list[Any] = []
         self.exitcodes: list[int | None] = []
 
@@ -108,6 +114,8 @@ class ProcessGroup:
         With ``spawn`` or ``forkserver``, ``fn`` and ``args`` must be picklable (``fn`` a module-level
         function), as for `multiprocessing.Process`.
         """
+        if self._running is not None:
+            raise RuntimeError("the group's actors were launched already; register every actor before launch()")
         self._actors.append((fn, args, name or ""))
         return len(self._actors) - 1
 
@@ -117,17 +125,19 @@ class ProcessGroup:
         open anywhere never reports end-of-file."""
         self._close.extend(objects)
 
-    def __enter__(self) -> ProcessGroup:
-        return self
+    def launch(self) -> None:
+        """Start the registered actors now, inside the ``with`` block (in the plan's order, with its
+        start delays, released together from its barrier), so that the variant can talk to them
+        while they run — read a queue they fill, send them work. The end of the block waits for them
+        and collects their results, as without `launch`::
 
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        if exc_type is None and self._actors:
-            self._run()
-
-    def _names(self) -> list[str]:
-        return actor_names([(fn, given) for fn, _, given in self._actors])
-
-    def _run(self) -> None:
+            with trial.processes() as group:
+                group.start(child, results)
+                group.launch()
+                data = results.get()   # while the child runs
+        """
+        if self._running is not None:
+            raise RuntimeError("launch() starts a group's actors once")
         trial = self._trial
         if trial.scheduler is not None:
             raise RuntimeError("controlled mode runs thread actors only; run process scenarios in stress mode")
@@ -136,64 +146,107 @@ class ProcessGroup:
         starts = trial.plan.starts(count, group=self._index)
         trial.starts.append(tuple(starts))
         names = self._names()
-        go = ctx.Event() if trial.plan.barrier and count > 1 else None
+        # Kept until the actors are joined: a spawned child opens the event's semaphore by name, and
+        # the event's last reference going away here would unlink it first.
+        self._go = go = ctx.Event() if trial.plan.barrier and count > 1 else None
         setup = _setup or ChildSetup((), (), -1)
-        dump = multiprocessing.connection.Connection(os.dup(setup.dump), readable=False) if setup.dump >= 0 else None
-        running: list[tuple[multiprocessing.process.BaseProcess, Any, int]] = []
-        try:
-            for start in starts:
-                fn, args, _ = self._actors[start.actor]
-                reader, writer = ctx.Pipe(duplex=False)
-                child = _Child(
-                    fn=fn,
-                    args=args,
-                    name=names[start.actor],
-                    start=start,
-                    plan=trial.plan,
-                    setup=setup,
-                    method=trial.start_method,
-                    go=go,
-                    dump=dump,
-                    report=writer,
-                )
-                process = ctx.Process(target=_child_main, args=(child,), name=names[start.actor])
-                process.start()
-                writer.close()
-                running.append((process, reader, start.actor))
-            for thing in self._close:
-                thing.close()
-            if go is not None:
-                go.set()
-            graph = trial.graph
-            if graph is not None:
-                graph.set_joining(True)
-            try:
-                for process, _, _ in running:
-                    process.join()
-            finally:
-                if graph is not None:
-                    graph.set_joining(False)
-            self._collect(running, names)
-        finally:
-            for process, reader, _ in running:
-                reader.close()
-                if process.exitcode is None:
-                    process.kill()
-                    process.join()
-                process.close()
-            if dump is not None:
-                dump.close()
+        self._dump = (
+            multiprocessing.connection.Connection(os.dup(setup.dump), readable=False) if setup.dump >= 0 else None
+        )
+        self._running = running = []
+        for start in starts:
+            fn, args, _ = self._actors[start.actor]
+            reader, writer = ctx.Pipe(duplex=False)
+            child = _Child(
+                fn=fn,
+                args=args,
+                name=names[start.actor],
+                start=start,
+                plan=trial.plan,
+                setup=setup,
+                method=trial.start_method,
+                go=go,
+                dump=self._dump,
+                report=writer,
+            )
+            process = ctx.Process(target=_child_main, args=(child,), name=names[start.actor])
+            process.start()
+            writer.close()
+            running.append((process, reader, start.actor))
+        for thing in self._close:
+            thing.close()
+        if go is not None:
+            go.set()
 
-    def _collect(self, running: list[tuple[Any, Any, int]], names: list[str]) -> None:
+    def __enter__(self) -> ProcessGroup:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if self._running is None:
+            if exc_type is not None or not self._actors:
+                return
+            try:
+                self.launch()
+            except BaseException:
+                self._clean_up()
+                raise
+        try:
+            if exc_type is None:
+                self._join()
+        finally:
+            self._clean_up()
+        if exc_type is None:
+            self._trial.end_if_deadlocked()
+
+    def _names(self) -> list[str]:
+        return actor_names([(fn, given) for fn, _, given in self._actors])
+
+    def _join(self) -> None:
+        """Wait for every actor, reading each one's report as it comes: a report larger than a
+        pipe's buffer must not keep its actor from exiting while we wait for it to exit."""
+        running = self._running or []
+        reports: dict[int, Any] = {}
+        unread: dict[Any, int] = {reader: index for _, reader, index in running}
+        alive: dict[Any, multiprocessing.process.BaseProcess] = {process.sentinel: process for process, _, _ in running}
+        graph = self._trial.graph
+        if graph is not None:
+            graph.set_joining(True)
+        try:
+            while unread or alive:
+                ready = multiprocessing.connection.wait([*unread, *alive])
+                for handle in ready:
+                    reader: Any = handle
+                    if handle in unread:
+                        index = unread.pop(handle)
+                        with contextlib.suppress(EOFError, OSError, pickle.UnpicklingError):
+                            reports[index] = reader.recv()
+                    elif handle in alive:
+                        alive.pop(handle).join()
+        finally:
+            if graph is not None:
+                graph.set_joining(False)
+        self._collect(reports)
+
+    def _clean_up(self) -> None:
+        for process, reader, _ in self._running or []:
+            reader.close()
+            if process.exitcode is None:
+                process.kill()
+                process.join()
+            process.close()
+        if self._dump is not None:
+            self._dump.close()
+            self._dump = None
+        self._go = None
+
+    def _collect(self, reports: dict[int, Any]) -> None:
         trial = self._trial
+        names = self._names()
         results: list[Any] = [None] * len(self._actors)
         exitcodes: list[int | None] = [None] * len(self._actors)
-        for process, reader, index in running:
+        for process, _, index in self._running or []:
             exitcodes[index] = process.exitcode
-            report = None
-            with contextlib.suppress(EOFError, OSError, pickle.UnpicklingError):
-                if reader.poll():
-                    report = reader.recv()
+            report = reports.get(index)
             if report is None:
                 if process.exitcode:
                     trial.record_crash(names[index], process.exitcode)
@@ -256,7 +309,7 @@ def _child_main(child: _Child) -> None:
         if child.go is not None:
             child.go.wait()
         if child.start.delay:
-            time.sleep(child.start.delay)
+            pause(child.start.delay)
         seed = hash((plan.seed, child.start.actor)) & ((1 << 63) - 1)
         mp_delays.activate(plan.sync, plan.delay, seed=seed)
         preemptor.start(plan.preempt, pause=plan.delay, seed=seed)
@@ -285,9 +338,14 @@ def _child_main(child: _Child) -> None:
 def _send(report: Any, message: tuple[str, Any]) -> None:
     try:
         report.send(message)
-    except Exception:  # an unpicklable return value: report that it finished, not what it returned
+    except Exception as exc:  # a result that cannot be pickled back to the trial
+        kind, value = message
+        if kind == "ok":
+            what = f"the actor returned a {type(value).__qualname__}, which cannot be pickled back to the trial ({exc})"
+        else:
+            what = repr(value)
         with contextlib.suppress(Exception):
-            report.send((message[0], None) if message[0] == "ok" else ("error", repr(message[1])))
+            report.send(("error", what))
 
 
 def _die_with_parent() -> None:

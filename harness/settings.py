@@ -9,6 +9,7 @@ the scenario's and stress's defaults.
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -27,9 +28,15 @@ def _key(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
+#: Options of ``stress run`` that say what to run or where to write, not how: the command line only.
+COMMAND_LINE_ONLY = ("variant", "out", "junit_xml", "markdown", "quiet")
+
+
 def environment_layer(environ: Mapping[str, str] | None = None) -> Layer:
-    """``STRESS_ITERATIONS=500`` and the like. A ``STRESS_*`` variable that is almost a setting's
-    name is an error (a typo would otherwise be ignored); others belong to someone else."""
+    """``STRESS_ITERATIONS=500`` and the like. One rule for every ``STRESS_*`` variable: one that
+    names a setting is used; one that names, or nearly names, any other option of ``stress run`` is
+    refused with the reason (a typo, or a wish stress cannot grant, would otherwise pass unnoticed);
+    the others belong to someone else."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for name, value in environ.items():
@@ -39,9 +46,16 @@ def environment_layer(environ: Mapping[str, str] | None = None) -> Layer:
         if key in KNOWN:
             values[key] = value
             continue
-        hint = did_you_mean(key, KNOWN)
-        if hint:
-            raise ConfigError(f"environment variable {name}: unknown setting {key!r}{hint}")
+        close = difflib.get_close_matches(key, [*KNOWN, *COMMAND_LINE_ONLY], n=1, cutoff=0.6)
+        option = key if key in COMMAND_LINE_ONLY else close[0] if close else None
+        if option in COMMAND_LINE_ONLY:
+            assert option is not None
+            raise ConfigError(
+                f"environment variable {name}: --{option.replace('_', '-')} says what to run or where to write, "
+                "so it is a command-line option only; pass it to stress run"
+            )
+        if close:
+            raise ConfigError(f"environment variable {name}: unknown setting {key!r}" + did_you_mean(key, KNOWN))
     return Layer(values, lambda key, value: f"{ENV_PREFIX}{key.upper()}={value} (environment)")
 
 

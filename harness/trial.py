@@ -12,13 +12,14 @@ from __future__ import annotations
 import multiprocessing
 import random
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from harness.detect.findings import Findings
 from harness.detect.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph
+from harness.perturb.pause import pause
 from harness.perturb.plan import ActorStart, Plan
 from harness.scope import HARNESS_DIR
 from harness.text import actor_names, clip
@@ -57,9 +58,12 @@ class Trial:
         actors: int | None = None,
         scheduler: Any = None,
         on_failure: Callable[[str, BaseException | None], None] | None = None,
+        findings: Findings | None = None,
     ) -> None:
         self.plan = plan
         self.graph = graph
+        #: Deadlocks reported by the trial's other processes (see `harness.detect.findings`).
+        self.findings = findings
         self.size = size
         #: Actors per trial, for scenarios that let it vary (``--actors``, else the scenario's).
         self.actors = actors if actors is not None else 2
@@ -95,6 +99,8 @@ class Trial:
         """
         if condition:
             return True
+        if self.deadlocked():
+            return False  # a consequence of the deadlock, which is the trial's finding
         with self._lock:
             if len(self.failures) < _MAX_RECORDED:
                 self.failures.append(clip(str(message), MESSAGE_LIMIT))
@@ -152,8 +158,27 @@ class Trial:
         self._groups += 1
         return group
 
+    def deadlocked(self) -> bool:
+        """Whether a deadlock has been found in this trial, in any of its processes: the trial's
+        outcome is decided, and what its code does afterwards (a released actor's missing result,
+        an assertion on a deadlocked child's exit code) is a consequence, not a finding."""
+        if self.graph is not None and self.graph.finding is not None:
+            return True
+        if self.scheduler is not None and getattr(self.scheduler, "finding", None) is not None:
+            return True
+        return bool(self.deadlocks) or (self.findings is not None and self.findings.any())
+
+    def end_if_deadlocked(self) -> None:
+        """Called when a group of actors is joined: after a deadlock, the variant's body stops here
+        (with `DeadlockError`, which ``except Exception`` does not catch) instead of going on with
+        what the released actors left."""
+        if self.deadlocked():
+            raise DeadlockError("the trial deadlocked; its body stops where its actors were joined")
+
     def record_traceback(self, where: str, text: str) -> None:
         """Record an exception already formatted (a process actor's, reported through a pipe)."""
+        if self.deadlocked():
+            return
         with self._lock:
             if len(self.errors) < _MAX_RECORDED:
                 self.errors.append(clip(f"in {where}:\n{text}", TRACEBACK_LIMIT))
@@ -182,8 +207,8 @@ class Trial:
 
     def record_exception(self, where: str, exc: BaseException) -> None:
         """Record an exception raised by an actor (or any thread) of this trial."""
-        if isinstance(exc, DeadlockError | ForkedDeadlockError):
-            return  # how a deadlocked trial unwinds; the deadlock itself is the finding
+        if isinstance(exc, DeadlockError | ForkedDeadlockError) or self.deadlocked():
+            return  # how a deadlocked trial unwinds, or what follows it; the deadlock is the finding
         tb = exc.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename.startswith(HARNESS_DIR):
             tb = tb.tb_next  # the harness's own frames (actor start-up) say nothing about the bug
@@ -249,7 +274,7 @@ class ActorGroup:
                 if barrier is not None:
                     barrier.wait()
                 if delay:
-                    time.sleep(delay)
+                    pause(delay)
                 results[index] = fn(*args)
             except BaseException as exc:  # an actor's SystemExit or KeyboardInterrupt is a finding too
                 trial.record_exception(label, exc)
@@ -271,6 +296,7 @@ class ActorGroup:
             if graph is not None:
                 graph.set_joining(False)
         self.results = results
+        trial.end_if_deadlocked()
 
     def _run_controlled(self) -> None:
         """Controlled mode: the scheduler starts the actors and decides every switch; start order,
@@ -303,3 +329,4 @@ class ActorGroup:
             if graph is not None:
                 graph.set_joining(False)
         self.results = results
+        trial.end_if_deadlocked()

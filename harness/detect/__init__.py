@@ -6,7 +6,9 @@ plus bookkeeping). Every blocking wait registers in the trial's `wait_graph`, wh
 deadlock — a cycle of lock waits, or every thread waiting for something only another could do — and
 releases the threads in it with an exception. `lock_order` merges the "held A, then took B" edges of
 all trials into potential deadlocks (lockdep's idea). `thread_dump` reads the ``faulthandler`` dumps
-of hung trials down to the blocked line of each thread.
+of hung trials down to the blocked line of each thread. A process forked during a trial finds its own
+deadlocks and reports them to the trial through `findings`, so a deadlock anywhere in the trial's
+process tree is the trial's outcome.
 
 Entry points: `harness.detect.instrument.Instrumenter`, `harness.detect.wait_graph.WaitGraph`,
 `harness.detect.lock_order.LockOrder`, `harness.detect.thread_dump.blocked_at`.

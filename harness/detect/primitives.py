@@ -36,7 +36,9 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
+from harness.detect.findings import Findings
 from harness.detect.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph, Waiting, acquired_where
+from harness.perturb.pause import pause
 from harness.scope import HARNESS_DIR
 
 __all__ = [
@@ -101,6 +103,7 @@ class Session:
         sync: Probability of a forced switch before and after each primitive operation.
         pause: Length of such a switch (0: a bare yield).
         seed: Seed for where the switches happen.
+        findings: Where a process forked during the trial reports the deadlocks it finds.
     """
 
     def __init__(
@@ -111,8 +114,10 @@ class Session:
         sync: float = 0.0,
         pause: float = 0.0,
         seed: int = 0,
+        findings: Findings | None = None,
     ) -> None:
         self.graph = graph
+        self.findings = findings
         self.order = order if order is not None else {}
         self.new_order: list[dict[str, Any]] = []
         self.sync = sync
@@ -196,7 +201,7 @@ def _sync_point(primitive: Any, operation: str) -> None:
         return
     if session.rng.random() < session.sync:
         session.switches += 1
-        time.sleep(session.pause)
+        pause(session.pause)
 
 
 # -- identities: where and in which order a primitive was created --------------------------------
@@ -354,8 +359,24 @@ def _deadlock(graph: WaitGraph) -> BaseException:
     finding = graph.finding
     summary, lines = ("the trial deadlocked", []) if finding is None else (finding.summary, list(finding.lines))
     if _forked:
-        return ForkedDeadlockError(f"in process {multiprocessing.current_process().name}: {summary}", lines)
+        summary = f"in process {multiprocessing.current_process().name} (pid {os.getpid()}): {summary}"
+        _report_from_child(graph, summary, lines)
+        return ForkedDeadlockError(summary, lines)
     return DeadlockError(summary, lines)
+
+
+_reported: WaitGraph | None = None
+
+
+def _report_from_child(graph: WaitGraph, summary: str, lines: list[str]) -> None:
+    """Tell the whole trial, once per finding, of a deadlock found in this forked process: the code
+    that started it may never look at how it ended."""
+    global _reported
+    session = _session
+    if _reported is graph or session is None or session.findings is None or graph.finding is None:
+        return
+    _reported = graph
+    session.findings.report(multiprocessing.current_process().name, summary, lines)
 
 
 def _block_controlled(
@@ -464,6 +485,10 @@ class Lock:
             got = bool(self._try(False))
         else:
             state = _current_state()
+            if self._owner is None and self._real.locked() and _interrupted_inside(self, sys._getframe(1)):
+                # A signal handler runs in this thread between the real lock's acquire and its
+                # owner's bookkeeping: the lock is this thread's, and it now waits for itself.
+                self._owner, self._prev, state.top = state, state.top, self
             if timeout == -1 and state.top is not None:
                 _record_order(state, self)  # an attempt counts: it may never succeed
             got = self._try(False) or _block(self._try, timeout, Waiting(self, lock=self, timed=timeout != -1))
@@ -539,6 +564,20 @@ def _synced_exit(self: Lock, *_: object) -> None:
         _sync_point(self, "release")
 
 
+def _interrupted_inside(lock: Lock | RLock, frame: FrameType | None) -> bool:
+    """Whether this thread's stack, below the current call (``frame`` and up), holds a call of
+    ``lock``'s own that a signal handler interrupted: Python runs handlers between the bytecodes of
+    whatever the thread was doing, so a handler can land inside the primitive's bookkeeping. Walked
+    only when a lock is held with no owner recorded, never on the fast path."""
+    while frame is not None and frame.f_code in _OWN_CODE and frame.f_locals.get("self") is lock:
+        frame = frame.f_back  # the call being made now
+    while frame is not None:
+        if frame.f_code in _OWN_CODE and frame.f_locals.get("self") is lock:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _use_synced_locks(synced: bool) -> None:
     if synced:
         Lock.acquire = Lock.__enter__ = _synced_acquire  # type: ignore[method-assign,assignment]
@@ -551,7 +590,7 @@ def _use_synced_locks(synced: bool) -> None:
 class RLock:
     """`threading.RLock`, instrumented."""
 
-    __slots__ = ("__weakref__", "_count", "_created", "_key", "_owner", "_prev", "_real", "_try")
+    __slots__ = ("__weakref__", "_count", "_created", "_key", "_owner", "_prev", "_real", "_releasing", "_try")
 
     def __init__(self, *, _created: Any = None) -> None:
         real = allocate_lock()
@@ -559,6 +598,8 @@ class RLock:
         self._try = real.acquire
         self._owner: Any = None
         self._count = 0
+        #: The thread whose last release is under way (a signal handler may run inside it).
+        self._releasing: Any = None
         self._prev: Any = None
         created, key = creation(sys._getframe(1)) if _created is None else _created
         self._key: int = key
@@ -568,6 +609,10 @@ class RLock:
         if timeout != -1:
             _validate(blocking, timeout)
         state = _current_state()
+        if self._owner is None and self._real.locked() and _interrupted_inside(self, sys._getframe(1)):
+            # A signal handler runs in this thread between the real lock's acquire and its owner's
+            # bookkeeping: as with the C RLock, whose acquire a handler cannot split, it is ours.
+            self._owner, self._count, self._prev, state.top = state, 1, state.top, self
         if self._owner is state:
             self._count += 1
             return True
@@ -598,8 +643,11 @@ class RLock:
         if self._owner is not state:
             raise RuntimeError("cannot release un-acquired lock")
         self._count -= 1
-        if self._count:
+        if self._count or self._releasing is state:
+            # Not the last release; or a signal handler's, inside this thread's own last release,
+            # which goes on when the handler returns (as if the handler had run just before it).
             return
+        self._releasing = state  # before any call: a signal handler may run at the next one
         self._let_go(state)
         if _sync:
             _sync_point(self, "release")
@@ -608,11 +656,12 @@ class RLock:
         self.release()
 
     def _let_go(self, state: Any) -> None:
+        """The last release; the caller has set ``_releasing`` to this thread first."""
         if state.top is self:
             state.top = self._prev
         else:
-            _unlink(state, self)
-        self._owner = self._prev = None
+            _unlink(state, self)  # a call: a signal handler may run at its start
+        self._owner = self._prev = self._releasing = None
         self._real.release()
 
     def _is_owned(self) -> bool:
@@ -624,6 +673,7 @@ class RLock:
             raise RuntimeError("cannot release un-acquired lock")
         saved = (self._count, state)
         self._count = 0
+        self._releasing = state
         self._let_go(state)
         return saved
 
@@ -644,6 +694,25 @@ class RLock:
 
 
 # -- conditions and what is built on them ---------------------------------------------------------
+
+
+#: The code of the primitives' own acquire and release paths (`_interrupted_inside`).
+_OWN_CODE = frozenset(
+    function.__code__
+    for function in (
+        _plain_acquire,
+        _plain_release,
+        _plain_exit,
+        Lock._acquire_slow,
+        _synced_acquire,
+        _synced_release,
+        _synced_exit,
+        RLock.acquire,
+        RLock.release,
+        RLock.__exit__,
+        RLock._let_go,
+    )
+)
 
 
 class Condition(threading.Condition):

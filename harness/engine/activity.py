@@ -141,6 +141,8 @@ class Snapshot:
         unknown: Sleeping threads whose wait could not be read (they might wake by themselves).
         waits: For each sleeping thread, what it waits in, for a person (with the time left, for a
             wait with a timeout).
+        paused: How many of stress's own pauses the trial had taken (from the worker's beacon; 0
+            when unknown): a sleep of stress's is not a sleep of the code under test.
     """
 
     at: float
@@ -151,6 +153,7 @@ class Snapshot:
     wakes_in: float
     unknown: int
     waits: tuple[str, ...] = ()
+    paused: int = 0
 
 
 def snapshot(pid: int) -> Snapshot:

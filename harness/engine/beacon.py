@@ -24,7 +24,9 @@ __all__ = ["Beacon", "Phase", "Reading"]
 
 _GENERATION = struct.Struct("=q")
 _DATA = struct.Struct("=qqd")  # seq, phase, since; after the generation
-_SIZE = _GENERATION.size + _DATA.size
+_PROGRESS = struct.Struct("=q")  # after the data; bumped without the seqlock (any change will do)
+_SIZE = _GENERATION.size + _DATA.size + _PROGRESS.size
+_PROGRESS_AT = _GENERATION.size + _DATA.size
 
 
 class Phase(enum.IntEnum):
@@ -66,6 +68,17 @@ class Beacon:
         _DATA.pack_into(buffer, _GENERATION.size, seq, phase, time.monotonic())
         _GENERATION.pack_into(buffer, 0, generation + 2)
         self._generation = generation + 2
+
+    def tick(self) -> None:
+        """Count one of stress's own pauses (`harness.perturb.pause`), from the worker or any
+        process forked from it: two processes bumping at once may lose a count, never a change."""
+        (count,) = _PROGRESS.unpack_from(self._map, _PROGRESS_AT)
+        _PROGRESS.pack_into(self._map, _PROGRESS_AT, count + 1)
+
+    def progress(self) -> int:
+        """How many of stress's own pauses the trials of this worker have taken so far."""
+        (count,) = _PROGRESS.unpack_from(self._map, _PROGRESS_AT)
+        return int(count)
 
     def read(self) -> Reading:
         """The parent: where the worker is now."""

@@ -253,6 +253,15 @@ class Watch:
             return self._more(now, look, step=max(self.probe, 0.1 * self.timeout))
         horizon = deadline + self.sleep_grace - now
         timers = look.unknown > 0 or look.wakes_in <= horizon
+        if look.paused != before.paused:
+            # Its sleeps are stress's own pauses and delays: it is making progress, only slowly.
+            if elapsed >= self.hard_cap:
+                return Decision(
+                    Verdict.UNDECIDED,
+                    message=f"still running after {elapsed:.3g} s, slowed down by stress's own pauses and delays "
+                    "(--pause, --delay): too slow to judge; use shorter ones",
+                )
+            return self._more(now, look, step=max(self.probe, 0.1 * self.timeout))
         if past >= self.sleep_grace and (look.unknown or not math.isinf(look.wakes_in)):
             return Decision(
                 Verdict.HUNG,

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import signal
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -36,7 +37,7 @@ from harness.engine.beacon import Phase
 from harness.engine.deadline import AdaptiveTimeout, Verdict, Watch
 from harness.engine.janitor import Janitor
 from harness.engine.worker import Task, WorkerHandle
-from harness.errors import InternalError
+from harness.errors import InternalError, OutputError, Terminated
 from harness.perturb.knobs import Perturbation
 from harness.perturb.plan import ActorStart, make_plan
 from harness.results.outcome import Evidence, Outcome, TrialResult
@@ -49,6 +50,8 @@ from harness.scope import Scope
 __all__ = ["RunObserver", "run", "scope_for", "trial_shape"]
 
 PIPELINE = 2
+#: Seconds the trials in flight get to finish after a first Ctrl-C or SIGTERM.
+STOP_GRACE = 0.5
 #: How many times a trial is run again when its worker was not in it, or left no evidence, before
 #: it is recorded as undecided.
 ATTEMPTS = 3
@@ -84,16 +87,17 @@ class _NoObserver:
         pass
 
 
-def retire_groups(groups: Sequence[int], *, grace: float = 2.0) -> None:
-    """Wait for what is left of retired workers' process groups (multiprocessing's helpers, which
-    clean up shared resources when they see their users gone) to exit; stop any that won't."""
-    wanted = {g for g in groups if g > 0}
+def retire_helpers(pids: Iterable[int], *, grace: float = 2.0) -> None:
+    """Wait for retired workers' multiprocessing helpers (which remove the semaphores and shared
+    memory they track once they see their users gone) to exit by themselves; stop any that won't.
+    Polls only these pids: no scan of the machine's processes, so a stop stays quick under load."""
     deadline = time.monotonic() + grace
-    remaining = [p.pid for p in proc_tree.members_of(wanted)]
+    remaining = [pid for pid in pids if pid > 0 and proc_tree.alive(pid)]
     while remaining and time.monotonic() < deadline:
         time.sleep(0.01)
-        remaining = [p.pid for p in proc_tree.members_of(wanted)]
-    proc_tree.kill_all(remaining)
+        remaining = [pid for pid in remaining if proc_tree.alive(pid)]
+    # A pid may have been reused in the meantime: only a helper still is one.
+    proc_tree.kill_all(pid for pid in remaining if proc_tree.is_helper(pid))
 
 
 def _without(data: dict[str, Any] | None, *keys: str) -> dict[str, Any] | None:
@@ -224,9 +228,13 @@ class _Engine:
         self.leaving: list[WorkerHandle] = []
         #: Process groups of workers that were replaced: their multiprocessing helpers exit once
         #: every process holding their pipes is gone; the run makes sure they did.
-        self.retired: list[int] = []
+        self.retired: set[int] = set()
         self.done = 0
         self.stopping = False
+        #: The signal that stopped the run ("SIGINT", "SIGTERM"), if one did.
+        self.stopped_by: str | None = None
+        #: Why the run folder could not be written to (a full disk), if it could not.
+        self.output_error: OutputError | None = None
         #: Cleans up after the workers if this process is killed before it can.
         self.janitor: Janitor | None = None
 
@@ -244,14 +252,22 @@ class _Engine:
                 self.scope.decide_all(getattr(m, "__file__", None) for m in list(sys.modules.values()))
                 self.janitor = Janitor()
                 for _ in range(self.info.jobs):
+                    if self.stopping:  # interrupted while starting the workers
+                        break
                     self.workers.append(self._spawn())
                 self._loop()
-        except KeyboardInterrupt:
+                if self.stopping:
+                    self._wind_down()
+        except (KeyboardInterrupt, Terminated) as exc:
+            # A second signal: stop at once (the workers are killed below, what ran is written).
             self.stopping = True
+            self.stopped_by = self.stopped_by or ("SIGTERM" if isinstance(exc, Terminated) else "SIGINT")
         finally:
             interrupted = self.stopping
+            if interrupted:
+                self._abandon_in_flight()
             self._stop_workers(kill=interrupted)
-            self.writer.close()
+            self._close_writer()
             if self.janitor is not None:
                 self.janitor.close()
         wall = self.clock() - start
@@ -265,11 +281,56 @@ class _Engine:
             wall=wall,
             trials=self.done,
             complete=self._complete(interrupted),
-            interrupted=interrupted,
+            interrupted=interrupted and self.output_error is None,
+            stopped_by=self.stopped_by if interrupted else None,
+            output_error=str(self.output_error) if self.output_error is not None else None,
         )
-        write_json(self.info.run_dir / SUMMARY, report.to_dict())
+        try:
+            write_json(self.info.run_dir / SUMMARY, report.to_dict())
+        except OutputError as exc:
+            if self.output_error is None:
+                report = replace(report, output_error=str(exc))
         self.observer.finished(report)
         return report
+
+    def _wind_down(self) -> None:
+        """After a first Ctrl-C or SIGTERM: give the trials in flight `STOP_GRACE` to finish (their
+        results count), then stop, whatever they do; `_abandon_in_flight` records the rest."""
+        waiting = {w: w.pending[0].ticket for w in self.workers if w.pending}
+        deadline = self.clock() + STOP_GRACE
+        while waiting and self.clock() < deadline:
+            ready = set(wait([w.conn for w in waiting], timeout=min(TICK, max(0.0, deadline - self.clock()))))
+            for worker in list(waiting):
+                if worker.conn in ready and worker in self.workers:
+                    self._drain(worker, self.clock())
+                if worker not in self.workers or not worker.pending or worker.pending[0].ticket != waiting[worker]:
+                    del waiting[worker]
+                    worker.freeze()  # it finished: it must not start what was queued behind
+
+    def _abandon_in_flight(self) -> None:
+        """The trials still running when the run stops are recorded as undecided: neither a pass
+        nor a failure, but the report says they were cut short."""
+        now = self.clock()
+        why = f"stopped by {self.stopped_by}" if self.stopped_by else "stopped"
+        for worker in self.workers:
+            worker.freeze()
+            if worker.watch is not None:
+                self._follow(worker, worker.watch)
+            head = self._take_head(worker)
+            if head is not None and head[1].started is not None and head[1].ended is None:
+                self._record_death(*head, now, Outcome.UNDECIDED, message=f"the run was {why} while this trial ran")
+
+    def _cannot_write(self, error: OutputError) -> None:
+        """The run folder cannot take more (a full disk): stop the run; what is on disk stays whole."""
+        self.output_error = error
+        self.stopping = True
+
+    def _close_writer(self) -> None:
+        try:
+            self.writer.close()
+        except OutputError as exc:
+            if self.output_error is None:
+                self.output_error = exc
 
     def _complete(self, interrupted: bool) -> bool:
         if self.explorers is not None:
@@ -344,21 +405,24 @@ class _Engine:
 
     @contextlib.contextmanager
     def _interruptible(self) -> Iterator[None]:
-        """First Ctrl-C: stop at the next tick and report what ran. Second: stop at once."""
+        """First Ctrl-C or SIGTERM (what a CI job's timeout sends): stop at the next tick, end the
+        trials in flight and report what ran. A second one: stop at once."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
 
-        def on_interrupt(signum: int, frame: object) -> None:
+        def on_signal(signum: int, frame: object) -> None:
             if self.stopping:
-                raise KeyboardInterrupt
+                raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
             self.stopping = True
+            self.stopped_by = signal.Signals(signum).name
 
-        previous = signal.signal(signal.SIGINT, on_interrupt)
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _loop(self) -> None:
         while not self.stopping:
@@ -376,7 +440,11 @@ class _Engine:
                 if worker in self.workers and worker.sentinel in ready:
                     self._lost(worker, now)
             self._check_deadlines(self.clock())
-            self.writer.tick()
+            if self.output_error is None:
+                try:
+                    self.writer.tick()
+                except OutputError as exc:
+                    self._cannot_write(exc)
             self.observer.tick()
 
     def _dispatch(self) -> None:
@@ -462,7 +530,11 @@ class _Engine:
             self.explorers[task.variant].feed(task.control.forced, decisions)
 
     def _record(self, result: TrialResult) -> None:
-        self.writer.write(result)
+        if self.output_error is None:
+            try:
+                self.writer.write(result)
+            except OutputError as exc:
+                self._cannot_write(exc)
         stats = self.stats[result.variant]
         stats.add(result)
         self.done += 1
@@ -492,14 +564,18 @@ class _Engine:
             self._follow(worker, watch)
             if now < watch.due():
                 continue
-            pid = worker.process.pid or 0
-            decision = watch.step(now, lambda pid=pid: activity.snapshot(pid))  # type: ignore[misc]
+            decision = watch.step(now, functools.partial(self._look, worker))
             if decision.verdict is Verdict.WAIT:
                 continue
             if decision.verdict is Verdict.STALLED:
                 self._stalled(worker, now, decision.message)
             else:
                 self._hang(worker, now, decision.verdict, decision.message)
+
+    @staticmethod
+    def _look(worker: WorkerHandle) -> activity.Snapshot:
+        look = activity.snapshot(worker.process.pid or 0)
+        return replace(look, paused=worker.beacon.progress())
 
     def _follow(self, worker: WorkerHandle, watch: Watch) -> None:
         """Bring the head's watch up to date with where the worker says it is."""
@@ -662,7 +738,7 @@ class _Engine:
     def _dispose(self, worker: WorkerHandle, *, spare: bool = True) -> None:
         """Bury a worker taken out of the pool; keep a spare ready, since this run replaces workers."""
         worker.process.join()
-        self.retired.append(worker.process.pid or 0)
+        self.retired |= worker.helpers
         worker.close()
         if worker in self.leaving:
             self.leaving.remove(worker)
@@ -679,13 +755,14 @@ class _Engine:
             self.workers.append(self.spare)
             self.spare = None
         for worker in self.workers:
-            self.retired.append(worker.process.pid or 0)
             if kill:
                 worker.freeze()  # so that it starts nothing new while its trial's processes die
                 worker.kill_trial_processes()
                 worker.process.kill()
                 worker.process.join()
-                worker.sweep_group()
+            else:
+                worker.trial_processes()  # learns the helpers below it, to let them finish
             worker.stop()
+            self.retired |= worker.helpers
         self.workers.clear()
-        retire_groups(self.retired)
+        retire_helpers(self.retired)

@@ -20,6 +20,8 @@ import signal
 import time
 import warnings
 
+from harness.engine import proc_tree
+
 __all__ = ["Janitor"]
 
 _CLEAN = "clean"
@@ -70,6 +72,7 @@ class Janitor:
 
 def _serve(read: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the stress command's handler
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
@@ -81,11 +84,9 @@ def _serve(read: int) -> None:
     lines = data.decode("utf-8", "surrogateescape").splitlines()
     if _CLEAN in lines:
         return
-    groups = [int(line.split(" ", 1)[1]) for line in lines if line.startswith("group ")]
+    groups = {int(line.split(" ", 1)[1]) for line in lines if line.startswith("group ")}
     folders = [line.split(" ", 1)[1] for line in lines if line.startswith("dir ")]
-    for group in groups:
-        with contextlib.suppress(OSError):
-            os.killpg(group, signal.SIGKILL)
+    _stop_groups(groups)
     # A process killed a moment ago may still be closing its files; give the folders a few tries.
     deadline = time.monotonic() + 2.0
     while True:
@@ -95,3 +96,28 @@ def _serve(read: int) -> None:
         if not folders or time.monotonic() > deadline:
             return
         time.sleep(0.02)
+
+
+def _stop_groups(groups: set[int], *, grace: float = 5.0) -> None:
+    """Kill what the dead run's workers left in their process groups — but let multiprocessing's
+    helpers go by themselves: a resource tracker removes the named semaphores and shared memory it
+    tracks once the last process using it is gone, and killing it first would leave them in
+    ``/dev/shm`` for good."""
+    helpers: set[int] = set()
+    for _ in range(5):
+        members = proc_tree.members_of(groups)
+        found = {m.pid for m in members if proc_tree.is_helper(m.pid)}
+        helpers |= found
+        others = [m.pid for m in members if m.pid not in found]
+        if not others:
+            break
+        proc_tree.kill_all(others)
+        time.sleep(0.02)
+    deadline = time.monotonic() + grace
+    while helpers and time.monotonic() < deadline:
+        time.sleep(0.02)
+        helpers = {pid for pid in helpers if proc_tree.alive(pid)}
+    proc_tree.kill_all(pid for pid in helpers if proc_tree.is_helper(pid))
+    for group in groups:  # anything left that started meanwhile
+        with contextlib.suppress(OSError):
+            os.killpg(group, signal.SIGKILL)

@@ -23,6 +23,7 @@ from harness.controlled.schedule import Decision, Schedule
 from harness.controlled.scheduler import Scheduler, Step
 from harness.controlled.session import Control, controlled
 from harness.detect import primitives
+from harness.detect.findings import Findings
 from harness.detect.instrument import Instrumenter
 from harness.detect.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph
 from harness.engine.beacon import Phase
@@ -85,6 +86,7 @@ def run_trial(
     control: Control | None = None,
     on_failure: Callable[[str, BaseException | None], None] | None = None,
     phases: Callable[[Phase], None] | None = None,
+    findings: Findings | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> TrialRun:
     """Run ``variant`` once under ``plan`` and judge it.
@@ -100,6 +102,8 @@ def run_trial(
         on_failure: Called where a check fails or an exception is recorded (`Trial.on_failure`).
         phases: Told when the variant's body starts (`Phase.BODY`) and ends (`Phase.AFTER`): the
             worker's beacon, so that the trial's deadline counts the body alone.
+        findings: Where processes forked during the trial report the deadlocks they find (emptied
+            here before the trial).
     """
     global _current
     graph = WaitGraph(
@@ -107,8 +111,20 @@ def run_trial(
         main=threading.get_ident(),
         preexisting={t.ident for t in threading.enumerate() if t.ident is not None},
     )
-    session = primitives.Session(graph=graph, order=lock_order, sync=plan.sync, pause=plan.pause, seed=plan.seed)
-    trial = Trial(plan=plan, size=size, graph=graph, start_method=start_method, actors=actors, on_failure=on_failure)
+    if findings is not None:
+        findings.reset()
+    session = primitives.Session(
+        graph=graph, order=lock_order, sync=plan.sync, pause=plan.pause, seed=plan.seed, findings=findings
+    )
+    trial = Trial(
+        plan=plan,
+        size=size,
+        graph=graph,
+        start_method=start_method,
+        actors=actors,
+        on_failure=on_failure,
+        findings=findings,
+    )
     old_interval = sys.getswitchinterval()
     old_hook = threading.excepthook
     _current = trial
@@ -153,6 +169,9 @@ def run_trial(
         sys.setswitchinterval(old_interval)
         threading.excepthook = old_hook
         _current = None
+    if findings is not None and graph.finding is None and not trial.deadlocks:
+        for summary, lines in findings.read()[:1]:
+            trial.deadlocks.append([summary, *lines])  # found in a process the code under test forked
     outcome, evidence = _judge(trial, graph, scheduler)
     if scheduler is None:
         return TrialRun(

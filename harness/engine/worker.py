@@ -41,12 +41,13 @@ from harness.controlled.schedule import Schedule
 from harness.controlled.session import Control
 from harness.controlled.shrink import Attempt, shrink
 from harness.controlled.trace import build as build_trace
+from harness.detect.findings import Findings
 from harness.detect.instrument import Instrumenter
 from harness.engine import proc_tree
 from harness.engine.beacon import Beacon, Phase
 from harness.engine.deadline import Watch
 from harness.engine.runner import TrialRun, run_trial
-from harness.perturb import mp_delays
+from harness.perturb import mp_delays, pause
 from harness.perturb.plan import Plan
 from harness.perturb.preempt import Preemptor
 from harness.results.outcome import Evidence, Outcome
@@ -123,6 +124,9 @@ class WorkerHandle:
         child_conn.close()
         self.pending: deque[Task] = deque()
         self.tickets = 0
+        #: multiprocessing's helpers (resource tracker, forkserver) seen below the worker: they must
+        #: be let exit by themselves once the worker is gone, to clean up what they track.
+        self.helpers: set[int] = set()
         #: False once a send failed: the process is gone and only waits to be noticed.
         self.alive = True
         #: The deadline of the head of `pending` (None when nothing is pending).
@@ -199,9 +203,10 @@ class WorkerHandle:
         pid = self.process.pid
         if not pid:
             return []
-        return [
-            child for child in proc_tree.descendants(pid) if proc_tree.alive(child) and not proc_tree.is_helper(child)
-        ]
+        below = [child for child in proc_tree.descendants(pid) if proc_tree.alive(child)]
+        helpers = {child for child in below if proc_tree.is_helper(child)}
+        self.helpers |= helpers
+        return [child for child in below if child not in helpers]
 
     def kill_trial_processes(self, *, rounds: int = 5) -> None:
         """Kill the processes below the worker (not its helpers). A few rounds, because a process
@@ -224,7 +229,10 @@ class WorkerHandle:
         except OSError:
             return
         for _ in range(5):
-            remaining = [p.pid for p in proc_tree.group_members(pid) if p.pid != pid and not proc_tree.is_helper(p.pid)]
+            members = [p.pid for p in proc_tree.group_members(pid) if p.pid != pid]
+            helpers = {member for member in members if proc_tree.is_helper(member)}
+            self.helpers |= helpers
+            remaining = [member for member in members if member not in helpers]
             if not remaining:
                 return
             proc_tree.kill_all(remaining)
@@ -468,6 +476,9 @@ def _worker_main(
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # The stress command turns SIGTERM into an exception; the processes of a trial (a Pool's workers,
+    # which their pool stops with SIGTERM) must die of it at once, as usual, not run exit handlers.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent(parent)
     _adopt_orphans()
     faulthandler.enable(file=dump, all_threads=True)
@@ -481,10 +492,12 @@ def _worker_main(
     # children in milliseconds, instead of each child importing them again.
     multiprocessing.set_forkserver_preload(sorted({v.fn.__module__ for v in variants.values()} | {"harness.processes"}))
     processes.configure(processes.ChildSetup(tuple(scope.files), tuple(scope.dirs), dump.fileno()))
+    pause.hook = beacon.tick  # stress's own sleeps count as progress, never as the trial's
     mp_delays.install()
     output = _Output()
     preemptor = Preemptor(scope)
     instrumenter = Instrumenter(scope)
+    findings = Findings(tmp)
     lock_orders: dict[str, dict[int, bool]] = {}
     #: Controlled mode: (variant, outcome) pairs whose first failure this worker already shrank.
     shrunk: set[tuple[str, Outcome]] = set()
@@ -522,6 +535,7 @@ def _worker_main(
                     actors=actors,
                     control=control,
                     phases=phases,
+                    findings=findings,
                 )
 
             threads_before = set(threading.enumerate())

@@ -5,7 +5,8 @@ order, barrier) are off, fixed, or ranges; `plan` turns them, with the run seed 
 into one trial's concrete values, so any trial replays exactly. During the trial, `preempt` forces
 thread switches at individual bytecode instructions of the code under test (``sys.monitoring`` on
 3.12+, ``sys.settrace`` on 3.11), and `mp_delays` pauses processes around multiprocessing operations,
-where time, not a yield, is what lets another process in.
+where time, not a yield, is what lets another process in. Every sleep stress injects goes through
+`pause`, which counts it, so that a trial slowed by stress is never judged as sleeping by itself.
 
 Entry points: `harness.perturb.knobs.Perturbation`, `harness.perturb.plan.make_plan`,
 `harness.perturb.preempt.Preemptor`, `harness.perturb.mp_delays.activate`.

@@ -76,10 +76,11 @@ class Knob:
         return self.low + u * (self.high - self.low)
 
     @classmethod
-    def parse(cls, text: str, *, unit: Unit, where: str) -> Knob:
+    def parse(cls, text: str, *, unit: Unit, where: str, maximum: float | None = None) -> Knob:
         """Parse ``off``, ``VALUE`` or ``LOW:HIGH``; durations take ``s``/``ms``/``us`` suffixes.
 
-        ``where`` names the value and its source for error messages (``--preempt 2``).
+        ``where`` names the value and its source for error messages (``--preempt 2``); a value above
+        ``maximum`` (seconds, for a duration) is refused.
         """
         raw = str(text).strip().lower()
         if raw in ("off", "0", "none", "no"):
@@ -97,6 +98,11 @@ class Knob:
             raise ConfigError(f"{where}: must be {expected}")
         if high < low:
             raise ConfigError(f"{where}: the range's low end is above its high end")
+        if maximum is not None and high > maximum:
+            raise ConfigError(
+                f"{where}: at most {format_seconds(maximum) if unit == 'seconds' else maximum}; a longer one only "
+                "makes every trial wait, it exposes nothing more"
+            )
         return cls(low, high)
 
     def describe(self, unit: Unit) -> str:
@@ -131,6 +137,10 @@ UNITS: dict[str, Unit] = {
     "sync": "probability",
     "delay": "seconds",
 }
+
+
+#: The longest value a duration knob may take: stress's own waits must stay small beside a trial.
+MAXIMA: dict[str, float] = {"pause": 0.1, "switch_interval": 1.0, "jitter": 1.0, "delay": 1.0}
 
 
 def _format_probability(value: float) -> str:

@@ -23,9 +23,10 @@ import multiprocessing.queues
 import multiprocessing.sharedctypes
 import multiprocessing.synchronize
 import random
-import time
 from collections.abc import Callable
 from typing import Any
+
+from harness.perturb.pause import pause
 
 __all__ = ["activate", "deactivate", "install"]
 
@@ -54,7 +55,7 @@ def _maybe_delay() -> None:
     global _count
     if _probability and _rng.random() < _probability:
         _count += 1
-        time.sleep(_delay)
+        pause(_delay)
 
 
 def _around(operation: Callable[..., Any]) -> Callable[..., Any]:

@@ -25,11 +25,11 @@ import math
 import random
 import sys
 import threading
-import time
 from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any
 
+from harness.perturb.pause import pause
 from harness.scope import Scope
 
 __all__ = ["HAS_MONITORING", "Preemptor", "active"]
@@ -159,7 +159,7 @@ class Preemptor:
     def _switch(self) -> None:
         self._countdown = self._gap()
         self._switches += 1
-        time.sleep(self._pause)
+        pause(self._pause)
 
     # -- sys.monitoring (3.12+) ------------------------------------------------------------------
     #

@@ -24,7 +24,9 @@ def write_junit(report: RunReport, path: Path) -> Path:
         name="stress " + ", ".join(info.scenarios),
         tests=str(len(report.variants)),
         failures=str(sum(1 for s in report.variants if not s.verdict.as_expected)),
-        skipped=str(sum(1 for s in report.variants if s.verdict in (Verdict.NOT_EXPOSED, Verdict.UNDECIDED))),
+        skipped=str(
+            sum(1 for s in report.variants if s.verdict in (Verdict.NOT_EXPOSED, Verdict.UNDECIDED, Verdict.NOT_RUN))
+        ),
         time=f"{report.wall:.3f}",
         timestamp=info.started,
     )
@@ -50,6 +52,8 @@ def write_junit(report: RunReport, path: Path) -> Path:
                 message=f"expected unsafe, but not exposed in {summary.judged} trials "
                 f"(failure rate < {rule_of_three(summary.judged):.2%} at 95 %)",
             )
+        elif summary.verdict is Verdict.NOT_RUN:
+            ET.SubElement(case, "skipped", message="not run: the run was stopped before any of its trials finished")
         elif summary.verdict is Verdict.UNDECIDED:
             ET.SubElement(case, "skipped", message=f"stress could not judge any of its {summary.trials} trials")
         elif not summary.verdict.as_expected:

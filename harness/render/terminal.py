@@ -50,6 +50,7 @@ _VERDICT_STYLE = {
     Verdict.BROKEN: "bold red",
     Verdict.RISKY: "bold red",
     Verdict.UNDECIDED: "cyan",
+    Verdict.NOT_RUN: "dim",
 }
 
 
@@ -564,6 +565,8 @@ def _print_verdicts(console: Console, report: RunReport) -> None:
                 style="yellow",
             )
         )
+    if not report.trials:
+        out.append(Text("· nothing ran: the run was stopped before its first trial finished", style="yellow"))
     if out:
         console.print()
         for line in out:

@@ -36,7 +36,7 @@ def load_report(run_dir: Path) -> RunReport:
         if tally is not None:
             tally.add(result)
             trials += 1
-    finished, wall, interrupted = _ending(run_dir, info)
+    finished, wall, interrupted, stopped_by = _ending(run_dir, info)
     complete = trials == info.total_trials
     if info.exhaustive:
         # How many schedules a search takes is known only at its end, from summary.json.
@@ -53,6 +53,7 @@ def load_report(run_dir: Path) -> RunReport:
         trials=trials,
         complete=complete,
         interrupted=interrupted,
+        stopped_by=stopped_by,
     )
 
 
@@ -65,14 +66,20 @@ def _explorations(run_dir: Path) -> dict[str, Exploration]:
     return {key: exploration for key, exploration in found.items() if exploration is not None}
 
 
-def _ending(run_dir: Path, info: RunInfo) -> tuple[str, float, bool]:
-    """When the run ended, how long it took, and whether it was interrupted. Without a
-    summary.json (the run was killed), the last write to results.jsonl is the end."""
+def _ending(run_dir: Path, info: RunInfo) -> tuple[str, float, bool, str | None]:
+    """When the run ended, how long it took, whether it was interrupted and by which signal.
+    Without a summary.json (the run was killed), the last write to results.jsonl is the end."""
     summary = run_dir / SUMMARY
     if summary.is_file():
         try:
             data = json.loads(summary.read_text(encoding="utf-8"))
-            return str(data["finished"]), float(data["wall_seconds"]), bool(data.get("interrupted", False))
+            stopped_by = data.get("stopped_by")
+            return (
+                str(data["finished"]),
+                float(data["wall_seconds"]),
+                bool(data.get("interrupted", False)),
+                stopped_by if isinstance(stopped_by, str) else None,
+            )
         except (ValueError, KeyError, TypeError):
             pass
     ended = _dt.datetime.fromtimestamp((run_dir / RESULTS).stat().st_mtime, _dt.UTC)
@@ -80,4 +87,4 @@ def _ending(run_dir: Path, info: RunInfo) -> tuple[str, float, bool]:
         wall = (ended - _dt.datetime.fromisoformat(info.started)).total_seconds()
     except ValueError:
         wall = 0.0
-    return ended.isoformat(timespec="seconds"), max(wall, 0.0), False
+    return ended.isoformat(timespec="seconds"), max(wall, 0.0), False, None

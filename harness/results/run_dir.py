@@ -9,14 +9,15 @@ still be rendered.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, OutputError
 from harness.results.outcome import TrialResult
 
 __all__ = ["FLUSH_INTERVAL", "ResultsWriter", "make_run_dir", "read_results", "write_json"]
@@ -31,6 +32,8 @@ def make_run_dir(base: Path, run_id: str, *, exact: bool) -> Path:
     """Create the run folder. ``exact``: use ``base`` itself (``--out``); else ``base/run_id``,
     with a numeric suffix if a run of that id exists already."""
     target = base if exact else base / run_id
+    if exact and target.exists() and not target.is_dir():
+        raise ConfigError(f"--out {str(target)!r} is a file, not a folder; name a folder (new or empty)")
     if not exact:
         suffix = 1
         while target.exists():
@@ -51,26 +54,47 @@ def make_run_dir(base: Path, run_id: str, *, exact: bool) -> Path:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write atomically: a reader never sees half a file."""
+    """Write atomically: a reader never sees half a file.
+
+    Raises:
+        OutputError: The file cannot be written (a full disk, say); the old file, if any, is intact.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OutputError(path, exc) from None
 
 
 class ResultsWriter:
-    """Appends trial results to ``results.jsonl``; flushes to the OS at least every interval."""
+    """Appends trial results to ``results.jsonl``; flushes to the OS at least every interval.
+
+    Every line in the file is whole, whatever happens: when a write fails (a full disk), the part of
+    a line that made it is cut off again, and `OutputError` is raised. Lines not yet written stay
+    queued; nothing else is lost.
+    """
 
     def __init__(self, run_dir: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = run_dir / RESULTS
-        self._file: IO[str] = self.path.open("a", encoding="utf-8")
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise OutputError(self.path, exc) from None
+        self._size = os.fstat(self._fd).st_size
+        self._pending = bytearray()
         self._clock = clock
         self._last_flush = clock()
 
     def fileno(self) -> int:
-        return self._file.fileno()
+        return self._fd
 
     def write(self, result: TrialResult) -> None:
-        self._file.write(json.dumps(result.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n")
+        """Queue ``result``'s line; flush if it is time. Raises `OutputError` (see the class)."""
+        line = json.dumps(result.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n"
+        self._pending += line.encode("utf-8")
         self.tick()
 
     def tick(self) -> None:
@@ -80,13 +104,33 @@ class ResultsWriter:
             self.flush(now)
 
     def flush(self, now: float | None = None) -> None:
-        self._file.flush()
         self._last_flush = self._clock() if now is None else now
+        if not self._pending:
+            return
+        data = bytes(self._pending)
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+        except OSError as exc:
+            whole = data.rfind(b"\n", 0, written) + 1  # the lines that made it whole
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size + whole)
+            self._size += whole
+            del self._pending[:whole]
+            raise OutputError(self.path, exc) from None
+        self._size += written
+        self._pending.clear()
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.flush()
-            self._file.close()
+        """Flush what is queued (raising `OutputError` if it cannot be) and close the file."""
+        if self._fd < 0:
+            return
+        try:
+            self.flush()
+        finally:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def read_results(run_dir: Path) -> Iterator[TrialResult]:

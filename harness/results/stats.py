@@ -48,6 +48,7 @@ class Verdict(enum.Enum):
     NOT_EXPOSED = ("not exposed", True, "expected unsafe, but no failure was seen")
     HELD = ("held", True, "expected safe, and no failure was seen")
     UNDECIDED = ("undecided", True, "stress could not judge any of its trials")
+    NOT_RUN = ("not run", True, "no trial of it finished (the run was stopped first)")
     BROKEN = ("FAILED", False, "expected safe, but failures were seen")
     RISKY = (
         "DEADLOCK-PRONE",
@@ -61,7 +62,11 @@ class Verdict(enum.Enum):
         self.description = description
 
     @classmethod
-    def judge(cls, expect: Expect, failures: int, *, potential: int = 0, judged: int | None = None) -> Verdict:
+    def judge(
+        cls, expect: Expect, failures: int, *, potential: int = 0, judged: int | None = None, trials: int | None = None
+    ) -> Verdict:
+        if trials == 0 and not potential:
+            return cls.NOT_RUN
         if judged == 0 and not potential:
             return cls.UNDECIDED
         if expect is Expect.UNSAFE:
@@ -192,7 +197,9 @@ class VariantStats:
             rate=self.failures / judged if judged else 0.0,
             low=low,
             high=high,
-            verdict=Verdict.judge(self.expect, self.failures, potential=len(potential), judged=judged),
+            verdict=Verdict.judge(
+                self.expect, self.failures, potential=len(potential), judged=judged, trials=self.trials
+            ),
             trials_per_second=self.trials / self.busy if self.busy > 0 else 0.0,
             example=self.first_failure,
             potential_deadlocks=potential,

@@ -183,6 +183,10 @@ class RunReport:
     trials: int
     complete: bool
     interrupted: bool = False
+    #: The signal that stopped the run early ("SIGINT", "SIGTERM"), when one did.
+    stopped_by: str | None = None
+    #: Why the run folder could not be written (a full disk), when it could not: the run stopped.
+    output_error: str | None = None
 
     @property
     def trials_per_second(self) -> float:
@@ -226,6 +230,15 @@ class RunReport:
         return notes
 
     def exit_code(self) -> int:
+        """The exit code of the run: 130 or 143 when a Ctrl-C or a SIGTERM stopped it, else
+        `findings_code`."""
+        if self.output_error is not None:
+            return 2
+        if self.interrupted:
+            return 143 if self.stopped_by == "SIGTERM" else 130
+        return self.findings_code()
+
+    def findings_code(self) -> int:
         """0: every verdict as expected; 1: a findings-level problem (see the README)."""
         unexpected = any(not s.verdict.as_expected for s in self.variants)
         if unexpected or (self.info.config.strict and self.not_exposed):
@@ -242,6 +255,8 @@ class RunReport:
                 "trials_per_second": round(self.trials_per_second, 2),
                 "complete": self.complete,
                 "interrupted": self.interrupted,
+                "stopped_by": self.stopped_by,
+                "output_error": self.output_error,
                 "exit_code": self.exit_code(),
                 "health": self.health(),
                 "variants": [self._variant_dict(s) for s in self.variants],

@@ -76,14 +76,17 @@ def test_adaptive_deadline_makes_hangs_cheap(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert out.code == 1, out.stderr
-    hung = [r for r in results(tmp_path / "run") if r["outcome"] == "hung"]
+    records = results(tmp_path / "run")
+    hung = [r for r in records if r["outcome"] == "hung"]
     assert len(hung) == 12
     # A variant's first trials may just be slow: they get the generous initial deadline. Once it
-    # has hung twice without ever finishing, it borrows its scenario's deadline: a small multiple
-    # of how long the scenario's other trials take.
+    # has hung twice without ever finishing, it borrows its scenario's deadline: ten times how long
+    # the scenario's other trials take (on a busy machine, longer: the deadline follows them).
     ordered = sorted(hung, key=lambda r: r["seq"])
     assert [r["timeout"] for r in ordered[:2]] == [2.0, 2.0]
-    assert all(r["timeout"] <= 0.3 for r in ordered[2:]), [r["timeout"] for r in ordered]
+    slowest_fine = max(r["duration"] for r in records if r["variant"].endswith("/fine"))
+    for record in ordered[2:]:
+        assert record["timeout"] <= max(0.05, 10 * slowest_fine) + 1e-9, (record["timeout"], slowest_fine)
     # Past the deadline, one short look at the worker's CPU use tells a blocked trial from a slow one.
     for record in ordered:
         assert record["duration"] < record["timeout"] + 0.25, record

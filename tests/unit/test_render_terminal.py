@@ -69,6 +69,30 @@ def test_report_text() -> None:
     assert text.strip("\n") == EXPECTED.strip("\n")
 
 
+def test_a_run_stopped_before_any_trial_says_nothing_ran() -> None:
+    info = _report().info
+    empty = RunReport(
+        info=info,
+        variants=ranked(
+            [VariantStats("bank/unsafe", Expect.UNSAFE).summary(), VariantStats("bank/lock", Expect.SAFE).summary()]
+        ),
+        finished="T1",
+        wall=0.3,
+        trials=0,
+        complete=False,
+        interrupted=True,
+        stopped_by="SIGINT",
+    )
+    buffer = io.StringIO()
+    print_report(Console(file=buffer, width=100, color_system=None, force_terminal=False), empty)
+    text = buffer.getvalue()
+    assert "nothing ran" in text
+    assert "not exposed" not in text  # not "in 0 trials (< 100 %)"
+    assert {s.verdict.label for s in empty.variants} == {"not run"}
+    assert empty.exit_code() == 130
+    assert empty.to_dict()["exit_code"] == 130
+
+
 EXPECTED = """
 bank: Accounts
 Ranked by failure rate · 20 trials in 2.0 s (10 trials/s) · seed 1

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, OutputError
 from harness.perturb.plan import ActorStart, Plan
 from harness.results.outcome import Evidence, Outcome, TrialResult
 from harness.results.run_dir import ResultsWriter, make_run_dir, read_results
@@ -43,6 +45,42 @@ def test_writer_flushes_within_the_interval(tmp_path: Path) -> None:
     writer.tick()
     assert len(list(read_results(tmp_path))) == 1  # on disk before close
     writer.close()
+
+
+def test_a_full_disk_leaves_every_line_whole_and_says_where(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    room = [900]  # bytes the "disk" still takes
+    real_write = os.write
+
+    def write(fd: int, data: bytes) -> int:
+        if room[0] <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        taken = real_write(fd, data[: room[0]])
+        room[0] -= taken
+        return taken
+
+    now = [0.0]
+    writer = ResultsWriter(tmp_path, clock=lambda: now[0])
+    monkeypatch.setattr("harness.results.run_dir.os.write", write)
+
+    def fill() -> tuple[int, OutputError | None]:
+        for seq in range(20):
+            now[0] += 1.0  # a flush at every write
+            try:
+                writer.write(_result(seq))
+            except OutputError as exc:
+                return seq, exc
+        return 20, None
+
+    seq, error = fill()
+    assert error is not None, "the full disk was never noticed"
+    assert "results.jsonl': No space left on device" in str(error)
+    text = (tmp_path / "results.jsonl").read_text()
+    assert text.endswith("\n")  # what fitted, in whole lines only
+    kept = list(read_results(tmp_path))
+    assert [r.seq for r in kept] == list(range(len(kept)))
+    room[0] = 10**9  # room again: what was queued is written, nothing lost, nothing doubled
+    writer.close()
+    assert [r.seq for r in read_results(tmp_path)] == list(range(seq + 1))
 
 
 def test_torn_last_line_is_skipped(tmp_path: Path) -> None:
