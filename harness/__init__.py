@@ -10,7 +10,11 @@ only what it needs (`Scenario` and `Trial`), not the whole engine.
 """
 
 import importlib as _importlib
+import os as _os
 import typing as _typing
+
+if _os.environ.get("STRESS_USER_FILES"):  # a process a worker started with spawn or forkserver
+    _importlib.import_module("harness.loader").install_user_files()
 
 if _typing.TYPE_CHECKING:
     from harness.config import RunConfig, build_config

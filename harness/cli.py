@@ -16,6 +16,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -256,29 +257,34 @@ def run_command(
         if path:
             _check_writable(Path(path), flag)
     console = _console()
-    report = run_engine(
-        selected,
-        config,
-        out=Path(out) if out else None,
-        observer=terminal.LiveProgress(console, quiet=quiet),
-        scope=_scope(selected, reach),
-        targets=reach,
-        command=shlex.join(["stress", *sys.argv[1:]]) if sys.argv else "stress",
-    )
-    with _finish_first(report.stopped_by) as late:
+    with _finish_first() as late:
+        report = run_engine(
+            selected,
+            config,
+            out=Path(out) if out else None,
+            observer=terminal.LiveProgress(console, quiet=quiet),
+            scope=_scope(selected, reach),
+            targets=reach,
+            command=shlex.join(["stress", *sys.argv[1:]]) if sys.argv else "stress",
+        )
+        late.decided = report.stopped_by is not None
+        written = report.exit_code()  # what summary.json says
         terminal.print_report(console, report)
         problem = _write_artifacts(console, report, junit_xml=junit_xml, markdown=markdown)
+        if late.signal is not None and report.stopped_by is None:
+            report = replace(report, stopped_by=signal.Signals(late.signal).name)
+        if problem is not None and report.output_error is None:
+            report = replace(report, output_error=str(problem))
+        if report.exit_code() != written:
+            with contextlib.suppress(OutputError):  # summary.json tells the exit code the run had
+                write_json(report.info.run_dir / SUMMARY, report.to_dict())
     if report.output_error is not None:
+        finished = report.complete and not report.interrupted
+        where = "the run finished, but" if finished else "the run stopped there:"
         _error(
-            f"{report.output_error}: the run stopped there. Every line of results.jsonl is whole: "
+            f"{where} {report.output_error}. Every line of results.jsonl is whole: "
             f"`stress report {report.info.run_dir}` renders what reached the disk once there is room"
         )
-        return EXIT_USAGE
-    if problem is not None:
-        _error(str(problem))
-        return EXIT_USAGE
-    if late.signal is not None and not report.interrupted:
-        return EXIT_TERMINATED if late.signal == signal.SIGTERM else EXIT_INTERRUPTED
     return report.exit_code()
 
 
@@ -351,8 +357,12 @@ def report_command(run_dir: str, junit_xml: str | None, markdown: str | None, qu
     console = _console()
     if not quiet:
         terminal.print_report(console, report)
-    write_json(report.info.run_dir / SUMMARY, report.to_dict())
-    problem = _write_artifacts(console, report, junit_xml=junit_xml, markdown=markdown)
+    problem: OutputError | None = None
+    try:
+        write_json(report.info.run_dir / SUMMARY, report.to_dict())
+    except OutputError as exc:
+        problem = exc
+    problem = _write_artifacts(console, report, junit_xml=junit_xml, markdown=markdown) or problem
     if problem is not None:
         raise problem
     return report.findings_code()
@@ -374,20 +384,22 @@ def compare_command(before: str, after: str) -> int:
 
 class _Late:
     signal: int | None = None
+    #: The run was stopped by a signal already: the next one is a second one.
+    decided = False
 
 
 @contextlib.contextmanager
-def _finish_first(stopped_by: str | None) -> Iterator[_Late]:
-    """While the reports of a finished run are written, a first Ctrl-C or SIGTERM lets them finish
-    (and sets the exit code); a second one stops at once. A run already stopped by a signal counts
-    that one as the first."""
+def _finish_first() -> Iterator[_Late]:
+    """Around a run and the writing of its reports, a first Ctrl-C or SIGTERM lets them finish (and
+    sets the exit code); a second one stops at once. During the run itself the engine has handlers
+    of its own; these cover the moments before and after it."""
     late = _Late()
     if threading.current_thread() is not threading.main_thread():
         yield late
         return
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        if late.signal is not None or stopped_by is not None:
+        if late.signal is not None or late.decided:
             raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
         late.signal = signum
 
@@ -412,6 +424,9 @@ def _write_artifacts(
     for target, write in writers:
         try:
             path = write()
+        except OutputError as exc:
+            problem = problem or exc
+            continue
         except OSError as exc:
             problem = problem or OutputError(target, exc)
             continue
@@ -445,6 +460,11 @@ _NoArgsIsHelp: type[click.UsageError] = getattr(
 )
 
 
+def _said(what: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        click.echo(f"stress: {what}", err=True)
+
+
 def _error(message: str) -> None:
     line = " ".join(str(message).split())
     click.echo(click.style(f"stress: error: {line}", fg="red"), err=True)
@@ -473,8 +493,10 @@ def main(argv: list[str] | None = None) -> int:
         _error(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
+        _said("interrupted")
         return EXIT_INTERRUPTED
     except Terminated:
+        _said("terminated (SIGTERM)")
         return EXIT_TERMINATED
     except BrokenPipeError:
         # Our output was closed early (`stress list | head`): stop quietly, as other tools do.

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
+import os
 import re
 import sys
 import traceback
 from pathlib import Path
 from types import ModuleType
 
-from harness.errors import ScenarioError, ScenarioNotFound, did_you_mean
+from harness.errors import ScenarioError, ScenarioNotFound, Terminated, did_you_mean
 from harness.registry import scenarios_in
 from harness.scenario import Scenario
 
@@ -79,6 +82,8 @@ def load_module(target: str) -> list[Scenario]:
     except SyntaxError as exc:
         where = f"{exc.filename}:{exc.lineno}" if exc.filename else module_name
         raise ScenarioError(f"{where}: syntax error: {exc.msg}") from None
+    except (KeyboardInterrupt, Terminated):
+        raise  # the user stopped stress: not the module's fault
     except BaseException as exc:
         raise ScenarioError(_import_failure(module_name, exc)) from None
     return _pick(module, wanted, module_name)
@@ -114,6 +119,9 @@ def load_file(path: Path) -> ModuleType:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
+    except (KeyboardInterrupt, Terminated):
+        del sys.modules[name]
+        raise  # the user stopped stress: not the file's fault
     except SyntaxError as exc:
         del sys.modules[name]
         where = f"{path}:{exc.lineno}" if exc.lineno else str(path)
@@ -128,7 +136,42 @@ def load_file(path: Path) -> ModuleType:
             f"{path}:{_line_in(exc, resolved)}: importing it raised {type(exc).__name__}"
             + (f": {detail}" if detail else "")
         ) from None
+    _remember_for_children(name, resolved)
     return module
+
+
+#: Where a process started with ``spawn`` or ``forkserver`` (a fresh interpreter) finds the user's
+#: scenario files, which are imported under names of stress's own: ``name=path`` entries.
+USER_FILES = "STRESS_USER_FILES"
+
+
+def _remember_for_children(name: str, path: Path) -> None:
+    entries = [e for e in os.environ.get(USER_FILES, "").split(os.pathsep) if e]
+    entry = f"{name}={path}"
+    if entry not in entries:
+        os.environ[USER_FILES] = os.pathsep.join([*entries, entry])
+
+
+class UserFiles(importlib.abc.MetaPathFinder):
+    """Finds the user's scenario files under the names stress imported them as, in a process that
+    did not import them itself: a process actor started with ``spawn`` unpickles its function by
+    module name before anything of stress runs in it."""
+
+    def __init__(self, entries: str) -> None:
+        self.files = dict(e.split("=", 1) for e in entries.split(os.pathsep) if "=" in e)
+
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        file = self.files.get(fullname)
+        return importlib.util.spec_from_file_location(fullname, file) if file else None
+
+
+def install_user_files() -> None:
+    """Make the user's scenario files importable here, if this process was started by a worker."""
+    entries = os.environ.get(USER_FILES)
+    if entries and not any(isinstance(finder, UserFiles) for finder in sys.meta_path):
+        sys.meta_path.append(UserFiles(entries))
 
 
 def _line_in(exc: BaseException, file: Path) -> str:

@@ -79,7 +79,10 @@ def pyproject_layer(path: Path | None) -> Layer:
         raise ConfigError(f"{path}: cannot be read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    table = data.get("tool", {}).get("stress", {})
+    tool = data.get("tool", {})
+    if not isinstance(tool, dict):
+        raise ConfigError(f"{path}: 'tool' must be a table ([tool.stress] and the like), not {type(tool).__name__}")
+    table = tool.get("stress", {})
     if not isinstance(table, dict):
         raise ConfigError(f"[tool.stress] of {path}: must be a table of settings")
     values = {}

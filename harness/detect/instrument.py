@@ -81,6 +81,24 @@ for _module, _name, _instrumented in _REPLACED:
     _STAND_INS[id(_original)] = _make_stand_in(_name, _original, _instrumented)
 
 
+_real_join = threading.Thread.join
+
+
+def _join(self: threading.Thread, timeout: float | None = None) -> None:
+    """``Thread.join`` as the wait-for graph sees it: a thread of the trial joining another with no
+    timeout waits for it, and can wake nobody meanwhile (a deadlock among the rest is everyone's)."""
+    session = primitives.current_session()
+    graph = session.graph if session is not None else None
+    if graph is None or timeout is not None:
+        return _real_join(self, timeout)
+    me = threading.get_ident()
+    graph.add_joiner(me)
+    try:
+        return _real_join(self, timeout)
+    finally:
+        graph.remove_joiner(me)
+
+
 class Instrumenter:
     """Installs the stand-ins for one trial at a time; reused across a worker's trials.
 
@@ -96,6 +114,8 @@ class Instrumenter:
     def install(self) -> None:
         if self._undo:
             raise RuntimeError("instrumentation is already installed")
+        self._undo.append((threading.Thread, "join", _real_join))
+        threading.Thread.join = _join  # type: ignore[method-assign]
         for stand_in in _STAND_INS.values():
             stand_in._scope = self.scope
         for module, name, _ in _REPLACED:

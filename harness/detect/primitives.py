@@ -144,13 +144,19 @@ def activate(session: Session, *, controlled: bool = False) -> None:
     _use_synced_locks(_sync)
 
 
+def current_session() -> Session | None:
+    """The running trial's session, if any."""
+    return _session
+
+
 def _after_fork_in_child() -> None:
     """A forked child (a process actor, a Pool worker, a plain multiprocessing.Process) starts with
     a copy of its parent's trial, but with one thread. It gets a wait-for graph of its own — the
     copy's internal lock may have been held by a thread the child does not have — in which a lock
     copied held, with nobody left to release it, is a deadlock like any other."""
-    global _forked
+    global _forked, wait_hook
     _forked = True
+    wait_hook = None  # the beacon counts the worker's own waiters only
     session = _session
     if session is not None and session.graph is not None:
         old = session.graph
@@ -159,6 +165,11 @@ def _after_fork_in_child() -> None:
 
 _forked = False
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+#: Told +1 when a thread of this process starts waiting, with no timeout, on an instrumented
+#: primitive, and -1 when the wait ends (the worker's beacon counts them: a waiter wakes every few
+#: milliseconds to look for a deadlock, and from outside that looks like a thread at work).
+wait_hook: Callable[[int], None] | None = None
 
 
 def deactivate() -> None:
@@ -413,6 +424,9 @@ def _block(try_acquire: Callable[..., bool], timeout: float, waiting: Waiting) -
         raise _deadlock(graph)
     me = get_ident()
     graph.enter(me, waiting)
+    hook = wait_hook if not waiting.timed else None
+    if hook is not None:
+        hook(1)
     try:
         deadline = math.inf if timeout < 0 else time.monotonic() + timeout
         pause = SLICE_FIRST
@@ -434,6 +448,8 @@ def _block(try_acquire: Callable[..., bool], timeout: float, waiting: Waiting) -
             pause = min(pause * 2, SLICE_MAX)
     finally:
         graph.leave(me)
+        if hook is not None:
+            hook(-1)
 
 
 # -- locks ---------------------------------------------------------------------------------------
@@ -486,9 +502,7 @@ class Lock:
         else:
             state = _current_state()
             if self._owner is None and self._real.locked() and _interrupted_inside(self, sys._getframe(1)):
-                # A signal handler runs in this thread between the real lock's acquire and its
-                # owner's bookkeeping: the lock is this thread's, and it now waits for itself.
-                self._owner, self._prev, state.top = state, state.top, self
+                return self._wait_for_itself(state, timeout)
             if timeout == -1 and state.top is not None:
                 _record_order(state, self)  # an attempt counts: it may never succeed
             got = self._try(False) or _block(self._try, timeout, Waiting(self, lock=self, timed=timeout != -1))
@@ -498,6 +512,20 @@ class Lock:
             self._prev = state.top
             state.top = self
         return got
+
+    def _wait_for_itself(self, state: Any, timeout: float) -> bool:
+        """A signal handler waits for this lock while its own thread is inside the lock's acquire or
+        release, between the real lock and the bookkeeping: the lock is held by this very thread,
+        as the C lock, whose operations a handler cannot split, would have it. A timed wait times
+        out; an untimed one is a deadlock (the graph sees the thread waiting for itself). The
+        bookkeeping is left to the interrupted call, which finishes it if the handler returns."""
+        if timeout != -1:
+            return _block(self._try, timeout, Waiting(self, lock=self, timed=True))
+        self._owner = state
+        try:
+            return _block(self._try, timeout, Waiting(self, lock=self, timed=False))
+        finally:
+            self._owner = None
 
     def release(self) -> None:
         owner = self._owner
@@ -590,7 +618,19 @@ def _use_synced_locks(synced: bool) -> None:
 class RLock:
     """`threading.RLock`, instrumented."""
 
-    __slots__ = ("__weakref__", "_count", "_created", "_key", "_owner", "_prev", "_real", "_releasing", "_try")
+    __slots__ = (
+        "__weakref__",
+        "_count",
+        "_created",
+        "_handler",
+        "_handler_depth",
+        "_key",
+        "_owner",
+        "_prev",
+        "_real",
+        "_releasing",
+        "_try",
+    )
 
     def __init__(self, *, _created: Any = None) -> None:
         real = allocate_lock()
@@ -600,6 +640,10 @@ class RLock:
         self._count = 0
         #: The thread whose last release is under way (a signal handler may run inside it).
         self._releasing: Any = None
+        #: A signal handler of this thread holding the lock while the thread itself is inside the
+        #: lock's bookkeeping, and how many times it holds it.
+        self._handler: Any = None
+        self._handler_depth = 0
         self._prev: Any = None
         created, key = creation(sys._getframe(1)) if _created is None else _created
         self._key: int = key
@@ -609,10 +653,16 @@ class RLock:
         if timeout != -1:
             _validate(blocking, timeout)
         state = _current_state()
+        if self._handler is state:
+            self._handler_depth += 1  # a signal handler re-entering again (see below)
+            return True
         if self._owner is None and self._real.locked() and _interrupted_inside(self, sys._getframe(1)):
-            # A signal handler runs in this thread between the real lock's acquire and its owner's
-            # bookkeeping: as with the C RLock, whose acquire a handler cannot split, it is ours.
-            self._owner, self._count, self._prev, state.top = state, 1, state.top, self
+            # A signal handler runs in this thread between the real lock and its owner's bookkeeping
+            # (inside an acquire, or a last release): as with the C RLock, whose operations a handler
+            # cannot split, the lock is this thread's, and the handler re-enters it. Counted apart,
+            # so that the interrupted call finishes its bookkeeping undisturbed.
+            self._handler, self._handler_depth = state, 1
+            return True
         if self._owner is state:
             self._count += 1
             return True
@@ -640,6 +690,11 @@ class RLock:
 
     def release(self) -> None:
         state = _current_state()
+        if self._handler is state:
+            self._handler_depth -= 1
+            if not self._handler_depth:
+                self._handler = None
+            return
         if self._owner is not state:
             raise RuntimeError("cannot release un-acquired lock")
         self._count -= 1
@@ -704,6 +759,7 @@ _OWN_CODE = frozenset(
         _plain_release,
         _plain_exit,
         Lock._acquire_slow,
+        Lock._wait_for_itself,
         _synced_acquire,
         _synced_release,
         _synced_exit,

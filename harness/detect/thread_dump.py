@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.scope import Scope
+from harness.scope import HARNESS_DIR, Scope
 from harness.text import short_path
 
 __all__ = ["Frame", "ThreadStack", "blocked_at", "parse_dump"]
@@ -88,7 +88,8 @@ def blocked_at(text: str, scope: Scope) -> tuple[str, ...]:
         if inside is None:
             continue
         line = inside.where()
-        innermost = thread.frames[0]
+        # stress's own frames (a forced switch, an instrumented primitive) say nothing about the code
+        innermost = next((f for f in thread.frames if not f.file.startswith(HARNESS_DIR)), inside)
         if innermost is not inside:
             line += f" (waiting in {innermost.function}, {Path(innermost.file).name}:{innermost.line})"
         if thread.process:

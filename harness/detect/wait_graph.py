@@ -106,6 +106,9 @@ class WaitGraph:
         self.waiting: dict[int, Waiting] = {}
         self.version = 0
         self.main_joining = False
+        #: Threads of the trial inside a ``Thread.join()`` with no timeout: like the body waiting
+        #: for its actors, they can wake nobody, and are left out of "everyone is stuck".
+        self.joiners: set[int] = set()
         self.aborting = False
         self.finding: Deadlock | None = None
         self._mutex = allocate_lock()
@@ -121,6 +124,16 @@ class WaitGraph:
         with self._mutex:
             if self.waiting.pop(ident, None) is not None:
                 self.version += 1
+
+    def add_joiner(self, ident: int) -> None:
+        with self._mutex:
+            self.joiners.add(ident)
+            self.version += 1
+
+    def remove_joiner(self, ident: int) -> None:
+        with self._mutex:
+            self.joiners.discard(ident)
+            self.version += 1
 
     def set_joining(self, joining: bool) -> None:
         with self._mutex:
@@ -184,7 +197,7 @@ class WaitGraph:
         for ident in threads:
             if ident is None:
                 continue
-            if ident == self.main and self.main_joining:
+            if (ident == self.main and self.main_joining) or ident in self.joiners:
                 continue
             waiting = self.waiting.get(ident)
             if waiting is None or waiting.timed or waiting.runnable():
@@ -243,6 +256,8 @@ class WaitGraph:
             summary = f"all {count} threads of the trial wait, and none of them can wake another"
         if self.main_joining:
             summary += " (the variant body is waiting for its actors)"
+        elif self.joiners:
+            summary += f" ({len(self.joiners)} more waiting in Thread.join() for them)"
         return Deadlock("stuck", summary, tuple(lines))
 
     def _outside(self, frame: FrameType) -> bool:

@@ -29,7 +29,7 @@ import os
 import platform
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from harness.engine import proc_tree
@@ -133,115 +133,195 @@ class Snapshot:
 
     Attributes:
         at: When it was taken (``time.monotonic()``, seconds).
-        cpu: CPU seconds the tree's processes have used so far (multiprocessing's helpers excluded).
+        cpu: CPU seconds each process of the tree has used so far, by pid.
+        runs: For each thread of the tree, by thread id: how many times it has been put on a CPU,
+            and the nanoseconds it ran (``schedstat``). A thread that ran at all between two
+            snapshots shows new figures, even if it is asleep again at both.
         waited: Seconds the tree's live threads have spent waiting for a CPU so far.
         threads: Threads seen.
         active: Threads running, waiting for a CPU, or in an uninterruptible wait (disk I/O).
         wakes_in: Seconds until the first sleeping thread wakes up by itself (``inf``: none will).
+        timed: Sleeping threads whose wait has a timeout.
         unknown: Sleeping threads whose wait could not be read (they might wake by themselves).
+        external: Sleeping threads that wait on something outside the trial's processes: a
+            network socket, a named socket, a terminal (a slow peer and a hang look the same).
         waits: For each sleeping thread, what it waits in, for a person (with the time left, for a
             wait with a timeout).
         paused: How many of stress's own pauses the trial had taken (from the worker's beacon; 0
             when unknown): a sleep of stress's is not a sleep of the code under test.
+        alarm_in: Seconds until a signal timer the trial armed (``signal.setitimer``, ``alarm``)
+            fires (from the worker's beacon; ``inf``: none).
+        waiters: Threads of the worker in untimed waits on instrumented primitives, and
+        wait_ends: how many such waits had ended (both from the worker's beacon). Such a waiter
+            wakes every few milliseconds to look for a deadlock: while none of those waits ends,
+            its waking up is not the trial making progress.
     """
 
     at: float
-    cpu: float
+    cpu: Mapping[int, float]
+    runs: Mapping[int, tuple[int, int]]
     waited: float
     threads: int
     active: int
     wakes_in: float
     unknown: int
+    timed: int = 0
+    external: int = 0
     waits: tuple[str, ...] = ()
     paused: int = 0
+    alarm_in: float = math.inf
+    waiters: int = 0
+    wait_ends: int = 0
+
+    def cpu_since(self, before: Snapshot) -> float:
+        """CPU seconds the tree used since ``before``, over the processes alive at both."""
+        return sum(max(0.0, used - before.cpu[pid]) for pid, used in self.cpu.items() if pid in before.cpu)
+
+    def moved_since(self, before: Snapshot) -> bool:
+        """Whether anything in the tree ran since ``before``: a thread put on a CPU, a thread or a
+        process started or gone, one of stress's own pauses taken — other than instrumented
+        waiters waking to look for a deadlock while none of their waits ends."""
+        if self.paused != before.paused or self.cpu.keys() != before.cpu.keys():
+            return True
+        movers = sum(1 for tid, figures in self.runs.items() if before.runs.get(tid) != figures)
+        if not movers:
+            return False
+        only_waiters = (
+            self.waiters > 0
+            and self.waiters == before.waiters
+            and self.wait_ends == before.wait_ends
+            and movers <= self.waiters
+            and self.cpu_since(before) < 0.001 * (1 + self.waiters)
+        )
+        return not only_waiters
 
 
 def snapshot(pid: int) -> Snapshot:
-    """The state of process ``pid`` and of every process below it."""
+    """The state of process ``pid`` and of every process below it (multiprocessing's helpers
+    included: a forkserver forks the trial's children, a resource tracker serves them)."""
     at = time.monotonic()
     real = time.time()
-    cpu = waited = 0.0
-    threads = active = unknown = 0
+    cpu: dict[int, float] = {}
+    runs: dict[int, tuple[int, int]] = {}
+    waited = 0.0
+    threads = active = unknown = external = timed = 0
     wakes_in = math.inf
     waits: list[str] = []
+    sockets = _UnixSockets()
     for process in [pid, *proc_tree.descendants(pid)]:
-        if process != pid and proc_tree.is_helper(process):
-            continue
         with contextlib.suppress(OSError, OverflowError):
-            cpu += time.clock_gettime(((~process) << 3) | 2)  # the process's CPU-time clock
+            cpu[process] = time.clock_gettime(((~process) << 3) | 2)  # the process's CPU-time clock
         try:
             tids = os.listdir(f"/proc/{process}/task")
         except OSError:
             continue
         for tid in tids:
-            state, run_wait = _thread_state(process, tid)
+            state, run_wait, count = _thread_state(process, tid)
             if state is None:
                 continue
             threads += 1
             waited += run_wait
+            runs[int(tid)] = count
             if state in "RD":
                 active += 1
                 continue
             if state != "S":  # stopped or traced: nothing it does on its own
                 waits.append(f"{state} (stopped)")
                 continue
-            kind, wake = _wait(process, tid, at, real)
-            if kind is None:
+            wait = _wait(process, tid, at, real, sockets)
+            if wait.running:
                 active += 1  # it ran between the two reads
-            elif wake is None:
+            elif wait.wake is None:
                 unknown += 1
-            elif math.isinf(wake):
-                waits.append(kind)
+                waits.append(wait.what)
             else:
-                wakes_in = min(wakes_in, max(0.0, wake - at))
-                waits.append(f"{kind} for {max(0.0, wake - at):.2g} s")
-    return Snapshot(at, cpu, waited, threads, active, wakes_in, unknown, tuple(waits))
+                external += wait.external
+                if math.isinf(wait.wake):
+                    waits.append(wait.what)
+                else:
+                    timed += 1
+                    left = max(0.0, wait.wake - at)
+                    wakes_in = min(wakes_in, left)
+                    waits.append(f"{wait.what} for {left:.2g} s")
+    return Snapshot(at, cpu, runs, waited, threads, active, wakes_in, unknown, timed, external, tuple(waits))
 
 
-def _thread_state(pid: int, tid: str) -> tuple[str | None, float]:
+def _thread_state(pid: int, tid: str) -> tuple[str | None, float, tuple[int, int]]:
+    """(state, seconds waited for a CPU, (times run, nanoseconds run)) of one thread; state None if
+    it is gone."""
     try:
         with open(f"/proc/{pid}/task/{tid}/stat", "rb") as file:
             stat = file.read()
     except OSError:
-        return None, 0.0
+        return None, 0.0, (0, 0)
     state = stat[stat.rfind(b")") + 2 :][:1].decode()
     if state in ("Z", "X", "x", ""):
-        return None, 0.0
-    waited = 0.0
+        return None, 0.0, (0, 0)
+    waited, count = 0.0, (0, 0)
     with (
         contextlib.suppress(OSError, ValueError, IndexError),
         open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as file,
     ):
-        waited = int(file.read().split()[1]) / 1e9
-    return state, waited
+        fields = file.read().split()
+        waited, count = int(fields[1]) / 1e9, (int(fields[2]), int(fields[0]))
+    return state, waited, count
 
 
-def _wait(pid: int, tid: str, now: float, real: float) -> tuple[str | None, float | None]:
-    """What a sleeping thread waits in, and when it wakes by itself: (what, monotonic time), with
-    ``inf`` for never and None for unknown. (None, None): it is running after all."""
+@dataclass(frozen=True)
+class _Wait:
+    what: str = "?"
+    wake: float | None = None  # monotonic time it wakes by itself; inf: never; None: unknown
+    external: bool = False
+    running: bool = False
+
+
+#: A timeout further away than this (about four months) is taken as a misread, not as a sleep.
+_ABSURD = 1e7
+
+
+def _wait(pid: int, tid: str, now: float, real: float, sockets: _UnixSockets) -> _Wait:
+    """What a sleeping thread waits in and when it wakes by itself. The system call is read again
+    after its arguments: a thread that moved on meanwhile is unknown, not misread."""
+    first = _syscall(pid, tid)
+    if first is None:
+        return _Wait()
+    if not first or first[0] == b"running":
+        return _Wait(running=True)
+    wait = _decode(pid, first, now, real, sockets)
+    if _syscall(pid, tid) != first:
+        return _Wait(what=wait.what)  # it left the call while we read it: no telling
+    if wait.wake is not None and not math.isinf(wait.wake) and abs(wait.wake - now) > _ABSURD:
+        return _Wait(what=wait.what)
+    return wait
+
+
+def _syscall(pid: int, tid: str) -> list[bytes] | None:
     try:
         with open(f"/proc/{pid}/task/{tid}/syscall", "rb") as file:
-            fields = file.read().split()
+            return file.read().split()
     except OSError:
-        return "?", None
-    if not fields or fields[0] == b"running":
-        return None, None
+        return None
+
+
+def _decode(pid: int, fields: list[bytes], now: float, real: float, sockets: _UnixSockets) -> _Wait:
     name = _SYSCALLS.get(int(fields[0])) if fields[0].lstrip(b"-").isdigit() else None
     if name is None or name not in _WAITS:
-        return name or "?", None
+        return _Wait(what=name or "?")
     args = [int(a, 16) for a in fields[1:7]]
     spec = _WAITS[name]
     what = _PLAIN.get(name, name)
+    fds = _waited_fds(pid, name, args)
+    outside = any(sockets.outside(pid, fd) for fd in fds)
+    if outside:
+        what = f"{what} (on a socket or terminal outside the trial)"
     if spec is None:
-        if name in ("read", "readv", "write", "recvfrom", "recvmsg") and _is_socket(pid, args[0]):
-            what = "a socket"
-        return what, math.inf
+        return _Wait(what, math.inf, outside)
     index, encoding, absolute = spec
     clock_realtime = False
     if name == "futex":
         command = args[1] & _FUTEX_CMD_MASK
         if command not in (_FUTEX_WAIT, _FUTEX_LOCK_PI, _FUTEX_WAIT_BITSET, _FUTEX_WAIT_REQUEUE_PI, _FUTEX_LOCK_PI2):
-            return None, None  # a wake or requeue: it is about to run
+            return _Wait(running=True)  # a wake or requeue: it is about to run
         absolute = command != _FUTEX_WAIT
         clock_realtime = command == _FUTEX_LOCK_PI or bool(args[1] & _FUTEX_CLOCK_REALTIME)
     elif name == "clock_nanosleep":
@@ -251,39 +331,103 @@ def _wait(pid: int, tid: str, now: float, real: float) -> tuple[str | None, floa
         clock_realtime = args[4] == _CLOCK_REALTIME
     if encoding == "ms":
         timeout_ms = args[index] - (1 << 64) if args[index] >= 1 << 63 else args[index]
-        return what, math.inf if timeout_ms < 0 else now + timeout_ms / 1000
+        return _Wait(what, math.inf if timeout_ms < 0 else now + timeout_ms / 1000, outside)
     if args[index] == 0:
-        return what, math.inf  # a null timeout: no timeout
+        return _Wait(what, math.inf, outside)  # a null timeout: no timeout
     seconds = _read_time(pid, args[index], encoding)
     if seconds is None:
-        return what, None
+        return _Wait(what)
     if not absolute:
-        return what, now + seconds  # at most that long from now: the call began before this look
-    return what, (now + seconds - real) if clock_realtime else seconds
+        return _Wait(what, now + seconds, outside)  # at most that long from now: it began earlier
+    return _Wait(what, (now + seconds - real) if clock_realtime else seconds, outside)
 
 
-def _read_time(pid: int, address: int, encoding: str) -> float | None:
+def _read_memory(pid: int, address: int, size: int) -> bytes | None:
     try:
         fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
     except OSError:
         return None
     try:
-        data = os.pread(fd, 16, address)
+        return os.pread(fd, size, address)
     except OSError:
         return None
     finally:
         os.close(fd)
-    if len(data) < 16:
+
+
+def _read_time(pid: int, address: int, encoding: str) -> float | None:
+    data = _read_memory(pid, address, _TIMESPEC.size)
+    if data is None or len(data) < _TIMESPEC.size:
         return None
     whole, part = _TIMESPEC.unpack(data)
     return float(whole) + float(part) / (1e6 if encoding == "timeval" else 1e9)
 
 
-def _is_socket(pid: int, fd: int) -> bool:
-    try:
-        return os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
-    except OSError:
-        return False
+_POLLFD = struct.Struct("=ihh")
+_FD_ARGUMENT = {"read", "readv", "pread64", "write", "writev", "recvfrom", "recvmsg", "sendto", "sendmsg",
+                "accept", "accept4", "connect"}  # fmt: skip
+
+
+def _waited_fds(pid: int, name: str, args: list[int]) -> list[int]:
+    """The descriptors a call waits on (best effort: what cannot be read is left out)."""
+    if name in _FD_ARGUMENT:
+        return [args[0]]
+    if name in ("poll", "ppoll"):
+        count = min(args[1], 4096)
+        data = _read_memory(pid, args[0], count * _POLLFD.size) if count else b""
+        if not data:
+            return []
+        return [fd for (fd, _, _) in _POLLFD.iter_unpack(data[: len(data) // _POLLFD.size * _POLLFD.size])]
+    if name in ("select", "pselect6"):
+        count = min(args[0], 65536)
+        found: list[int] = []
+        for pointer in args[1:4]:
+            if not pointer or not count:
+                continue
+            data = _read_memory(pid, pointer, (count + 7) // 8) or b""
+            found += [fd for fd in range(min(count, len(data) * 8)) if data[fd // 8] >> (fd % 8) & 1]
+        return found
+    if name in ("epoll_wait", "epoll_pwait", "epoll_pwait2"):
+        try:
+            with open(f"/proc/{pid}/fdinfo/{args[0]}", encoding="ascii", errors="replace") as file:
+                return [int(line.split()[1]) for line in file if line.startswith("tfd:")]
+        except (OSError, ValueError, IndexError):
+            return []
+    return []
+
+
+class _UnixSockets:
+    """Which descriptors lead outside the trial. A pipe, an eventfd, a file, or an unnamed UNIX
+    socket (a ``socketpair``: what ``multiprocessing.Pipe`` makes) joins processes of the trial; a
+    network socket, a named UNIX socket or a terminal may lead anywhere. ``/proc/net/unix`` is read
+    once per snapshot, and only if a socket is waited on."""
+
+    def __init__(self) -> None:
+        self._unnamed: set[int] | None = None
+
+    def outside(self, pid: int, fd: int) -> bool:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            return False
+        if target.startswith("socket:["):
+            inode = int(target[8:-1]) if target[8:-1].isdigit() else -1
+            return inode not in self._socketpairs()
+        return target.startswith(("/dev/pts/", "/dev/tty"))
+
+    def _socketpairs(self) -> set[int]:
+        if self._unnamed is None:
+            self._unnamed = set()
+            try:
+                with open("/proc/net/unix", encoding="ascii", errors="replace") as file:
+                    next(file, None)
+                    for line in file:
+                        fields = line.split()
+                        if len(fields) == 7 and fields[6].isdigit():  # no path: an unnamed socket
+                            self._unnamed.add(int(fields[6]))
+            except OSError:
+                pass
+        return self._unnamed
 
 
 def describe(waits: Iterable[str]) -> str:

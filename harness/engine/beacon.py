@@ -14,6 +14,7 @@ every process of the machine.
 
 from __future__ import annotations
 
+import _thread
 import enum
 import mmap
 import struct
@@ -25,8 +26,12 @@ __all__ = ["Beacon", "Phase", "Reading"]
 _GENERATION = struct.Struct("=q")
 _DATA = struct.Struct("=qqd")  # seq, phase, since; after the generation
 _PROGRESS = struct.Struct("=q")  # after the data; bumped without the seqlock (any change will do)
-_SIZE = _GENERATION.size + _DATA.size + _PROGRESS.size
+_ALARM = struct.Struct("=d")  # after the progress: when a signal timer the trial armed fires (0: none)
+_WAITS = struct.Struct("=qq")  # after the alarm: threads in instrumented untimed waits, such waits ended
 _PROGRESS_AT = _GENERATION.size + _DATA.size
+_ALARM_AT = _PROGRESS_AT + _PROGRESS.size
+_WAITS_AT = _ALARM_AT + _ALARM.size
+_SIZE = _WAITS_AT + _WAITS.size
 
 
 class Phase(enum.IntEnum):
@@ -58,6 +63,7 @@ class Beacon:
     def __init__(self) -> None:
         self._map = mmap.mmap(-1, _SIZE)  # MAP_SHARED | MAP_ANONYMOUS: survives fork, shared
         self._generation = 0
+        self._waits_lock = _thread.allocate_lock()
         _DATA.pack_into(self._map, _GENERATION.size, -1, Phase.IDLE, time.monotonic())
 
     def set(self, seq: int, phase: Phase) -> None:
@@ -79,6 +85,27 @@ class Beacon:
         """How many of stress's own pauses the trials of this worker have taken so far."""
         (count,) = _PROGRESS.unpack_from(self._map, _PROGRESS_AT)
         return int(count)
+
+    def set_alarm(self, when: float | None) -> None:
+        """A signal timer of the trial fires at ``when`` (``time.monotonic()``; None: disarmed)."""
+        _ALARM.pack_into(self._map, _ALARM_AT, when or 0.0)
+
+    def alarm(self) -> float | None:
+        """When the trial's signal timer fires, if one is armed."""
+        (when,) = _ALARM.unpack_from(self._map, _ALARM_AT)
+        return float(when) if when > 0 else None
+
+    def note_wait(self, delta: int) -> None:
+        """A thread of the worker starts (+1) or ends (-1) an untimed wait on an instrumented
+        primitive (`harness.detect.primitives.wait_hook`)."""
+        with self._waits_lock:
+            waiting, ended = _WAITS.unpack_from(self._map, _WAITS_AT)
+            _WAITS.pack_into(self._map, _WAITS_AT, waiting + delta, ended + (delta < 0))
+
+    def waits(self) -> tuple[int, int]:
+        """(threads in instrumented untimed waits now, such waits ended so far)."""
+        waiting, ended = _WAITS.unpack_from(self._map, _WAITS_AT)
+        return int(waiting), int(ended)
 
     def read(self) -> Reading:
         """The parent: where the worker is now."""

@@ -14,18 +14,21 @@ a worker still setting up, or between trials, cannot hang a trial. At the deadli
 processes are looked at (`harness.engine.activity`), with a first look `PROBE` earlier, and the
 trial is:
 
-* **hung, blocked**, when no thread ran in between and every thread sleeps in a call with no
-  timeout (or one that ends only after the trial would be given up on): nothing inside the trial can
-  ever wake it, however busy the machine is;
-* **given more time** when it is still working — a thread running, waiting for a CPU or for the
-  disk, or CPU used since the first look — until it has used `cpu_budget` seconds of CPU past its
-  deadline, where a livelock ends as **hung, busy**; load slows how fast a trial gets CPU time, so a
-  slow machine lengthens this in wall time instead of turning slow trials into hangs;
+* **hung, blocked**, when in `CONFIRM` looks in a row no thread of it was put on a CPU at all, and
+  each waits with no timeout in something inside the trial (a lock, a join, a pipe, a child): nothing
+  can ever wake it, however busy the machine is;
 * **given more time** while a thread sleeps with a timeout (``time.sleep``, a timed ``acquire``,
-  ``select`` with a timeout): it will wake by itself. A trial that only keeps waking on timers for
-  `sleep_grace` past its deadline is **hung**, sleeping;
-* **undecided** — stress's own outcome, never counted against the code under test — when it reached
-  `hard_cap` while starved: its threads spent longer waiting for a CPU than running.
+  ``select`` with a timeout) or a signal timer is armed: it is never judged before they fire (a
+  timer that fires only past `Watch.hard_cap` is as good as none);
+* **given more time** while it is still working — a thread running or waiting for a CPU, CPU used
+  since the last look, stress's own pauses — until it has used `Watch.cpu_budget` of CPU past its
+  deadline, where a livelock ends as **hung, busy**; load slows how fast a trial gets CPU, so a slow
+  machine stretches this in wall time instead of turning slow trials into hangs;
+* **undecided** — stress's own outcome, never counted against the code under test — when it waits on
+  something outside the trial (a network socket, a terminal) or that stress cannot read, up to
+  `Watch.hard_cap`; when its threads only wake briefly on timers for `Watch.sleep_grace` (polling
+  for something stress cannot see); and when it is still working at `Watch.hard_cap` (starved, or
+  slowed by stress's own pauses).
 
 Before the body starts and after it ends, only stress runs: a worker that does not reach the body in
 `SETUP_LIMIT`, or does not report in `AFTER_LIMIT` after it, is *stalled*, and the driver runs its
@@ -52,6 +55,8 @@ PROBE = 0.02
 BUSY = 0.05
 #: CPU seconds a blocked trial may show between two looks (none, in practice: measurement noise).
 NOISE = 0.001
+#: Looks in a row in which no thread of a trial was put on a CPU, before it is blocked for good.
+CONFIRM = 2
 #: A worker that has not started a trial's body this long after it was sent is stuck in stress's code.
 SETUP_LIMIT = 60.0
 #: A worker that has not reported a trial this long after its body ended is stuck in stress's code.
@@ -150,6 +155,7 @@ class Watch:
     Args:
         timeout: The trial's deadline, in seconds from the start of its body.
         dispatched: When it was sent to its worker.
+        fixed: The deadline is the user's (``--timeout``), not an adaptive one.
         probe: Seconds between the first look and the look at the deadline.
         real: The machine's monotonic clock. Whether stress itself is stuck (`SETUP_LIMIT`,
             `AFTER_LIMIT`) is a question about this process, not about the trial, so it is measured
@@ -158,6 +164,7 @@ class Watch:
 
     timeout: float
     dispatched: float
+    fixed: bool = False
     probe: float = PROBE
     real: Callable[[], float] = field(default=time.monotonic, repr=False)
     started: float | None = None
@@ -169,6 +176,9 @@ class Watch:
     _before: Snapshot | None = field(default=None, repr=False)
     _at_deadline: Snapshot | None = field(default=None, repr=False)
     _next: float = 0.0
+    _used: float = 0.0
+    _quiet: int = 0
+    _last_busy: float = 0.0
     _sent_real: float = field(default=0.0, repr=False)
     _ended_real: float = field(default=0.0, repr=False)
 
@@ -177,8 +187,10 @@ class Watch:
 
     @property
     def cpu_budget(self) -> float:
-        """CPU seconds a trial still computing may use past its deadline before it is a livelock."""
-        return max(self.timeout, 0.5)
+        """CPU seconds a trial still computing may use past its deadline before it is a livelock: ten
+        deadlines past an adaptive one (from 2 s to 5 s), which one slow path of safe code may need;
+        the user's own deadline (1 s at least) past a fixed one."""
+        return max(self.timeout, 1.0) if self.fixed else min(max(10 * self.timeout, 2.0), 5.0)
 
     @property
     def sleep_grace(self) -> float:
@@ -187,8 +199,9 @@ class Watch:
 
     @property
     def hard_cap(self) -> float:
-        """Seconds from the start of its body after which a trial is judged whatever it does."""
-        return max(20 * self.timeout, 10.0)
+        """Seconds from the start of its body after which a trial is judged whatever it does: twenty
+        deadlines, from 10 s to 30 s."""
+        return max(10.0, min(20 * self.timeout, 30.0))
 
     def begin(self, at: float) -> None:
         """The trial's body started at ``at``."""
@@ -235,49 +248,73 @@ class Watch:
     def _judge(self, now: float, deadline: float, before: Snapshot, look: Snapshot) -> Decision:
         if self._at_deadline is None:
             self._at_deadline = look  # CPU used past the deadline counts from here
+            self._last_busy = now
         window = max(look.at - before.at, 1e-9)
-        ran = look.cpu - before.cpu
+        ran = look.cpu_since(before)
+        self._used += ran
         elapsed = now - (self.started if self.started is not None else now)
-        past = now - deadline
-        mark = self._at_deadline
-        if look.active or ran >= BUSY * window:
-            used = look.cpu - mark.cpu
-            if used >= self.cpu_budget:
+        paused = look.paused != before.paused  # stress's own pauses: progress, only slowed
+        busy = bool(look.active) or ran >= BUSY * window or paused
+        if busy or look.moved_since(before):
+            self._quiet = 0
+        if busy:
+            self._last_busy = now
+            if self._used >= self.cpu_budget:
                 return Decision(
                     Verdict.HUNG,
-                    message=f"busy all along: still running after {elapsed:.3g} s, having used {used:.3g} s of CPU "
-                    f"past its {self.timeout:.3g} s deadline (a livelock?)",
+                    message=f"busy all along: still running after {elapsed:.3g} s, having used {self._used:.3g} s of "
+                    f"CPU past its {self.timeout:.3g} s deadline (a livelock?)",
                 )
             if elapsed >= self.hard_cap:
-                return self._capped(elapsed, look, mark)
+                return self._capped(elapsed, look)
             return self._more(now, look, step=max(self.probe, 0.1 * self.timeout))
-        horizon = deadline + self.sleep_grace - now
-        timers = look.unknown > 0 or look.wakes_in <= horizon
-        if look.paused != before.paused:
-            # Its sleeps are stress's own pauses and delays: it is making progress, only slowly.
-            if elapsed >= self.hard_cap:
+        if look.moved_since(before):
+            # Threads woke briefly (on timers, to poll) and did little else.
+            if now - self._last_busy >= self.sleep_grace or elapsed >= self.hard_cap:
                 return Decision(
                     Verdict.UNDECIDED,
-                    message=f"still running after {elapsed:.3g} s, slowed down by stress's own pauses and delays "
-                    "(--pause, --delay): too slow to judge; use shorter ones",
+                    message=f"still running after {elapsed:.3g} s; for the last {now - self._last_busy:.3g} s its "
+                    "threads only woke briefly and did little else: polling for something outside the trial (a "
+                    "file, a server), or for something that never happens? stress cannot tell",
                 )
-            return self._more(now, look, step=max(self.probe, 0.1 * self.timeout))
-        if past >= self.sleep_grace and (look.unknown or not math.isinf(look.wakes_in)):
+            step = min(max(look.wakes_in + 0.002, self.probe), max(self.probe, 0.25 * self.timeout))
+            return self._more(now, look, step=step)
+        # Nothing in the trial ran at all since the last look.
+        self._quiet += 1
+        # An instrumented waiter sleeps in slices of a few milliseconds: no timer of the trial's.
+        timers = look.wakes_in if look.timed > look.waiters else math.inf
+        wake = min(timers, look.alarm_in)
+        if not math.isinf(wake):
+            if elapsed + wake <= self.hard_cap:
+                if elapsed < self.hard_cap:
+                    return self._more(now, look, step=max(wake + 0.005, self.probe))  # never before its timers fire
+                return Decision(
+                    Verdict.UNDECIDED,
+                    message=f"still running after {elapsed:.3g} s, its threads sleeping on timers that keep coming "
+                    f"back ({describe(look.waits)}): too slow to judge",
+                )
             return Decision(
                 Verdict.HUNG,
-                message=f"still running after {elapsed:.3g} s: for {past:.3g} s past its deadline its threads "
-                "only slept and woke on timers (polling for something that never happens?)",
+                message=f"blocked: still running after {elapsed:.3g} s, its threads waiting ({describe(look.waits)}); "
+                f"the first of them to wake by itself would do so only in {wake:.3g} s",
             )
-        if ran < NOISE and not timers:
-            return Decision(
-                Verdict.HUNG,
-                message=f"blocked: still running after {elapsed:.3g} s, its threads waiting with no timeout "
-                f"({describe(look.waits) or 'none left'}) and using no CPU for the last {window * 1000:.0f} ms",
-            )
-        if elapsed >= self.hard_cap:
-            return self._capped(elapsed, look, mark)
-        wake = look.wakes_in if not look.unknown else self.probe
-        return self._more(now, look, step=min(max(wake + 0.002, self.probe), max(self.probe, 0.25 * self.timeout)))
+        if look.external or look.unknown:
+            if elapsed >= self.hard_cap:
+                reason = "something outside the trial" if look.external else "calls stress cannot read"
+                return Decision(
+                    Verdict.UNDECIDED,
+                    message=f"still waiting after {elapsed:.3g} s ({describe(look.waits)}): it waits on {reason}, "
+                    "and stress cannot tell a slow peer from a hang",
+                )
+            return self._more(now, look, step=max(self.probe, 0.25 * self.timeout))
+        if self._quiet < CONFIRM:
+            return self._more(now, look, step=self.probe)  # see it twice: a snapshot is not an instant
+        return Decision(
+            Verdict.HUNG,
+            message=f"blocked: still running after {elapsed:.3g} s, its threads waiting with no timeout "
+            f"({describe(look.waits) or 'none left'}), none of them put on a CPU for the last "
+            f"{window * self._quiet * 1000:.0f} ms",
+        )
 
     def _more(self, now: float, look: Snapshot, *, step: float) -> Decision:
         self._before = look
@@ -285,13 +322,17 @@ class Watch:
         self.extra = max(self.extra, self._next - ((self.started if self.started is not None else now) + self.timeout))
         return Decision(Verdict.WAIT, self._next)
 
-    def _capped(self, elapsed: float, look: Snapshot, mark: Snapshot) -> Decision:
-        ran = look.cpu - mark.cpu
+    def _capped(self, elapsed: float, look: Snapshot) -> Decision:
+        mark = self._at_deadline or look
         waited = look.waited - mark.waited
-        if waited > ran:
-            return Decision(
-                Verdict.UNDECIDED,
-                message=f"still running after {elapsed:.3g} s, but its threads waited {waited:.3g} s for a CPU and ran "
-                f"{ran:.3g} s: the machine is too busy to tell a hang from a slow trial",
+        if waited > self._used:
+            why = (
+                f"its threads waited {waited:.3g} s for a CPU and ran {self._used:.3g} s: the machine is too busy to "
+                "tell a hang from a slow trial"
             )
-        return Decision(Verdict.HUNG, message=f"still running after {elapsed:.3g} s, working on and off (a livelock?)")
+        else:
+            why = (
+                f"it kept working, but slowly ({self._used:.3g} s of CPU past its deadline, or slowed by stress's own "
+                "pauses): too slow to judge"
+            )
+        return Decision(Verdict.UNDECIDED, message=f"still running after {elapsed:.3g} s; {why}")

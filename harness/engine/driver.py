@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import functools
+import math
 import signal
 import sys
 import threading
@@ -233,6 +234,8 @@ class _Engine:
         self.stopping = False
         #: The signal that stopped the run ("SIGINT", "SIGTERM"), if one did.
         self.stopped_by: str | None = None
+        #: The run is cleaning up: a signal is noted (the run is reported as stopped by it), no more.
+        self.cleaning = False
         #: Why the run folder could not be written to (a full disk), if it could not.
         self.output_error: OutputError | None = None
         #: Cleans up after the workers if this process is killed before it can.
@@ -244,10 +247,11 @@ class _Engine:
         write_json(self.info.run_dir / RUN, self.info.to_dict())
         self.writer = ResultsWriter(self.info.run_dir, clock=self.clock)
         start = self.clock()
-        interrupted = False
         self.observer.started(self.info)
-        try:
-            with self._interruptible():
+        # The signal handlers stay until the summary is written: a signal in the clean-up must
+        # not take away the report of a run that is as good as done.
+        with self._interruptible():
+            try:
                 # Every worker forked from here inherits the scope's answers for the modules loaded.
                 self.scope.decide_all(getattr(m, "__file__", None) for m in list(sys.modules.values()))
                 self.janitor = Janitor()
@@ -258,19 +262,24 @@ class _Engine:
                 self._loop()
                 if self.stopping:
                     self._wind_down()
-        except (KeyboardInterrupt, Terminated) as exc:
-            # A second signal: stop at once (the workers are killed below, what ran is written).
-            self.stopping = True
-            self.stopped_by = self.stopped_by or ("SIGTERM" if isinstance(exc, Terminated) else "SIGINT")
-        finally:
-            interrupted = self.stopping
-            if interrupted:
-                self._abandon_in_flight()
-            self._stop_workers(kill=interrupted)
-            self._close_writer()
-            if self.janitor is not None:
-                self.janitor.close()
-        wall = self.clock() - start
+            except (KeyboardInterrupt, Terminated) as exc:
+                # A second signal: stop at once (the workers are killed below, what ran is written).
+                self.stopping = True
+                self.stopped_by = self.stopped_by or ("SIGTERM" if isinstance(exc, Terminated) else "SIGINT")
+            finally:
+                self.cleaning = True  # from here, a signal is noted, never raised
+                if self.stopping:
+                    self._abandon_in_flight()
+                self._stop_workers()
+                self._close_writer()
+                if self.janitor is not None:
+                    self.janitor.close()
+            report = self._report(self.clock() - start)
+        self.observer.finished(report)
+        return report
+
+    def _report(self, wall: float) -> RunReport:
+        interrupted = self.stopping
         if self.explorers is not None:
             for key, explorer in self.explorers.items():
                 self.stats[key].exploration = Exploration(explorer.budget, explorer.finished, explorer.complete)
@@ -282,7 +291,7 @@ class _Engine:
             trials=self.done,
             complete=self._complete(interrupted),
             interrupted=interrupted and self.output_error is None,
-            stopped_by=self.stopped_by if interrupted else None,
+            stopped_by=self.stopped_by,
             output_error=str(self.output_error) if self.output_error is not None else None,
         )
         try:
@@ -290,7 +299,6 @@ class _Engine:
         except OutputError as exc:
             if self.output_error is None:
                 report = replace(report, output_error=str(exc))
-        self.observer.finished(report)
         return report
 
     def _wind_down(self) -> None:
@@ -412,12 +420,17 @@ class _Engine:
             return
 
         def on_signal(signum: int, frame: object) -> None:
-            if self.stopping:
+            if self.stopping and not self.cleaning:
                 raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
             self.stopping = True
-            self.stopped_by = signal.Signals(signum).name
+            self.stopped_by = self.stopped_by or signal.Signals(signum).name
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # A trial's code may signal its parent's parent by mistake (os.kill(os.getppid(), ...) from
+        # a process actor): the signals nobody gave a meaning here must not end the run.
+        for sig in (signal.SIGUSR1, signal.SIGUSR2):
+            if signal.getsignal(sig) == signal.SIG_DFL:
+                previous[sig] = signal.signal(sig, signal.SIG_IGN)
         try:
             yield
         finally:
@@ -468,7 +481,7 @@ class _Engine:
     def _start_head(self, worker: WorkerHandle, now: float) -> None:
         task = worker.pending[0]
         policy = self.timeouts[task.variant.partition("/")[0]]
-        worker.watch = Watch(timeout=policy.current(task.variant), dispatched=now)
+        worker.watch = Watch(timeout=policy.current(task.variant), dispatched=now, fixed=policy.fixed is not None)
 
     # -- what workers report ---------------------------------------------------------------------
 
@@ -575,7 +588,10 @@ class _Engine:
     @staticmethod
     def _look(worker: WorkerHandle) -> activity.Snapshot:
         look = activity.snapshot(worker.process.pid or 0)
-        return replace(look, paused=worker.beacon.progress())
+        alarm = worker.beacon.alarm()
+        alarm_in = max(0.0, alarm - look.at) if alarm is not None else math.inf
+        waiters, ended = worker.beacon.waits()
+        return replace(look, paused=worker.beacon.progress(), alarm_in=alarm_in, waiters=waiters, wait_ends=ended)
 
     def _follow(self, worker: WorkerHandle, watch: Watch) -> None:
         """Bring the head's watch up to date with where the worker says it is."""
@@ -623,8 +639,8 @@ class _Engine:
         else:
             outcome = Outcome.HUNG if verdict is Verdict.HUNG else Outcome.UNDECIDED
             self._record_death(task, watch, now, outcome, message=message, dump=dump, where=where)
-            if verdict is Verdict.HUNG:
-                self.timeouts[task.variant.partition("/")[0]].hung(task.variant)
+            # Either way its trials do not finish: like a hang, it teaches the deadline to borrow.
+            self.timeouts[task.variant.partition("/")[0]].hung(task.variant)
         self._dispose(worker)
 
     def _stalled(self, worker: WorkerHandle, now: float, message: str) -> None:
@@ -750,19 +766,26 @@ class _Engine:
         self._swap_out(worker)
         self._dispose(worker)
 
-    def _stop_workers(self, *, kill: bool) -> None:
+    def _stop_workers(self) -> None:
+        """Stop every worker: a clean exit after a complete run; after a stop, all at once (frozen,
+        their trials' processes killed, then the workers), so that the stop does not take longer
+        with more workers."""
         if self.spare is not None:
             self.workers.append(self.spare)
             self.spare = None
-        for worker in self.workers:
-            if kill:
+        if self.stopping:
+            for worker in self.workers:
                 worker.freeze()  # so that it starts nothing new while its trial's processes die
+            for worker in self.workers:
                 worker.kill_trial_processes()
+            for worker in self.workers:
                 worker.process.kill()
-                worker.process.join()
-            else:
+        else:
+            for worker in self.workers:
                 worker.trial_processes()  # learns the helpers below it, to let them finish
-            worker.stop()
+                worker.ask_to_stop()
+        for worker in self.workers:
+            worker.stop(grace=0.0 if self.stopping else 1.0)
             self.retired |= worker.helpers
         self.workers.clear()
         retire_helpers(self.retired)

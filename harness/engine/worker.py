@@ -41,6 +41,7 @@ from harness.controlled.schedule import Schedule
 from harness.controlled.session import Control
 from harness.controlled.shrink import Attempt, shrink
 from harness.controlled.trace import build as build_trace
+from harness.detect import primitives
 from harness.detect.findings import Findings
 from harness.detect.instrument import Instrumenter
 from harness.engine import proc_tree
@@ -124,6 +125,7 @@ class WorkerHandle:
         child_conn.close()
         self.pending: deque[Task] = deque()
         self.tickets = 0
+        self._asked = False
         #: multiprocessing's helpers (resource tracker, forkserver) seen below the worker: they must
         #: be let exit by themselves once the worker is gone, to clean up what they track.
         self.helpers: set[int] = set()
@@ -249,10 +251,16 @@ class WorkerHandle:
         start = max(0, size - DUMP_LIMIT * 2)
         return clip(decode(os.pread(self.dump.fileno(), size - start, start)), DUMP_LIMIT)
 
+    def ask_to_stop(self) -> None:
+        """Tell the worker to finish once its queue is empty."""
+        if not self._asked:
+            self._asked = True
+            with contextlib.suppress(OSError, ValueError):
+                self.conn.send(None)
+
     def stop(self, *, grace: float = 1.0) -> None:
         """Ask the worker to finish, then make sure it is gone and reaped."""
-        with contextlib.suppress(OSError, ValueError):
-            self.conn.send(None)
+        self.ask_to_stop()
         self.process.join(grace)
         if self.process.exitcode is None:
             self.process.kill()
@@ -387,8 +395,9 @@ def _stray_processes(run: TrialRun) -> TrialRun:
     running are stopped, with everything they started, and the trial says so."""
     me = os.getpid()
     strays = []
+    helpers = _own_helpers()
     for child in proc_tree.children(me):
-        if proc_tree.is_helper(child):
+        if child in helpers or proc_tree.is_helper(child):
             continue
         if proc_tree.alive(child):
             strays.append(child)
@@ -402,6 +411,21 @@ def _stray_processes(run: TrialRun) -> TrialRun:
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(child, 0)
     return _add_problem(run, f"the variant left {len(strays)} process(es) of its own running; stress stopped them")
+
+
+def _own_helpers() -> set[int]:
+    """multiprocessing's helpers this process started, by its own records: between its fork and its
+    exec, a resource tracker's command line is still ours, and it must not be taken for a stray."""
+    found = set()
+    for module, holder, attribute in (
+        ("multiprocessing.resource_tracker", "_resource_tracker", "_pid"),
+        ("multiprocessing.forkserver", "_forkserver", "_forkserver_pid"),
+    ):
+        instance = getattr(sys.modules.get(module), holder, None)
+        pid = getattr(instance, attribute, None)
+        if isinstance(pid, int):
+            found.add(pid)
+    return found
 
 
 def _leaked_threads(before: set[threading.Thread], *, grace: float = 0.2) -> tuple[str | None, bool]:
@@ -433,6 +457,27 @@ def _flush_std() -> None:
         with contextlib.suppress(Exception):
             if stream is not None:
                 stream.flush()
+
+
+def _watch_signal_timers(beacon: Beacon) -> None:
+    """Let the parent see the signal timers trials arm (``signal.setitimer``, ``signal.alarm``): a
+    thread that waits for what a timer's handler will do is not blocked for good, and nothing in
+    ``/proc`` says a timer is pending."""
+    setitimer, alarm = signal.setitimer, signal.alarm
+
+    def watched_setitimer(which: int, seconds: float, interval: float = 0.0) -> tuple[float, float]:
+        previous = setitimer(which, seconds, interval)
+        if which == signal.ITIMER_REAL:
+            beacon.set_alarm(time.monotonic() + seconds if seconds > 0 else None)
+        return previous
+
+    def watched_alarm(seconds: int) -> int:
+        previous = alarm(seconds)
+        beacon.set_alarm(time.monotonic() + seconds if seconds > 0 else None)
+        return previous
+
+    signal.setitimer = watched_setitimer
+    signal.alarm = watched_alarm
 
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -478,7 +523,8 @@ def _worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     # The stress command turns SIGTERM into an exception; the processes of a trial (a Pool's workers,
     # which their pool stops with SIGTERM) must die of it at once, as usual, not run exit handlers.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_DFL)
     _die_with_parent(parent)
     _adopt_orphans()
     faulthandler.enable(file=dump, all_threads=True)
@@ -493,6 +539,8 @@ def _worker_main(
     multiprocessing.set_forkserver_preload(sorted({v.fn.__module__ for v in variants.values()} | {"harness.processes"}))
     processes.configure(processes.ChildSetup(tuple(scope.files), tuple(scope.dirs), dump.fileno()))
     pause.hook = beacon.tick  # stress's own sleeps count as progress, never as the trial's
+    primitives.wait_hook = beacon.note_wait
+    _watch_signal_timers(beacon)
     mp_delays.install()
     output = _Output()
     preemptor = Preemptor(scope)

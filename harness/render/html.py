@@ -24,6 +24,7 @@ from harness.controlled.trace import Trace
 from harness.perturb.knobs import format_seconds
 from harness.render import svg
 from harness.results.outcome import Outcome, TrialResult
+from harness.results.run_dir import write_text
 from harness.results.stats import KNOBS, ZERO, VariantSummary, bin_bounds, rule_of_three, wilson
 from harness.results.summary import RunReport
 from harness.text import clip, short_where
@@ -56,7 +57,7 @@ def _environment() -> Environment:
 def write_html(report: RunReport, path: Path | None = None) -> Path:
     """Render ``report`` to ``path`` (default: ``report.html`` in its run folder)."""
     target = path or report.info.run_dir / "report.html"
-    target.write_text(render_html(report), encoding="utf-8")
+    write_text(target, render_html(report))
     return target
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from harness.results.run_dir import write_text
 from harness.results.stats import Verdict, rule_of_three
 from harness.results.summary import RunReport
 
@@ -59,8 +60,8 @@ def write_junit(report: RunReport, path: Path) -> Path:
         elif not summary.verdict.as_expected:
             failure = ET.SubElement(case, "failure", message=f"{summary.verdict.description}: {summary.rate_text()}")
             failure.text = _details(report, summary)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+    ET.indent(suite)
+    write_text(path, '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n")
     return path
 
 

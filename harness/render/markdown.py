@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.results.run_dir import write_text
 from harness.results.summary import RunReport
 
 __all__ = ["render_markdown", "write_markdown"]
@@ -52,6 +53,5 @@ def render_markdown(report: RunReport) -> str:
 
 
 def write_markdown(report: RunReport, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_markdown(report), encoding="utf-8")
+    write_text(path, render_markdown(report))
     return path

@@ -211,11 +211,16 @@ def _outcomes(summary: VariantSummary) -> Text:
     """Failures by kind, most severe first (passed trials are the rest)."""
     text = Text()
     for outcome, count in sorted(summary.by_outcome.items(), key=lambda item: -item[0].severity):
-        if outcome is Outcome.PASSED:
+        if outcome is Outcome.PASSED or outcome is Outcome.UNDECIDED:
             continue
         if text:
             text.append(" · ", style="dim")
         text.append(f"{outcome.label} {count}", style=_OUTCOME_STYLE[outcome])
+    undecided = summary.by_outcome.get(Outcome.UNDECIDED, 0)
+    if undecided:  # not a failure: set apart, and said so
+        if text:
+            text.append(" · ", style="dim")
+        text.append(f"({undecided} undecided)", style="dim cyan")
     if summary.potential_deadlocks:
         if text:
             text.append(" · ", style="dim")
@@ -288,6 +293,8 @@ def print_report(console: Console, report: RunReport) -> None:
     state = (
         ""
         if report.complete
+        else f" (stopped: {report.trials} {info.unit}s ran; results.jsonl holds those that fitted on the disk)"
+        if report.output_error is not None
         else (
             f" (interrupted: {report.trials} of {info.total_trials} trials ran)"
             if report.interrupted
@@ -388,7 +395,7 @@ def _print_example(console: Console, report: RunReport, result: TrialResult) -> 
     body: list[RenderableType] = []
     if evidence is not None:
         body.extend(Text(message) for message in evidence.messages[:3])
-        body.extend(Text.assemble(("blocked ", "yellow"), line) for line in evidence.blocked_at[:6])
+        body.extend(Text.assemble(("at ", "yellow"), line) for line in evidence.blocked_at[:6])
         body.extend(Text.assemble(("  ", ""), (line, "bright_red")) for line in evidence.wait_for[:8])
         if evidence.exit_status is not None:
             body.append(Text(evidence.summary(), style="red"))
@@ -495,7 +502,7 @@ def print_replay(console: Console, replay: Replay) -> None:
         for wait in evidence.wait_for[:8]:
             console.print(Text("    " + wait, style="bright_red"))
         for where in evidence.blocked_at[:6]:
-            console.print(Text.assemble(("  blocked ", "yellow"), where))
+            console.print(Text.assemble(("  at ", "yellow"), where))
         if evidence.tracebacks:
             console.print(Padding(_tail(evidence.tracebacks[0], 12, "magenta"), (0, 0, 0, 2)))
 

@@ -20,7 +20,7 @@ from typing import Any
 from harness.errors import ConfigError, OutputError
 from harness.results.outcome import TrialResult
 
-__all__ = ["FLUSH_INTERVAL", "ResultsWriter", "make_run_dir", "read_results", "write_json"]
+__all__ = ["FLUSH_INTERVAL", "ResultsWriter", "make_run_dir", "read_results", "write_json", "write_text"]
 
 FLUSH_INTERVAL = 0.1
 RESULTS = "results.jsonl"
@@ -54,14 +54,20 @@ def make_run_dir(base: Path, run_id: str, *, exact: bool) -> Path:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write atomically: a reader never sees half a file.
+    """Write ``data`` as JSON, atomically (see `write_text`)."""
+    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write atomically: a reader never sees half a file, and a full disk leaves no truncated one.
 
     Raises:
         OutputError: The file cannot be written (a full disk, say); the old file, if any, is intact.
     """
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):

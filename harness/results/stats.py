@@ -139,7 +139,7 @@ class VariantStats:
         bin_ = log_bin(result.duration)
         self.durations[bin_] = self.durations.get(bin_, 0) + 1
         plan = result.plan
-        for knob in KNOBS:
+        for knob in KNOBS if outcome.is_judged else ():  # an undecided trial says nothing of a knob
             value = getattr(plan, knob)
             if value is None:
                 continue

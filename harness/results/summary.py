@@ -183,7 +183,8 @@ class RunReport:
     trials: int
     complete: bool
     interrupted: bool = False
-    #: The signal that stopped the run early ("SIGINT", "SIGTERM"), when one did.
+    #: The signal that stopped the run ("SIGINT", "SIGTERM"), when one did — early, or while its
+    #: reports were being written.
     stopped_by: str | None = None
     #: Why the run folder could not be written (a full disk), when it could not: the run stopped.
     output_error: str | None = None
@@ -215,8 +216,8 @@ class RunReport:
         stretched = sum(s.stretched for s in self.variants)
         if stretched:
             notes.append(
-                f"{_count(stretched, unit)} ran past the deadline still working or sleeping on a timer, and got more "
-                "time: only a trial blocked for good, or one that keeps using CPU, is hung"
+                f"{_count(stretched, unit)} ran past the deadline while still working or sleeping on a timer, and "
+                "were given more time (none of them was judged by the clock alone)"
             )
         rerun = sum(s.rerun for s in self.variants)
         if rerun:
@@ -234,7 +235,7 @@ class RunReport:
         `findings_code`."""
         if self.output_error is not None:
             return 2
-        if self.interrupted:
+        if self.stopped_by is not None:
             return 143 if self.stopped_by == "SIGTERM" else 130
         return self.findings_code()
 

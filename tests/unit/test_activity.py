@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -111,9 +112,26 @@ def test_a_spinning_thread_is_active_and_uses_cpu() -> None:
     with running("spin") as pid:
         first = snapshot(pid)
         time.sleep(0.2)
-        second = settled(pid, lambda s: s.cpu > first.cpu)
-    assert second.active >= 1 or second.cpu > first.cpu
-    assert second.cpu > first.cpu
+        second = settled(pid, lambda s: s.cpu_since(first) > 0)
+    assert second.cpu_since(first) > 0
+    assert second.moved_since(first)
+
+
+def test_a_socket_to_the_world_is_outside_the_trial_a_socketpair_is_not() -> None:
+    with running("socket") as pid:  # a socketpair: what multiprocessing.Pipe() makes
+        look = settled(pid, lambda s: asleep(s) and "a socket" in s.waits)
+    assert look.external == 0
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        PROGRAMS["client"] = (
+            f"import socket; s = socket.create_connection(('127.0.0.1', {port})); print('ready', flush=True); s.recv(1)"
+        )
+        with running("client") as pid:
+            look = settled(pid, lambda s: asleep(s) and s.external == 1)
+            conn, _ = server.accept()
+            conn.close()
+    assert look.external == 1
+    assert any("outside the trial" in what for what in look.waits)
 
 
 def test_describe_counts_alike_waits() -> None:
