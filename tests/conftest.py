@@ -6,7 +6,8 @@ test is re-parented to pytest instead of init, and the guard below sees it. Each
 temporary folder of its own as ``TMPDIR`` (and `tempfile.tempdir`): what a test, and every process it
 starts, leaves there is that test's, whatever other runs of stress do in the machine's temp folder
 meanwhile. Shared memory has no such folder: a new ``/dev/shm`` entry counts as left behind only if
-no live process still maps it.
+no live process still maps it. Ctrl-C is given back its default when the suite was started with it
+ignored, so that the signal tests test stress and not the shell that started pytest.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ _PR_SET_CHILD_SUBREAPER = 36
 if sys.platform.startswith("linux"):
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+# A shell runs a background command (``pytest &`` in a script) with SIGINT ignored, and an ignored
+# signal stays ignored across exec: every stress the tests start would then shrug off the Ctrl-C the
+# signal tests send it. A handler (not an ignore) is reset to the default in an exec'd child.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def child_pids(pid: int | None = None) -> set[int]:
