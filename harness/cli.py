@@ -25,7 +25,7 @@ import click
 from rich.console import Console
 
 from harness import __version__, settings
-from harness.config import Layer, build_config
+from harness.config import Layer, RunConfig, build_config
 from harness.engine.driver import run as run_engine
 from harness.errors import InternalError, OutputError, StressError, Terminated, UserError
 from harness.loader import is_file_target, is_module_target, load_module, load_target, project_root
@@ -39,7 +39,7 @@ from harness.results.reload import load_report
 from harness.results.run_dir import SUMMARY, write_json
 from harness.results.summary import RunReport
 from harness.scenario import Variant
-from harness.scope import Scope
+from harness.scope import Scope, resolve_patterns
 
 __all__ = ["cli", "main"]
 
@@ -108,12 +108,18 @@ def _registry(targets: tuple[str, ...]) -> tuple[Registry, list[str], dict[str, 
     return registry, names, reach
 
 
-def _scope(selected: list[Variant], reach: dict[str, str]) -> Scope:
+def _scope(selected: list[Variant], reach: dict[str, str], config: RunConfig) -> Scope:
     """Where switches are forced: the variants' files, and for a user's scenario all of the project
-    it lives in (the code under test is usually imported from there), never installed packages."""
+    it lives in (the code under test is usually imported from there), never installed packages —
+    unless ``--scope`` names them; ``--exclude`` takes code out."""
     users = {v.scenario for v in selected if reach.get(v.scenario, v.scenario) != v.scenario}
     dirs = sorted({str(project_root(f)) for v in selected if v.scenario in users for f in v.files})
-    return Scope(files=[f for v in selected for f in v.files], dirs=dirs)
+    return Scope(
+        files=[f for v in selected for f in v.files],
+        dirs=dirs,
+        forced=resolve_patterns(config.scope, flag="--scope"),
+        excluded=resolve_patterns(config.exclude, flag="--exclude"),
+    )
 
 
 @cli.command("list")
@@ -225,6 +231,15 @@ def show_command(scenario: str) -> None:
 @click.option(
     "--step-limit", metavar="N", help="Controlled: a schedule longer than N steps is a livelock [default: 20000]."
 )
+@click.option(
+    "--scope",
+    metavar="PATTERN",
+    multiple=True,
+    help="Also test this code: a module or package (installed ones too: --scope cachetools) or a path. Repeatable.",
+)
+@click.option(
+    "--exclude", metavar="PATTERN", multiple=True, help="Do not test this code (a module, package or path). Repeatable."
+)
 @click.option("--junit-xml", "junit_xml", metavar="PATH", help="Also write a JUnit XML report (one case per variant).")
 @click.option("--markdown", metavar="PATH", help="Also write a Markdown summary (for a PR comment or CI summary).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final report.")
@@ -263,7 +278,7 @@ def run_command(
             config,
             out=Path(out) if out else None,
             observer=terminal.LiveProgress(console, quiet=quiet),
-            scope=_scope(selected, reach),
+            scope=_scope(selected, reach, config),
             targets=reach,
             command=shlex.join(["stress", *sys.argv[1:]]) if sys.argv else "stress",
         )
@@ -294,7 +309,7 @@ def run_command(
     "--variant", "-V", metavar="NAME", help="The variant (NAME or SCENARIO/NAME) [default: the one that failed]."
 )
 @click.option("--trial", "-k", metavar="K", type=int, help="The failing schedule K [default: the variant's first].")
-@click.option("--schedule", metavar="STRING", help="Run this schedule (e.g. 'v1:9>1') instead of a stored one.")
+@click.option("--schedule", metavar="STRING", help="Run this schedule (e.g. 'v2:9>1') instead of a stored one.")
 @click.option("--original", is_flag=True, help="Replay the schedule as found, not its shrunk form.")
 @click.option("--times", metavar="N", type=click.IntRange(1, 10_000), default=1, help="Replay N times; all must agree.")
 @click.option("--pdb", "debug", is_flag=True, help="Stop in the debugger at the failing check (or exception).")
@@ -340,7 +355,7 @@ def replay_command(
         if differences:
             console.print(f"[red]replay {index + 1} differs:[/red] " + "; ".join(differences))
 
-    scope = Scope(info.scope.get("files", ()), info.scope.get("dirs", ())) if info.scope else None
+    scope = Scope.from_dict(info.scope) if info.scope else None
     runs = rp.replay(target, info.config, result, chosen, debug=debug, times=times, each=each, scope=scope)
     console.print(terminal.replay_verdict(runs, expected, mismatches))
     return EXIT_FINDINGS if mismatches else EXIT_OK

@@ -98,6 +98,9 @@ class RunConfig:
         granularity: Where the controlled scheduler may switch: every ``opcode`` of the code under
             test, or every ``line``.
         step_limit: A controlled schedule longer than this many steps is a livelock (hung).
+        scope: Code put under test besides the scenarios' own: module or package names (installed
+            ones included) or paths (`harness.scope.resolve_patterns`).
+        exclude: Code taken out of the code under test, in the same form.
     """
 
     iterations: int = DEFAULT_ITERATIONS
@@ -117,6 +120,8 @@ class RunConfig:
     max_preemptions: int | None = None
     granularity: str = "opcode"
     step_limit: int = 20_000
+    scope: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
 
     @property
     def controlled(self) -> bool:
@@ -151,6 +156,8 @@ class RunConfig:
             "max_preemptions": self.max_preemptions,
             "granularity": self.granularity,
             "step_limit": self.step_limit,
+            "scope": list(self.scope),
+            "exclude": list(self.exclude),
         }
 
     @classmethod
@@ -182,6 +189,8 @@ class RunConfig:
             max_preemptions=data.get("max_preemptions"),
             granularity=str(data.get("granularity", "opcode")),
             step_limit=int(data.get("step_limit", 20_000)),
+            scope=tuple(data.get("scope", ())),
+            exclude=tuple(data.get("exclude", ())),
         )
 
 
@@ -219,6 +228,8 @@ KNOWN = (
     "max_preemptions",
     "granularity",
     "step_limit",
+    "scope",
+    "exclude",
     *_KNOBS,
     *_SWITCHES,
 )
@@ -325,7 +336,7 @@ def build_config(
             )
         _check_conflicts(layer)
         for key, value in layer.values.items():
-            if value is not None and key not in chosen:
+            if value is not None and value != () and key not in chosen:
                 chosen[key] = (value, layer.name(key, value))
                 depth[key] = index
 
@@ -398,7 +409,17 @@ def build_config(
         ),
         granularity=_choice("granularity", *chosen["granularity"]) if "granularity" in chosen else "opcode",
         step_limit=_bounded("step_limit", chosen["step_limit"], minimum=10) if "step_limit" in chosen else 20_000,
+        scope=_patterns(*chosen["scope"]) if "scope" in chosen else (),
+        exclude=_patterns(*chosen["exclude"]) if "exclude" in chosen else (),
     )
+
+
+def _patterns(value: Any, where: str) -> tuple[str, ...]:
+    """A list of module names or paths: a TOML array, repeated flags, or one comma-separated string."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(item, str) for item in items):
+        raise ConfigError(f"{where}: a list of module names or paths")
+    return tuple(item.strip() for item in items if item.strip())
 
 
 def _choice(key: str, value: Any, where: str) -> str:

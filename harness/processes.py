@@ -54,12 +54,17 @@ class ChildSetup:
 
     Attributes:
         scope_files: Files of the code under test (a spawned child rebuilds its scope from them).
+        scope_dirs: Folders of the code under test.
         dump: The worker's ``faulthandler`` file descriptor.
+        scope_forced: Paths put in scope (``--scope``).
+        scope_excluded: Paths taken out of it (``--exclude``).
     """
 
     scope_files: tuple[str, ...]
     scope_dirs: tuple[str, ...]
     dump: int
+    scope_forced: tuple[str, ...] = ()
+    scope_excluded: tuple[str, ...] = ()
 
 
 #: Set by the worker when it starts (`configure`); read by process groups.
@@ -288,7 +293,8 @@ def _child_main(child: _Child) -> None:
             faulthandler.enable(file=child.dump.fileno(), all_threads=True)
             # Lets a hang's evidence say which actor each process's threads belong to.
             os.write(child.dump.fileno(), f"stress: process {os.getpid()} is {child.name}\n".encode())
-    scope = Scope(files=child.setup.scope_files, dirs=child.setup.scope_dirs)
+    setup = child.setup
+    scope = Scope(setup.scope_files, setup.scope_dirs, forced=setup.scope_forced, excluded=setup.scope_excluded)
     inherited = preempt.active()  # a forked child carries its worker's preemptor: take it over
     if inherited is not None:
         inherited.stop()

@@ -299,33 +299,38 @@ class ActorGroup:
         trial.end_if_deadlocked()
 
     def _run_controlled(self) -> None:
-        """Controlled mode: the scheduler starts the actors and decides every switch; start order,
-        delays and the barrier mean nothing when only one thread runs at a time."""
+        """Controlled mode: the actors are threads the body starts and joins, like any other, and
+        the scheduler decides every switch; start order, delays and the barrier mean nothing when
+        only one thread runs at a time. Starting them is atomic: the first choice is who runs first."""
         trial = self._trial
         scheduler = trial.scheduler
         names = self._names()
         results: list[Any] = [None] * len(self._actors)
 
-        def start(managed: Any) -> threading.Thread:
-            fn, args, _ = self._actors[managed.index]
+        def actor_main(index: int) -> None:
+            fn, args, _ = self._actors[index]
+            try:
+                results[index] = fn(*args)
+            except DeadlockError:
+                raise  # the scheduler unwinds a deadlocked schedule with it: not the actor's doing
+            except BaseException as exc:  # an actor's SystemExit is a finding too
+                trial.record_exception(names[index], exc)
 
-            def actor_main() -> None:
-                scheduler.enter(managed)
-                try:
-                    results[managed.index] = fn(*args)
-                except BaseException as exc:  # an actor's SystemExit is a finding too
-                    trial.record_exception(managed.name, exc)
-                finally:
-                    scheduler.leave(managed)
-
-            return threading.Thread(target=actor_main, name=managed.name, daemon=True)
-
+        threads = [
+            threading.Thread(target=actor_main, args=(index,), name=name, daemon=True)
+            for index, name in enumerate(names)
+        ]
         graph = trial.graph
+        scheduler.quiet(+1)  # the harness's starts and joins are no steps of the interleaving
         if graph is not None:
             graph.set_joining(True)
         try:
-            scheduler.run_group(names, start)
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
         finally:
+            scheduler.quiet(-1)
             if graph is not None:
                 graph.set_joining(False)
         self.results = results

@@ -35,6 +35,7 @@ class Explorer:
     frontier: list[tuple[tuple[tuple[int, int], ...], int]] = field(default_factory=lambda: [((), 0)])
     started: int = 0
     finished: int = 0
+    abandoned: bool = False
 
     def next(self) -> tuple[tuple[int, int], ...] | None:
         """The next prefix to run, or None (none now: others may still be running)."""
@@ -44,13 +45,18 @@ class Explorer:
         self.started += 1
         return prefix
 
+    def abandon(self) -> None:
+        """Stop the search: its variant cannot be scheduled (a schedule was unsupported)."""
+        self.frontier.clear()
+        self.abandoned = True
+
     def done(self) -> bool:
         return (not self.frontier or self.started >= self.limit) and self.finished >= self.started
 
     @property
     def complete(self) -> bool:
         """Every schedule within the budget was run."""
-        return not self.frontier and self.done()
+        return not self.frontier and not self.abandoned and self.done()
 
     def feed(self, prefix: tuple[tuple[int, int], ...], decisions: list[Decision]) -> None:
         """A schedule finished; push its unexplored alternatives."""

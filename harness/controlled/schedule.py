@@ -4,8 +4,11 @@ The default policy is non-preemptive: keep running the current thread while it c
 blocks or finishes, run the lowest-numbered thread that can. A *choice point* is any moment when
 more than one thread could run; they are numbered in the order they come. A schedule is the list of
 *forced* choices on top of the default — at choice point C, run thread T — which is all that must be
-stored to replay an interleaving exactly, and what shrinking removes. As a string: ``v1:12>1,30>0``
-(at choice point 12 switch to thread 1, at 30 to thread 0); ``v1:`` is the default schedule.
+stored to replay an interleaving exactly, and what shrinking removes. As a string: ``v2:12>1,30>0``
+(at choice point 12 switch to thread 1, at 30 to thread 0); ``v2:`` is the default schedule. Thread 0
+is the variant body; the others are numbered in the order they were started. (``v1`` schedules,
+from before the body was a thread of the schedule, numbered the actors from 0: they no longer
+replay.)
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from harness.errors import UserError
 
 __all__ = ["Decision", "Schedule", "ScheduleRecord"]
 
-_VERSION = "v1"
+_VERSION = "v2"
 
 
 @dataclass(frozen=True)
@@ -32,8 +35,13 @@ class Schedule:
     @classmethod
     def parse(cls, text: str) -> Schedule:
         version, sep, body = str(text).strip().partition(":")
+        if version == "v1" and sep:
+            raise UserError(
+                f"schedule {text!r} was recorded by an earlier stress, which numbered threads differently: "
+                "run the variant again to get a schedule this one replays"
+            )
         if version != _VERSION or not sep:
-            raise UserError(f"schedule {text!r}: not a stress schedule (they look like 'v1:12>1,30>0')")
+            raise UserError(f"schedule {text!r}: not a stress schedule (they look like 'v2:12>1,30>0')")
         forced = []
         for item in filter(None, body.split(",")):
             step, arrow, thread = item.partition(">")

@@ -22,6 +22,7 @@ from types import CodeType
 from typing import Any
 
 from harness.config import RunConfig
+from harness.controlled import threads, watchdog
 from harness.controlled.scheduler import Scheduler
 from harness.controlled.strategies import PCT, Forced, RandomWalk, Strategy
 from harness.detect import primitives
@@ -93,14 +94,21 @@ def controlled(
         record_decisions=control.record_decisions,
     )
     session.controlled = scheduler
-    undo = _patch_sleep(scheduler, preemptor)
+    undo = _patch_sleep(scheduler)
     collecting = gc.isenabled()
     gc.disable()
     point = scheduler.point if control.granularity == "line" else _visible_only(scheduler.point)
+    graph.preexisting.add(watchdog.watch(scheduler))
+    scheduler.adopt_body()
     preemptor.start_controlled(point, granularity=control.granularity)
     try:
-        yield scheduler
+        with threads.patched(scheduler):
+            try:
+                yield scheduler
+            finally:
+                scheduler.end_body()
     finally:
+        watchdog.watch(None)
         preemptor.stop()
         if collecting:
             gc.enable()
@@ -197,9 +205,10 @@ def _visible_only(point: Callable[[CodeType, int], None]) -> Callable[[CodeType,
     return at
 
 
-def _patch_sleep(scheduler: Scheduler, preemptor: Preemptor) -> list[tuple[Any, str, Any]]:
-    """``time.sleep`` — and any in-scope global bound to it — becomes a virtual sleep for managed
-    threads (the others, the harness's own, keep the real one)."""
+def _patch_sleep(scheduler: Scheduler) -> list[tuple[Any, str, Any]]:
+    """``time.sleep`` — and every module global bound to it (``from time import sleep``, in the code
+    under test or in a library it calls) — becomes a virtual sleep for managed threads; the others,
+    the harness's own, keep the real one."""
     real = time.sleep
 
     def sleep(seconds: Any) -> None:
@@ -210,15 +219,28 @@ def _patch_sleep(scheduler: Scheduler, preemptor: Preemptor) -> list[tuple[Any, 
 
     undo: list[tuple[Any, str, Any]] = [(time, "sleep", real)]
     time.sleep = sleep
-    for module in list(sys.modules.values()):
-        file = getattr(module, "__file__", None)
-        if not isinstance(file, str) or not preemptor.scope.contains_file(file):
-            continue
-        for name, value in list(vars(module).items()):
-            if value is real:
-                undo.append((module, name, real))
-                setattr(module, name, sleep)
+    for module, name in _sleep_bindings(real):
+        if getattr(module, name, None) is real:
+            undo.append((module, name, real))
+            setattr(module, name, sleep)
     return undo
+
+
+#: Modules already searched for globals bound to ``time.sleep``, and the names found.
+_searched: dict[str, tuple[Any, list[str]]] = {}
+
+
+def _sleep_bindings(real: Any) -> Iterator[tuple[Any, str]]:
+    for key, module in list(sys.modules.items()):
+        known = _searched.get(key)
+        if known is None or known[0] is not module:
+            try:
+                names = [name for name, value in list(vars(module).items()) if value is real]
+            except TypeError:  # no __dict__
+                names = []
+            known = _searched[key] = (module, names)
+        for name in known[1]:
+            yield module, name
 
 
 def _ident() -> int:

@@ -32,6 +32,8 @@ def default_choice(current: int, enabled: tuple[int, ...]) -> int:
 class Strategy(Protocol):
     def begin(self, threads: int) -> None: ...
 
+    def add_thread(self, index: int) -> None: ...
+
     def choose(self, step: int, progress: float, current: int, enabled: tuple[int, ...]) -> int: ...
 
 
@@ -44,6 +46,9 @@ class Forced:
         self.diverged: int | None = None
 
     def begin(self, threads: int) -> None:
+        pass
+
+    def add_thread(self, index: int) -> None:
         pass
 
     def choose(self, step: int, progress: float, current: int, enabled: tuple[int, ...]) -> int:
@@ -66,12 +71,18 @@ class RandomWalk:
     def begin(self, threads: int) -> None:
         pass
 
+    def add_thread(self, index: int) -> None:
+        pass
+
     def choose(self, step: int, progress: float, current: int, enabled: tuple[int, ...]) -> int:
         return enabled[self.rng.randrange(len(enabled))] if len(enabled) > 1 else enabled[0]
 
 
 class PCT:
     """Random priorities, highest runs, d - 1 priority drops at random points of progress.
+
+    Threads join as they start (the body first, then each thread it or another starts): each gets a
+    random priority above every changed one, which orders them as a random permutation would.
 
     Args:
         rng: Randomness of this schedule.
@@ -83,15 +94,18 @@ class PCT:
         self.rng = rng
         self.depth = depth
         self.length = max(length, 1.0)
-        self.priority: list[int] = []
-        self.changes: list[float] = []
-
-    def begin(self, threads: int) -> None:
-        order = list(range(self.depth, self.depth + threads))
-        self.rng.shuffle(order)
-        self.priority = order
+        self.priority: list[float] = []
         # Latest first, so the next one due is at the end.
         self.changes = sorted((self.rng.uniform(0.0, self.length) for _ in range(self.depth - 1)), reverse=True)
+
+    def begin(self, threads: int) -> None:
+        self.priority = []
+        for index in range(threads):
+            self.add_thread(index)
+
+    def add_thread(self, index: int) -> None:
+        while len(self.priority) <= index:
+            self.priority.append(self.depth + self.rng.random())
 
     def choose(self, step: int, progress: float, current: int, enabled: tuple[int, ...]) -> int:
         while self.changes and progress >= self.changes[-1]:

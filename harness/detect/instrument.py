@@ -13,11 +13,12 @@ from __future__ import annotations
 import queue
 import sys
 import threading
-from types import ModuleType
+from _thread import get_ident
+from types import FrameType, ModuleType
 from typing import Any
 
 from harness.detect import primitives
-from harness.scope import Scope
+from harness.scope import HARNESS_DIR, Scope
 
 __all__ = ["Instrumenter"]
 
@@ -32,7 +33,7 @@ class _StandIn(type):
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         frame = sys._getframe(1)
         scope = cls._scope
-        if scope is not None and scope.contains_file(frame.f_code.co_filename):
+        if scope is not None and (scope.contains_frame(frame) or _made_by_managed(frame)):
             return cls._instrumented(*args, _created=primitives.creation(frame), **kwargs)
         return cls._original(*args, **kwargs)
 
@@ -51,6 +52,22 @@ class _StandIn(type):
 
     def __repr__(cls) -> str:
         return f"<stress stand-in for {cls._original!r}>"
+
+
+_THREADING_FILE = threading.__file__
+
+
+def _made_by_managed(frame: FrameType) -> bool:
+    """Controlled mode: a primitive made by a thread the scheduler runs — by the code under test or
+    by a library it calls (an executor's queue, a future's condition) — must be one the scheduler
+    sees, or a wait on it would block the schedule. `threading`'s own (a thread's start handshake)
+    and the harness's stay plain."""
+    session = primitives.current_session()
+    scheduler = session.controlled if session is not None else None
+    if scheduler is None or scheduler.released or scheduler.by_ident.get(get_ident()) is None:
+        return False
+    filename = frame.f_code.co_filename
+    return filename != _THREADING_FILE and not filename.startswith(HARNESS_DIR)
 
 
 def _make_stand_in(name: str, original: Any, instrumented: type) -> _StandIn:
@@ -72,6 +89,7 @@ _REPLACED: list[tuple[ModuleType, str, type]] = [
     (threading, "Event", primitives.Event),
     (threading, "Barrier", primitives.Barrier),
     (queue, "Queue", primitives.Queue),
+    (queue, "SimpleQueue", primitives.SimpleQueue),
 ]
 _ORIGINALS: dict[int, Any] = {}
 _STAND_INS: dict[int, _StandIn] = {}
@@ -88,6 +106,17 @@ def _join(self: threading.Thread, timeout: float | None = None) -> None:
     """``Thread.join`` as the wait-for graph sees it: a thread of the trial joining another with no
     timeout waits for it, and can wake nobody meanwhile (a deadlock among the rest is everyone's)."""
     session = primitives.current_session()
+    scheduler = session.controlled if session is not None else None
+    if scheduler is not None:
+        done = scheduler.join(self, timeout)  # controlled mode: a wait the scheduler runs
+        if done is not None:
+            if done:
+                scheduler.harness_wait(+1)  # the thread has left the schedule: it ends at once
+                try:
+                    _real_join(self)
+                finally:
+                    scheduler.harness_wait(-1)
+            return None
     graph = session.graph if session is not None else None
     if graph is None or timeout is not None:
         return _real_join(self, timeout)
@@ -109,6 +138,7 @@ class Instrumenter:
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
         self._modules: list[ModuleType] | None = None
+        self._adopted = False
         self._undo: list[tuple[Any, str, Any]] = []
 
     def install(self) -> None:
@@ -124,6 +154,10 @@ class Instrumenter:
             for name, value in list(vars(module).items()):
                 if id(value) in _STAND_INS and _ORIGINALS.get(id(value)) is value:
                     self._swap(module, name)
+        if not self._adopted:
+            self._adopted = True
+            for module in self._in_scope_modules():
+                adopt_globals(module)
 
     def uninstall(self) -> None:
         while self._undo:
@@ -149,3 +183,88 @@ class Instrumenter:
                 if isinstance(file := getattr(module, "__file__", None), str) and self.scope.contains_file(file)
             ]
         return self._modules
+
+
+def adopt_globals(module: ModuleType) -> list[str]:
+    """Replace, for good, the plain primitives a module of the code under test made at import
+    (``_registry_lock = threading.Lock()`` at the top of a file) with instrumented ones, so that the
+    wait-for graph and the controlled scheduler see them. Only a primitive nobody else holds a
+    reference to (no ``from module import lock`` elsewhere, no object keeping it) and that is idle
+    (not held, nobody waiting) is replaced; its state (an Event's flag, a Semaphore's count) is kept.
+    Returns the names replaced."""
+    adopted = []
+    for name, value in list(vars(module).items()):
+        make = _ADOPTERS.get(type(value))
+        if make is None or sys.getrefcount(value) > _UNSHARED:
+            continue
+        created = primitives.creation_at(getattr(module, "__file__", "?") or "?", _defined_at(module, name))
+        replacement = make(value, created)
+        if replacement is not None:
+            setattr(module, name, replacement)
+            adopted.append(name)
+        del value
+    return adopted
+
+
+def _defined_at(module: ModuleType, name: str) -> int:
+    import linecache
+    import re
+
+    pattern = re.compile(rf"^{re.escape(name)}\s*(:[^=]*)?=")
+    for number, line in enumerate(linecache.getlines(getattr(module, "__file__", "") or ""), start=1):
+        if pattern.match(line):
+            return number
+    return 0
+
+
+def _idle_condition(condition: Any) -> bool:
+    return not condition._waiters and condition._lock.acquire(False) and (condition._lock.release() or True)
+
+
+def _adopt_lock(value: Any, created: Any) -> Any:
+    return None if value.locked() else primitives.Lock(_created=created)
+
+
+def _adopt_rlock(value: Any, created: Any) -> Any:
+    return primitives.RLock(_created=created) if repr(value).startswith("<unlocked") else None
+
+
+def _adopt_semaphore(value: Any, created: Any) -> Any:
+    if not _idle_condition(value._cond):
+        return None
+    if isinstance(value, threading.BoundedSemaphore):
+        made: Any = primitives.BoundedSemaphore(value._initial_value, _created=created)  # type: ignore[attr-defined]
+    else:
+        made = primitives.Semaphore(value._value, _created=created)
+    made._value = value._value
+    return made
+
+
+def _adopt_event(value: Any, created: Any) -> Any:
+    if not _idle_condition(value._cond):
+        return None
+    made = primitives.Event(_created=created)
+    made._flag = value._flag  # type: ignore[attr-defined]
+    return made
+
+
+_ADOPTERS: dict[type, Any] = {
+    type(threading._allocate_lock()): _adopt_lock,  # type: ignore[attr-defined]
+    type(threading._CRLock()): _adopt_rlock,  # type: ignore[attr-defined]
+    threading.Semaphore: _adopt_semaphore,
+    threading.BoundedSemaphore: _adopt_semaphore,
+    threading.Event: _adopt_event,
+}
+
+
+def _references_when_unshared() -> int:
+    """What `sys.getrefcount` says, in `adopt_globals`' loop, of a value only its module holds."""
+    namespace = ModuleType("probe")
+    namespace.value = object()  # type: ignore[attr-defined]
+    for _, value in list(vars(namespace).items()):
+        if not isinstance(value, str) and value is not None and type(value) is object:
+            return sys.getrefcount(value)
+    raise AssertionError("unreachable")
+
+
+_UNSHARED = _references_when_unshared()

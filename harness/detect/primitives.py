@@ -51,8 +51,10 @@ __all__ = [
     "RLock",
     "Semaphore",
     "Session",
+    "SimpleQueue",
     "activate",
     "creation",
+    "creation_at",
     "deactivate",
 ]
 
@@ -241,6 +243,17 @@ def creation(frame: FrameType | None) -> tuple[tuple[str, int, int, list[int]], 
     ordinal = count[0]
     count[0] += 1
     return (site[0], site[1], ordinal, count), (number << 20) | (ordinal & 0xFFFFF)
+
+
+def creation_at(file: str, line: int) -> tuple[tuple[str, int, int, list[int]], int]:
+    """A creation record for a primitive made at ``file:line`` outside any trial (a module's
+    global, adopted later): ordinal 0 of its site."""
+    site = (file, line)
+    number = _sites.get(site)
+    if number is None:
+        number = _sites[site] = len(_site_list)
+        _site_list.append(site)
+    return (file, line, 0, [1]), number << 20
 
 
 def _identity_text(key: int) -> dict[str, Any]:
@@ -939,3 +952,11 @@ class Queue(queue.Queue):  # type: ignore[type-arg]
     put = _around(queue.Queue.put)
     get = _around(queue.Queue.get)
     join = _around(queue.Queue.join)
+
+
+class SimpleQueue(Queue):
+    """`queue.SimpleQueue`, instrumented: an unbounded FIFO queue (an executor's work queue) whose
+    ``get`` is a wait the wait-for graph and the controlled scheduler see."""
+
+    def __init__(self, *, _created: Any = None) -> None:
+        super().__init__(0, _created=creation(sys._getframe(1)) if _created is None else _created)

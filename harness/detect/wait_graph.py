@@ -173,6 +173,15 @@ class WaitGraph:
             self.finding = Deadlock("stuck", "threads wait for each other", (f"(no details: {exc!r})",))
         return self.finding
 
+    def has_cycle(self, ident: int) -> bool:
+        """Whether ``ident`` waits in a cycle of lock waits (controlled mode: nothing moves)."""
+        with self._mutex:
+            return self._cycle_through(ident) is not None
+
+    def where(self, ident: int) -> str:
+        """The line of the code under test where thread ``ident`` is now (its innermost one)."""
+        return self._where(sys._current_frames().get(ident))
+
     def _cycle_through(self, ident: int) -> Snapshot | None:
         links: list[tuple[int, int, int]] = []
         current = ident

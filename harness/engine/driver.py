@@ -204,7 +204,7 @@ class _Engine:
             jobs=min(config.jobs, config.iterations * len(variants)),
             scenarios={v.scenario: v.scenario_description for v in variants},
             targets={v.scenario: targets.get(v.scenario, v.scenario) for v in variants},
-            scope={"files": sorted(scope.files), "dirs": list(scope.dirs)},
+            scope=scope.to_dict(),
         )
         self.stats = {v.key: VariantStats(v.key, v.expect, v.description) for v in variants}
         self.timeouts: dict[str, AdaptiveTimeout] = {}
@@ -231,6 +231,12 @@ class _Engine:
         #: every process holding their pipes is gone; the run makes sure they did.
         self.retired: set[int] = set()
         self.done = 0
+        #: Controlled mode: variants with an unsupported schedule, whose other schedules are skipped
+        #: (they would block where the scheduler cannot see as well), and how many were.
+        self.unsupported: set[str] = set()
+        self.skipped = 0
+        #: Installed packages the code under test called, whose code ran with no switch inside.
+        self.atomic: set[str] = set()
         self.stopping = False
         #: The signal that stopped the run ("SIGINT", "SIGTERM"), if one did.
         self.stopped_by: str | None = None
@@ -293,6 +299,7 @@ class _Engine:
             interrupted=interrupted and self.output_error is None,
             stopped_by=self.stopped_by,
             output_error=str(self.output_error) if self.output_error is not None else None,
+            atomic=tuple(sorted(self.atomic)),
         )
         try:
             write_json(self.info.run_dir / SUMMARY, report.to_dict())
@@ -343,7 +350,7 @@ class _Engine:
     def _complete(self, interrupted: bool) -> bool:
         if self.explorers is not None:
             return not interrupted and all(e.complete for e in self.explorers.values())
-        return self.done == self.info.total_trials
+        return self.done + self.skipped == self.info.total_trials
 
     def _plan_tasks(self) -> Iterator[Task | None]:
         config = self.config
@@ -357,6 +364,9 @@ class _Engine:
                 trial = config.trial if config.trial is not None else number
                 plan = make_plan(perturbation, seed=config.seed, trial=trial)
                 for key in self.variants:
+                    if key in self.unsupported:
+                        self.skipped += 1
+                        continue
                     control = self._control(key, number, plan.seed) if config.controlled else None
                     yield Task(
                         index * config.iterations + number,
@@ -493,6 +503,9 @@ class _Engine:
                 # The last trial left threads behind that only a fresh process gets rid of.
                 self._replace(worker)
                 return
+            if message[0] == "atomic":
+                self.atomic.update(message[1])
+                continue
             if message[0] == "shrinking":
                 # The worker shrinks a failing schedule before reporting it: stress's own work.
                 if worker.watch is not None:
@@ -551,6 +564,10 @@ class _Engine:
         stats = self.stats[result.variant]
         stats.add(result)
         self.done += 1
+        if result.outcome is Outcome.UNSUPPORTED and result.variant not in self.unsupported:
+            self.unsupported.add(result.variant)
+            if self.explorers is not None:
+                self.explorers[result.variant].abandon()
         self.observer.result(result, stats)
 
     def _lost(self, worker: WorkerHandle, now: float) -> None:

@@ -73,6 +73,6 @@ def first_failure(variant: Variant, config: RunConfig, *, limit: int) -> FirstFa
             plan = make_plan(config.perturbation, seed=config.seed, trial=number)
             run = runner.run(sampled_control(config, number, plan.seed, length), plan)
             length = max(length if number else 0.0, run.progress)
-            if run.outcome is not Outcome.PASSED:
+            if run.outcome.is_failure:
                 return FirstFailure(number + 1, time.perf_counter() - started, run.outcome)
     return FirstFailure(None, time.perf_counter() - started, None)

@@ -64,7 +64,7 @@ class Replay:
             out.append(f"message {self.messages[:1]!r}, stored {expected.messages[:1]!r}")
         if expected.steps is not None and self.run.steps != expected.steps:
             out.append(f"{self.run.steps} steps, stored {expected.steps}")
-        if Schedule.parse(self.run.schedule or "v1:") != self.schedule:
+        if Schedule.parse(self.run.schedule or "v2:") != self.schedule:
             out.append(f"ran schedule {self.run.schedule}, asked for {self.schedule}")
         return out
 
@@ -135,7 +135,7 @@ def expected_for(record: ScheduleRecord, result: TrialResult, *, original: bool)
             result.outcome.label, record.minimal_messages or (), record.minimal_steps
         )
     messages = result.evidence.messages if result.evidence is not None else ()
-    return Schedule.parse(record.schedule or "v1:"), Expected(result.outcome.label, messages, record.steps)
+    return Schedule.parse(record.schedule or "v2:"), Expected(result.outcome.label, messages, record.steps)
 
 
 def replay(

@@ -151,7 +151,9 @@ def run_trial(
                     phases(Phase.BODY)
                 variant.fn(trial)
             except (DeadlockError, ForkedDeadlockError) as exc:
-                unexplained = scheduler is None or (scheduler.finding is None and scheduler.livelock is None)
+                unexplained = scheduler is None or (
+                    scheduler.finding is None and scheduler.livelock is None and scheduler.too_long is None
+                )
                 if graph.finding is None and unexplained:
                     # raised in another process (a Pool task) and sent back
                     trial.record_child_deadlock(None, _deadlock_lines(exc), explained=True)
@@ -224,8 +226,19 @@ def _judge(trial: Trial, graph: WaitGraph, scheduler: Scheduler | None = None) -
         return Outcome.DEADLOCKED, Evidence(
             messages=(first[0], *messages), tracebacks=tracebacks, wait_for=tuple(first[1:])
         )
+    if scheduler is not None and scheduler.left_running:
+        names = ", ".join(scheduler.left_running[:5])
+        left = f"the variant left {len(scheduler.left_running)} thread(s) blocked at its end ({names})"
+        messages = (*messages, left)
+        tracebacks = tracebacks or (left,)
     if tracebacks:
         return Outcome.ERROR, Evidence(messages=messages, tracebacks=tracebacks)
     if messages:
         return Outcome.FAILED, Evidence(messages=messages)
+    if scheduler is not None and scheduler.too_long is not None:
+        return Outcome.UNDECIDED, Evidence(messages=(scheduler.too_long,))
+    if scheduler is not None and scheduler.unsupported is not None:
+        return Outcome.UNSUPPORTED, Evidence(
+            messages=(f"{scheduler.unsupported}: this schedule was not checked; run the variant in stress mode",)
+        )
     return Outcome.PASSED, None

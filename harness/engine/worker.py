@@ -354,7 +354,7 @@ def _schedule_info(
     info: dict[str, Any] = {"steps": run.steps, "progress": round(run.progress, 3)}
     if control.record_decisions:
         info["decisions"] = [astuple(d) for d in run.decisions]
-    if run.outcome is Outcome.PASSED:
+    if not run.outcome.is_failure:
         return info
     info["schedule"] = run.schedule
     info["switches"] = run.switches
@@ -537,12 +537,21 @@ def _worker_main(
     # A forkserver that has the scenarios (and the process-actor code) imported forks ready
     # children in milliseconds, instead of each child importing them again.
     multiprocessing.set_forkserver_preload(sorted({v.fn.__module__ for v in variants.values()} | {"harness.processes"}))
-    processes.configure(processes.ChildSetup(tuple(scope.files), tuple(scope.dirs), dump.fileno()))
+    processes.configure(
+        processes.ChildSetup(
+            tuple(scope.files),
+            tuple(scope.dirs),
+            dump.fileno(),
+            scope_forced=scope.forced,
+            scope_excluded=scope.excluded,
+        )
+    )
     pause.hook = beacon.tick  # stress's own sleeps count as progress, never as the trial's
     primitives.wait_hook = beacon.note_wait
     _watch_signal_timers(beacon)
     mp_delays.install()
     output = _Output()
+    told_atomic = 0
     preemptor = Preemptor(scope)
     instrumenter = Instrumenter(scope)
     findings = Findings(tmp)
@@ -601,12 +610,15 @@ def _worker_main(
                     evidence = replace(evidence, output=printed)
             schedule = None
             if control is not None:
-                first = (key, run.outcome) not in shrunk and run.outcome is not Outcome.PASSED
+                first = (key, run.outcome) not in shrunk and run.outcome.is_failure
                 if first:
                     shrunk.add((key, run.outcome))
                     conn.send(("shrinking", ticket))  # it takes more than one trial's deadline
                 schedule = _schedule_info(run, control, attempt, minimize=first)
             beacon.set(ticket, Phase.IDLE)
+            if len(preemptor.atomic) > told_atomic:
+                told_atomic = len(preemptor.atomic)
+                conn.send(("atomic", sorted(preemptor.atomic)))
             conn.send(
                 (
                     "done",

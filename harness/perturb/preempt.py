@@ -30,7 +30,7 @@ from types import CodeType, FrameType
 from typing import Any
 
 from harness.perturb.pause import pause
-from harness.scope import Scope
+from harness.scope import Scope, generated, installed_package
 
 __all__ = ["HAS_MONITORING", "Preemptor", "active"]
 
@@ -84,6 +84,16 @@ class Preemptor:
         #: Controlled mode: called at every event instead of the random countdown.
         self._callback: Callable[[CodeType, int], None] | None = None
         self._lines = False
+        #: Installed packages the code under test called while switches were being forced: their
+        #: code ran with no switch inside it (one step, in controlled mode).
+        self.atomic: set[str] = set()
+
+    def _note_atomic(self, filename: str, caller: FrameType | None) -> None:
+        package = installed_package(filename)
+        if package is None or package in self.atomic or caller is None:
+            return
+        if self.scope.contains_frame(caller):
+            self.atomic.add(package)
 
     @property
     def active(self) -> bool:
@@ -180,15 +190,18 @@ class Preemptor:
         events = mon.events
         tool = self._claim_tool()
         contains = self.scope.contains_file
+        in_scope = self.scope.contains_frame
         instrumented = self._instrumented
         disable = mon.DISABLE
         set_local = mon.set_local_events
 
         def on_start(code: CodeType, offset: int) -> Any:
-            if contains(code.co_filename):
+            if contains(code.co_filename) or (generated(code.co_filename) and in_scope(sys._getframe(1))):
                 instrumented.add(code)
                 if self._active:
                     set_local(tool, code, self._local_events())
+            elif self._active:
+                self._note_atomic(code.co_filename, sys._getframe(1).f_back)
             return disable  # each code object is looked at once
 
         def on_instruction(code: CodeType, offset: int) -> None:
@@ -234,7 +247,7 @@ class Preemptor:
     # -- sys.settrace (3.11) ---------------------------------------------------------------------
 
     def _make_tracer(self) -> Callable[[FrameType, str, Any], Any]:
-        contains = self.scope.contains_file
+        contains = self.scope.contains_frame
         callback = self._callback
         lines = self._lines
 
@@ -251,10 +264,11 @@ class Preemptor:
             return local
 
         def on_call(frame: FrameType, event: str, arg: Any) -> Any:
-            if contains(frame.f_code.co_filename):
+            if contains(frame):
                 frame.f_trace_opcodes = not lines
                 frame.f_trace_lines = callback is not None and lines
                 return local
+            self._note_atomic(frame.f_code.co_filename, frame.f_back)
             return None
 
         return on_call

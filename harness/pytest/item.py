@@ -34,7 +34,7 @@ from harness.results.outcome import Outcome, TrialResult
 from harness.results.stats import VariantSummary
 from harness.results.summary import RunReport
 from harness.scenario import Expect, Variant
-from harness.scope import Scope
+from harness.scope import Scope, resolve_patterns
 from harness.trial import Trial
 
 __all__ = ["run_item"]
@@ -64,7 +64,15 @@ def run_item(item: pytest.Function, marker: pytest.Mark, *, lines: list[str]) ->
     if problem is not None:
         pytest.fail(problem, pytrace=False)
     variant = _variant(item, marker, expect)
-    scope = Scope(files=[str(item.path)], dirs=[str(project_root(item.path))])
+    try:
+        scope = Scope(
+            files=[str(item.path)],
+            dirs=[str(project_root(item.path))],
+            forced=resolve_patterns(config.scope, flag="scope"),
+            excluded=resolve_patterns(config.exclude, flag="exclude"),
+        )
+    except StressError as exc:
+        pytest.fail(f"stress: {exc}", pytrace=False)
     schedule = item.config.getoption("stress_schedule")
     if schedule is not None:
         _replay_schedule(item, variant, config, scope, schedule)
@@ -177,7 +185,7 @@ def replay_command(item: pytest.Function, report: RunReport, result: TrialResult
         words[2:2] = ["--stress-mode", "controlled"]
         record = result.schedule
         if record is not None:
-            words += ["--stress-schedule", record.minimal or record.schedule or "v1:"]
+            words += ["--stress-schedule", record.minimal or record.schedule or "v2:"]
     return shlex.join(words)
 
 

@@ -71,6 +71,7 @@ def _context(report: RunReport) -> dict[str, Any]:
     return {
         "report": report,
         "info": info,
+        "atomic": report.atomic,
         "status": _status(report),
         "variants": [_variant(report, summary) for summary in report.variants],
         "knob_charts": list(_knob_charts(report.variants)),

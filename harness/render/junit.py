@@ -18,6 +18,9 @@ from harness.results.summary import RunReport
 __all__ = ["write_junit"]
 
 
+_UNJUDGED = (Verdict.UNDECIDED, Verdict.UNSUPPORTED)
+
+
 def write_junit(report: RunReport, path: Path) -> Path:
     info = report.info
     suite = ET.Element(
@@ -26,7 +29,11 @@ def write_junit(report: RunReport, path: Path) -> Path:
         tests=str(len(report.variants)),
         failures=str(sum(1 for s in report.variants if not s.verdict.as_expected)),
         skipped=str(
-            sum(1 for s in report.variants if s.verdict in (Verdict.NOT_EXPOSED, Verdict.UNDECIDED, Verdict.NOT_RUN))
+            sum(
+                1
+                for s in report.variants
+                if s.verdict in (Verdict.NOT_EXPOSED, Verdict.UNDECIDED, Verdict.UNSUPPORTED, Verdict.NOT_RUN)
+            )
         ),
         time=f"{report.wall:.3f}",
         timestamp=info.started,
@@ -57,6 +64,8 @@ def write_junit(report: RunReport, path: Path) -> Path:
             ET.SubElement(case, "skipped", message="not run: the run was stopped before any of its trials finished")
         elif summary.verdict is Verdict.UNDECIDED:
             ET.SubElement(case, "skipped", message=f"stress could not judge any of its {summary.trials} trials")
+        elif summary.verdict is Verdict.UNSUPPORTED:
+            ET.SubElement(case, "skipped", message=summary.verdict.description)
         elif not summary.verdict.as_expected:
             failure = ET.SubElement(case, "failure", message=f"{summary.verdict.description}: {summary.rate_text()}")
             failure.text = _details(report, summary)

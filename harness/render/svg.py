@@ -23,6 +23,7 @@ OUTCOME_COLORS = {
     "hung": "#f9a825",
     "crashed": "#263238",
     "undecided": "#90a4ae",
+    "unsupported": "#90a4ae",
 }
 SERIES_COLORS = ["#1e88e5", "#e53935", "#43a047", "#fb8c00", "#8e24aa", "#00897b", "#6d4c41", "#3949ab"]
 

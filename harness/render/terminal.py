@@ -42,6 +42,7 @@ _OUTCOME_STYLE = {
     Outcome.HUNG: "yellow",
     Outcome.CRASHED: "bold red",
     Outcome.UNDECIDED: "cyan",
+    Outcome.UNSUPPORTED: "cyan",
 }
 _VERDICT_STYLE = {
     Verdict.EXPOSED: "green",
@@ -50,6 +51,7 @@ _VERDICT_STYLE = {
     Verdict.BROKEN: "bold red",
     Verdict.RISKY: "bold red",
     Verdict.UNDECIDED: "cyan",
+    Verdict.UNSUPPORTED: "cyan",
     Verdict.NOT_RUN: "dim",
 }
 
@@ -211,7 +213,7 @@ def _outcomes(summary: VariantSummary) -> Text:
     """Failures by kind, most severe first (passed trials are the rest)."""
     text = Text()
     for outcome, count in sorted(summary.by_outcome.items(), key=lambda item: -item[0].severity):
-        if outcome is Outcome.PASSED or outcome is Outcome.UNDECIDED:
+        if outcome is Outcome.PASSED or not outcome.is_judged:
             continue
         if text:
             text.append(" · ", style="dim")
@@ -221,6 +223,11 @@ def _outcomes(summary: VariantSummary) -> Text:
         if text:
             text.append(" · ", style="dim")
         text.append(f"({undecided} undecided)", style="dim cyan")
+    unsupported = summary.by_outcome.get(Outcome.UNSUPPORTED, 0)
+    if unsupported:
+        if text:
+            text.append(" · ", style="dim")
+        text.append(f"({unsupported} unsupported)", style="dim cyan")
     if summary.potential_deadlocks:
         if text:
             text.append(" · ", style="dim")
@@ -273,6 +280,7 @@ def print_report(console: Console, report: RunReport) -> None:
                     (summary.variant, "bold"),
                     f": {exploration.text()}",
                     ", none failed" if not summary.failures else f", {summary.failures:,} failed",
+                    (f" ({', '.join(report.atomic)} ran as single steps)", "yellow") if report.atomic else "",
                 )
             )
     legend = "failure rate: observed (95 % Wilson interval); 0 failures in N trials means < 3/N at 95 %"
@@ -474,7 +482,7 @@ def trace_table(trace: Trace, *, max_rows: int | None = None) -> RenderableType:
 
 
 def replay_heading(result: TrialResult, schedule: Schedule, record: ScheduleRecord, *, times: int) -> Text:
-    """``replaying counter/no-lock schedule 3: v1:9>1 (shrunk from v1:2>1,…)``."""
+    """``replaying counter/no-lock schedule 3: v2:9>1 (shrunk from v2:2>1,…)``."""
     shrunk = record.minimal is not None and str(schedule) == record.minimal and record.schedule != record.minimal
     return Text.assemble(
         ("replaying ", "bold"),

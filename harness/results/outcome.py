@@ -4,7 +4,9 @@
 go wrong in one trial (an actor raises *and* a check fails), the most severe one names the outcome
 and the evidence keeps the rest. One member is stress's own: ``undecided``, for a trial stress could
 not judge (a machine too busy to tell a hang from a slow trial, a worker that never reached the
-trial). It is neither a pass nor a failure, and never counts against the code under test.
+trial). It is neither a pass nor a failure, and never counts against the code under test. Nor is
+``unsupported``: a controlled schedule the scheduler had to let go of, because a thread blocked where
+it has no model of the wait (``select``, a socket, a subprocess).
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ class Outcome(enum.Enum):
 
     PASSED = ("passed", 0, "every check held and every actor finished")
     UNDECIDED = ("undecided", -1, "stress could not judge the trial; it counts neither way")
+    UNSUPPORTED = (
+        "unsupported",
+        -1,
+        "controlled mode could not schedule the trial (a wait it has no model of); it counts neither way",
+    )
     FAILED = ("failed", 1, "a check (invariant) was broken")
     ERROR = ("error", 2, "an actor or the variant raised an exception")
     DEADLOCKED = ("deadlocked", 3, "threads waited for each other in a cycle")
@@ -40,12 +47,13 @@ class Outcome(enum.Enum):
 
     @property
     def is_failure(self) -> bool:
-        return self is not Outcome.PASSED and self is not Outcome.UNDECIDED
+        return self is not Outcome.PASSED and self.severity >= 0
 
     @property
     def is_judged(self) -> bool:
-        """Whether the trial says anything about the code under test (every outcome but undecided)."""
-        return self is not Outcome.UNDECIDED
+        """Whether the trial says anything about the code under test (all but undecided and
+        unsupported)."""
+        return self.severity >= 0
 
     @classmethod
     def from_label(cls, label: str) -> Outcome:

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.results.outcome import Outcome
 from harness.results.run_dir import RESULTS, RUN, SUMMARY, read_results
 from harness.results.stats import Exploration, VariantStats
 from harness.results.summary import RunInfo, RunReport, ranked
@@ -37,7 +38,10 @@ def load_report(run_dir: Path) -> RunReport:
             tally.add(result)
             trials += 1
     finished, wall, interrupted, stopped_by = _ending(run_dir, info)
-    complete = trials == info.total_trials
+    # A variant with an unsupported schedule had its other schedules skipped.
+    per_variant = info.total_trials // max(1, len(stats))
+    skipped = sum(per_variant - s.trials for s in stats.values() if s.by_outcome[Outcome.UNSUPPORTED])
+    complete = trials + skipped == info.total_trials
     if info.exhaustive:
         # How many schedules a search takes is known only at its end, from summary.json.
         searches = _explorations(run_dir)
@@ -54,7 +58,16 @@ def load_report(run_dir: Path) -> RunReport:
         complete=complete,
         interrupted=interrupted,
         stopped_by=stopped_by,
+        atomic=_atomic(run_dir),
     )
+
+
+def _atomic(run_dir: Path) -> tuple[str, ...]:
+    try:
+        found = json.loads((run_dir / SUMMARY).read_text(encoding="utf-8")).get("ran_atomically", [])
+    except (OSError, ValueError, AttributeError):
+        return ()
+    return tuple(str(name) for name in found) if isinstance(found, list) else ()
 
 
 def _explorations(run_dir: Path) -> dict[str, Exploration]:

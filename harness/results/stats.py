@@ -48,6 +48,11 @@ class Verdict(enum.Enum):
     NOT_EXPOSED = ("not exposed", True, "expected unsafe, but no failure was seen")
     HELD = ("held", True, "expected safe, and no failure was seen")
     UNDECIDED = ("undecided", True, "stress could not judge any of its trials")
+    UNSUPPORTED = (
+        "unsupported",
+        True,
+        "not checked in controlled mode: a thread waited where the scheduler cannot see (run it in stress mode)",
+    )
     NOT_RUN = ("not run", True, "no trial of it finished (the run was stopped first)")
     BROKEN = ("FAILED", False, "expected safe, but failures were seen")
     RISKY = (
@@ -63,17 +68,30 @@ class Verdict(enum.Enum):
 
     @classmethod
     def judge(
-        cls, expect: Expect, failures: int, *, potential: int = 0, judged: int | None = None, trials: int | None = None
+        cls,
+        expect: Expect,
+        failures: int,
+        *,
+        potential: int = 0,
+        judged: int | None = None,
+        trials: int | None = None,
+        unsupported: int = 0,
     ) -> Verdict:
+        """The verdict. A failure always counts; a schedule controlled mode could not run
+        (``unsupported``) stops a variant from being called safe or not exposed."""
         if trials == 0 and not potential:
             return cls.NOT_RUN
-        if judged == 0 and not potential:
+        if judged == 0 and not potential and not unsupported:
             return cls.UNDECIDED
         if expect is Expect.UNSAFE:
-            return cls.EXPOSED if failures or potential else cls.NOT_EXPOSED
+            if failures or potential:
+                return cls.EXPOSED
+            return cls.UNSUPPORTED if unsupported else cls.NOT_EXPOSED
         if failures:
             return cls.BROKEN
-        return cls.RISKY if potential else cls.HELD
+        if potential:
+            return cls.RISKY
+        return cls.UNSUPPORTED if unsupported else cls.HELD
 
 
 #: Knobs of a plan whose effect on the failure rate the reports show.
@@ -154,7 +172,7 @@ class VariantStats:
             if len(self.first_passes) < LOAD_WINDOW:
                 self.first_passes.append(result.duration)
             self.last_passes.append(result.duration)
-        if outcome is Outcome.UNDECIDED:
+        if outcome is Outcome.UNDECIDED or outcome is Outcome.UNSUPPORTED:
             kept = self.examples.get(outcome)
             if kept is None or result.seq < kept.seq:
                 self.examples[outcome] = result  # shown, so a person can see why; never a failure
@@ -172,8 +190,9 @@ class VariantStats:
 
     @property
     def judged(self) -> int:
-        """Trials that say something about the code under test (all but the undecided)."""
-        return self.trials - self.by_outcome[Outcome.UNDECIDED]
+        """Trials that say something about the code under test (all but the undecided and the
+        unsupported)."""
+        return self.trials - self.by_outcome[Outcome.UNDECIDED] - self.by_outcome[Outcome.UNSUPPORTED]
 
     def slowdown(self) -> float | None:
         """How many times slower the last passing trials ran than the first (None: too few)."""
@@ -198,7 +217,12 @@ class VariantStats:
             low=low,
             high=high,
             verdict=Verdict.judge(
-                self.expect, self.failures, potential=len(potential), judged=judged, trials=self.trials
+                self.expect,
+                self.failures,
+                potential=len(potential),
+                judged=judged,
+                trials=self.trials,
+                unsupported=self.by_outcome[Outcome.UNSUPPORTED],
             ),
             trials_per_second=self.trials / self.busy if self.busy > 0 else 0.0,
             example=self.first_failure,
@@ -209,6 +233,7 @@ class VariantStats:
             sweep={value: {o: n for o, n in counts.items() if n} for value, counts in sorted(self.sweep.items())},
             exploration=self.exploration,
             undecided=self.by_outcome[Outcome.UNDECIDED],
+            unsupported=self.by_outcome[Outcome.UNSUPPORTED],
             stretched=self.stretched,
             rerun=self.rerun,
             slowdown=self.slowdown(),
@@ -265,6 +290,7 @@ class VariantSummary:
         sweep: Per swept value: outcome counts.
         exploration: Controlled mode's exhaustive search, when one ran.
         undecided: Trials stress could not judge (they count neither way).
+        unsupported: Controlled schedules the scheduler could not run (they count neither way).
         stretched: Trials given more time past their deadline while still working or sleeping.
         rerun: Trials run again because an earlier attempt could not be judged.
         slowdown: How many times slower the last passing trials ran than the first (the machine
@@ -290,13 +316,14 @@ class VariantSummary:
     sweep: dict[float, dict[Outcome, int]] = field(default_factory=dict)
     exploration: Exploration | None = None
     undecided: int = 0
+    unsupported: int = 0
     stretched: int = 0
     rerun: int = 0
     slowdown: float | None = None
 
     @property
     def judged(self) -> int:
-        return self.trials - self.undecided
+        return self.trials - self.undecided - self.unsupported
 
     def sweep_rates(self) -> list[tuple[float, int, int, float, float, float]]:
         """Per swept value: (value, trials, failures, rate, low, high)."""
@@ -343,6 +370,7 @@ class VariantSummary:
             "ci95": [self.low, self.high],
             "upper_bound_if_clean": rule_of_three(self.judged) if not self.failures else None,
             "undecided": self.undecided,
+            "unsupported": self.unsupported,
             "stretched": self.stretched,
             "rerun": self.rerun,
             "slowdown": round(self.slowdown, 2) if self.slowdown is not None else None,

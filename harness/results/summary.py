@@ -16,6 +16,7 @@ from typing import Any
 
 from harness.config import RunConfig
 from harness.perturb.knobs import Perturbation
+from harness.results.outcome import Outcome
 from harness.results.stats import VariantSummary, Verdict
 
 __all__ = ["SCHEMA", "RunInfo", "RunReport", "VariantInfo", "python_info", "ranked", "replay_command"]
@@ -188,6 +189,9 @@ class RunReport:
     stopped_by: str | None = None
     #: Why the run folder could not be written (a full disk), when it could not: the run stopped.
     output_error: str | None = None
+    #: Installed packages the code under test called, not in scope: their code ran with no switch
+    #: inside (one step of a controlled schedule). ``--scope NAME`` puts one under test.
+    atomic: tuple[str, ...] = ()
 
     @property
     def trials_per_second(self) -> float:
@@ -228,6 +232,23 @@ class RunReport:
         undecided = sum(s.undecided for s in self.variants)
         if undecided:
             notes.append(f"{_count(undecided, unit)} undecided: stress could not judge them; they count neither way")
+        for summary in [s for s in self.variants if s.unsupported]:
+            why = next(
+                (
+                    e.evidence.messages[0]
+                    for e in summary.examples
+                    if e.outcome is Outcome.UNSUPPORTED and e.evidence and e.evidence.messages
+                ),
+                "a thread waited where the scheduler cannot see; run it in stress mode",
+            )
+            notes.append(f"{summary.variant} was not checked in controlled mode: {why}")
+        if self.atomic:
+            names = ", ".join(self.atomic)
+            hint = " ".join(f"--scope {name}" for name in self.atomic)
+            notes.append(
+                f"installed code the variants called ran with no switch inside it ({names}): it was not under test; "
+                f"{hint} puts it under test"
+            )
         return notes
 
     def exit_code(self) -> int:
@@ -258,6 +279,7 @@ class RunReport:
                 "interrupted": self.interrupted,
                 "stopped_by": self.stopped_by,
                 "output_error": self.output_error,
+                "ran_atomically": list(self.atomic),
                 "exit_code": self.exit_code(),
                 "health": self.health(),
                 "variants": [self._variant_dict(s) for s in self.variants],

@@ -75,7 +75,7 @@ def test_replay_of_the_original_schedule_and_of_a_given_one(counter_run: tuple[P
     assert out.code == 0, out.stdout + out.stderr
     assert record["schedule"]["schedule"] in out.stdout
     assert "reproduced 1/1" in out.stdout
-    default = stress("replay", "run", "--variant", "no-lock", "--schedule", "v1:", cwd=work)
+    default = stress("replay", "run", "--variant", "no-lock", "--schedule", "v2:", cwd=work)
     assert default.code == 0, default.stderr
     assert "passed" in default.stdout  # the non-preemptive schedule loses nothing
     assert "nothing to compare" in default.stdout
@@ -160,7 +160,7 @@ def test_replay_refuses_a_stress_mode_run_and_bad_schedules(counter_run: tuple[P
     assert refused.code == 2
     assert "stress-mode run" in refused.stderr
     work, _ = counter_run
-    garbage = stress("replay", "run", "--variant", "no-lock", "--schedule", "v1:9-1", cwd=work)
+    garbage = stress("replay", "run", "--variant", "no-lock", "--schedule", "v2:9-1", cwd=work)
     assert garbage.code == 2
     assert "is not CHOICE>THREAD" in garbage.stderr
     clean = stress("replay", "run", "--variant", "lock", cwd=work)

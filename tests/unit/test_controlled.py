@@ -48,14 +48,14 @@ def fixture(name: str) -> Variant:
 
 def test_schedule_round_trips_through_its_string() -> None:
     schedule = Schedule(((3, 1), (9, 0), (12, 2)))
-    assert str(schedule) == "v1:3>1,9>0,12>2"
+    assert str(schedule) == "v2:3>1,9>0,12>2"
     assert Schedule.parse(str(schedule)) == schedule
-    assert Schedule.parse("v1:") == Schedule()
+    assert Schedule.parse("v2:") == Schedule()
 
 
 @pytest.mark.parametrize(
     "text",
-    ["", "3>1", "v2:3>1", "v1:3-1", "v1:a>1", "v1:3>x", "v1:5>1,5>0", "v1:9>1,3>0"],
+    ["", "3>1", "v3:3>1", "v1:3>1", "v2:3-1", "v2:a>1", "v2:3>x", "v2:5>1,5>0", "v2:9>1,3>0"],
 )
 def test_schedule_rejects_what_it_did_not_write(text: str) -> None:
     with pytest.raises(UserError, match="schedule"):
@@ -231,7 +231,7 @@ def test_a_deadlock_is_found_the_moment_nobody_can_run() -> None:
         # and has not taken lock_b yet, that ends with both waiting.
         for choice in range(60):
             started = time.perf_counter()
-            run = runner.run(Control("forced", forced=((choice, 1),)), plan)
+            run = runner.run(Control("forced", forced=((choice, 2),)), plan)
             elapsed = time.perf_counter() - started
             if run.outcome is Outcome.DEADLOCKED:
                 break
