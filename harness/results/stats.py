@@ -256,9 +256,10 @@ class Exploration:
     complete: bool
 
     def text(self) -> str:
+        bound = f"{self.preemptions} preemption{'' if self.preemptions == 1 else 's'}"
         if self.complete:
-            return f"all {self.schedules:,} schedules within {self.preemptions} preemptions explored"
-        return f"{self.schedules:,} schedules within {self.preemptions} preemptions explored (search stopped early)"
+            return f"all {self.schedules:,} schedules within {bound} explored"
+        return f"{self.schedules:,} schedules within {bound} explored (search stopped early)"
 
     def to_dict(self) -> dict[str, Any]:
         return {"preemptions": self.preemptions, "schedules": self.schedules, "complete": self.complete}
