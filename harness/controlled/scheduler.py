@@ -515,13 +515,18 @@ class Scheduler:
         """Who runs after ``me`` (which blocked or finished): a runnable thread, else the earliest
         timed waiter (the clock jumps), else — nobody can ever run — a deadlock."""
         enabled = self._enabled(me)
+        jumped = False
         if not enabled:
             waiters = [m for m in self.threads if m.state == BLOCKED and m.deadline is not None]
             if waiters:
                 self.now = min(m.deadline for m in waiters if m.deadline is not None)
                 enabled = self._enabled(me)
+                jumped = len(enabled) > 1
         if enabled:
-            return self._choose(me if me.state == RUNNABLE else None, enabled)
+            chosen = self._choose(me if me.state == RUNNABLE else None, enabled)
+            if jumped:
+                self.strategy.woke_together(chosen.index)
+            return chosen
         self._declare_deadlock(me)
         return next((m for m in self.threads if m.state == BLOCKED), self.threads[0])
 

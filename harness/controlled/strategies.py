@@ -6,6 +6,12 @@ novelty: the n-th visit of the same instruction counts 1/n), the thread that is 
 cannot go on: it blocked or finished) and the threads that could run, and picks one.
 
 * `RandomWalk` picks uniformly: it switches often, which finds races whose window is anywhere.
+  Threads the clock wakes together are the exception: the one picked first keeps going with
+  probability 2/3 at each point until it yields once. Their sleeps end at one virtual instant only
+  because the clock stands still while threads run; really they began at different instants, and
+  the first sleeper's wake-up usually comes first with a head start. Both the head start (a
+  check-then-act whose two checks came before both sleeps: the overdraft) and its loss (two
+  read-modify-writes after the wake-up: a lost update) stay reachable; only their odds move.
 * `PCT` (probabilistic concurrency testing, Burckhardt et al., ASPLOS 2010) gives threads random
   priorities, always runs the highest one, and lowers the running thread's priority at d - 1 random
   points: it finds a bug that needs d ordering constraints with probability at least 1/(n·k^(d-1)),
@@ -34,6 +40,9 @@ class Strategy(Protocol):
 
     def add_thread(self, index: int) -> None: ...
 
+    def woke_together(self, first: int) -> None:
+        """The clock jumped and woke more than one thread; ``first`` was picked to run first."""
+
     def choose(self, step: int, progress: float, current: int, enabled: tuple[int, ...]) -> int: ...
 
 
@@ -51,6 +60,9 @@ class Forced:
     def add_thread(self, index: int) -> None:
         pass
 
+    def woke_together(self, first: int) -> None:
+        pass
+
     def choose(self, step: int, progress: float, current: int, enabled: tuple[int, ...]) -> int:
         wanted = self.forced.get(step)
         if wanted is None:
@@ -63,18 +75,29 @@ class Forced:
 
 
 class RandomWalk:
-    """A uniformly random runnable thread at every point."""
+    """A uniformly random runnable thread at every point, but for the head start of the first of
+    threads woken together (see the module's docstring)."""
+
+    #: How often the first of threads woken together keeps going, at each point until it yields.
+    HEAD_START = 2 / 3
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
+        self.head = -1
 
     def begin(self, threads: int) -> None:
-        pass
+        self.head = -1
 
     def add_thread(self, index: int) -> None:
         pass
 
+    def woke_together(self, first: int) -> None:
+        self.head = first
+
     def choose(self, step: int, progress: float, current: int, enabled: tuple[int, ...]) -> int:
+        if current == self.head and current in enabled and self.rng.random() < self.HEAD_START:
+            return current
+        self.head = -1
         return enabled[self.rng.randrange(len(enabled))] if len(enabled) > 1 else enabled[0]
 
 
@@ -106,6 +129,9 @@ class PCT:
     def add_thread(self, index: int) -> None:
         while len(self.priority) <= index:
             self.priority.append(self.depth + self.rng.random())
+
+    def woke_together(self, first: int) -> None:
+        pass
 
     def choose(self, step: int, progress: float, current: int, enabled: tuple[int, ...]) -> int:
         while self.changes and progress >= self.changes[-1]:
