@@ -19,27 +19,24 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
-from harness import __version__, settings
-from harness.config import Layer, RunConfig, build_config
-from harness.engine.driver import run as run_engine
+from harness import __version__
 from harness.errors import InternalError, OutputError, StressError, Terminated, UserError
-from harness.loader import is_file_target, is_module_target, load_module, load_target, project_root
-from harness.registry import Registry
-from harness.render import terminal
-from harness.render.html import write_html
-from harness.render.junit import write_junit
-from harness.render.markdown import write_markdown
-from harness.results.compare import compare
-from harness.results.reload import load_report
-from harness.results.run_dir import SUMMARY, write_json
-from harness.results.summary import RunReport
-from harness.scenario import Variant
-from harness.scope import Scope, resolve_patterns
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from harness.config import RunConfig
+    from harness.registry import Registry
+    from harness.results.summary import RunReport
+    from harness.scenario import Variant
+    from harness.scope import Scope
+
+# The engine, the renderers and rich are imported by the commands that use them, not here:
+# `stress --help` and `stress list` start in a fraction of the time.
 
 __all__ = ["cli", "main"]
 
@@ -61,6 +58,8 @@ def _flag_name(key: str, value: Any) -> str:
 
 
 def _console() -> Console:
+    from rich.console import Console
+
     # Off a terminal (a pipe, a CI log) nothing wraps lines for us, so use a comfortable width
     # unless COLUMNS says otherwise.
     console = Console(highlight=False)
@@ -82,6 +81,9 @@ def cli() -> None:
 def _registry(targets: tuple[str, ...]) -> tuple[Registry, list[str], dict[str, str]]:
     """The scenarios the targets name (built-in names, files or modules), the names to run, and
     for each name the target that reaches it again (for replay commands)."""
+    from harness.loader import is_file_target, is_module_target, load_module, load_target
+    from harness.registry import Registry
+
     registry = Registry()
     names: list[str] = []
     reach: dict[str, str] = {}
@@ -112,6 +114,9 @@ def _scope(selected: list[Variant], reach: dict[str, str], config: RunConfig) ->
     """Where switches are forced: the variants' files, and for a user's scenario all of the project
     it lives in (the code under test is usually imported from there), never installed packages —
     unless ``--scope`` names them; ``--exclude`` takes code out."""
+    from harness.loader import project_root
+    from harness.scope import Scope, resolve_patterns
+
     users = {v.scenario for v in selected if reach.get(v.scenario, v.scenario) != v.scenario}
     dirs = sorted({str(project_root(f)) for v in selected if v.scenario in users for f in v.files})
     return Scope(
@@ -126,6 +131,9 @@ def _scope(selected: list[Variant], reach: dict[str, str], config: RunConfig) ->
 @click.argument("files", nargs=-1, metavar="[FILE.py]...")
 def list_command(files: tuple[str, ...]) -> None:
     """List the scenarios (built-in, or those in FILE.py), their variants and expectations."""
+    from harness.registry import Registry
+    from harness.render import terminal
+
     registry = _registry(files)[0] if files else Registry.builtin()
     terminal.print_list(_console(), registry)
 
@@ -134,6 +142,8 @@ def list_command(files: tuple[str, ...]) -> None:
 @click.argument("scenario")
 def show_command(scenario: str) -> None:
     """Describe SCENARIO (a name or FILE.py::NAME) and print each variant's source."""
+    from harness.render import terminal
+
     registry, names, _ = _registry((scenario,))
     for name in names:
         terminal.print_show(_console(), registry.get(name))
@@ -257,6 +267,12 @@ def run_command(
     SCENARIO is a built-in name (see `stress list`), a file of scenarios (FILE.py) or one
     scenario in a file (FILE.py::NAME).
     """
+    from harness import settings
+    from harness.config import Layer, build_config
+    from harness.engine.driver import run as run_engine
+    from harness.render import terminal
+    from harness.results.run_dir import SUMMARY, write_json
+
     config = build_config(settings.layers(Layer(flags, _flag_name)))
     registry, names, reach = _registry(scenarios)
     selected = registry.select(names, variants)
@@ -330,6 +346,8 @@ def replay_command(
     """
     from harness.controlled.schedule import Schedule
     from harness.engine import replay as rp
+    from harness.render import terminal
+    from harness.scope import Scope
 
     info = rp.load_run(Path(run_dir))
     result = rp.find_trial(info, variant, trial)
@@ -368,6 +386,10 @@ def replay_command(
 @click.option("--quiet", "-q", is_flag=True, help="Write the files, print nothing but their paths.")
 def report_command(run_dir: str, junit_xml: str | None, markdown: str | None, quiet: bool) -> int:
     """Re-render every report of RUN_DIR from its results.jsonl (also an interrupted or killed run)."""
+    from harness.render import terminal
+    from harness.results.reload import load_report
+    from harness.results.run_dir import SUMMARY, write_json
+
     report = load_report(Path(run_dir))
     console = _console()
     if not quiet:
@@ -391,6 +413,10 @@ def compare_command(before: str, after: str) -> int:
 
     Exit status 1 if any variant got significantly worse (a regression), for CI.
     """
+    from harness.render import terminal
+    from harness.results.compare import compare
+    from harness.results.reload import load_report
+
     old, new = load_report(Path(before)), load_report(Path(after))
     changes, gone, added = compare(old, new)
     terminal.print_comparison(_console(), old, new, changes, gone, added)
@@ -430,6 +456,10 @@ def _write_artifacts(
     console: Console, report: RunReport, *, junit_xml: str | None, markdown: str | None
 ) -> OutputError | None:
     """Write every report file that can be written; the first that could not, if any."""
+    from harness.render.html import write_html
+    from harness.render.junit import write_junit
+    from harness.render.markdown import write_markdown
+
     problem: OutputError | None = None
     writers: list[tuple[Path, Callable[[], Path]]] = [(report.info.run_dir / "report.html", lambda: write_html(report))]
     if junit_xml:
