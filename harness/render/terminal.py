@@ -8,6 +8,7 @@ process never starts a thread and can fork replacement workers safely.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -20,14 +21,16 @@ from rich.text import Text
 
 from harness.controlled.schedule import Schedule, ScheduleRecord
 from harness.controlled.trace import Trace
-from harness.engine.replay import Expected, Replay
 from harness.perturb.knobs import format_seconds
-from harness.registry import Registry
-from harness.results.compare import Change
 from harness.results.outcome import Outcome, TrialResult
 from harness.results.stats import VariantStats, VariantSummary, Verdict, rule_of_three
 from harness.results.summary import RunInfo, RunReport
 from harness.scenario import Expect, Scenario
+
+if TYPE_CHECKING:
+    from harness.engine.replay import Expected, Replay
+    from harness.registry import Registry
+    from harness.results.compare import Change
 
 __all__ = ["LiveProgress", "print_list", "print_report", "print_show", "trace_table"]
 
