@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -300,6 +301,34 @@ def test_garbage_collection_is_off_while_a_schedule_runs() -> None:
         runner.run(Control("random", seed=1), make_plan(Perturbation.none(), seed=1, trial=0))
     assert seen == [False]
     assert gc.isenabled()
+
+
+def test_stress_keeps_its_own_real_sleep_while_the_code_under_tests_is_virtual() -> None:
+    # The watchdog's raw thread sleeping through the virtual sleep was taken for the running thread
+    # the moment that one finished: a dummy thread, a crashed run, or a schedule called unsupported.
+    import types
+
+    from harness.controlled import scheduler as scheduler_module
+    from harness.controlled import watchdog
+
+    real = time.sleep
+    user = types.ModuleType("user_code_with_its_own_sleep")
+    user.sleep = real  # type: ignore[attr-defined]  # ``from time import sleep``
+    sys.modules[user.__name__] = user
+    seen = []
+    variant = builtin("counter/no-lock")
+
+    def body(trial: object) -> None:
+        seen.append((watchdog._real_sleep is real, scheduler_module._real_sleep is real, user.sleep is real))
+        variant.fn(trial)
+
+    try:
+        with LocalRunner(dataclasses.replace(variant, fn=body), controlled_config(seed=1)) as runner:
+            runner.run(Control("random", seed=1), make_plan(Perturbation.none(), seed=1, trial=0))
+    finally:
+        del sys.modules[user.__name__]
+    assert seen == [(True, True, False)]
+    assert user.sleep is real
 
 
 # -- how fast bugs are found (seeded; the acceptance figures, with room to spare) ------------------
