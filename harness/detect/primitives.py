@@ -447,6 +447,12 @@ def _block(try_acquire: Callable[..., bool], timeout: float, waiting: Waiting) -
         while True:
             if graph.aborting:
                 raise _deadlock(graph)
+            if _session is not session:
+                # The trial is over and nobody judges this wait any more (a daemon thread it left
+                # parked on a queue, say): wait plainly, not in slices that would keep every such
+                # thread waking a hundred times a second for the rest of the worker's life.
+                left = -1 if deadline == math.inf else max(0.0, deadline - time.monotonic())
+                return bool(try_acquire(True, left))
             if deadline == math.inf:
                 if try_acquire(True, pause):
                     return True
@@ -817,10 +823,13 @@ class Condition(threading.Condition):
         saved_state = self._release_save()  # type: ignore[attr-defined]
         gotit = False
         try:
+            waiters = self._waiters  # type: ignore[attr-defined]
             if timeout is None:
-                gotit = _block(waiter.acquire, -1, Waiting(self._primitive, token=waiter, timed=False))
+                gotit = _block(waiter.acquire, -1, Waiting(self._primitive, token=waiter, waiters=waiters, timed=False))
             elif timeout > 0:
-                gotit = _block(waiter.acquire, timeout, Waiting(self._primitive, token=waiter, timed=True))
+                gotit = _block(
+                    waiter.acquire, timeout, Waiting(self._primitive, token=waiter, waiters=waiters, timed=True)
+                )
             else:
                 gotit = bool(waiter.acquire(False))
             return gotit

@@ -68,22 +68,39 @@ class Waiting:
         primitive: The user-visible primitive waited on (a Lock, an Event, a Queue, ...).
         lock: For a lock acquisition, the instrumented lock (its ``_owner`` says who holds it).
         token: For a condition wait, the private lock a ``notify`` releases.
+        waiters: For a condition wait, the condition's list of waiting tokens (a ``notify`` takes
+            the token off it).
         timed: The wait has a timeout, so it ends by itself.
     """
 
-    __slots__ = ("lock", "primitive", "timed", "token")
+    __slots__ = ("lock", "primitive", "timed", "token", "waiters")
 
-    def __init__(self, primitive: Any, *, lock: Any = None, token: Any = None, timed: bool) -> None:
+    def __init__(
+        self, primitive: Any, *, lock: Any = None, token: Any = None, waiters: Any = None, timed: bool
+    ) -> None:
         self.primitive = primitive
         self.lock = lock
         self.token = token
+        self.waiters = waiters
         self.timed = timed
 
     def runnable(self) -> bool:
         """The wait is over in all but name: its lock is free, or a notify released its token
-        (the thread may simply not have been scheduled yet)."""
-        if self.token is not None and not self.token.locked():
-            return True
+        (the thread may simply not have been scheduled yet).
+
+        A locked token alone does not say "not notified": the waiter takes its token back the
+        moment the notify releases it, and is still registered until its wait returns — a window
+        the OS can stretch to a second on a loaded machine. A notify also takes the token off the
+        condition's list, so a token no longer on it was notified, locked or not."""
+        token = self.token
+        if token is not None:
+            if not token.locked():
+                return True
+            if self.waiters is not None:
+                try:
+                    return token not in self.waiters
+                except RuntimeError:  # the list changed while we looked: somebody is moving
+                    return True
         return self.lock is not None and self.lock._owner is None
 
 

@@ -428,14 +428,35 @@ def _own_helpers() -> set[int]:
     return found
 
 
+#: How often the threads a trial left are looked at again while they have their grace.
+LEFT_THREADS_POLL = 0.005
+
+
+def _waits_for_good(thread: threading.Thread) -> bool:
+    """Whether ``thread`` waits, with no timeout, on an instrumented primitive nobody released: when
+    every thread a trial left does, none of them can end another's wait, and the grace given them
+    would only be waited out (a daemon worker parked on ``queue.get()`` after the trial, say)."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        if frame.f_code is _BLOCK_CODE:
+            waiting = frame.f_locals.get("waiting")
+            return waiting is not None and not waiting.timed and not waiting.runnable()
+        frame = frame.f_back
+    return False
+
+
+_BLOCK_CODE = primitives._block.__code__
+
+
 def _leaked_threads(before: set[threading.Thread], *, grace: float = 0.2) -> tuple[str | None, bool]:
     """Threads the trial started and left running: (what to report, whether the worker must be
     replaced so the next trial starts clean). Threads cannot be stopped, only abandoned with their
     process. A few daemon threads (a queue's feeder, say) are tolerated."""
     deadline = time.monotonic() + grace
     left = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-    for thread in left:
-        thread.join(max(0.0, deadline - time.monotonic()))
+    while left and time.monotonic() < deadline and not all(_waits_for_good(t) for t in left):
+        left[0].join(min(LEFT_THREADS_POLL, max(0.0, deadline - time.monotonic())))
+        left = [t for t in left if t.is_alive()]
     left = [t for t in left if t.is_alive()]
     plain = [t for t in left if not t.daemon]
     if plain:

@@ -68,6 +68,21 @@ def test_a_notified_waiter_is_runnable() -> None:
     assert waiting.runnable()
 
 
+def test_a_notified_waiter_that_took_its_token_back_is_still_runnable() -> None:
+    # The window of a false "everyone waits": the notified thread has its token back (locked
+    # again) but has not yet left its wait, and the OS keeps it off the CPU a long while.
+    condition = threading.Condition()
+    token = allocate_lock()
+    token.acquire()
+    condition._waiters.append(token)  # type: ignore[attr-defined]
+    waiting = Waiting(condition, token=token, waiters=condition._waiters, timed=False)  # type: ignore[attr-defined]
+    assert not waiting.runnable()
+    with condition:
+        condition.notify()  # releases the token and takes it off the list
+    assert token.acquire(False)  # the waiter takes it back...
+    assert waiting.runnable()  # ...and still counts as moving, not stuck
+
+
 def test_evidence_failure_still_reports_the_deadlock(monkeypatch: pytest.MonkeyPatch) -> None:
     graph = _graph()
     lock_a, lock_b = _lock(owner=2), _lock(owner=1)
