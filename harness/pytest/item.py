@@ -41,7 +41,7 @@ __all__ = ["run_item"]
 
 #: Trials per stress test unless something says otherwise: a test suite runs many tests.
 DEFAULT_ITERATIONS = 200
-_MARKER_ONLY = ("threads", "expect")
+_MARKER_ONLY = ("threads", "expect", "shared_fixtures")
 _NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -55,12 +55,12 @@ def run_item(item: pytest.Function, marker: pytest.Mark, *, lines: list[str]) ->
     """
     if marker.args:
         pytest.fail(f"@pytest.mark.stress takes keyword arguments only, not {marker.args!r}", pytrace=False)
-    problem = None
+    problem = _function_scoped_fixtures(item, marker)
     try:
         config = _config(item, marker)
         expect = Expect.parse(marker.kwargs.get("expect", "safe"), where="@pytest.mark.stress(expect=...)")
     except StressError as exc:
-        problem = f"stress: {exc}"
+        problem = problem or f"stress: {exc}"
     if problem is not None:
         pytest.fail(problem, pytrace=False)
     variant = _variant(item, marker, expect)
@@ -97,6 +97,31 @@ def run_item(item: pytest.Function, marker: pytest.Mark, *, lines: list[str]) ->
             f"(failure rate {summary.rate_text()}); more iterations may expose it · seed {config.seed}",
             pytrace=False,
         )
+
+
+def _function_scoped_fixtures(item: pytest.Function, marker: pytest.Mark) -> str | None:
+    """Refuse a test that takes function-scoped fixtures, unless the marker says sharing them is
+    meant (``shared_fixtures=True``): pytest makes them once per test, and every trial of a worker
+    would see what the trials before it left in them — a list grown by each, a file appended to —
+    and fail for it, though the code under test did nothing wrong. Hypothesis refuses ``@given``
+    tests with such fixtures for the same reason (its ``function_scoped_fixture`` health check)."""
+    if marker.kwargs.get("shared_fixtures"):
+        return None
+    definitions = item._fixtureinfo.name2fixturedefs
+    names = [
+        name
+        for name in item._fixtureinfo.argnames
+        if name != "stress_trial" and definitions.get(name) and definitions[name][-1].scope == "function"
+    ]
+    if not names:
+        return None
+    listed = ", ".join(names)
+    return (
+        f"stress: {item.name} takes function-scoped fixtures ({listed}): pytest makes them once per test, "
+        "and every trial would see what the trials before it left in them — a false failure waiting to happen. "
+        "Make the state inside the test, use a fixture of a wider scope that the test resets, or, if sharing "
+        "them across trials is what you mean, say @pytest.mark.stress(shared_fixtures=True)"
+    )
 
 
 # -- settings ---------------------------------------------------------------------------------------
@@ -178,9 +203,23 @@ def _variant(item: pytest.Function, marker: pytest.Mark, expect: Expect) -> Vari
 # -- what a failing test says -----------------------------------------------------------------------
 
 
+def _test_id(item: pytest.Function) -> str:
+    """The test as pytest takes it on a command line typed where this session was started: the
+    node id is relative to the rootdir, which may be a folder above."""
+    node = item.nodeid
+    _, sep, rest = node.partition("::")
+    started = Path(str(item.config.invocation_params.dir))
+    path = Path(str(item.path))
+    try:
+        where = str(path.relative_to(started))
+    except ValueError:
+        where = str(path)
+    return f"{where}{sep}{rest}" if sep else node
+
+
 def replay_command(item: pytest.Function, report: RunReport, result: TrialResult) -> str:
     config = report.info.config
-    words = ["pytest", item.nodeid, "--stress-seed", str(config.seed), "--stress-trial", str(result.trial)]
+    words = ["pytest", _test_id(item), "--stress-seed", str(config.seed), "--stress-trial", str(result.trial)]
     if config.controlled:
         words[2:2] = ["--stress-mode", "controlled"]
         record = result.schedule

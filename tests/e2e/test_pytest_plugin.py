@@ -164,6 +164,70 @@ def test_settings_come_from_options_markers_ini_and_pyproject(project: Path) -> 
     assert "iterations = 0 in [tool.stress] of" in bad.stdout
 
 
+FIXTURES = """
+import threading
+
+import pytest
+
+
+@pytest.fixture
+def items():
+    return []
+
+
+@pytest.fixture(scope="module")
+def lock():
+    return threading.Lock()
+
+
+@pytest.mark.stress(iterations=40, threads=1)
+def test_appends_to_a_function_fixture(items):
+    worker = threading.Thread(target=items.append, args=(1,))
+    worker.start()
+    worker.join()
+    assert items == [1]
+
+
+@pytest.mark.stress(iterations=40, threads=1, shared_fixtures=True)
+def test_shares_it_on_purpose(items):
+    items.append(1)
+
+
+@pytest.mark.stress(iterations=40)
+def test_a_wider_fixture_is_fine(stress_trial, lock):
+    total = []
+
+    def add():
+        with lock:
+            total.append(1)
+
+    stress_trial.run_threads(add, count=2)
+    assert len(total) == 2
+"""
+
+
+def test_a_test_with_function_scoped_fixtures_is_refused_not_failed_by_its_own_leftovers(project: Path) -> None:
+    (project / "test_fixtures.py").write_text(FIXTURES)
+    done = pytest_run(project, "test_fixtures.py", "--stress-seed", "4")
+    out = done.stdout
+    assert outcome_counts(out) == {"failed": 1, "passed": 2}, out + done.stderr
+    refused = out.split("_ test_appends_to_a_function_fixture _", 1)[1]
+    assert "takes function-scoped fixtures (items)" in refused
+    assert "shared_fixtures=True" in refused
+    assert "trials failed" not in refused  # refused before any trial: no failure rate to misread
+
+
+def test_the_replay_command_is_typed_where_pytest_was_started(project: Path) -> None:
+    (project / "sub").mkdir()
+    (project / "sub" / "test_counter.py").write_text(TESTS)
+    done = pytest_run(project / "sub", "test_counter.py::test_unlocked", "--stress-seed", "7")
+    replay = re.search(r"replay: (pytest .*)", done.stdout)
+    assert replay, done.stdout
+    assert replay.group(1).startswith("pytest test_counter.py::test_unlocked ")  # not sub/test_counter.py
+    again = pytest_run(project / "sub", *shlex.split(replay.group(1))[1:])
+    assert outcome_counts(again.stdout) == {"failed": 1}, again.stdout
+
+
 def test_with_pytest_repeat(project: Path) -> None:
     done = pytest_run(project, "--count", "3", "--stress-iterations", "80", "--stress-seed", "11")
     assert outcome_counts(done.stdout) == {"failed": 3, "passed": 3}, done.stdout + done.stderr
