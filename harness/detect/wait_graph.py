@@ -168,11 +168,13 @@ class WaitGraph:
             candidate = self._cycle_through(ident) or self._everyone_stuck()
             if candidate is None or candidate != previous:
                 return candidate
+            # Described before the waits are told to abort, and under the mutex: an aborted wait
+            # leaves the graph, and a description made after it would say "a lock" for its lock.
+            try:
+                self.finding = self._describe(candidate)
+            except Exception as exc:  # evidence is best effort; the deadlock itself is certain
+                self.finding = Deadlock(str(candidate[0]), "threads wait for each other", (f"(no details: {exc!r})",))
             self.aborting = True
-        try:
-            self.finding = self._describe(candidate)
-        except Exception as exc:  # evidence is best effort; the deadlock itself is certain
-            self.finding = Deadlock(str(candidate[0]), "threads wait for each other", (f"(no details: {exc!r})",))
         return candidate
 
     def declare(self, ident: int) -> Deadlock:
@@ -183,11 +185,11 @@ class WaitGraph:
             if candidate is None:
                 state = tuple((i, id(w.primitive), 0) for i, w in sorted(self.waiting.items()))
                 candidate = ("stuck", self.version, state)
+            try:
+                self.finding = self._describe(candidate)
+            except Exception as exc:
+                self.finding = Deadlock("stuck", "threads wait for each other", (f"(no details: {exc!r})",))
             self.aborting = True
-        try:
-            self.finding = self._describe(candidate)
-        except Exception as exc:
-            self.finding = Deadlock("stuck", "threads wait for each other", (f"(no details: {exc!r})",))
         return self.finding
 
     def has_cycle(self, ident: int) -> bool:
