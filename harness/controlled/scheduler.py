@@ -188,6 +188,8 @@ class Scheduler:
         #: Describes a deadlock among ``blocked`` threads, joins and futures included
         #: (`harness.controlled.threads.describe_deadlock`); None: the wait-for graph alone.
         self.describe_deadlock: Callable[[Scheduler, list[Managed]], Deadlock] | None = None
+        #: Whether blocked threads wait for each other in a cycle (`harness.controlled.threads.in_a_cycle`).
+        self.in_a_cycle: Callable[[Scheduler, list[Managed]], bool] | None = None
 
     # -- the threads -------------------------------------------------------------------------------
 
@@ -269,6 +271,13 @@ class Scheduler:
         if self.released:
             return
         left = [m for m in others if m.state != DONE]
+        stuck = [m for m in left if m.state == BLOCKED and m.deadline is None and m.ready is not None and not m.ready()]
+        cycle = self.in_a_cycle
+        exits = all(m.daemon for m in stuck)
+        if not (self.aborting or exits) and len(stuck) == len(left) and cycle is not None and cycle(self, stuck):
+            # Threads left waiting for each other, one of them not a daemon: the process could
+            # never exit. A deadlock, with its cycle, not just threads left blocked.
+            self._declare_deadlock(stuck[0])
         if not self.aborting:
             self.left_running = [m.name for m in left if not m.daemon and not _idle_pool_worker(m)]
         self.unwinding = True

@@ -58,6 +58,7 @@ def patched(scheduler: Scheduler) -> Iterator[None]:
     global _scheduler
     _scheduler = scheduler
     scheduler.describe_deadlock = describe_deadlock
+    scheduler.in_a_cycle = in_a_cycle
     _submitted.clear()
     _running.clear()
     threading.Thread.start = _start  # type: ignore[method-assign]
@@ -266,6 +267,26 @@ def describe_deadlock(scheduler: Scheduler, blocked: list[Managed]) -> Deadlock:
         else f"all {count} threads wait, and none of them can wake another"
     )
     return Deadlock("stuck", summary, lines)
+
+
+def in_a_cycle(scheduler: Scheduler, blocked: list[Managed]) -> bool:
+    """Whether some of ``blocked`` wait for each other in a cycle (of locks, joins or futures),
+    decided without declaring anything: for the threads a body left behind, a cycle is a deadlock,
+    anything else a thread left waiting."""
+    for managed in blocked:
+        if managed.waits_for is None and scheduler.graph.has_cycle(managed.ident):
+            return True
+    edges = {m.index: wait_edge(scheduler, m)[1] for m in blocked}
+    for start in blocked:
+        seen: set[int] = set()
+        index: int | None = start.index
+        while index is not None and index in edges and index not in seen:
+            seen.add(index)
+            nxt = edges[index]
+            index = nxt.index if nxt is not None else None
+            if index == start.index:
+                return True
+    return False
 
 
 def _ordered(members: set[int], start: int, edges: dict[int, tuple[str, Managed | None]]) -> list[int]:

@@ -334,6 +334,23 @@ def test_a_threaded_pytest_test_runs_controlled_as_written(tmp_path: Path) -> No
     assert "FAILED" in done.stdout
 
 
+def test_threads_left_joining_each_other_are_a_deadlock_with_the_cycle(tmp_path: Path) -> None:
+    (tmp_path / "joins.py").write_text(
+        "import threading\nfrom harness import Scenario\nscenario = Scenario('joins', 'each joins the other')\n"
+        "@scenario.variant(expect='unsafe')\ndef cycle(trial):\n    both = threading.Event()\n    held = {}\n"
+        "    def first():\n        both.wait()\n        held['second'].join()\n"
+        "    def second():\n        both.wait()\n        held['first'].join()\n"
+        "    held['first'] = threading.Thread(target=first)\n    held['second'] = threading.Thread(target=second)\n"
+        "    held['first'].start()\n    held['second'].start()\n    both.set()\n"
+        "    held['first'].join(timeout=1)\n    held['second'].join(timeout=1)\n"
+    )
+    stress("run", "joins.py", "--mode", "controlled", "-n", "10", "--out", "run", cwd=tmp_path)
+    data = variant(summary(tmp_path / "run"), "joins/cycle")
+    assert data["outcomes"] == {"deadlocked": 10}, data
+    messages = [r["evidence"]["messages"][0] for r in results(tmp_path / "run")]
+    assert all("waits in join() for" in m and " → " in m for m in messages), messages
+
+
 def test_a_non_daemon_thread_left_blocked_at_the_end_is_an_error_not_a_hang(tmp_path: Path) -> None:
     (tmp_path / "left.py").write_text(
         "import threading\nfrom harness import Scenario\nscenario = Scenario('left', 'a thread left waiting')\n"
