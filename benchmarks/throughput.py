@@ -1,18 +1,24 @@
-"""Harness throughput against a bare loop, and what preemption injection buys.
+"""Harness throughput against a bare loop, worker scaling, and bugs found per second.
 
 Prints, from one run (these machines are shared; only ratios measured together mean anything):
 
-1. trials/s of a bare loop that starts and joins two threads doing nothing;
-2. trials/s of the harness running a variant that does the same, perturbation off, one worker,
-   and its ratio to (1);
-3. the failure rate of ``counter/no-lock`` with injection on (the defaults) and off (``--preempt 0``).
+1. trials/s of a bare loop that starts and joins two threads doing nothing (measured before and
+   after the harness runs, averaged: the baseline);
+2. trials/s of the harness running a variant that does the same, one worker, with perturbation
+   off and with the default knobs, each as a ratio to (1);
+3. the scaling from one worker to two (default knobs);
+4. failures per second of ``counter/no-lock`` and ``bank/unsafe`` with the default knobs (the
+   failure rate times trials/s: what a minute of stress finds), and the counter's failure rate
+   with injection off (``--preempt 0``), to show what preemption buys.
 
-Usage: ``python benchmarks/throughput.py [--trials N] [--counter-trials N]``
+Usage: ``python benchmarks/throughput.py [--trials N] [--bug-trials N] [--json]``
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import tempfile
 import threading
 import time
@@ -44,40 +50,97 @@ def bare_loop(trials: int) -> float:
     return trials / (time.perf_counter() - start)
 
 
-def harness_rate(trials: int, out: Path) -> float:
-    config = RunConfig(iterations=trials, seed=1, jobs=1, perturbation=Perturbation.none())
+def harness_rate(trials: int, out: Path, *, perturbation: Perturbation, jobs: int = 1) -> float:
+    config = RunConfig(iterations=trials, seed=1, jobs=jobs, perturbation=perturbation)
     report = run(list(trivial), config, reports=out)
     return report.trials / report.wall
 
 
-def counter_rates(trials: int, out: Path) -> tuple[float, float, float, float]:
-    no_lock = Registry.builtin().select(["counter"], ["no-lock"])
-    rates = []
-    for perturbation in (Perturbation(), Perturbation().with_(preempt=Knob())):
-        report = run(no_lock, RunConfig(iterations=trials, seed=1, perturbation=perturbation), reports=out)
-        summary = report.variants[0]
-        rates += [summary.rate, summary.low]
-    return rates[0], rates[1], rates[2], rates[3]
+def bug_rate(key: str, trials: int, out: Path, perturbation: Perturbation) -> dict[str, float]:
+    """Failure rate (with its Wilson lower bound), trials/s and failures/s of a built-in variant."""
+    scenario, _, variant = key.partition("/")
+    chosen = Registry.builtin().select([scenario], [variant])
+    report = run(chosen, RunConfig(iterations=trials, seed=1, perturbation=perturbation), reports=out)
+    summary = report.variants[0]
+    per_second = report.trials / report.wall
+    return {
+        "rate": summary.rate,
+        "low": summary.low,
+        "trials_per_second": per_second,
+        "failures_per_second": summary.failures / report.wall,
+    }
+
+
+def measure(trials: int, bug_trials: int) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        bare_loop(200)  # warm up
+        bare = bare_loop(trials)
+        off = harness_rate(trials, out, perturbation=Perturbation.none())
+        default = harness_rate(trials, out, perturbation=Perturbation())
+        two = harness_rate(trials, out, perturbation=Perturbation(), jobs=2)
+        bare_again = bare_loop(trials)  # the machine may have changed meanwhile
+        baseline = (bare + bare_again) / 2
+        bugs = {key: bug_rate(key, bug_trials, out, Perturbation()) for key in ("counter/no-lock", "bank/unsafe")}
+        no_injection = bug_rate("counter/no-lock", bug_trials, out, Perturbation().with_(preempt=Knob()))
+    return {
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg()[0],
+        "bare_loop_trials_per_second": baseline,
+        "bare_loop_runs": [bare, bare_again],
+        "harness_off_trials_per_second": off,
+        "harness_default_trials_per_second": default,
+        "ratio_off": off / baseline,
+        "ratio_default": default / baseline,
+        "two_workers_trials_per_second": two,
+        "scaling_1_to_2": two / default,
+        "bugs": bugs,
+        "counter_no_injection": no_injection,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=5000)
-    parser.add_argument("--counter-trials", type=int, default=1000)
+    parser.add_argument("--trials", type=int, default=5000, help="trials of the bare loop and the trivial variant")
+    parser.add_argument("--bug-trials", type=int, default=2000, help="trials of counter/no-lock and bank/unsafe")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        bare_loop(200)  # warm up
-        bare = bare_loop(args.trials)
-        harness = harness_rate(args.trials, out)
-        bare_again = bare_loop(args.trials)  # the machine may have changed meanwhile
-        baseline = (bare + bare_again) / 2
-        print(f"bare loop (start+join 2 threads):      {baseline:9.0f} trials/s  ({bare:.0f}, {bare_again:.0f})")
-        print(f"harness, perturbation off, 1 worker:   {harness:9.0f} trials/s")
-        print(f"ratio harness / bare loop:             {harness / baseline:9.2f}   (acceptance: >= 0.50)")
-        on, on_low, off, off_low = counter_rates(args.counter_trials, out)
-        print(f"counter/no-lock, injection on:         {on:9.1%} failed (95 % lower bound {on_low:.1%})")
-        print(f"counter/no-lock, --preempt 0:          {off:9.1%} failed (95 % lower bound {off_low:.1%})")
+    m = measure(args.trials, args.bug_trials)
+    if args.json:
+        print(json.dumps(m))
+        return
+    bare = m["bare_loop_runs"]
+    assert isinstance(bare, list)
+    print(f"{m['cpus']} CPUs, load average {m['load_average']:.1f} at the end")
+    print(
+        f"bare loop (start+join 2 threads):      {m['bare_loop_trials_per_second']:9.0f} trials/s  "
+        f"({bare[0]:.0f}, {bare[1]:.0f})"
+    )
+    print(
+        f"harness, perturbation off, 1 worker:   {m['harness_off_trials_per_second']:9.0f} trials/s   "
+        f"{m['ratio_off']:.2f}× the bare loop"
+    )
+    print(
+        f"harness, default knobs, 1 worker:      {m['harness_default_trials_per_second']:9.0f} trials/s   "
+        f"{m['ratio_default']:.2f}× the bare loop"
+    )
+    print(
+        f"harness, default knobs, 2 workers:     {m['two_workers_trials_per_second']:9.0f} trials/s   "
+        f"{m['scaling_1_to_2']:.2f}× one worker"
+    )
+    bugs = m["bugs"]
+    assert isinstance(bugs, dict)
+    for key, b in bugs.items():
+        print(
+            f"{key + ', default knobs:':38} {b['rate']:9.1%} failed (lower bound {b['low']:.1%}), "
+            f"{b['trials_per_second']:.0f} trials/s, {b['failures_per_second']:.1f} failures/s"
+        )
+    c = m["counter_no_injection"]
+    assert isinstance(c, dict)
+    print(
+        f"{'counter/no-lock, --preempt 0:':38} {c['rate']:9.1%} failed (lower bound {c['low']:.1%}), "
+        f"{c['failures_per_second']:.1f} failures/s"
+    )
 
 
 if __name__ == "__main__":
