@@ -240,22 +240,11 @@ def describe_deadlock(scheduler: Scheduler, blocked: list[Managed]) -> Deadlock:
         if managed.waits_for is None and graph.has_cycle(managed.ident):
             return graph.declare(managed.ident)
     edges = {m.index: wait_edge(scheduler, m) for m in blocked}
-    for start in blocked:
-        hops: list[str] = []
-        seen: set[int] = set()
-        index: int | None = start.index
-        while index is not None and index in edges and index not in seen:
-            seen.add(index)
-            text, nxt = edges[index]
-            hops.append(text)
-            index = nxt.index if nxt is not None else None
-            if index == start.index:
-                lines = tuple(
-                    f"{edges[i][0]} at {graph.where(scheduler.threads[i].ident)}"
-                    for i in _ordered(seen, start.index, edges)
-                )
-                graph.aborting = True
-                return Deadlock("cycle", " → ".join(hops), lines)
+    cycle = _wait_cycle(edges)
+    if cycle is not None:
+        lines = tuple(f"{edges[i][0]} at {graph.where(scheduler.threads[i].ident)}" for i in cycle)
+        graph.aborting = True
+        return Deadlock("cycle", " → ".join(edges[i][0] for i in cycle), lines)
     if all(m.waits_for is None for m in blocked):
         return graph.declare(blocked[0].ident)
     lines = tuple(f"{edges[m.index][0]} at {graph.where(m.ident)}" for m in blocked)
@@ -276,25 +265,19 @@ def in_a_cycle(scheduler: Scheduler, blocked: list[Managed]) -> bool:
     for managed in blocked:
         if managed.waits_for is None and scheduler.graph.has_cycle(managed.ident):
             return True
-    edges = {m.index: wait_edge(scheduler, m)[1] for m in blocked}
-    for start in blocked:
-        seen: set[int] = set()
-        index: int | None = start.index
-        while index is not None and index in edges and index not in seen:
-            seen.add(index)
-            nxt = edges[index]
+    return _wait_cycle({m.index: wait_edge(scheduler, m) for m in blocked}) is not None
+
+
+def _wait_cycle(edges: dict[int, tuple[str, Managed | None]]) -> list[int] | None:
+    """The first cycle of ``edges`` (thread -> the thread its wait needs), as thread indices in
+    order from where it was found, or None."""
+    for start in edges:
+        order: list[int] = []
+        index: int | None = start
+        while index is not None and index in edges and index not in order:
+            order.append(index)
+            nxt = edges[index][1]
             index = nxt.index if nxt is not None else None
-            if index == start.index:
-                return True
-    return False
-
-
-def _ordered(members: set[int], start: int, edges: dict[int, tuple[str, Managed | None]]) -> list[int]:
-    order, index = [], start
-    while index in members and index not in order:
-        order.append(index)
-        nxt = edges[index][1]
-        if nxt is None:
-            break
-        index = nxt.index
-    return order
+            if index == start:
+                return order
+    return None

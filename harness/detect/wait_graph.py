@@ -170,10 +170,7 @@ class WaitGraph:
                 return candidate
             # Described before the waits are told to abort, and under the mutex: an aborted wait
             # leaves the graph, and a description made after it would say "a lock" for its lock.
-            try:
-                self.finding = self._describe(candidate)
-            except Exception as exc:  # evidence is best effort; the deadlock itself is certain
-                self.finding = Deadlock(str(candidate[0]), "threads wait for each other", (f"(no details: {exc!r})",))
+            self.finding = self._described(candidate)
             self.aborting = True
         return candidate
 
@@ -185,10 +182,7 @@ class WaitGraph:
             if candidate is None:
                 state = tuple((i, id(w.primitive), 0) for i, w in sorted(self.waiting.items()))
                 candidate = ("stuck", self.version, state)
-            try:
-                self.finding = self._describe(candidate)
-            except Exception as exc:
-                self.finding = Deadlock("stuck", "threads wait for each other", (f"(no details: {exc!r})",))
+            self.finding = self._described(candidate)
             self.aborting = True
         return self.finding
 
@@ -242,6 +236,12 @@ class WaitGraph:
         return ("stuck", self.version, tuple(sorted(state)))
 
     # -- evidence --------------------------------------------------------------------------------
+
+    def _described(self, candidate: Snapshot) -> Deadlock:
+        try:
+            return self._describe(candidate)
+        except Exception as exc:  # evidence is best effort; the deadlock itself is certain
+            return Deadlock(str(candidate[0]), "threads wait for each other", (f"(no details: {exc!r})",))
 
     def _describe(self, candidate: Snapshot) -> Deadlock:
         frames = sys._current_frames()
