@@ -45,6 +45,7 @@ EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMIN
 _BOOLEAN_FLAGS = {
     "shuffle": ("--shuffle", "--no-shuffle"),
     "barrier": ("--barrier", "--no-barrier"),
+    "fresh_threads": ("--fresh-threads", "--no-fresh-threads"),
     "perturbation": ("--perturbation", "--no-perturbation"),
     "strict": ("--strict", "--no-strict"),
 }
@@ -195,6 +196,12 @@ def show_command(scenario: str) -> None:
 )
 @click.option("--shuffle/--no-shuffle", default=None, help="Start actors in random order [default: on].")
 @click.option("--barrier/--no-barrier", default=None, help="Start actors together at a barrier [default: on].")
+@click.option(
+    "--fresh-threads/--no-fresh-threads",
+    default=None,
+    help="Start a new thread for every thread actor of every trial, instead of reusing parked actor "
+    "threads (slower; what a trial can see is fresh either way) [default: reuse].",
+)
 @click.option(
     "--no-perturbation",
     "perturbation",

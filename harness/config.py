@@ -230,6 +230,7 @@ KNOWN = (
     "step_limit",
     "scope",
     "exclude",
+    "fresh_threads",
     *_KNOBS,
     *_SWITCHES,
 )
@@ -361,6 +362,9 @@ def build_config(
         got = get(key)
         if got is not None:
             knobs[key] = _boolean(*got)
+    fresh = get("fresh_threads")
+    if fresh is not None:
+        knobs["fresh_threads"] = _boolean(*fresh)
     perturbation = perturbation.with_(**knobs)
 
     mode = chosen.get("mode")

@@ -36,7 +36,7 @@ from harness.detect import primitives
 from harness.detect.instrument import Instrumenter
 from harness.detect.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph
 from harness.perturb import mp_delays, preempt
-from harness.perturb.pause import pause
+from harness.perturb.pause import delay as start_delay
 from harness.perturb.plan import ActorStart, Plan
 from harness.perturb.preempt import Preemptor
 from harness.scope import Scope
@@ -315,7 +315,7 @@ def _child_main(child: _Child) -> None:
         if child.go is not None:
             child.go.wait()
         if child.start.delay:
-            pause(child.start.delay)
+            start_delay(child.start.delay)
         seed = hash((plan.seed, child.start.actor)) & ((1 << 63) - 1)
         mp_delays.activate(plan.sync, plan.delay, seed=seed)
         preemptor.start(plan.preempt, pause=plan.delay, seed=seed)

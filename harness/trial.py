@@ -9,8 +9,10 @@ recorded here.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import random
+import sys
 import threading
 import traceback
 from collections.abc import Callable
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.detect.findings import Findings
 from harness.detect.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph
-from harness.perturb.pause import pause
+from harness.perturb.pause import delay as start_delay
 from harness.perturb.plan import ActorStart, Plan
 from harness.scope import HARNESS_DIR
 from harness.text import actor_names, clip
@@ -27,6 +29,7 @@ from harness.text import actor_names, clip
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
 
+    from harness.actors import ActorPool
     from harness.processes import ProcessGroup
 
 __all__ = ["ActorGroup", "Trial"]
@@ -44,6 +47,8 @@ class Trial:
         plan: This trial's perturbation plan.
         rng: A `random.Random` seeded from the plan, for any randomness the variant needs (amounts,
             choices), so a replayed trial sees the same values.
+        pool: Parked threads the thread actors run on (`harness.actors`), or None for a new
+            thread per actor (``--fresh-threads``, controlled mode).
         start_method: How process actors start: ``fork``, ``spawn`` or ``forkserver``.
         actors: How many actors a variant that lets it vary should start.
     """
@@ -59,8 +64,11 @@ class Trial:
         scheduler: Any = None,
         on_failure: Callable[[str, BaseException | None], None] | None = None,
         findings: Findings | None = None,
+        pool: ActorPool | None = None,
     ) -> None:
         self.plan = plan
+        #: Parked actor threads to run thread actors on (None: a new thread per actor).
+        self.pool = pool
         self.graph = graph
         #: Deadlocks reported by the trial's other processes (see `harness.detect.findings`).
         self.findings = findings
@@ -73,7 +81,7 @@ class Trial:
         #: in the thread where it happened: `stress replay --pdb` stops there.
         self.on_failure = on_failure
         self.start_method = start_method
-        self.rng = random.Random(plan.seed)
+        self._rng: random.Random | None = None
         self.failures: list[str] = []
         self.errors: list[str] = []
         self.crashes: list[str] = []
@@ -81,6 +89,13 @@ class Trial:
         self.starts: list[tuple[ActorStart, ...]] = []
         self._lock = threading.Lock()
         self._groups = 0
+
+    @property
+    def rng(self) -> random.Random:
+        """A `random.Random` seeded from the plan (made on first use)."""
+        if self._rng is None:
+            self._rng = random.Random(self.plan.seed)
+        return self._rng
 
     @property
     def mp(self) -> BaseContext:
@@ -263,30 +278,67 @@ class ActorGroup:
         starts = trial.plan.starts(count, group=self._index)
         trial.starts.append(tuple(starts))
         results: list[Any] = [None] * count
-        barrier = threading.Barrier(count) if trial.plan.barrier and count > 1 else None
-
         names = self._names()
 
         def actor_main(index: int, delay: float) -> None:
             fn, args, _ = self._actors[index]
             label = names[index]
             try:
-                if barrier is not None:
-                    barrier.wait()
                 if delay:
-                    pause(delay)
+                    start_delay(delay)
                 results[index] = fn(*args)
             except BaseException as exc:  # an actor's SystemExit or KeyboardInterrupt is a finding too
                 trial.record_exception(label, exc)
 
+        pool = trial.pool
+        # 3.11's preemption traces every call of this thread; starting and joining actors is
+        # stress's own work, not the code under test's (3.12+ skips it at no cost).
+        trace = sys.gettrace()
+        if trace is not None:
+            sys.settrace(None)
+        try:
+            self._start_and_join(starts, actor_main, names, pool)
+        finally:
+            if trace is not None:
+                sys.settrace(trace)
+        self.results = results
+        trial.end_if_deadlocked()
+
+    def _start_and_join(
+        self,
+        starts: list[ActorStart],
+        actor_main: Callable[[int, float], None],
+        names: list[str],
+        pool: ActorPool | None,
+    ) -> None:
+        trial = self._trial
+        count = len(starts)
+        graph = trial.graph
+        if pool is not None and not trial.plan.fresh_threads:
+            actors = pool.take(count)
+            work = [functools.partial(actor_main, s.actor, s.delay) for s in starts]
+            if graph is not None:
+                graph.set_joining(True)  # waiting for actors: this thread can wake nobody
+            try:
+                pool.run(actors, [names[s.actor] for s in starts], work, together=trial.plan.barrier)
+            finally:
+                if graph is not None:
+                    graph.set_joining(False)
+            return
+        barrier = threading.Barrier(count) if trial.plan.barrier and count > 1 else None
+
+        def with_barrier(index: int, delay: float) -> None:
+            if barrier is not None:
+                barrier.wait()
+            actor_main(index, delay)
+
         # Daemon threads: if an actor never returns, the worker is replaced, and nothing waits on it.
         threads = [
-            threading.Thread(target=actor_main, args=(s.actor, s.delay), name=names[s.actor], daemon=True)
+            threading.Thread(target=with_barrier, args=(s.actor, s.delay), name=names[s.actor], daemon=True)
             for s in starts
         ]
         for thread in threads:
             thread.start()
-        graph = trial.graph
         if graph is not None:
             graph.set_joining(True)  # waiting for actors: this thread can wake nobody
         try:
@@ -295,8 +347,6 @@ class ActorGroup:
         finally:
             if graph is not None:
                 graph.set_joining(False)
-        self.results = results
-        trial.end_if_deadlocked()
 
     def _run_controlled(self) -> None:
         """Controlled mode: the actors are threads the body starts and joins, like any other, and

@@ -140,6 +140,8 @@ class Instrumenter:
         self._modules: list[ModuleType] | None = None
         self._adopted = False
         self._undo: list[tuple[Any, str, Any]] = []
+        #: The names to swap, found at the first install: (namespace, name, original).
+        self._names: list[tuple[Any, str, Any]] | None = None
 
     def install(self) -> None:
         if self._undo:
@@ -148,16 +150,26 @@ class Instrumenter:
         threading.Thread.join = _join  # type: ignore[method-assign]
         for stand_in in _STAND_INS.values():
             stand_in._scope = self.scope
-        for module, name, _ in _REPLACED:
-            self._swap(module, name)
-        for module in self._in_scope_modules():
-            for name, value in list(vars(module).items()):
-                if id(value) in _STAND_INS and _ORIGINALS.get(id(value)) is value:
-                    self._swap(module, name)
+        if self._names is None:
+            self._names = self._find_names()
+        for module, name, original in self._names:
+            if getattr(module, name, None) is original:  # unless rebound since (then left alone)
+                self._undo.append((module, name, original))
+                setattr(module, name, _STAND_INS[id(original)])
         if not self._adopted:
             self._adopted = True
             for module in self._in_scope_modules():
                 adopt_globals(module)
+
+    def _find_names(self) -> list[tuple[Any, str, Any]]:
+        """``threading``'s and ``queue``'s names, and every global of an in-scope module bound to
+        one of their originals (``from threading import Lock``)."""
+        found = [(module, name, getattr(module, name)) for module, name, _ in _REPLACED]
+        for module in self._in_scope_modules():
+            for name, value in list(vars(module).items()):
+                if id(value) in _STAND_INS and _ORIGINALS.get(id(value)) is value:
+                    found.append((module, name, value))
+        return [(m, n, v) for m, n, v in found if _ORIGINALS.get(id(v)) is v]
 
     def uninstall(self) -> None:
         while self._undo:
@@ -165,14 +177,6 @@ class Instrumenter:
             setattr(namespace, name, value)
         for stand_in in _STAND_INS.values():
             stand_in._scope = None
-
-    def _swap(self, module: ModuleType, name: str) -> None:
-        value = getattr(module, name)
-        stand_in = _STAND_INS.get(id(value))
-        if stand_in is None or _ORIGINALS.get(id(value)) is not value:
-            return
-        self._undo.append((module, name, value))
-        setattr(module, name, stand_in)
 
     def _in_scope_modules(self) -> list[ModuleType]:
         """Modules of the code under test, found once (they are loaded before the worker forks)."""

@@ -124,11 +124,20 @@ class Session:
         self.new_order: list[dict[str, Any]] = []
         self.sync = sync
         self.pause = pause
-        self.rng = random.Random(f"stress-sync/{seed}")
+        self._seed = seed
+        self._rng: random.Random | None = None
         self.switches = 0
         self.site_counts: dict[tuple[str, int], list[int]] = {}
         #: Controlled mode's scheduler: operations are its scheduling points, waits go through it.
         self.controlled: Any = None
+
+    @property
+    def rng(self) -> random.Random:
+        """Where the ``sync`` switches fall, seeded from the plan (made at the first primitive
+        operation: most of a small trial's cost would otherwise be seeding it)."""
+        if self._rng is None:
+            self._rng = random.Random(f"stress-sync/{self._seed}")
+        return self._rng
 
 
 _session: Session | None = None

@@ -1,7 +1,8 @@
 """The engine: running trials, in a pool of worker processes or in this process.
 
 The parent side (`driver`) plans every trial from the run seed, feeds a pool of forked workers
-(`worker`) and records what the workers cannot: trials that hung, workers that died. It owns every
+(`worker`) in batches, reads their results from the files they append them to (`spool`: no message
+per trial) and records what the workers cannot: trials that hung, workers that died. It owns every
 deadline (`deadline`): a trial's clock starts when its body starts, which the worker says through a
 few bytes of shared memory (`beacon`), and a trial past its deadline is judged by what its threads
 are doing (`activity`: CPU, thread states, the timeouts of their waits), never by the wall clock

@@ -28,10 +28,12 @@ _DATA = struct.Struct("=qqd")  # seq, phase, since; after the generation
 _PROGRESS = struct.Struct("=q")  # after the data; bumped without the seqlock (any change will do)
 _ALARM = struct.Struct("=d")  # after the progress: when a signal timer the trial armed fires (0: none)
 _WAITS = struct.Struct("=qq")  # after the alarm: threads in instrumented untimed waits, such waits ended
+_EPOCH = struct.Struct("=q")  # after the waits: how many times the worker emptied its results spool
 _PROGRESS_AT = _GENERATION.size + _DATA.size
 _ALARM_AT = _PROGRESS_AT + _PROGRESS.size
 _WAITS_AT = _ALARM_AT + _ALARM.size
-_SIZE = _WAITS_AT + _WAITS.size
+_EPOCH_AT = _WAITS_AT + _WAITS.size
+_SIZE = _EPOCH_AT + _EPOCH.size
 
 
 class Phase(enum.IntEnum):
@@ -106,6 +108,14 @@ class Beacon:
         """(threads in instrumented untimed waits now, such waits ended so far)."""
         waiting, ended = _WAITS.unpack_from(self._map, _WAITS_AT)
         return int(waiting), int(ended)
+
+    def spool_epoch(self) -> int:
+        """How many times the worker emptied its results spool (`harness.engine.spool`)."""
+        (epoch,) = _EPOCH.unpack_from(self._map, _EPOCH_AT)
+        return int(epoch)
+
+    def set_spool_epoch(self, epoch: int) -> None:
+        _EPOCH.pack_into(self._map, _EPOCH_AT, epoch)
 
     def read(self) -> Reading:
         """The parent: where the worker is now."""

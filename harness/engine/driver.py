@@ -1,10 +1,11 @@
 """The driver, the parent's side of a run: plans trials, feeds workers, owns deadlines, records outcomes.
 
 The parent process runs a single-threaded event loop over the workers' pipes and process sentinels
-(no thread in the parent, so forking a replacement worker is always safe). Each worker has at most
-`PIPELINE` trials queued, so it never waits for the parent between trials. Results are written to
-``results.jsonl`` the moment they arrive, and the observer (the terminal display, say) hears of them
-at once.
+(no thread in the parent, so forking a replacement worker is always safe). Each worker has a queue of
+trials sent in batches, deep enough for `QUEUED` seconds of work (`PIPELINE` trials at least, `DEPTH`
+at most), so it never waits for the parent between trials. Workers append results to their spools
+(`harness.engine.spool`) instead of sending a message per trial; the parent reads them at least every
+`POLL` seconds, writes them to ``results.jsonl`` and tells the observer (the terminal display, say).
 
 Outcomes the worker cannot see are decided here: a trial still running at its deadline is ``hung``
 (the worker dumps its threads and is replaced), a worker that dies is ``crashed`` with its exit status.
@@ -17,6 +18,7 @@ import contextlib
 import datetime as _dt
 import functools
 import math
+import os
 import signal
 import sys
 import threading
@@ -51,6 +53,14 @@ from harness.scope import Scope
 __all__ = ["RunObserver", "run", "scope_for", "trial_shape"]
 
 PIPELINE = 2
+#: The most trials queued on one worker.
+DEPTH = 256
+#: Seconds of work a worker's queue should hold (by the recent trials' durations).
+QUEUED = 0.1
+#: Seconds between reads of the workers' spools while trials are in flight.
+POLL = 0.01
+#: Seconds a trial costs besides its body (stress's own work in the worker), for the queue depth.
+OVERHEAD = 0.0002
 #: Seconds the trials in flight get to finish after a first Ctrl-C or SIGTERM.
 STOP_GRACE = 0.5
 #: How many times a trial is run again when its worker was not in it, or left no evidence, before
@@ -99,6 +109,11 @@ def retire_helpers(pids: Iterable[int], *, grace: float = 2.0) -> None:
         remaining = [pid for pid in remaining if proc_tree.alive(pid)]
     # A pid may have been reused in the meantime: only a helper still is one.
     proc_tree.kill_all(pid for pid in remaining if proc_tree.is_helper(pid))
+
+
+def _gil_enabled() -> bool:
+    check = getattr(sys, "_is_gil_enabled", None)
+    return True if check is None else bool(check())
 
 
 def _without(data: dict[str, Any] | None, *keys: str) -> dict[str, Any] | None:
@@ -231,6 +246,8 @@ class _Engine:
         #: every process holding their pipes is gone; the run makes sure they did.
         self.retired: set[int] = set()
         self.done = 0
+        #: Recent trials' body durations, averaged (seconds; for the depth of the workers' queues).
+        self.recent = 0.0
         #: Controlled mode: variants with an unsupported schedule, whose other schedules are skipped
         #: (they would block where the scheduler cannot see as well), and how many were.
         self.unsupported: set[str] = set()
@@ -246,6 +263,8 @@ class _Engine:
         self.output_error: OutputError | None = None
         #: Cleans up after the workers if this process is killed before it can.
         self.janitor: Janitor | None = None
+        #: The CPUs this process may run on, for pinning workers (empty: not on this platform).
+        self.cpus: list[int] = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
     # -- the run ---------------------------------------------------------------------------------
 
@@ -264,7 +283,7 @@ class _Engine:
                 for _ in range(self.info.jobs):
                     if self.stopping:  # interrupted while starting the workers
                         break
-                    self.workers.append(self._spawn())
+                    self._enlist(self._spawn())
                 self._loop()
                 if self.stopping:
                     self._wind_down()
@@ -314,9 +333,9 @@ class _Engine:
         waiting = {w: w.pending[0].ticket for w in self.workers if w.pending}
         deadline = self.clock() + STOP_GRACE
         while waiting and self.clock() < deadline:
-            ready = set(wait([w.conn for w in waiting], timeout=min(TICK, max(0.0, deadline - self.clock()))))
+            wait([w.conn for w in waiting], timeout=min(POLL, max(0.0, deadline - self.clock())))
             for worker in list(waiting):
-                if worker.conn in ready and worker in self.workers:
+                if worker in self.workers:
                     self._drain(worker, self.clock())
                 if worker not in self.workers or not worker.pending or worker.pending[0].ticket != waiting[worker]:
                     del waiting[worker]
@@ -454,11 +473,12 @@ class _Engine:
                 break
             now = self.clock()
             wake = min((w.watch.due() for w in self.workers if w.watch is not None), default=now + TICK)
+            period = POLL if any(w.pending for w in self.workers) else TICK
             handles: list[Any] = [w.conn for w in self.workers] + [w.sentinel for w in self.workers]
-            ready = set(wait(handles, timeout=max(0.0, min(wake - now, TICK))))
+            ready = set(wait(handles, timeout=max(0.0, min(wake - now, period))))
             now = self.clock()
             for worker in list(self.workers):
-                if worker.conn in ready:
+                if worker.conn in ready or worker.pending:
                     self._drain(worker, now)
                 if worker in self.workers and worker.sentinel in ready:
                     self._lost(worker, now)
@@ -470,23 +490,39 @@ class _Engine:
                     self._cannot_write(exc)
             self.observer.tick()
 
+    def _depth(self) -> int:
+        """How many trials a worker's queue should hold: `QUEUED` seconds of recent trials."""
+        if not self.recent:
+            return PIPELINE
+        return max(PIPELINE, min(DEPTH, int(QUEUED / (self.recent + OVERHEAD))))
+
     def _dispatch(self) -> None:
         now = self.clock()
+        depth = self._depth()
         for worker in self.workers:
-            while worker.alive and len(worker.pending) < PIPELINE:
+            room = depth - len(worker.pending)
+            # Refill in batches, when the queue is half empty (or a worker has nothing queued).
+            if not worker.alive or room <= 0 or (worker.pending and room < max(1, depth // 2)):
+                continue
+            batch: list[Task] = []
+            while len(batch) < room:
                 task = self._next_task()
                 if task is None:
-                    return
-                try:
-                    worker.send(task)
-                except OSError:
-                    # The worker died since we last looked; its sentinel will say so and
-                    # `_lost` replaces it. The task goes to whoever is free next.
-                    self.requeued.appendleft(task)
-                    worker.alive = False
                     break
-                if len(worker.pending) == 1:
-                    self._start_head(worker, now)
+                batch.append(task)
+            if not batch:
+                return
+            was_idle = not worker.pending
+            try:
+                worker.send(batch)
+            except OSError:
+                # The worker died since we last looked; its sentinel will say so and
+                # `_lost` replaces it. The tasks go to whoever is free next.
+                self.requeued.extendleft(reversed(batch))
+                worker.alive = False
+                continue
+            if was_idle:
+                self._start_head(worker, now)
 
     def _start_head(self, worker: WorkerHandle, now: float) -> None:
         task = worker.pending[0]
@@ -496,7 +532,12 @@ class _Engine:
     # -- what workers report ---------------------------------------------------------------------
 
     def _drain(self, worker: WorkerHandle, now: float) -> None:
-        for message in worker.receive():
+        # The pipe first, then the spool: a worker appends a trial's result before it says anything
+        # about a later trial, so every result a message follows is read with it.
+        messages = worker.receive()
+        for record in worker.results.read():
+            self._finished(worker, record, now)
+        for message in messages:
             if message[0] == "internal":
                 raise InternalError(f"a worker failed outside any trial:\n{message[1]}")
             if message[0] == "retire":
@@ -505,44 +546,46 @@ class _Engine:
                 return
             if message[0] == "atomic":
                 self.atomic.update(message[1])
-                continue
-            if message[0] == "shrinking":
+            shrinking = message[0] == "shrinking"
+            if shrinking and worker.watch is not None and worker.pending and worker.pending[0].ticket == message[1]:
                 # The worker shrinks a failing schedule before reporting it: stress's own work.
-                if worker.watch is not None:
-                    worker.watch.allowance += SHRINK_ALLOWANCE
-                continue
-            _, ticket, label, duration, evidence, starts, switches, lock_order, schedule = message
-            task = worker.pending.popleft()
-            if task.ticket != ticket:
-                raise InternalError(f"worker answered dispatch {ticket} while {task.ticket} was expected")
-            watch = worker.watch
-            assert watch is not None, "a worker with pending trials always watches the first"
-            worker.watch = None
-            outcome = Outcome.from_label(label)
-            self.timeouts[task.variant.partition("/")[0]].observe(duration, task.variant)
-            self._record(
-                TrialResult(
-                    variant=task.variant,
-                    seq=task.seq,
-                    trial=task.plan.trial,
-                    outcome=outcome,
-                    duration=duration,
-                    plan=task.plan,
-                    starts=tuple(tuple(ActorStart(a, d) for a, d in group) for group in starts),
-                    switches=switches,
-                    timeout=watch.timeout,
-                    evidence=Evidence.from_dict(evidence),
-                    lock_order=tuple(lock_order),
-                    sweep=task.sweep,
-                    schedule=ScheduleRecord.from_dict(_without(schedule, "decisions", "progress")),
-                    extra=round(watch.extra, 4),
-                    notes=task.notes,
-                )
+                worker.watch.allowance += SHRINK_ALLOWANCE
+
+    def _finished(self, worker: WorkerHandle, record: tuple[Any, ...], now: float) -> None:
+        """Record a trial the worker finished (a record of its spool)."""
+        ticket, label, duration, evidence, starts, switches, lock_order, schedule = record
+        task = worker.pending.popleft()
+        if task.ticket != ticket:
+            raise InternalError(f"worker answered dispatch {ticket} while {task.ticket} was expected")
+        watch = worker.watch
+        assert watch is not None, "a worker with pending trials always watches the first"
+        worker.watch = None
+        outcome = Outcome.from_label(label)
+        self.timeouts[task.variant.partition("/")[0]].observe(duration, task.variant)
+        self.recent += (duration - self.recent) * (0.05 if self.recent else 1.0)
+        self._record(
+            TrialResult(
+                variant=task.variant,
+                seq=task.seq,
+                trial=task.plan.trial,
+                outcome=outcome,
+                duration=duration,
+                plan=task.plan,
+                starts=tuple(tuple(ActorStart(a, d) for a, d in group) for group in starts),
+                switches=switches,
+                timeout=watch.timeout,
+                evidence=Evidence.from_dict(evidence),
+                lock_order=tuple(lock_order),
+                sweep=task.sweep,
+                schedule=ScheduleRecord.from_dict(_without(schedule, "decisions", "progress")),
+                extra=round(watch.extra, 4),
+                notes=task.notes,
             )
-            if schedule is not None:
-                self._schedule_done(task, schedule)
-            if worker.pending:
-                self._start_head(worker, now)
+        )
+        if schedule is not None:
+            self._schedule_done(task, schedule)
+        if worker.pending:
+            self._start_head(worker, now)
 
     def _schedule_done(self, task: Task, info: dict[str, Any] | None) -> None:
         """Controlled mode: learn the schedule's length; feed an exhaustive search its choice points
@@ -765,8 +808,16 @@ class _Engine:
             if fresh is not None:
                 self._dispose(fresh, spare=False)
             fresh = self._spawn()
-        self.workers.append(fresh)
+        self._enlist(fresh)
         self._dispatch()
+
+    def _enlist(self, worker: WorkerHandle) -> None:
+        """Put ``worker`` in the pool, on a CPU of its own when there is one for every worker and the
+        interpreter has a GIL (without one, a worker's threads run in parallel and need them all)."""
+        taken = {w.cpu for w in self.workers}
+        self.workers.append(worker)
+        if self.cpus and self.info.jobs <= len(self.cpus) and _gil_enabled():
+            worker.pin(next((cpu for cpu in self.cpus if cpu not in taken), None))
 
     def _dispose(self, worker: WorkerHandle, *, spare: bool = True) -> None:
         """Bury a worker taken out of the pool; keep a spare ready, since this run replaces workers."""

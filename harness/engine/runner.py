@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.actors import ActorPool
 from harness.controlled.schedule import Decision, Schedule
 from harness.controlled.scheduler import Scheduler, Step
 from harness.controlled.session import Control, controlled
@@ -88,6 +89,7 @@ def run_trial(
     phases: Callable[[Phase], None] | None = None,
     findings: Findings | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    pool: ActorPool | None = None,
 ) -> TrialRun:
     """Run ``variant`` once under ``plan`` and judge it.
 
@@ -104,6 +106,8 @@ def run_trial(
             worker's beacon, so that the trial's deadline counts the body alone.
         findings: Where processes forked during the trial report the deadlocks they find (emptied
             here before the trial).
+        pool: Parked actor threads to run the trial's thread actors on (None: a new thread per
+            actor; the plan's ``fresh_threads`` asks for that too).
     """
     global _current
     graph = WaitGraph(
@@ -124,6 +128,7 @@ def run_trial(
         actors=actors,
         on_failure=on_failure,
         findings=findings,
+        pool=pool,
     )
     old_interval = sys.getswitchinterval()
     old_hook = threading.excepthook

@@ -37,6 +37,7 @@ from multiprocessing.connection import Connection
 from typing import IO, Any
 
 from harness import processes
+from harness.actors import ActorPool
 from harness.controlled.schedule import Schedule
 from harness.controlled.session import Control
 from harness.controlled.shrink import Attempt, shrink
@@ -48,6 +49,7 @@ from harness.engine import proc_tree
 from harness.engine.beacon import Beacon, Phase
 from harness.engine.deadline import Watch
 from harness.engine.runner import TrialRun, run_trial
+from harness.engine.spool import SpoolReader, SpoolWriter
 from harness.perturb import mp_delays, pause
 from harness.perturb.plan import Plan
 from harness.perturb.preempt import Preemptor
@@ -102,6 +104,9 @@ class WorkerHandle:
         self.beacon = Beacon()
         # Unlinked at once, closed in close(): nothing is left on disk whatever happens to either side.
         self.dump: IO[bytes] = tempfile.TemporaryFile(prefix="stress-dump-")  # noqa: SIM115
+        #: Where the worker appends its trials' results (`harness.engine.spool`).
+        self.spool: IO[bytes] = tempfile.TemporaryFile(prefix="stress-results-")  # noqa: SIM115
+        self.results = SpoolReader(self.spool, self.beacon)
         # The worker's temporary folder: whatever it (multiprocessing's forkserver socket and
         # shared-memory arenas, the code under test's own files) leaves there when it is killed
         # goes away with it.
@@ -109,7 +114,19 @@ class WorkerHandle:
         close = [*close_in_child, self.conn.fileno()]
         self.process = ctx.Process(
             target=_worker_main,
-            args=(child_conn, self.dump, self.beacon, variants, scope, close, os.getpid(), start_method, self.tmp),
+            args=(
+                child_conn,
+                self.dump,
+                self.spool,
+                self.beacon,
+                variants,
+                scope,
+                close,
+                os.getpid(),
+                start_method,
+                self.tmp,
+                os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None,
+            ),
             name="stress-worker",
         )
         with warnings.catch_warnings():
@@ -133,6 +150,20 @@ class WorkerHandle:
         self.alive = True
         #: The deadline of the head of `pending` (None when nothing is pending).
         self.watch: Watch | None = None
+        #: The CPU the worker is pinned to (None: not pinned).
+        self.cpu: int | None = None
+
+    def pin(self, cpu: int | None) -> None:
+        """Run the worker (and the actor threads it starts from now on) on ``cpu`` alone; None:
+        wherever the kernel likes. With the GIL, one thread of a worker runs at a time anyway; on one
+        CPU, handing over between them is a switch on that CPU, not a wake-up of another one (which
+        costs tens of microseconds on a virtual machine), and each worker keeps its own CPU."""
+        self.cpu = cpu
+        pid = self.process.pid
+        if cpu is None or not pid or not hasattr(os, "sched_setaffinity"):
+            return
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(pid, {cpu})
 
     @property
     def sentinel(self) -> int:
@@ -140,14 +171,24 @@ class WorkerHandle:
 
     def fds(self) -> list[int]:
         """Descriptors a later-forked worker must close (they belong to this one)."""
-        return [self.conn.fileno(), self.dump.fileno()]
+        return [self.conn.fileno(), self.dump.fileno(), self.spool.fileno()]
 
-    def send(self, task: Task) -> None:
-        """Queue ``task`` on the worker; raises `OSError` if the worker is gone."""
-        self.tickets += 1
-        task = replace(task, ticket=self.tickets)
-        self.conn.send((task.ticket, task.variant, task.plan, task.size, task.actors, task.control))
-        self.pending.append(task)
+    def send(self, tasks: Sequence[Task]) -> None:
+        """Queue ``tasks`` on the worker, in one message that also says how much of the worker's
+        spool has been read; raises `OSError` if the worker is gone."""
+        numbered = []
+        for task in tasks:
+            self.tickets += 1
+            numbered.append(replace(task, ticket=self.tickets))
+        self.conn.send(
+            (
+                "tasks",
+                self.results.offset,
+                self.results.epoch,
+                [(t.ticket, t.variant, t.plan, t.size, t.actors, t.control) for t in numbered],
+            )
+        )
+        self.pending.extend(numbered)
 
     def receive(self) -> list[tuple[Any, ...]]:
         """Every message waiting on the pipe; stops quietly at end of file."""
@@ -274,6 +315,8 @@ class WorkerHandle:
             self.conn.close()
         with contextlib.suppress(OSError):
             self.dump.close()
+        with contextlib.suppress(OSError):
+            self.spool.close()
         with contextlib.suppress(ValueError):
             self.process.close()
 
@@ -287,6 +330,8 @@ class _Output:
     def __init__(self) -> None:
         self.file = tempfile.TemporaryFile(prefix="stress-output-")  # noqa: SIM115 (lives as long as the worker)
         self.fd = self.file.fileno()
+        stat = os.fstat(self.fd)
+        self._identity = (stat.st_dev, stat.st_ino)
         # O_APPEND: after the file is truncated, writes land at its (new) start.
         fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) | os.O_APPEND)
         _flush_std()
@@ -314,9 +359,10 @@ class _Output:
 
     def _points_here(self, fd: int) -> bool:
         try:
-            return os.path.samestat(os.fstat(fd), os.fstat(self.fd))
+            stat = os.fstat(fd)
         except OSError:
             return False
+        return (stat.st_dev, stat.st_ino) == self._identity
 
     def tail(self) -> str | None:
         _flush_std()
@@ -393,6 +439,8 @@ DAEMON_THREADS_KEPT = 50
 def _stray_processes(run: TrialRun) -> TrialRun:
     """Processes the variant started outside multiprocessing (``os.fork``, ``subprocess``) and left
     running are stopped, with everything they started, and the trial says so."""
+    if not _has_children():
+        return run
     me = os.getpid()
     strays = []
     helpers = _own_helpers()
@@ -411,6 +459,21 @@ def _stray_processes(run: TrialRun) -> TrialRun:
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(child, 0)
     return _add_problem(run, f"the variant left {len(strays)} process(es) of its own running; stress stopped them")
+
+
+def _has_children() -> bool:
+    """Whether this process has any child, running or exited (one system call: the scan of
+    ``/proc`` is left for the trials that started a process)."""
+    waitid = getattr(os, "waitid", None)
+    if waitid is None:
+        return True
+    try:
+        waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _own_helpers() -> set[int]:
@@ -514,6 +577,19 @@ def _adopt_orphans() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
+def _unpin_children(allowed: set[int] | None) -> None:
+    """A worker may be pinned to one CPU (`WorkerHandle.pin`); the processes its trials fork are
+    not: process actors run on every CPU the run may use (``allowed``), as the code under test would."""
+    if not allowed or not hasattr(os, "sched_setaffinity"):
+        return
+
+    def unpin() -> None:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, allowed)
+
+    os.register_at_fork(after_in_child=unpin)
+
+
 def _die_with_parent(parent: int) -> None:
     """Linux: have the kernel SIGKILL this process when the parent dies."""
     if not sys.platform.startswith("linux"):
@@ -528,6 +604,7 @@ def _die_with_parent(parent: int) -> None:
 def _worker_main(
     conn: Connection,
     dump: IO[bytes],
+    spool_file: IO[bytes],
     beacon: Beacon,
     variants: Mapping[str, Variant],
     scope: Scope,
@@ -535,6 +612,7 @@ def _worker_main(
     parent: int,
     start_method: str,
     tmp: str,
+    allowed: set[int] | None,
 ) -> None:
     for fd in close:
         with contextlib.suppress(OSError):
@@ -548,6 +626,7 @@ def _worker_main(
         signal.signal(sig, signal.SIG_DFL)
     _die_with_parent(parent)
     _adopt_orphans()
+    _unpin_children(allowed)
     faulthandler.enable(file=dump, all_threads=True)
     os.environ["TMPDIR"] = tmp  # for the processes trials start, too
     tempfile.tempdir = tmp
@@ -575,19 +654,28 @@ def _worker_main(
     told_atomic = 0
     preemptor = Preemptor(scope)
     instrumenter = Instrumenter(scope)
+    pool = ActorPool()
     findings = Findings(tmp)
     lock_orders: dict[str, dict[int, bool]] = {}
     #: Controlled mode: (variant, outcome) pairs whose first failure this worker already shrank.
     shrunk: set[tuple[str, Outcome]] = set()
+    spool = SpoolWriter(spool_file, beacon)
+    queue: deque[tuple[Any, ...]] = deque()
     try:
         while True:
-            try:
-                message = conn.recv()
-            except EOFError:
-                break
-            if message is None:
-                break
-            ticket, key, plan, size, actors, control = message
+            if not queue:
+                conn.send(("idle",))  # out of work: the parent sends more at once, not at its next look
+                try:
+                    message = conn.recv()
+                except EOFError:
+                    break
+                if message is None:
+                    break
+                _, offset, epoch, tasks = message
+                spool.consumed(offset, epoch)
+                queue.extend(tasks)
+                continue
+            ticket, key, plan, size, actors, control = queue.popleft()
             output.reset()
             _reset(dump.fileno())
 
@@ -614,6 +702,7 @@ def _worker_main(
                     control=control,
                     phases=phases,
                     findings=findings,
+                    pool=pool if control is None else None,
                 )
 
             threads_before = set(threading.enumerate())
@@ -640,9 +729,8 @@ def _worker_main(
             if len(preemptor.atomic) > told_atomic:
                 told_atomic = len(preemptor.atomic)
                 conn.send(("atomic", sorted(preemptor.atomic)))
-            conn.send(
+            spool.append(
                 (
-                    "done",
                     ticket,
                     run.outcome.label,
                     run.duration,

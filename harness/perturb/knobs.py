@@ -164,6 +164,9 @@ class Perturbation:
             nothing for another process, time does.
         shuffle: Start the actors in a random order.
         barrier: Hold every actor at a barrier so that they all start together.
+        fresh_threads: Start a new thread for every thread actor of every trial, instead of
+            reusing the worker's parked actor threads (`harness.actors`). Not a perturbation:
+            `none` keeps it off, and ``--no-perturbation`` leaves it as it is.
     """
 
     preempt: Knob = Knob(1e-3, 2e-2)
@@ -174,6 +177,7 @@ class Perturbation:
     delay: Knob = Knob(1e-5, 1e-3)
     shuffle: bool = True
     barrier: bool = True
+    fresh_threads: bool = False
 
     @classmethod
     def none(cls) -> Perturbation:

@@ -33,15 +33,16 @@ __all__ = ["activate", "deactivate", "install"]
 _installed = False
 _probability = 0.0
 _delay = 0.0
-_rng = random.Random(0)
+_rng: random.Random | None = None
+_seed = 0
 _count = 0
 
 
 def activate(probability: float, delay: float, *, seed: int) -> None:
     """Delays on for a trial, in this process."""
-    global _probability, _delay, _rng, _count
+    global _probability, _delay, _rng, _seed, _count
     _probability, _delay, _count = probability, delay, 0
-    _rng = random.Random(f"stress-mp/{seed}")
+    _rng, _seed = None, seed  # seeded at the first multiprocessing operation, if any
 
 
 def deactivate() -> int:
@@ -52,8 +53,12 @@ def deactivate() -> int:
 
 
 def _maybe_delay() -> None:
-    global _count
-    if _probability and _rng.random() < _probability:
+    global _count, _rng
+    if not _probability:
+        return
+    if _rng is None:
+        _rng = random.Random(f"stress-mp/{_seed}")
+    if _rng.random() < _probability:
         _count += 1
         pause(_delay)
 

@@ -9,7 +9,7 @@ comparison between strategies a paired one.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from harness.perturb.knobs import Perturbation, format_seconds
@@ -41,6 +41,8 @@ class Plan:
             operation.
         shuffle: Whether actors start in a random order.
         barrier: Whether actors wait for each other before starting their work.
+        fresh_threads: Whether thread actors ran on new threads (``--fresh-threads``) rather than
+            on the worker's reused actor threads.
     """
 
     trial: int
@@ -53,18 +55,27 @@ class Plan:
     barrier: bool
     sync: float = 0.0
     delay: float = 0.0
+    fresh_threads: bool = False
 
     def starts(self, count: int, *, group: int = 0) -> list[ActorStart]:
         """The start order and delays of ``count`` actors (the ``group``-th actor group of the
-        trial). Deterministic in the plan, so a replay starts actors the same way."""
-        rng = random.Random(f"stress-starts/{self.seed}/{group}/{count}")
+        trial). Deterministic in the plan, so a replay starts actors the same way.
+
+        Each actor draws a delay up to ``jitter``; only the differences between them change who
+        starts when, so the smallest is taken off all of them: the first actor starts at once, and
+        no trial waits for a delay every actor shares."""
         order = list(range(count))
+        if not self.shuffle and not self.jitter:
+            return [ActorStart(actor, 0.0) for actor in order]
+        rng = random.Random(f"stress-starts/{self.seed}/{group}/{count}")
         if self.shuffle:
             rng.shuffle(order)
-        return [ActorStart(actor, rng.uniform(0.0, self.jitter) if self.jitter else 0.0) for actor in order]
+        delays = [rng.uniform(0.0, self.jitter) if self.jitter else 0.0 for _ in order]
+        first = min(delays)
+        return [ActorStart(actor, delay - first) for actor, delay in zip(order, delays, strict=True)]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in _FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
@@ -88,6 +99,8 @@ class Plan:
             parts.append("in order")
         if not self.barrier:
             parts.append("no barrier")
+        if self.fresh_threads:
+            parts.append("fresh threads")
         return " · ".join(parts)
 
 
@@ -113,4 +126,8 @@ def make_plan(perturbation: Perturbation, *, seed: int, trial: int) -> Plan:
         barrier=perturbation.barrier,
         sync=sync,
         delay=delay,
+        fresh_threads=perturbation.fresh_threads,
     )
+
+
+_FIELDS = tuple(f.name for f in fields(Plan))

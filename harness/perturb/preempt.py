@@ -77,6 +77,9 @@ class Preemptor:
         self._active = False
         self._tool: int | None = None
         self._instrumented: set[CodeType] = set()
+        #: 3.11: whether each code object seen is in scope (generated code is decided per call).
+        self._decided: dict[CodeType, bool] = {}
+        self._generated: set[CodeType] = set()
         self._switches = 0
         self._countdown = 0
         self._gap: Callable[[], int] = lambda: 1
@@ -250,6 +253,10 @@ class Preemptor:
         contains = self.scope.contains_frame
         callback = self._callback
         lines = self._lines
+        # Per code object: in scope or not (code generated at run time is decided per call, by its
+        # caller). Every call of every thread comes through `on_call`: one lookup, not a path test.
+        decided = self._decided
+        generated_code = self._generated
 
         def local(frame: FrameType, event: str, arg: Any) -> Any:
             if event == "opcode":
@@ -264,11 +271,20 @@ class Preemptor:
             return local
 
         def on_call(frame: FrameType, event: str, arg: Any) -> Any:
-            if contains(frame):
+            code = frame.f_code
+            inside = decided.get(code)
+            if inside is None:
+                inside = contains(frame)
+                if code in generated_code or generated(code.co_filename):
+                    generated_code.add(code)
+                else:
+                    decided[code] = inside
+                    if not inside:
+                        self._note_atomic(code.co_filename, frame.f_back)
+            if inside:
                 frame.f_trace_opcodes = not lines
                 frame.f_trace_lines = callback is not None and lines
                 return local
-            self._note_atomic(frame.f_code.co_filename, frame.f_back)
             return None
 
         return on_call

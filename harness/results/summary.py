@@ -10,7 +10,7 @@ import platform
 import shlex
 import sys
 import sysconfig
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -148,9 +148,9 @@ def replay_command(
     words = ["stress", "run", target or scenario, "--variant", name, "--seed", str(config.seed), "--trial", str(trial)]
     defaults = Perturbation()
     current = config.perturbation_for(sweep)
-    if current == Perturbation.none():
+    if replace(current, fresh_threads=False) == Perturbation.none():
         words.append("--no-perturbation")
-        current = defaults
+        current = replace(defaults, fresh_threads=current.fresh_threads)
     for key, value in current.to_dict().items():
         if value != defaults.to_dict()[key]:
             flag = key.replace("_", "-")
