@@ -22,7 +22,7 @@ from harness.results.outcome import TrialResult
 
 __all__ = ["FLUSH_INTERVAL", "ResultsWriter", "make_run_dir", "read_results", "write_json", "write_text"]
 
-FLUSH_INTERVAL = 0.1
+FLUSH_INTERVAL = 0.05
 RESULTS = "results.jsonl"
 RUN = "run.json"
 SUMMARY = "summary.json"

@@ -1,0 +1,272 @@
+"""Reused actor threads: a trial sees what a new thread would, and a thread that did not come back is
+never handed another trial."""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import Perturbation, RunConfig, Scenario, Trial, make_plan, run
+from harness.actors import ActorPool, forget_thread_locals
+from harness.engine.runner import run_trial
+from harness.perturb.preempt import Preemptor
+from harness.scope import Scope
+
+module_local = threading.local()
+
+
+class Counted(threading.local):
+    """A local whose ``__init__`` runs once per thread that touches it."""
+
+    def __init__(self) -> None:
+        self.visits = 0
+
+
+counted = Counted()
+request_id: contextvars.ContextVar[int] = contextvars.ContextVar("request_id", default=0)
+
+
+def _round(pool: ActorPool, work: list, names: list[str] | None = None) -> list[threading.Thread]:  # type: ignore[type-arg]
+    actors = pool.take(len(work))
+    pool.run(actors, names or [f"actor#{i}" for i in range(len(work))], work)
+    return actors
+
+
+def test_a_thread_local_set_in_one_trial_is_not_seen_in_the_next() -> None:
+    pool = ActorPool()
+    seen: list[tuple[object, int]] = []
+
+    def actor() -> None:
+        seen.append((getattr(module_local, "value", None), counted.visits))
+        module_local.value = "from an earlier trial"
+        counted.visits += 1
+
+    first = _round(pool, [actor, actor])
+    second = _round(pool, [actor, actor])
+    assert {t.ident for t in first} == {t.ident for t in second}, "the same threads ran both trials"
+    assert pool.reused == 2
+    assert seen == [(None, 0)] * 4, "every trial's actors start with fresh thread-locals"
+    pool.close()
+
+
+def test_forgetting_locals_runs_a_subclass_init_again() -> None:
+    done: list[bool] = []
+
+    def in_a_thread() -> None:
+        counted.visits = 5
+        module_local.value = 1
+        done.append(forget_thread_locals())
+        done.append(counted.visits == 0 and not hasattr(module_local, "value"))
+
+    thread = threading.Thread(target=in_a_thread)
+    thread.start()
+    thread.join()
+    assert done == [True, True]
+
+
+def test_context_variables_are_fresh_in_every_trial() -> None:
+    pool = ActorPool()
+    seen: list[int] = []
+
+    def actor() -> None:
+        seen.append(request_id.get())
+        request_id.set(42)
+
+    _round(pool, [actor])
+    _round(pool, [actor])
+    assert seen == [0, 0]
+    pool.close()
+
+
+def test_names_and_enumerate_are_the_trials_own() -> None:
+    pool = ActorPool()
+    _round(pool, [lambda: None] * 3)  # three parked threads from now on
+    listed: list[list[str]] = []
+    names: list[str] = []
+
+    def actor() -> None:
+        names.append(threading.current_thread().name)
+        listed.append(sorted(t.name for t in threading.enumerate() if t.name.startswith(("increment", "stress"))))
+
+    _round(pool, [actor, actor], ["increment#0", "increment#1"])
+    assert sorted(names) == ["increment#0", "increment#1"]
+    assert listed[0] == ["increment#0", "increment#1"], "a parked thread is not listed while another trial runs"
+    assert not [t for t in threading.enumerate() if t.name.startswith("stress-actor")], "parked threads are hidden"
+    pool.close()
+
+
+def test_a_trace_hook_set_before_the_trial_applies_to_its_actors() -> None:
+    pool = ActorPool()
+    calls: list[str] = []
+
+    def tracer(frame, event, arg):  # type: ignore[no-untyped-def]
+        if event == "call" and frame.f_code.co_name == "traced_work":
+            calls.append(threading.current_thread().name)
+        return None
+
+    def traced_work() -> None:
+        pass
+
+    threading.settrace(tracer)
+    try:
+        _round(pool, [traced_work])
+    finally:
+        threading.settrace(None)  # type: ignore[arg-type]
+    _round(pool, [traced_work])
+    assert calls == ["actor#0"], "traced while the hook was set, not after"
+    pool.close()
+
+
+class _GiveUp(Exception):
+    pass
+
+
+def _give_up(signum: int, frame: object) -> None:
+    raise _GiveUp
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
+def test_a_thread_that_did_not_come_back_is_retired_not_reused() -> None:
+    pool = ActorPool()
+    blocked = threading.Event()
+    release = threading.Event()
+
+    def stuck() -> None:
+        blocked.set()
+        release.wait(10)
+
+    def interrupt() -> None:
+        blocked.wait(10)
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGUSR1, _give_up)
+    helper = threading.Thread(target=interrupt)
+    helper.start()
+    actors = pool.take(1)
+    try:
+        with pytest.raises(_GiveUp):
+            pool.run(actors, ["stuck"], [stuck])  # the wait is given up while the actor still runs
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        helper.join()
+    left = actors[0]
+    assert left.is_alive()
+    assert not release.is_set()
+    assert left in threading.enumerate(), "a thread still running stays listed, as a leaked thread would"
+    release.set()
+    left.join(5)
+    assert not left.is_alive(), "it ended when its work did"
+    again = pool.take(1)
+    assert again[0] is not left
+    assert pool.created == 2
+    pool.run(again, ["next"], [lambda: None])
+    pool.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_with_no_parked_threads() -> None:
+    pool = ActorPool()
+    _round(pool, [lambda: None])
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        ok = True
+        try:
+            taken = pool.take(1)
+            pool.run(taken, ["child"], [lambda: None])
+            ok = pool.created == 2
+        except BaseException:
+            ok = False
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert answer == b"1", "the child made a thread of its own instead of waiting on its parent's"
+    pool.close()
+
+
+# -- through the trial runner, as in a worker ---------------------------------------------------
+
+fresh = Scenario("fresh", "Actors that would see an earlier trial's thread-locals if threads were reused")
+
+
+@fresh.variant(expect="safe")
+def local_is_unset(trial: Trial) -> None:
+    def actor() -> None:
+        earlier = getattr(module_local, "trial", None)
+        trial.check(earlier is None, f"saw trial {earlier}'s value")
+        trial.check(counted.visits == 0, f"a local subclass kept {counted.visits} visits")
+        module_local.trial = trial.plan.trial
+        counted.visits += 1
+
+    trial.run_threads(actor, count=2)
+
+
+def _runs(perturbation: Perturbation, trials: int = 20) -> list[tuple[str, set[int]]]:
+    variant = next(iter(fresh))
+    scope = Scope(files=list(variant.files))
+    preemptor, pool = Preemptor(scope), ActorPool()
+    seen = []
+    try:
+        for number in range(trials):
+            plan = make_plan(perturbation, seed=3, trial=number)
+            before = {t.ident for t in threading.enumerate()}
+            result = run_trial(variant, plan, size=1, preemptor=preemptor, pool=pool)
+            seen.append((result.outcome.label, before))
+    finally:
+        preemptor.close()
+        pool.close()
+    return seen
+
+
+def test_trials_on_reused_threads_see_fresh_locals_with_every_knob() -> None:
+    outcomes = {label for label, _ in _runs(Perturbation())}
+    assert outcomes == {"passed"}
+
+
+def test_fresh_threads_is_recorded_in_the_plan_and_honoured() -> None:
+    plan = make_plan(Perturbation(fresh_threads=True), seed=1, trial=0)
+    assert plan.fresh_threads
+    assert "fresh threads" in plan.describe()
+    variant = next(iter(fresh))
+    pool = ActorPool()
+    preemptor = Preemptor(Scope(files=list(variant.files)))
+    try:
+        run_trial(variant, plan, size=1, preemptor=preemptor, pool=pool)
+    finally:
+        preemptor.close()
+    assert pool.created == 0, "with fresh threads the pool is not used"
+
+
+def test_a_whole_run_reuses_threads_and_keeps_them_fresh(tmp_path: Path) -> None:
+    report = run(list(fresh), RunConfig(iterations=200, seed=1, jobs=1), reports=tmp_path)
+    summary = report.variants[0]
+    assert summary.trials == 200, summary
+    assert summary.failures == 0, summary
+
+
+def test_forgetting_is_fast_enough_to_do_after_every_trial() -> None:
+    # A reused thread pays this once per trial; a new thread costs tens of microseconds.
+    results: list[float] = []
+
+    def measure() -> None:
+        module_local.value = 1
+        start = time.perf_counter()
+        for _ in range(200):
+            module_local.value = 1
+            forget_thread_locals()
+        results.append((time.perf_counter() - start) / 200)
+
+    thread = threading.Thread(target=measure)
+    thread.start()
+    thread.join()
+    assert results[0] < 0.001, f"{results[0] * 1e6:.0f} µs per call on {sys.version}"
