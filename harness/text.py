@@ -8,6 +8,7 @@ cannot carry. `short_path` and `actor_names` give files and actors the names rep
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -52,7 +53,18 @@ def short_path(file: str) -> str:
     """A file as a person wants to read it: relative to the working directory when inside it,
     else just its name (a scenario installed in site-packages has a long, useless prefix)."""
     try:
-        relative = os.path.relpath(file)
+        cwd = os.getcwd()
+    except OSError:  # the working directory was removed
+        return os.path.basename(file)
+    return _short_path(file, cwd)
+
+
+@functools.lru_cache(maxsize=1024)
+def _short_path(file: str, cwd: str) -> str:
+    # Cached: a deadlock's description names each file several times, under the wait-for graph's
+    # lock, while the trial's threads wait for it.
+    try:
+        relative = os.path.relpath(file, cwd)
     except ValueError:
         return os.path.basename(file)
     return relative if not relative.startswith("..") else os.path.basename(file)
