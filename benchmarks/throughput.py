@@ -2,8 +2,7 @@
 
 Prints, from one run (these machines are shared; only ratios measured together mean anything):
 
-1. trials/s of a bare loop that starts and joins two threads doing nothing (measured before and
-   after the harness runs, averaged: the baseline);
+1. trials/s of a bare loop that starts and joins two threads doing nothing (the baseline);
 2. trials/s of the harness running a variant that does the same, one worker, with perturbation
    off and with the default knobs, each as a ratio to (1);
 3. the scaling from one worker to two (default knobs);
@@ -11,7 +10,10 @@ Prints, from one run (these machines are shared; only ratios measured together m
    failure rate times trials/s: what a minute of stress finds), and the counter's failure rate
    with injection off (``--preempt 0``), to show what preemption buys.
 
-Usage: ``python benchmarks/throughput.py [--trials N] [--bug-trials N] [--json]``
+The throughput figures are medians over ``--rounds`` rounds (3), each round measuring all of them
+one after the other.
+
+Usage: ``python benchmarks/throughput.py [--trials N] [--bug-trials N] [--rounds R] [--json]``
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import threading
 import time
@@ -71,29 +74,41 @@ def bug_rate(key: str, trials: int, out: Path, perturbation: Perturbation) -> di
     }
 
 
-def measure(trials: int, bug_trials: int) -> dict[str, object]:
+def measure(trials: int, bug_trials: int, rounds: int = 3) -> dict[str, object]:
+    """Each figure's median over ``rounds`` rounds; within a round the bare loop, the harness with
+    perturbation off, with the default knobs and with two workers run one after the other, so a
+    change in the machine's load reaches all of them alike."""
+    bare: list[float] = []
+    off: list[float] = []
+    default: list[float] = []
+    two: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         bare_loop(200)  # warm up
-        bare = bare_loop(trials)
-        off = harness_rate(trials, out, perturbation=Perturbation.none())
-        default = harness_rate(trials, out, perturbation=Perturbation())
-        two = harness_rate(trials, out, perturbation=Perturbation(), jobs=2)
-        bare_again = bare_loop(trials)  # the machine may have changed meanwhile
-        baseline = (bare + bare_again) / 2
+        for _ in range(rounds):
+            bare.append(bare_loop(trials))
+            off.append(harness_rate(trials, out, perturbation=Perturbation.none()))
+            default.append(harness_rate(trials, out, perturbation=Perturbation()))
+            two.append(harness_rate(trials, out, perturbation=Perturbation(), jobs=2))
+        bare.append(bare_loop(trials))  # the machine may have changed meanwhile
         bugs = {key: bug_rate(key, bug_trials, out, Perturbation()) for key in ("counter/no-lock", "bank/unsafe")}
         no_injection = bug_rate("counter/no-lock", bug_trials, out, Perturbation().with_(preempt=Knob()))
+    baseline = statistics.median(bare)
     return {
         "cpus": os.cpu_count(),
         "load_average": os.getloadavg()[0],
+        "rounds": rounds,
         "bare_loop_trials_per_second": baseline,
-        "bare_loop_runs": [bare, bare_again],
-        "harness_off_trials_per_second": off,
-        "harness_default_trials_per_second": default,
-        "ratio_off": off / baseline,
-        "ratio_default": default / baseline,
-        "two_workers_trials_per_second": two,
-        "scaling_1_to_2": two / default,
+        "bare_loop_runs": bare,
+        "harness_off_trials_per_second": statistics.median(off),
+        "harness_default_trials_per_second": statistics.median(default),
+        "harness_off_runs": off,
+        "harness_default_runs": default,
+        "ratio_off": statistics.median(off) / baseline,
+        "ratio_default": statistics.median(default) / baseline,
+        "two_workers_trials_per_second": statistics.median(two),
+        "two_workers_runs": two,
+        "scaling_1_to_2": statistics.median(two) / statistics.median(default),
         "bugs": bugs,
         "counter_no_injection": no_injection,
     }
@@ -103,18 +118,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5000, help="trials of the bare loop and the trivial variant")
     parser.add_argument("--bug-trials", type=int, default=2000, help="trials of counter/no-lock and bank/unsafe")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the throughput figures (medians)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args()
-    m = measure(args.trials, args.bug_trials)
+    m = measure(args.trials, args.bug_trials, args.rounds)
     if args.json:
         print(json.dumps(m))
         return
     bare = m["bare_loop_runs"]
     assert isinstance(bare, list)
-    print(f"{m['cpus']} CPUs, load average {m['load_average']:.1f} at the end")
+    print(f"{m['cpus']} CPUs, load average {m['load_average']:.1f} at the end; medians of {m['rounds']} rounds")
     print(
         f"bare loop (start+join 2 threads):      {m['bare_loop_trials_per_second']:9.0f} trials/s  "
-        f"({bare[0]:.0f}, {bare[1]:.0f})"
+        f"({min(bare):.0f} to {max(bare):.0f})"
     )
     print(
         f"harness, perturbation off, 1 worker:   {m['harness_off_trials_per_second']:9.0f} trials/s   "

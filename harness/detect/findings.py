@@ -21,6 +21,20 @@ import tempfile
 __all__ = ["Findings"]
 
 
+#: Processes this process has forked (``os.fork``, multiprocessing): a trial that forked none has
+#: no finding of its own to read, and its trial pays no system call for it.
+_forks = 0
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_parent=_count_fork)
+
+
 class Findings:
     """The findings file of one worker: `reset` before each trial, `report` from any process."""
 
@@ -32,10 +46,12 @@ class Findings:
         #: Which trial the file is for now; a process forked during a trial keeps that trial's number,
         #: so a report that comes late (from a process of an earlier trial) is never this trial's.
         self.generation = 0
+        self._forks = -1
 
     def reset(self) -> None:
         """Empty the file for a new trial."""
         self.generation += 1
+        self._forks = _forks
         if os.fstat(self.fd).st_size:
             os.ftruncate(self.fd, 0)
 
@@ -50,6 +66,8 @@ class Findings:
 
     def any(self) -> bool:
         """Whether some process of the trial has reported a deadlock."""
+        if _forks == self._forks:
+            return False
         try:
             empty = os.fstat(self.fd).st_size == 0
         except OSError:
@@ -58,6 +76,8 @@ class Findings:
 
     def read(self) -> list[tuple[str, list[str]]]:
         """Every reported deadlock: (summary, lines), in the order reported."""
+        if _forks == self._forks:
+            return []
         try:
             size = os.fstat(self.fd).st_size
             data = os.pread(self.fd, size, 0) if size else b""

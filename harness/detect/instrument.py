@@ -142,8 +142,18 @@ class Instrumenter:
         self._undo: list[tuple[Any, str, Any]] = []
         #: The names to swap, found at the first install: (namespace, name, original).
         self._names: list[tuple[Any, str, Any]] | None = None
+        self._held = False
+
+    def hold(self) -> None:
+        """Install for good: `install` and `uninstall` do nothing from now on. A worker, which runs
+        nothing but trials, saves each trial the swapping (stand-ins give code outside the scope
+        the originals whether a trial runs or not)."""
+        self.install()
+        self._held = True
 
     def install(self) -> None:
+        if self._held:
+            return
         if self._undo:
             raise RuntimeError("instrumentation is already installed")
         self._undo.append((threading.Thread, "join", _real_join))
@@ -172,6 +182,8 @@ class Instrumenter:
         return [(m, n, v) for m, n, v in found if _ORIGINALS.get(id(v)) is v]
 
     def uninstall(self) -> None:
+        if self._held:
+            return
         while self._undo:
             namespace, name, value = self._undo.pop()
             setattr(namespace, name, value)

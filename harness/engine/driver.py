@@ -348,8 +348,9 @@ class _Engine:
         why = f"stopped by {self.stopped_by}" if self.stopped_by else "stopped"
         for worker in self.workers:
             worker.freeze()
-            if worker.watch is not None:
-                self._follow(worker, worker.watch)
+            watch = self._watch(worker)
+            if watch is not None:
+                self._follow(worker, watch)
             head = self._take_head(worker)
             if head is not None and head[1].started is not None and head[1].ended is None:
                 self._record_death(*head, now, Outcome.UNDECIDED, message=f"the run was {why} while this trial ran")
@@ -472,7 +473,8 @@ class _Engine:
             if not self._work_left():
                 break
             now = self.clock()
-            wake = min((w.watch.due() for w in self.workers if w.watch is not None), default=now + TICK)
+            watches = [w for w in map(self._watch, self.workers) if w is not None]
+            wake = min((w.due() for w in watches), default=now + TICK)
             period = POLL if any(w.pending for w in self.workers) else TICK
             handles: list[Any] = [w.conn for w in self.workers] + [w.sentinel for w in self.workers]
             ready = set(wait(handles, timeout=max(0.0, min(wake - now, period))))
@@ -525,9 +527,20 @@ class _Engine:
                 self._start_head(worker, now)
 
     def _start_head(self, worker: WorkerHandle, now: float) -> None:
-        task = worker.pending[0]
-        policy = self.timeouts[task.variant.partition("/")[0]]
-        worker.watch = Watch(timeout=policy.current(task.variant), dispatched=now, fixed=policy.fixed is not None)
+        # Its watch is made when the driver first looks at deadlines (`_watch`): most trials are
+        # over long before that, and a run finishes thousands of them a second.
+        worker.head_since = now
+        worker.watch = None
+
+    def _watch(self, worker: WorkerHandle) -> Watch | None:
+        """The deadline of the trial at the head of ``worker``'s queue (None: nothing queued)."""
+        if worker.watch is None and worker.pending:
+            task = worker.pending[0]
+            policy = self.timeouts[task.variant.partition("/")[0]]
+            worker.watch = Watch(
+                timeout=policy.current(task.variant), dispatched=worker.head_since, fixed=policy.fixed is not None
+            )
+        return worker.watch
 
     # -- what workers report ---------------------------------------------------------------------
 
@@ -547,9 +560,10 @@ class _Engine:
             if message[0] == "atomic":
                 self.atomic.update(message[1])
             shrinking = message[0] == "shrinking"
-            if shrinking and worker.watch is not None and worker.pending and worker.pending[0].ticket == message[1]:
+            watch = self._watch(worker) if shrinking else None
+            if watch is not None and worker.pending[0].ticket == message[1]:
                 # The worker shrinks a failing schedule before reporting it: stress's own work.
-                worker.watch.allowance += SHRINK_ALLOWANCE
+                watch.allowance += SHRINK_ALLOWANCE
 
     def _finished(self, worker: WorkerHandle, record: tuple[Any, ...], now: float) -> None:
         """Record a trial the worker finished (a record of its spool)."""
@@ -558,10 +572,11 @@ class _Engine:
         if task.ticket != ticket:
             raise InternalError(f"worker answered dispatch {ticket} while {task.ticket} was expected")
         watch = worker.watch
-        assert watch is not None, "a worker with pending trials always watches the first"
         worker.watch = None
+        policy = self.timeouts[task.variant.partition("/")[0]]
+        timeout, extra = (watch.timeout, watch.extra) if watch is not None else (policy.current(task.variant), 0.0)
         outcome = Outcome.from_label(label)
-        self.timeouts[task.variant.partition("/")[0]].observe(duration, task.variant)
+        policy.observe(duration, task.variant)
         self.recent += (duration - self.recent) * (0.05 if self.recent else 1.0)
         self._record(
             TrialResult(
@@ -573,12 +588,12 @@ class _Engine:
                 plan=task.plan,
                 starts=tuple(tuple(ActorStart(a, d) for a, d in group) for group in starts),
                 switches=switches,
-                timeout=watch.timeout,
+                timeout=timeout,
                 evidence=Evidence.from_dict(evidence),
                 lock_order=tuple(lock_order),
                 sweep=task.sweep,
                 schedule=ScheduleRecord.from_dict(_without(schedule, "decisions", "progress")),
-                extra=round(watch.extra, 4),
+                extra=round(extra, 4),
                 notes=task.notes,
             )
         )
@@ -631,7 +646,7 @@ class _Engine:
 
     def _check_deadlines(self, now: float) -> None:
         for worker in list(self.workers):
-            watch = worker.watch
+            watch = self._watch(worker)
             if watch is None:
                 continue
             self._follow(worker, watch)
@@ -784,10 +799,9 @@ class _Engine:
             self.janitor.watch_group(worker.process.pid or 0)
         return worker
 
-    @staticmethod
-    def _take_head(worker: WorkerHandle) -> tuple[Task, Watch] | None:
+    def _take_head(self, worker: WorkerHandle) -> tuple[Task, Watch] | None:
         """The trial the worker is running, taken off it with its watch (None if it had none)."""
-        watch = worker.watch
+        watch = self._watch(worker)
         worker.watch = None
         if not worker.pending or watch is None:
             return None

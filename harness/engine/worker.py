@@ -65,9 +65,10 @@ DUMP_LIMIT = 64_000
 _PR_SET_PDEATHSIG = 1
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Task:
-    """One trial to run: the ``seq``-th trial of ``variant``, under ``plan``."""
+    """One trial to run: the ``seq``-th trial of ``variant``, under ``plan``. Mutable only in
+    `ticket`, which each dispatch sets (a run sends thousands a second: no copy per dispatch)."""
 
     seq: int
     variant: str
@@ -148,8 +149,10 @@ class WorkerHandle:
         self.helpers: set[int] = set()
         #: False once a send failed: the process is gone and only waits to be noticed.
         self.alive = True
-        #: The deadline of the head of `pending` (None when nothing is pending).
+        #: The deadline of the head of `pending` (None when nothing is pending, or not made yet).
         self.watch: Watch | None = None
+        #: When the head of `pending` became the head (the driver's clock).
+        self.head_since = 0.0
         #: The CPU the worker is pinned to (None: not pinned).
         self.cpu: int | None = None
 
@@ -176,10 +179,10 @@ class WorkerHandle:
     def send(self, tasks: Sequence[Task]) -> None:
         """Queue ``tasks`` on the worker, in one message that also says how much of the worker's
         spool has been read; raises `OSError` if the worker is gone."""
-        numbered = []
-        for task in tasks:
+        numbered = list(tasks)
+        for task in numbered:
             self.tickets += 1
-            numbered.append(replace(task, ticket=self.tickets))
+            task.ticket = self.tickets
         self.conn.send(
             (
                 "tasks",
@@ -654,6 +657,7 @@ def _worker_main(
     told_atomic = 0
     preemptor = Preemptor(scope)
     instrumenter = Instrumenter(scope)
+    instrumenter.hold()
     pool = ActorPool()
     findings = Findings(tmp)
     lock_orders: dict[str, dict[int, bool]] = {}
