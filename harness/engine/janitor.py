@@ -1,11 +1,12 @@
 """The janitor: a tiny process that cleans up after a run whose parent was killed.
 
-A run's workers die with their parent (the kernel kills them), but nothing of the parent runs after
-``kill -9``: the workers' temporary folders and any process their trials left in the workers' process
-groups would stay behind. The janitor is forked before the first worker and blocks reading a pipe
+A run's workers exit soon after their parent (the kernel tells them; each finishes the trial in
+flight first), but nothing of the parent runs after ``kill -9``: the workers' temporary folders and
+any process their trials left in the workers' process groups would stay behind. The janitor is forked before the first worker and blocks reading a pipe
 only the parent writes to. The parent tells it what to clean (folders, process groups) as it creates
 them, and says ``clean`` when it cleaned up itself. If the pipe reaches end-of-file without that word,
-the parent died: the janitor kills the groups, removes the folders, and exits.
+the parent died: the janitor gives the workers a moment to leave, kills what is left of their groups,
+removes the folders, and exits.
 
 It holds nothing else: standard streams point at ``/dev/null`` and every other descriptor is closed,
 so it never keeps a pipe open that someone waits on (a worker's, a captured stdout).
@@ -98,11 +99,20 @@ def _serve(read: int) -> None:
         time.sleep(0.02)
 
 
-def _stop_groups(groups: set[int], *, grace: float = 5.0) -> None:
-    """Kill what the dead run's workers left in their process groups — but let multiprocessing's
+#: Seconds the workers get to leave by themselves (they finish the trial in flight first; see
+#: `harness.engine.worker.ORPHAN_GRACE`) before what is left of their groups is killed.
+LEADERS_GRACE = 1.5
+
+
+def _stop_groups(groups: set[int], *, grace: float = 5.0, leaders: float = LEADERS_GRACE) -> None:
+    """Kill what the dead run's workers left in their process groups — after the workers (each leads
+    its group) had `LEADERS_GRACE` to finish their trials and leave — but let multiprocessing's
     helpers go by themselves: a resource tracker removes the named semaphores and shared memory it
     tracks once the last process using it is gone, and killing it first would leave them in
     ``/dev/shm`` for good."""
+    deadline = time.monotonic() + leaders
+    while time.monotonic() < deadline and any(proc_tree.alive(group) for group in groups):
+        time.sleep(0.02)
     helpers: set[int] = set()
     for _ in range(5):
         members = proc_tree.members_of(groups)

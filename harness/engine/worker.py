@@ -581,8 +581,15 @@ def _adopt_orphans() -> None:
 
 
 def _unpin_children(allowed: set[int] | None) -> None:
-    """A worker may be pinned to one CPU (`WorkerHandle.pin`); the processes its trials fork are
-    not: process actors run on every CPU the run may use (``allowed``), as the code under test would."""
+    """A worker may be pinned to one CPU (`WorkerHandle.pin`); the processes its trials start are
+    not: process actors, a Pool's workers, a subprocess run on every CPU the run may use
+    (``allowed``), as the code under test would. Pinned, they would also take the worker's one CPU
+    from it while they start (a spawned interpreter is seconds of CPU on a busy machine).
+
+    A child inherits the affinity of the thread that starts it: ``os.fork`` children (fork-started
+    process actors) reset theirs at once; for the calls that fork and exec in C (multiprocessing's
+    spawn and forkserver, its resource tracker, ``subprocess``, ``os.posix_spawn``) the calling thread
+    is unpinned for the length of the call."""
     if not allowed or not hasattr(os, "sched_setaffinity"):
         return
 
@@ -592,16 +599,74 @@ def _unpin_children(allowed: set[int] | None) -> None:
 
     os.register_at_fork(after_in_child=unpin)
 
+    def unpinned(start: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                mine = os.sched_getaffinity(0)
+            except OSError:
+                return start(*args, **kwargs)
+            if mine == allowed:
+                return start(*args, **kwargs)
+            unpin()
+            try:
+                return start(*args, **kwargs)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(0, mine)
+
+        return call
+
+    import _posixsubprocess
+    import subprocess
+
+    fork_exec = _posixsubprocess.fork_exec
+    _posixsubprocess.fork_exec = unpinned(fork_exec)  # multiprocessing.util.spawnv_passfds
+    if getattr(subprocess, "_fork_exec", None) is fork_exec:
+        subprocess._fork_exec = _posixsubprocess.fork_exec  # type: ignore[attr-defined]
+    for name in ("posix_spawn", "posix_spawnp"):
+        if hasattr(os, name):
+            setattr(os, name, unpinned(getattr(os, name)))
+
+
+#: Seconds a worker whose parent died still gives the trial it is in before it exits.
+ORPHAN_GRACE = 1.0
+#: The signal the kernel sends a worker when its parent dies (Linux); a real-time one, which no
+#: trial has a use for.
+_ORPHANED = getattr(signal, "SIGRTMIN", 34) + 3
+_parent_gone = False
+
 
 def _die_with_parent(parent: int) -> None:
-    """Linux: have the kernel SIGKILL this process when the parent dies."""
+    """Linux: exit soon after the parent dies, even if it was ``kill -9``-ed.
+
+    Not at once, though: a process killed at an arbitrary instruction can leave behind what it was
+    half-way through making — a named semaphore ``sem_open`` had created and multiprocessing had not
+    yet told its resource tracker of stays in ``/dev/shm`` for good. So the kernel sends `_ORPHANED`,
+    whose handler (run between two bytecodes of the worker's main thread, never inside C) lets the
+    trial in flight finish — its pools close, their semaphores go — and the worker leaves before the
+    next one; after `ORPHAN_GRACE` it leaves whatever the trial is doing. The janitor gives the
+    workers that long before it stops what they leave (`harness.engine.janitor`)."""
     if not sys.platform.startswith("linux"):
         return
-    with contextlib.suppress(OSError, AttributeError):
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        signal.signal(_ORPHANED, _orphaned)
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(_PR_SET_PDEATHSIG, _ORPHANED, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
+
+
+def _orphaned(signum: int, frame: object) -> None:
+    global _parent_gone
+    if _parent_gone:
+        return
+    _parent_gone = True
+    threading.Thread(target=_exit_after, args=(ORPHAN_GRACE,), name="stress-orphaned", daemon=True).start()
+
+
+def _exit_after(seconds: float) -> None:
+    time.sleep(seconds)
+    os._exit(1)
 
 
 def _worker_main(
@@ -667,6 +732,8 @@ def _worker_main(
     queue: deque[tuple[Any, ...]] = deque()
     try:
         while True:
+            if _parent_gone:
+                break  # between trials: nothing of the code under test is half-made
             if not queue:
                 conn.send(("idle",))  # out of work: the parent sends more at once, not at its next look
                 try:
