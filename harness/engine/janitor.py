@@ -2,9 +2,10 @@
 
 A run's workers exit soon after their parent (the kernel tells them; each finishes the trial in
 flight first), but nothing of the parent runs after ``kill -9``: the workers' temporary folders and
-any process their trials left in the workers' process groups would stay behind. The janitor is forked before the first worker and blocks reading a pipe
-only the parent writes to. The parent tells it what to clean (folders, process groups) as it creates
-them, and says ``clean`` when it cleaned up itself. If the pipe reaches end-of-file without that word,
+any process their trials left in the workers' process groups would stay behind. The janitor is
+forked before the first worker and blocks reading a pipe only the parent writes to. The parent tells
+it what to clean (folders, process groups) as it creates them, and says ``clean`` when it cleaned up
+itself. If the pipe reaches end-of-file without that word,
 the parent died: the janitor gives the workers a moment to leave, kills what is left of their groups,
 removes the folders, and exits.
 
