@@ -10,7 +10,9 @@ What a trial can observe stays as fresh as a new thread's:
 * ``threading.local()`` values: after each trial an actor drops every thread-local value it holds
   (3.11 and 3.12 keep them in the thread state's dict, under ``thread.local.<address>`` keys;
   3.13 keeps them in each local object, and clears them through the callbacks that a thread's
-  death would run). An actor that cannot prove its values are gone is retired, not reused.
+  death would run). An actor that cannot prove its values are gone is retired, not reused: so is
+  one that used the pure-Python ``_threading_local.local``, which keys its values by the `Thread`
+  object.
 * ``contextvars``: each trial's actor runs in an empty `contextvars.Context`, as a new thread does.
 * names: each actor takes the trial's actor name (``increment#0``) for its trial.
 * ``threading.enumerate()``: a parked actor is not listed; it is listed while it runs a trial.
@@ -108,15 +110,27 @@ _forget: Callable[[], None] = _forget_in_thread_dict() if sys.version_info < (3,
 
 
 def forget_thread_locals() -> bool:
-    """Drop every ``threading.local`` value the calling thread holds, as if it had ended; the next
-    access runs a local subclass's ``__init__`` again. Returns whether it worked (it relies on
-    how CPython stores the values; on an interpreter where it does not, it returns False)."""
+    """Drop every ``threading.local`` value the calling thread holds, as if it had ended: the next
+    access runs a local subclass's ``__init__`` again. Returns whether the thread is now as fresh
+    as a new one: False where CPython keeps the values some other way, and for a thread that used
+    the pure-Python ``_threading_local.local``, which keys each thread's values by its `Thread`
+    object (the callbacks that clean up after that object's death cannot be taken back)."""
     _PROBE.seen = True
     try:
         _forget()
     except Exception:
         return False
-    return not hasattr(_PROBE, "seen")
+    return not hasattr(_PROBE, "seen") and not _used_pure_python_locals()
+
+
+_PURE_PYTHON_KEY = "_threading_local._localimpl."
+
+
+def _used_pure_python_locals() -> bool:
+    if "_threading_local" not in sys.modules:
+        return False
+    thread = _active.get(threading.get_ident())
+    return thread is not None and any(type(k) is str and k.startswith(_PURE_PYTHON_KEY) for k in vars(thread))
 
 
 class _Actor(threading.Thread):

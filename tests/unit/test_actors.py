@@ -71,6 +71,29 @@ def test_forgetting_locals_runs_a_subclass_init_again() -> None:
     assert done == [True, True]
 
 
+def test_pure_python_thread_locals_are_fresh_too() -> None:
+    from _threading_local import local as pure_local
+
+    class Counted(pure_local):
+        def __init__(self) -> None:
+            self.visits = 0
+
+    plain, counted_here = pure_local(), Counted()
+    pool = ActorPool()
+    seen: list[tuple[object, int]] = []
+
+    def actor() -> None:
+        seen.append((getattr(plain, "value", None), counted_here.visits))
+        plain.value = "from an earlier trial"
+        counted_here.visits += 1
+
+    for _ in range(3):
+        _round(pool, [actor, actor])
+    assert seen == [(None, 0)] * 6
+    assert pool.created == 6, "a thread that used them is retired, not reused"
+    pool.close()
+
+
 def test_context_variables_are_fresh_in_every_trial() -> None:
     pool = ActorPool()
     seen: list[int] = []
