@@ -14,7 +14,10 @@ What a trial can observe stays as fresh as a new thread's:
   one that used the pure-Python ``_threading_local.local``, which keys its values by the `Thread`
   object.
 * ``contextvars``: each trial's actor runs in an empty `contextvars.Context`, as a new thread does.
-* names: each actor takes the trial's actor name (``increment#0``) for its trial.
+* the thread object: each trial's actor is a new `TrialThread` (``current_thread()`` returns it;
+  it has the trial's actor name, ``increment#0``): attributes set on it, a ``WeakKeyDictionary``
+  keyed by it and the pure-Python ``threading.local`` start empty; it is alive while the actor works,
+  and ``join()`` on it returns when the work is done.
 * ``threading.enumerate()``: a parked actor is not listed; it is listed while it runs a trial.
 * ``threading.settrace`` and ``threading.setprofile`` hooks set before a trial (coverage, stress's
   own preemption on 3.11) apply to its actors, as to threads started then; they are removed after.
@@ -111,26 +114,49 @@ _forget: Callable[[], None] = _forget_in_thread_dict() if sys.version_info < (3,
 
 def forget_thread_locals() -> bool:
     """Drop every ``threading.local`` value the calling thread holds, as if it had ended: the next
-    access runs a local subclass's ``__init__`` again. Returns whether the thread is now as fresh
-    as a new one: False where CPython keeps the values some other way, and for a thread that used
-    the pure-Python ``_threading_local.local``, which keys each thread's values by its `Thread`
-    object (the callbacks that clean up after that object's death cannot be taken back)."""
+    access runs a local subclass's ``__init__`` again. Returns whether it worked (it relies on how
+    CPython stores the values; on an interpreter where it does not, it returns False). The
+    pure-Python ``_threading_local.local`` keys its values by the `Thread` object, which is new in
+    every trial (`TrialThread`)."""
     _PROBE.seen = True
     try:
         _forget()
     except Exception:
         return False
-    return not hasattr(_PROBE, "seen") and not _used_pure_python_locals()
+    return not hasattr(_PROBE, "seen")
 
 
-_PURE_PYTHON_KEY = "_threading_local._localimpl."
+_make_thread_handle: Any = getattr(threading, "_make_thread_handle", None)  # 3.13+
 
 
-def _used_pure_python_locals() -> bool:
-    if "_threading_local" not in sys.modules:
-        return False
-    thread = _active.get(threading.get_ident())
-    return thread is not None and any(type(k) is str and k.startswith(_PURE_PYTHON_KEY) for k in vars(thread))
+class TrialThread(threading.Thread):
+    """The `threading.Thread` object of one actor in one trial, on a reused OS thread.
+
+    ``threading.current_thread()`` in the actor, ``threading.enumerate()`` and anything that keeps
+    per-thread data on the thread object (attributes, a ``WeakKeyDictionary`` keyed by thread, the
+    pure-Python ``threading.local``) see a new object every trial, as with a new thread; it is alive
+    while the actor's work runs, and ``join()`` returns when the work is done — the OS thread itself
+    never ends. Never started (``start()`` raises, as for a thread that ran)."""
+
+    def __init__(self, name: str, ident: int, native_id: int | None) -> None:
+        super().__init__(name=name, daemon=True)
+        self._ident = ident
+        self._native_id = native_id
+        self._started.set()  # type: ignore[attr-defined]
+        if _make_thread_handle is not None:  # 3.13+: join and is_alive ask the handle
+            self._handle = _make_thread_handle(ident)
+        else:  # 3.11, 3.12: they wait for the lock a thread's end releases
+            lock = _allocate_lock()
+            lock.acquire()
+            self._tstate_lock = lock
+            self._is_stopped = False
+
+    def _end(self) -> None:
+        """The actor's work is done: the thread object is no longer alive; joins return."""
+        if _make_thread_handle is not None:
+            self._handle._set_done()
+        else:
+            self._tstate_lock.release()
 
 
 class _Actor(threading.Thread):
@@ -143,6 +169,8 @@ class _Actor(threading.Thread):
         self.gate.acquire()
         self.work: Callable[[], Any] | None = None
         self.round: _Round | None = None
+        #: The thread object of its current trial.
+        self.trial_thread: TrialThread | None = None
         #: Set when its trial gave up on it: it ends after its work, and is never reused.
         self.retired = False
         #: Set when its thread-local values could not be dropped: it is not reused.
@@ -169,11 +197,13 @@ class _Actor(threading.Thread):
                 sys.settrace(None)
                 sys.setprofile(None)
                 self.work = None
+                if self.trial_thread is not None:
+                    self.trial_thread._end()
                 self.stale = not forget_thread_locals()
             if not self._pool.finished(self, round_):
                 break
         with _active_lock:
-            _active[self.ident or 0] = self  # listed again, so that threading can let it end
+            _active[self.ident or 0] = self  # listed again (itself), so that threading can let it end
 
 
 class _Round:
@@ -257,12 +287,15 @@ class ActorPool:
         until every one is done. If the wait is interrupted (an exception in the waiting thread),
         the actors still running are retired and the exception goes on."""
         round_ = _Round(list(actors), together=together)
+        threads = [
+            TrialThread(name, actor.ident or 0, actor.native_id) for actor, name in zip(actors, names, strict=True)
+        ]
         with _active_lock:
-            for actor, name, job in zip(actors, names, work, strict=True):
-                actor.name = name
+            for actor, thread, job in zip(actors, threads, work, strict=True):
+                actor.trial_thread = thread
                 actor.work = job
                 actor.round = round_
-                _active[actor.ident or 0] = actor
+                _active[actor.ident or 0] = thread
         for actor in actors:
             actor.gate.release()
         try:
@@ -286,7 +319,7 @@ class ActorPool:
             if reuse:
                 with _active_lock:
                     _active.pop(actor.ident or 0, None)
-                actor.name = "stress-actor"
+                actor.trial_thread = None
                 self._idle.append(actor)
             else:
                 actor.retired = True

@@ -263,8 +263,11 @@ class _Engine:
         self.output_error: OutputError | None = None
         #: Cleans up after the workers if this process is killed before it can.
         self.janitor: Janitor | None = None
-        #: The CPUs this process may run on, for pinning workers (empty: not on this platform).
-        self.cpus: list[int] = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        #: The CPUs this process may run on, for pinning workers (empty: not on this platform), from
+        #: one that depends on the process id: two runs side by side do not start on the same CPU.
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        turn = os.getpid() % len(cpus) if cpus else 0
+        self.cpus: list[int] = cpus[turn:] + cpus[:turn]
 
     # -- the run ---------------------------------------------------------------------------------
 
@@ -378,8 +381,11 @@ class _Engine:
             yield from self._exploration_tasks(self.explorers)
             return
         for index, value in enumerate(config.sweep_values):
-            # A controlled trial's only randomness is its schedule's and the trial's own rng.
-            perturbation = Perturbation.none() if config.controlled else config.perturbation_for(value)
+            # A controlled trial's only randomness is its schedule's and the trial's own rng; its
+            # actors are new threads the scheduler starts, whatever the setting.
+            perturbation = (
+                Perturbation.none().with_(fresh_threads=True) if config.controlled else config.perturbation_for(value)
+            )
             for number in range(config.iterations):
                 trial = config.trial if config.trial is not None else number
                 plan = make_plan(perturbation, seed=config.seed, trial=trial)

@@ -9,9 +9,10 @@ right before it judges a trial hung or a worker dead, so a trial's report is nev
 worker, and a trial that finished is never mistaken for the one that hung.
 
 The file would grow for as long as the run lasts, so the worker empties it when the parent has read
-all of it (the parent tells it how far it has read with each batch of trials it sends). Emptying
-bumps an epoch in the worker's `Beacon` first; a reader that sees the epoch change while it reads
-throws that reading away and starts again from the top of the file.
+all of it (the parent tells it how far it has read with each batch of trials it sends). Emptying is
+guarded like a seqlock: the worker makes the epoch in its `Beacon` odd, empties the file, and makes
+it even again before it appends anything; a reader that finds the epoch odd, or changed while it
+read, throws that reading away (and starts from the top of the file once the epoch is new).
 """
 
 from __future__ import annotations
@@ -52,11 +53,12 @@ class SpoolWriter:
         large spool, empty it."""
         if epoch != self._epoch or offset != self._written or offset < EMPTY_AFTER:
             return
-        self._epoch += 1
-        self._beacon.set_spool_epoch(self._epoch)  # before the file shrinks: readers start over
+        self._beacon.set_spool_epoch(self._epoch + 1)  # odd: being emptied, nobody reads
         os.ftruncate(self._fd, 0)
         os.lseek(self._fd, 0, os.SEEK_SET)
         self._written = 0
+        self._epoch += 2
+        self._beacon.set_spool_epoch(self._epoch)  # even: a new file, read from the top
 
 
 class SpoolReader:
@@ -72,6 +74,8 @@ class SpoolReader:
         try:
             fd = self._file.fileno()
             epoch = self._beacon.spool_epoch()
+            if epoch % 2:
+                return []  # being emptied: next time
             if epoch != self.epoch:
                 self.epoch, self.offset = epoch, 0
             size = os.fstat(fd).st_size

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,60 @@ def test_pure_python_thread_locals_are_fresh_too() -> None:
     for _ in range(3):
         _round(pool, [actor, actor])
     assert seen == [(None, 0)] * 6
-    assert pool.created == 6, "a thread that used them is retired, not reused"
+    assert pool.reused == 4
+    pool.close()
+
+
+def test_each_trial_has_a_thread_object_of_its_own() -> None:
+    pool = ActorPool()
+    kept: list[threading.Thread] = []
+    marks: list[object] = []
+    by_thread: weakref.WeakKeyDictionary[threading.Thread, int] = weakref.WeakKeyDictionary()
+
+    def actor() -> None:
+        me = threading.current_thread()
+        marks.append(getattr(me, "request_id", None))
+        me.request_id = 7  # type: ignore[attr-defined]
+        marks.append(by_thread.get(me))
+        by_thread[me] = 7
+        kept.append(me)
+
+    for _ in range(3):
+        _round(pool, [actor])
+    assert marks == [None] * 6
+    assert pool.reused == 2
+    assert len({id(t) for t in kept}) == 3
+    assert not any(t.is_alive() for t in kept), "a trial's thread object is dead once its work is done"
+    for thread in kept:
+        thread.join(1)  # returns at once
+    pool.close()
+
+
+def test_joining_another_actors_thread_waits_for_its_work_not_for_ever() -> None:
+    pool = ActorPool()
+    ready = threading.Event()
+    others: list[threading.Thread] = []
+    order: list[str] = []
+
+    def worker() -> None:
+        others.append(threading.current_thread())
+        ready.set()
+        time.sleep(0.05)
+        order.append("worker done")
+
+    def coordinator() -> None:
+        ready.wait(5)
+        others[0].join(5)
+        order.append("joined")
+
+    for _ in range(3):
+        others.clear()
+        ready.clear()
+        start = time.monotonic()
+        _round(pool, [worker, coordinator], ["worker", "coordinator"])
+        assert time.monotonic() - start < 2
+    assert order == ["worker done", "joined"] * 3
+    assert pool.reused >= 2
     pool.close()
 
 
@@ -188,7 +242,8 @@ def test_a_thread_that_did_not_come_back_is_retired_not_reused() -> None:
     left = actors[0]
     assert left.is_alive()
     assert not release.is_set()
-    assert left in threading.enumerate(), "a thread still running stays listed, as a leaked thread would"
+    listed = {t.ident: t.name for t in threading.enumerate()}
+    assert listed.get(left.ident) == "stuck", "a thread still running stays listed, as a leaked thread would"
     release.set()
     left.join(5)
     assert not left.is_alive(), "it ended when its work did"
