@@ -247,6 +247,9 @@ class ActorPool:
         self._idle: list[_Actor] = []
         self._lock = _allocate_lock()
         self._pid = os.getpid()
+        #: Told how many threads are parked whenever that changes (the worker's beacon: a hang's
+        #: evidence counts the trial's threads, not these).
+        self.on_parked: Callable[[int], None] | None = None
         #: Actors created and reused so far (for tests and benchmarks).
         self.created = 0
         self.reused = 0
@@ -265,6 +268,8 @@ class ActorPool:
             taken = self._idle[-count:] if count else []
             del self._idle[len(self._idle) - len(taken) :]
         self.reused += len(taken)
+        if taken and self.on_parked is not None:
+            self.on_parked(len(self._idle))
         while len(taken) < count:
             actor = _Actor(self)
             actor.start()
@@ -321,6 +326,8 @@ class ActorPool:
                     _active.pop(actor.ident or 0, None)
                 actor.trial_thread = None
                 self._idle.append(actor)
+                if self.on_parked is not None:
+                    self.on_parked(len(self._idle))
             else:
                 actor.retired = True
             round_.left -= 1

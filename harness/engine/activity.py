@@ -102,9 +102,11 @@ _FUTEX_CLOCK_REALTIME = 256
 _FUTEX_WAIT, _FUTEX_LOCK_PI, _FUTEX_WAIT_BITSET, _FUTEX_WAIT_REQUEUE_PI, _FUTEX_LOCK_PI2 = 0, 6, 9, 11, 13
 _TIMER_ABSTIME = 1
 _CLOCK_REALTIME = 0
+#: What a thread blocked on a futex with no timeout waits in, for a person.
+LOCK_WAIT = "a lock, condition or join"
 #: What a person reads for the call a blocked thread is in.
 _PLAIN = {
-    "futex": "a lock, condition or join",
+    "futex": LOCK_WAIT,
     "read": "a read",
     "readv": "a read",
     "wait4": "a child process",

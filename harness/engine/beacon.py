@@ -29,11 +29,13 @@ _PROGRESS = struct.Struct("=q")  # after the data; bumped without the seqlock (a
 _ALARM = struct.Struct("=d")  # after the progress: when a signal timer the trial armed fires (0: none)
 _WAITS = struct.Struct("=qq")  # after the alarm: threads in instrumented untimed waits, such waits ended
 _EPOCH = struct.Struct("=q")  # after the waits: how many times the worker emptied its results spool
+_PARKED = struct.Struct("=q")  # after the epoch: actor threads parked between trials (`harness.actors`)
 _PROGRESS_AT = _GENERATION.size + _DATA.size
 _ALARM_AT = _PROGRESS_AT + _PROGRESS.size
 _WAITS_AT = _ALARM_AT + _ALARM.size
 _EPOCH_AT = _WAITS_AT + _WAITS.size
-_SIZE = _EPOCH_AT + _EPOCH.size
+_PARKED_AT = _EPOCH_AT + _EPOCH.size
+_SIZE = _PARKED_AT + _PARKED.size
 
 
 class Phase(enum.IntEnum):
@@ -116,6 +118,15 @@ class Beacon:
 
     def set_spool_epoch(self, epoch: int) -> None:
         _EPOCH.pack_into(self._map, _EPOCH_AT, epoch)
+
+    def set_parked(self, count: int) -> None:
+        """The worker: ``count`` actor threads are parked (waiting, untimed, for a later trial)."""
+        _PARKED.pack_into(self._map, _PARKED_AT, count)
+
+    def parked(self) -> int:
+        """How many of the worker's threads are parked actor threads, not the trial's."""
+        (count,) = _PARKED.unpack_from(self._map, _PARKED_AT)
+        return int(count)
 
     def read(self) -> Reading:
         """The parent: where the worker is now."""

@@ -111,6 +111,17 @@ def retire_helpers(pids: Iterable[int], *, grace: float = 2.0) -> None:
     proc_tree.kill_all(pid for pid in remaining if proc_tree.is_helper(pid))
 
 
+def _without_parked(waits: tuple[str, ...], parked: int) -> tuple[str, ...]:
+    """What a hang's evidence says the trial's threads wait in: not the worker's parked actor
+    threads (each waits, untimed, in a lock for a later trial; it changes nothing in the verdict)."""
+    kept = list(waits)
+    for _ in range(parked):
+        if activity.LOCK_WAIT not in kept:
+            break
+        kept.remove(activity.LOCK_WAIT)
+    return tuple(kept)
+
+
 def _gil_enabled() -> bool:
     check = getattr(sys, "_is_gil_enabled", None)
     return True if check is None else bool(check())
@@ -672,7 +683,14 @@ class _Engine:
         alarm = worker.beacon.alarm()
         alarm_in = max(0.0, alarm - look.at) if alarm is not None else math.inf
         waiters, ended = worker.beacon.waits()
-        return replace(look, paused=worker.beacon.progress(), alarm_in=alarm_in, waiters=waiters, wait_ends=ended)
+        return replace(
+            look,
+            paused=worker.beacon.progress(),
+            alarm_in=alarm_in,
+            waiters=waiters,
+            wait_ends=ended,
+            waits=_without_parked(look.waits, worker.beacon.parked()),
+        )
 
     def _follow(self, worker: WorkerHandle, watch: Watch) -> None:
         """Bring the head's watch up to date with where the worker says it is."""

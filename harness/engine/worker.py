@@ -724,6 +724,7 @@ def _worker_main(
     instrumenter = Instrumenter(scope)
     instrumenter.hold()
     pool = ActorPool()
+    pool.on_parked = beacon.set_parked
     findings = Findings(tmp)
     lock_orders: dict[str, dict[int, bool]] = {}
     #: Controlled mode: (variant, outcome) pairs whose first failure this worker already shrank.
