@@ -304,6 +304,7 @@ def run_command(
             scope=_scope(selected, reach, config),
             targets=reach,
             command=shlex.join(["stress", *sys.argv[1:]]) if sys.argv else "stress",
+            noted_signal=lambda: late.signal,
         )
         late.decided = report.stopped_by is not None
         written = report.exit_code()  # what summary.json says

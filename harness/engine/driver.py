@@ -161,6 +161,7 @@ def run(
     targets: dict[str, str] | None = None,
     clock: Callable[[], float] = time.monotonic,
     now: Callable[[], _dt.datetime] = lambda: _dt.datetime.now(_dt.UTC),
+    noted_signal: Callable[[], int | None] = lambda: None,
 ) -> RunReport:
     """Run every variant ``config.iterations`` times and return the ranked report.
 
@@ -176,6 +177,9 @@ def run(
             path for a user's scenario); defaults to the scenario's name.
         clock: Monotonic seconds, for deadlines (tests inject a fake one).
         now: Wall-clock time, for the run id and timestamps.
+        noted_signal: A Ctrl-C (``SIGINT``) or ``SIGTERM`` the caller's own handler received before
+            the engine's were installed, if any: the run stops as if it came at the first tick
+            (no trial is started; the report says which signal stopped it).
     """
     if not variants:
         raise InternalError("run() needs at least one variant")
@@ -191,7 +195,7 @@ def run(
         clock=clock,
         now=now,
     )
-    return engine.run()
+    return engine.run(noted_signal)
 
 
 class _Engine:
@@ -282,7 +286,7 @@ class _Engine:
 
     # -- the run ---------------------------------------------------------------------------------
 
-    def run(self) -> RunReport:
+    def run(self, noted_signal: Callable[[], int | None] = lambda: None) -> RunReport:
         write_json(self.info.run_dir / RUN, self.info.to_dict())
         self.writer = ResultsWriter(self.info.run_dir, clock=self.clock)
         start = self.clock()
@@ -290,6 +294,9 @@ class _Engine:
         # The signal handlers stay until the summary is written: a signal in the clean-up must
         # not take away the report of a run that is as good as done.
         with self._interruptible():
+            if (signum := noted_signal()) is not None:  # it came before our handlers did
+                self.stopping = True
+                self.stopped_by = signal.Signals(signum).name
             try:
                 # Every worker forked from here inherits the scope's answers for the modules loaded.
                 self.scope.decide_all(getattr(m, "__file__", None) for m in list(sys.modules.values()))

@@ -23,8 +23,8 @@ FAULTS = str(FIXTURES / "faults.py")
 MISBEHAVING = str(FIXTURES / "misbehaving.py")
 
 
-def start(*args: str, cwd: Path) -> subprocess.Popen[str]:
-    environment = {**os.environ, "TERM": "dumb", "NO_COLOR": "1", "COLUMNS": "120"}
+def start(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    environment = {**os.environ, "TERM": "dumb", "NO_COLOR": "1", "COLUMNS": "120", **(env or {})}
     return subprocess.Popen(
         [*stress_command(), *args], cwd=cwd, env=environment, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -80,7 +80,8 @@ def test_a_second_sigterm_stops_at_once(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_during_start_up_is_one_line_and_its_exit_code(tmp_path: Path, sig: int, code: int) -> None:
-    process = start("run", "counter", "-n", "10", "--out", "run", cwd=tmp_path)
+    # Enough trials that the run cannot be over before the signal lands, however the test is delayed.
+    process = start("run", "counter", "-n", "100000", "--out", "run", cwd=tmp_path)
     # Interpreter start-up takes a few CPU milliseconds; importing the CLI and the engine many more:
     # a signal after 60 ms of CPU lands in the imports (or, on a very fast machine, in the run).
     deadline = time.monotonic() + 30
@@ -91,6 +92,33 @@ def test_a_signal_during_start_up_is_one_line_and_its_exit_code(tmp_path: Path, 
     assert process.returncode == code, stderr
     assert "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) <= 1, stderr
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_between_start_up_and_the_first_trial_stops_the_run(tmp_path: Path, sig: int, code: int) -> None:
+    # Resolving `--scope noisy.core` imports the package `noisy`, which signals its own process: the
+    # signal lands after the command's handlers are in place and before the engine's own are.
+    (tmp_path / "noisy").mkdir()
+    (tmp_path / "noisy" / "__init__.py").write_text(f"import os\nos.kill(os.getpid(), {int(sig)})\n")
+    (tmp_path / "noisy" / "core.py").write_text("")
+    process = start(
+        "run",
+        "counter",
+        "-n",
+        "100000",
+        "--scope",
+        "noisy.core",
+        "--out",
+        "run",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path)},
+    )
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code, stderr
+    data = summary(tmp_path / "run")
+    assert data["stopped_by"] == signal.Signals(sig).name
+    assert data["trials"] == 0
+    assert "Traceback" not in stderr
 
 
 def test_ctrl_c_does_not_wait_for_trials_that_keep_running(tmp_path: Path) -> None:
