@@ -38,7 +38,7 @@ from typing import Any
 
 from harness.detect.findings import Findings
 from harness.detect.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph, Waiting, acquired_where
-from harness.perturb.pause import pause
+from harness.perturb import pause as _pause
 from harness.scope import HARNESS_DIR
 
 __all__ = [
@@ -127,6 +127,9 @@ class Session:
         self._seed = seed
         self._rng: random.Random | None = None
         self.switches = 0
+        #: Stress mode: primitive operations left before the next forced switch (see `due`).
+        self.countdown = 1
+        self._gap: Callable[[], int] | None = None
         self.site_counts: dict[tuple[str, int], list[int]] = {}
         #: Controlled mode's scheduler: operations are its scheduling points, waits go through it.
         self.controlled: Any = None
@@ -138,6 +141,20 @@ class Session:
         if self._rng is None:
             self._rng = random.Random(f"stress-sync/{self._seed}")
         return self._rng
+
+    def due(self) -> None:
+        """The countdown to the next ``sync`` switch ran out: switch, and draw the next gap (one
+        draw per switch, geometric, rather than a coin flip per operation). The first call, at the
+        trial's first operation, only draws where the first switch falls."""
+        gap = self._gap
+        if gap is None:
+            gap = self._gap = _pause.gaps(self.sync, self.rng)
+            self.countdown = gap() - 1
+            if self.countdown > 0:
+                return
+        self.countdown = gap()
+        self.switches += 1
+        _pause.switch(self.pause)
 
 
 _session: Session | None = None
@@ -152,7 +169,7 @@ def activate(session: Session, *, controlled: bool = False) -> None:
     global _session, _sync
     _session = session
     _sync = controlled or session.sync > 0
-    _use_synced_locks(_sync)
+    _use_synced_locks(_sync, controlled=controlled)
 
 
 def current_session() -> Session | None:
@@ -221,9 +238,9 @@ def _sync_point(primitive: Any, operation: str) -> None:
     if session.controlled is not None:
         session.controlled.primitive_point(getattr(primitive, "_primitive", primitive), operation)
         return
-    if session.rng.random() < session.sync:
-        session.switches += 1
-        pause(session.pause)
+    session.countdown -= 1
+    if session.countdown <= 0:
+        session.due()
 
 
 # -- identities: where and in which order a primitive was created --------------------------------
@@ -449,10 +466,16 @@ def _block(try_acquire: Callable[..., bool], timeout: float, waiting: Waiting) -
     hook = wait_hook if not waiting.timed else None
     if hook is not None:
         hook(1)
+    if not waiting.timed and waiting.lock is not None and (owner := waiting.lock._owner) is not None:
+        # Nothing this thread can do until the holder goes on: if a forced switch keeps it out,
+        # end that now rather than leave the interpreter idle for the rest of the switch.
+        _pause.wake(owner.ident)
     try:
         deadline = math.inf if timeout < 0 else time.monotonic() + timeout
         pause = SLICE_FIRST
-        candidate = None if waiting.timed else graph.check(me, None)
+        # At the start, only a cycle of lock waits is looked for (a few owner links); whether
+        # everyone is stuck needs the trial's threads listed, and most waits end within a slice.
+        candidate = None if waiting.timed else graph.check(me, None, cycles_only=True)
         while True:
             if graph.aborting:
                 raise _deadlock(graph)
@@ -598,6 +621,45 @@ _plain_release = Lock.release
 _plain_exit = Lock.__exit__
 
 
+# Stress mode's versions count the operation down inline: under 3.11's tracer every Python call
+# of an actor thread costs a trace event, and these run at every critical section.
+
+
+def _counted_acquire(self: Lock, blocking: bool = True, timeout: float = -1) -> bool:
+    session = _session
+    if self._quiet or session is None:
+        return _plain_acquire(self, blocking, timeout)
+    session.countdown -= 1
+    if session.countdown <= 0:
+        session.due()
+    if _plain_acquire(self, blocking, timeout):
+        session.countdown -= 1
+        if session.countdown <= 0:
+            session.due()
+        return True
+    return False
+
+
+def _counted_release(self: Lock) -> None:
+    _counted_exit(self)
+
+
+def _counted_exit(self: Lock, *_: object) -> None:
+    owner = self._owner
+    if owner is not None:
+        if owner.top is self:
+            owner.top = self._prev
+        else:
+            _unlink(owner, self)
+        self._owner = None
+    self._release()
+    session = _session
+    if not self._quiet and session is not None:
+        session.countdown -= 1
+        if session.countdown <= 0:
+            session.due()
+
+
 def _synced_acquire(self: Lock, blocking: bool = True, timeout: float = -1) -> bool:
     quiet = self._quiet
     if not quiet:
@@ -634,10 +696,13 @@ def _interrupted_inside(lock: Lock | RLock, frame: FrameType | None) -> bool:
     return False
 
 
-def _use_synced_locks(synced: bool) -> None:
-    if synced:
+def _use_synced_locks(synced: bool, *, controlled: bool = False) -> None:
+    if synced and controlled:
         Lock.acquire = Lock.__enter__ = _synced_acquire  # type: ignore[method-assign,assignment]
         Lock.release, Lock.__exit__ = _synced_release, _synced_exit  # type: ignore[method-assign]
+    elif synced:
+        Lock.acquire = Lock.__enter__ = _counted_acquire  # type: ignore[method-assign,assignment]
+        Lock.release, Lock.__exit__ = _counted_release, _counted_exit  # type: ignore[method-assign]
     else:
         Lock.acquire = Lock.__enter__ = _plain_acquire  # type: ignore[method-assign]
         Lock.release, Lock.__exit__ = _plain_release, _plain_exit  # type: ignore[method-assign]

@@ -159,13 +159,14 @@ class WaitGraph:
 
     # -- detection -------------------------------------------------------------------------------
 
-    def check(self, ident: int, previous: Snapshot | None) -> Snapshot | None:
-        """Look for a deadlock involving ``ident``. Returns the candidate seen now; when it equals
-        ``previous``, the deadlock is confirmed: `finding` is set and every wait aborts."""
+    def check(self, ident: int, previous: Snapshot | None, *, cycles_only: bool = False) -> Snapshot | None:
+        """Look for a deadlock involving ``ident`` (with ``cycles_only``, only a cycle of lock
+        waits through it). Returns the candidate seen now; when it equals ``previous``, the
+        deadlock is confirmed: `finding` is set and every wait aborts."""
         with self._mutex:
             if self.aborting:
                 return previous
-            candidate = self._cycle_through(ident) or self._everyone_stuck()
+            candidate = self._cycle_through(ident) or (None if cycles_only else self._everyone_stuck())
             if candidate is None or candidate != previous:
                 return candidate
             # Described before the waits are told to abort, and under the mutex: an aborted wait

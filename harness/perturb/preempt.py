@@ -12,16 +12,18 @@ and 3.13):
 * 3.12+: `sys.monitoring`. ``PY_START`` finds each code object once; the ones in `Scope` get local
   ``INSTRUCTION`` events, every other code location is disabled, so code outside the scope runs at
   full speed.
-* 3.11: `sys.settrace` in each actor thread, with ``f_trace_opcodes`` turned on only for frames
-  whose code is in scope.
+* 3.11: `sys.settrace` in each actor thread, for frames whose code is in scope. A trace event is a
+  Python call, so the countdown goes down a line at a time (each line event takes the number of
+  instructions the line runs before it ends or jumps); instruction events are turned on
+  (``f_trace_opcodes``) only for the line where the countdown runs out.
 
 Switch points are spaced by a geometric countdown rather than a coin flip per instruction, so the
-per-instruction cost is one decrement.
+per-instruction cost is one decrement. A forced switch is `harness.perturb.pause.switch`.
 """
 
 from __future__ import annotations
 
-import math
+import dis
 import random
 import sys
 import threading
@@ -29,7 +31,7 @@ from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any
 
-from harness.perturb.pause import pause
+from harness.perturb.pause import gaps, switch
 from harness.scope import Scope, generated, installed_package
 
 __all__ = ["HAS_MONITORING", "Preemptor", "active"]
@@ -49,17 +51,37 @@ def active() -> Preemptor | None:
     return _active
 
 
-def _gap_maker(probability: float, rng: random.Random) -> Callable[[], int]:
-    """Instructions until the next forced switch: geometric with mean 1/probability."""
-    if probability >= 1.0:
-        return lambda: 1
-    log_q = math.log1p(-probability)
-    draw = rng.random
+#: Instructions after which the next one is not the one that follows (a line's run ends there).
+_TRANSFERS = frozenset(
+    {"JUMP_FORWARD", "JUMP_BACKWARD", "JUMP_BACKWARD_NO_INTERRUPT", "RETURN_VALUE", "RAISE_VARARGS", "RERAISE"}
+)
 
-    def gap() -> int:
-        return int(math.log(1.0 - draw()) / log_q) + 1
 
-    return gap
+class _Runs(dict[int, int]):
+    """For one code object: offset of an instruction -> how many instructions run from there, in
+    order, before the line changes or control jumps (what a ``line`` trace event at that offset
+    is followed by). Computed on first use of each offset."""
+
+    def __init__(self, code: CodeType) -> None:
+        super().__init__()
+        self._code: list[tuple[int, int | None, str]] = [
+            (i.offset, i.positions.lineno if i.positions else None, i.opname) for i in dis.get_instructions(code)
+        ]
+        self._index = {offset: n for n, (offset, _, _) in enumerate(self._code)}
+
+    def __missing__(self, offset: int) -> int:
+        start = self._index.get(offset)
+        count = 1
+        if start is not None:
+            line = self._code[start][1]
+            previous = self._code[start][2]
+            for _, other, name in self._code[start + 1 :]:
+                if previous in _TRANSFERS or (other is not None and other != line):
+                    break
+                count += 1
+                previous = name
+        self[offset] = count
+        return count
 
 
 class Preemptor:
@@ -80,6 +102,8 @@ class Preemptor:
         #: 3.11: whether each code object seen is in scope (generated code is decided per call).
         self._decided: dict[CodeType, bool] = {}
         self._generated: set[CodeType] = set()
+        #: 3.11, stress mode: each in-scope code object's tracer (see `_make_tracer`).
+        self._runs: dict[CodeType, Callable[[FrameType, str, Any], Any]] = {}
         self._switches = 0
         self._countdown = 0
         self._gap: Callable[[], int] = lambda: 1
@@ -115,7 +139,7 @@ class Preemptor:
         if not self._active:
             return
         _active = self
-        self._gap = _gap_maker(probability, random.Random(seed))
+        self._gap = gaps(probability, random.Random(seed))
         self._countdown = self._gap()
         self._pause = pause
         if self.backend == "monitoring":
@@ -172,7 +196,7 @@ class Preemptor:
     def _switch(self) -> None:
         self._countdown = self._gap()
         self._switches += 1
-        pause(self._pause)
+        switch(self._pause)
 
     # -- sys.monitoring (3.12+) ------------------------------------------------------------------
     #
@@ -260,15 +284,36 @@ class Preemptor:
 
         def local(frame: FrameType, event: str, arg: Any) -> Any:
             if event == "opcode":
-                if callback is not None:
-                    callback(frame.f_code, frame.f_lasti)
-                    return local
-                self._countdown -= 1
-                if self._countdown <= 0:
-                    self._switch()
-            elif event == "line" and callback is not None:
-                callback(frame.f_code, -frame.f_lineno)
+                callback(frame.f_code, frame.f_lasti)  # type: ignore[misc]
+            elif event == "line":
+                callback(frame.f_code, -frame.f_lineno)  # type: ignore[misc]
             return local
+
+        runs = self._runs
+
+        def counting(code: CodeType) -> Callable[[FrameType, str, Any], Any]:
+            """Stress mode's tracer for frames of ``code``: a call per line, not per instruction.
+            A line event takes the line's run of instructions off the countdown at once; only
+            the line the countdown ends in is traced instruction by instruction, so the switch
+            still lands on one instruction (between a read and its write, say)."""
+            lengths = _Runs(code)
+
+            def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+                if event == "line":
+                    count = lengths[frame.f_lasti]
+                    if self._countdown > count:
+                        self._countdown -= count
+                        frame.f_trace_opcodes = False
+                    else:
+                        frame.f_trace_opcodes = True  # the line's first instruction comes next
+                elif event == "opcode":
+                    self._countdown -= 1
+                    if self._countdown <= 0:
+                        self._switch()
+                return tracer
+
+            runs[code] = tracer
+            return tracer
 
         def on_call(frame: FrameType, event: str, arg: Any) -> Any:
             code = frame.f_code
@@ -281,10 +326,13 @@ class Preemptor:
                     decided[code] = inside
                     if not inside:
                         self._note_atomic(code.co_filename, frame.f_back)
-            if inside:
-                frame.f_trace_opcodes = not lines
-                frame.f_trace_lines = callback is not None and lines
-                return local
-            return None
+            if not inside:
+                return None
+            if callback is None:
+                frame.f_trace_opcodes = False
+                return runs.get(code) or counting(code)
+            frame.f_trace_opcodes = not lines
+            frame.f_trace_lines = lines
+            return local
 
         return on_call

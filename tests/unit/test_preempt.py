@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 
 import pytest
 
+from harness.detect import primitives
+from harness.detect.wait_graph import WaitGraph
+from harness.perturb import pause
 from harness.perturb.preempt import HAS_MONITORING, Preemptor
 from harness.scope import Scope
 
@@ -103,3 +107,65 @@ def test_scope_by_file_and_folder(tmp_path: object) -> None:
     import harness.engine.driver
 
     assert not Scope(dirs=["/"]).contains_file(harness.engine.driver.__file__)  # the harness is never in scope
+
+
+def _straight_loop(box: list[int], size: int) -> None:
+    for i in range(size):
+        box[0] += i
+        box[0] -= i // 2
+        if box[0] < 0:
+            box[0] = 0
+
+
+def test_switches_fall_at_the_asked_rate_per_instruction(backend: str) -> None:
+    # 3.11 counts whole lines down at once and traces single instructions only in the line where
+    # the countdown ends; the rate per executed instruction must still be the one asked.
+    # At probability 1 every executed instruction is a switch: that counts them.
+    size, probability = 4000, 0.05
+    preemptor = Preemptor(Scope(files=[HERE]), backend=backend)
+    try:
+        preemptor.start(1.0)
+        _straight_loop([0], size // 20)
+        executed = preemptor.stop() * 20
+        preemptor.start(probability, seed=3)
+        _straight_loop([0], size)
+        switches = preemptor.stop()
+    finally:
+        preemptor.close()
+    expected = executed * probability
+    assert 0.8 * expected < switches < 1.2 * expected, (switches, expected)
+
+
+def test_a_switched_out_lock_holder_comes_back_when_another_thread_waits_for_the_lock() -> None:
+    graph = WaitGraph(scope=Scope(files=[HERE]), main=threading.get_ident(), preexisting=set())
+    primitives.activate(primitives.Session(graph=graph))
+    lock = primitives.Lock()
+    holding = threading.Event()
+    took: list[float] = []
+    try:
+
+        def waiter() -> None:
+            holding.wait(5)
+            with lock:
+                pass
+
+        other = threading.Thread(target=waiter)
+        other.start()
+        with lock:
+            holding.set()
+            start = time.monotonic()
+            pause.switch(10.0)  # a forced switch ten seconds long, unless the waiter ends it
+            took.append(time.monotonic() - start)
+        other.join(10)
+    finally:
+        primitives.deactivate()
+    assert took[0] < 5.0, took
+
+
+def test_a_switch_nobody_ends_lasts_its_length() -> None:
+    start = time.monotonic()
+    pause.switch(0.05)
+    assert time.monotonic() - start >= 0.04
+    start = time.monotonic()
+    pause.switch(0.05)  # the lock a switch waits on is held again for the next one
+    assert time.monotonic() - start >= 0.04
