@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from harness.detect.findings import Findings
 from harness.detect.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph
 from harness.perturb.pause import delay as start_delay
+from harness.perturb.pause import nobody_runs, stuck, unstuck
 from harness.perturb.plan import ActorStart, Plan
 from harness.scope import HARNESS_DIR
 from harness.text import actor_names, clip
@@ -289,6 +290,8 @@ class ActorGroup:
                 results[index] = fn(*args)
             except BaseException as exc:  # an actor's SystemExit or KeyboardInterrupt is a finding too
                 trial.record_exception(label, exc)
+            finally:
+                nobody_runs()  # a thread switched out for this one's sake need not stay out
 
         pool = trial.pool
         # 3.11's preemption traces every call of this thread; starting and joining actors is
@@ -319,9 +322,11 @@ class ActorGroup:
             work = [functools.partial(actor_main, s.actor, s.delay) for s in starts]
             if graph is not None:
                 graph.set_joining(True)  # waiting for actors: this thread can wake nobody
+            stuck(None)
             try:
                 pool.run(actors, [names[s.actor] for s in starts], work, together=trial.plan.barrier)
             finally:
+                unstuck()
                 if graph is not None:
                     graph.set_joining(False)
             return
@@ -341,10 +346,12 @@ class ActorGroup:
             thread.start()
         if graph is not None:
             graph.set_joining(True)  # waiting for actors: this thread can wake nobody
+        stuck(None)
         try:
             for thread in threads:
                 thread.join()
         finally:
+            unstuck()
             if graph is not None:
                 graph.set_joining(False)
 

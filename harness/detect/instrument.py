@@ -18,6 +18,7 @@ from types import FrameType, ModuleType
 from typing import Any
 
 from harness.detect import primitives
+from harness.perturb import pause
 from harness.scope import HARNESS_DIR, Scope
 
 __all__ = ["Instrumenter"]
@@ -122,9 +123,11 @@ def _join(self: threading.Thread, timeout: float | None = None) -> None:
         return _real_join(self, timeout)
     me = threading.get_ident()
     graph.add_joiner(me)
+    pause.stuck(None)
     try:
         return _real_join(self, timeout)
     finally:
+        pause.unstuck()
         graph.remove_joiner(me)
 
 

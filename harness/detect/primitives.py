@@ -466,10 +466,12 @@ def _block(try_acquire: Callable[..., bool], timeout: float, waiting: Waiting) -
     hook = wait_hook if not waiting.timed else None
     if hook is not None:
         hook(1)
-    if not waiting.timed and waiting.lock is not None and (owner := waiting.lock._owner) is not None:
-        # Nothing this thread can do until the holder goes on: if a forced switch keeps it out,
-        # end that now rather than leave the interpreter idle for the rest of the switch.
-        _pause.wake(owner.ident)
+    if not waiting.timed:
+        if waiting.lock is not None and (owner := waiting.lock._owner) is not None:
+            # Nothing this thread can do until the holder goes on: if a forced switch keeps it
+            # out, end that now rather than leave the interpreter idle for the rest of it.
+            _pause.wake(owner.ident)
+        _pause.stuck(waiting)
     try:
         deadline = math.inf if timeout < 0 else time.monotonic() + timeout
         pause = SLICE_FIRST
@@ -501,6 +503,8 @@ def _block(try_acquire: Callable[..., bool], timeout: float, waiting: Waiting) -
         graph.leave(me)
         if hook is not None:
             hook(-1)
+        if not waiting.timed:
+            _pause.unstuck()
 
 
 # -- locks ---------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from harness.detect.findings import Findings
 from harness.detect.instrument import Instrumenter
 from harness.detect.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph
 from harness.engine.beacon import Phase
-from harness.perturb import mp_delays
+from harness.perturb import mp_delays, pause
 from harness.perturb.plan import ActorStart, Plan
 from harness.perturb.preempt import Preemptor
 from harness.results.outcome import Evidence, Outcome
@@ -141,6 +141,7 @@ def run_trial(
         instrumenter.install()
     if control is None:
         mp_delays.activate(plan.sync, plan.delay, seed=plan.seed)
+        pause.track(True)
     scheduler: Scheduler | None = None
     started = clock()
     try:
@@ -170,6 +171,7 @@ def run_trial(
         if phases is not None:
             phases(Phase.AFTER)
         delays = mp_delays.deactivate()
+        pause.track(False)
         if instrumenter is not None:
             instrumenter.uninstall()
         primitives.deactivate()

@@ -12,14 +12,18 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import math
+import os
 import random
 import sys
+import threading
 import time
 from _thread import LockType, allocate_lock, get_ident
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["delay", "gaps", "hook", "pause", "switch", "wake"]
+__all__ = [
+    "Waiter",
+    "delay", "gaps", "hook", "nobody_runs", "pause", "stuck", "switch", "track", "unstuck", "wake"]
 
 #: Called before each pause (the worker's beacon counts them); None outside a worker.
 hook: Callable[[], None] | None = None
@@ -28,6 +32,23 @@ hook: Callable[[], None] | None = None
 _out: dict[int, LockType] = {}
 #: Each thread's wake lock, kept held between switches (a release is a wake-up).
 _wakes: dict[int, LockType] = {}
+#: Whether pauses nobody else can use are ended (see `switch`, `track`).
+_tracking = False
+
+
+class Waiter(Protocol):
+    """A blocking wait, as `stuck` is told of it."""
+
+    def runnable(self) -> bool:
+        """Whether the wait is over in all but name (the waiter is about to go on)."""
+        ...
+
+
+#: Threads in a wait with no timeout that only another thread can end (see `stuck`).
+_stuck: dict[int, Waiter | None] = {}
+#: The threads `threading` knows (a reused actor thread between trials is in neither).
+_active: dict[int, Any] = threading._active  # type: ignore[attr-defined]
+_limbo: dict[Any, Any] = threading._limbo  # type: ignore[attr-defined]
 #: The shortest timed wait: the kernel's timer slack (50 µs by default) makes it last ~60 µs, as
 #: long as ``time.sleep(0)`` does.
 _SHORTEST = 1e-6
@@ -57,12 +78,16 @@ def pause(seconds: float) -> None:
 
 def switch(seconds: float) -> None:
     """A forced thread switch: stay out ``seconds`` (``0``: as long as ``time.sleep(0)`` keeps a
-    thread out, ~60 µs on Linux) so other threads run, or until `wake` says nobody else can.
+    thread out, ~60 µs on Linux) so that other threads run — but no longer than somebody can.
 
-    A thread switched out while it holds a lock leaves the others to run into that lock and block;
-    from then on nobody runs until its pause ends. `wake` ends the pause at that moment (the
-    instrumented primitives call it when an untimed wait starts on a lock whose holder is out), so
-    the dead time is not paid, while the window in which others run is unchanged."""
+    A switch exists to let other threads run in the middle of this one's work. When none can —
+    each of the process's other threads is switched out too, or waits, with no timeout, on an
+    instrumented primitive or for a group of actors, or has finished — the rest of the pause is
+    dead time, and it ends: the earliest thread switched out goes on (`nobody_runs`). A thread that
+    starts a switch when every other thread waits does not leave at all. Who runs while a thread is
+    out is unchanged; only time in which nobody could is saved. Any thread stress cannot see into
+    (one in ``time.sleep``, a timed wait, I/O, C code) counts as one that can run.
+    """
     if seconds > 0 and hook is not None:
         hook()
     me = get_ident()
@@ -71,17 +96,83 @@ def switch(seconds: float) -> None:
         lock = _wakes[me] = allocate_lock()
         lock.acquire()
     _out[me] = lock
+    if _tracking and _idle(0):
+        if len(_out) == 1:  # everybody else waits for somebody: nobody to make room for
+            if _out.pop(me, None) is None:
+                lock.acquire()  # woken meanwhile: take the release, as below
+            return
+        _wake_earliest(me)
     if not lock.acquire(True, seconds if seconds > _SHORTEST else _SHORTEST) and _out.pop(me, None) is None:
-        # Timed out as `wake` took us off the list: its release is on its way. Take it, so that
-        # the lock is held again for the next switch.
+        # Timed out as a wake-up took us off the list: its release is on its way. Take it, so
+        # that the lock is held again for the next switch.
         lock.acquire()
 
 
 def wake(ident: int) -> None:
-    """End thread ``ident``'s forced switch now, if it is in one (see `switch`)."""
+    """End thread ``ident``'s forced switch now, if it is in one: the instrumented primitives call
+    this when a thread starts an untimed wait for a lock ``ident`` holds."""
     lock = _out.pop(ident, None)
     if lock is not None:
         lock.release()
+
+
+def track(on: bool) -> None:
+    """Whether `switch` ends pauses nobody else can use (the runner turns it on for a stress-mode
+    trial in the worker's process, and off after it)."""
+    global _tracking
+    _tracking = on
+    _stuck.clear()
+
+
+def stuck(waiting: Waiter | None) -> None:
+    """The calling thread starts a wait with no timeout that only another thread of the process
+    can end: on an instrumented primitive (``waiting`` says whether it is over in all but name,
+    `harness.detect.wait_graph.Waiting`), or for the group of actors it started (None)."""
+    _stuck[get_ident()] = waiting
+    if _tracking and _out and _idle(0):
+        _wake_earliest(0)
+
+
+def unstuck() -> None:
+    """The calling thread's wait (see `stuck`) is over."""
+    _stuck.pop(get_ident(), None)
+
+
+def nobody_runs() -> None:
+    """The calling actor's work is done (its thread is about to park or end): if nobody else can
+    run now, end the earliest forced switch."""
+    if _tracking and _out and _idle(1):
+        _wake_earliest(0)
+
+
+def _idle(leaving: int) -> bool:
+    """Whether every thread of the process (but ``leaving`` of them, on their way out) is
+    switched out or in a wait that only another thread can end (and that none has ended yet: a
+    waiter whose lock was just released is about to run)."""
+    if len(_active) + len(_limbo) - leaving > len(_out) + len(_stuck):
+        return False
+    try:
+        return not any(w is not None and w.runnable() for w in list(_stuck.values()))
+    except RuntimeError:  # changed while we looked: somebody is moving
+        return False
+
+
+def _wake_earliest(me: int) -> None:
+    for ident in list(_out):
+        if ident != me:
+            wake(ident)
+            return
+
+
+def _after_fork_in_child() -> None:
+    global _tracking
+    _out.clear()
+    _wakes.clear()
+    _stuck.clear()
+    _tracking = False
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 _PR_SET_TIMERSLACK, _PR_GET_TIMERSLACK = 29, 30

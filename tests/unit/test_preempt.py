@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sys
 import threading
 import time
@@ -169,3 +170,57 @@ def test_a_switch_nobody_ends_lasts_its_length() -> None:
     start = time.monotonic()
     pause.switch(0.05)  # the lock a switch waits on is held again for the next one
     assert time.monotonic() - start >= 0.04
+
+
+def _churn(count: int, rounds: int, seed: int) -> list[BaseException]:
+    idents: list[int] = []
+    errors: list[BaseException] = []
+    ready = threading.Barrier(count + 1)
+
+    def churn(seed: int) -> None:
+        rng = random.Random(seed)
+        idents.append(threading.get_ident())
+        ready.wait()
+        try:
+            for _ in range(rounds):
+                roll = rng.random()
+                if roll < 0.4:
+                    pause.switch(0.0)
+                elif roll < 0.8:
+                    pause.stuck(None)
+                    pause.wake(rng.choice(idents))
+                    time.sleep(rng.random() * 0.0001)  # "stuck" meanwhile: others see nobody run
+                    pause.wake(rng.choice(idents))
+                    pause.unstuck()
+                else:
+                    pause.nobody_runs()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(seed * 100 + n,), daemon=True) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    pause.stuck(None)  # this thread waits for the others, as a trial's body does
+    try:
+        for thread in threads:
+            thread.join(60)
+    finally:
+        pause.unstuck()
+    assert not any(thread.is_alive() for thread in threads)
+    return errors
+
+
+def test_switches_wake_ups_and_waits_from_many_threads_at_once_never_fail() -> None:
+    # Every thread switches, wakes the others and pretends to wait, as fast as it can, with the
+    # interpreter switching threads every microsecond: each can be woken at any point of its own
+    # switch, and nobody-can-run decisions are made while the counts change under them.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    pause.track(True)
+    try:
+        errors = [error for seed in range(12) for error in _churn(6, 1500, seed)]
+    finally:
+        pause.track(False)
+        sys.setswitchinterval(interval)
+    assert errors == []
