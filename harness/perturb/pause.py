@@ -21,15 +21,17 @@ from _thread import LockType, allocate_lock, get_ident
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = [
-    "Waiter",
-    "delay", "gaps", "hook", "nobody_runs", "pause", "stuck", "switch", "track", "unstuck", "wake"]
+__all__ = ["Waiter", "delay", "gaps", "hook", "nobody_runs", "pause", "stuck", "switch", "track", "unstuck", "wake"]
 
 #: Called before each pause (the worker's beacon counts them); None outside a worker.
 hook: Callable[[], None] | None = None
 
 #: Threads switched out by `switch` right now: ident -> the lock their wait ends on.
 _out: dict[int, LockType] = {}
+#: Threads inside `switch` (a signal handler may run there, and switch again: it does not).
+_inside: set[int] = set()
+#: Longest wait for a wake-up's release once it took the thread off `_out` (it follows at once).
+_HANDOVER = 0.05
 #: Each thread's wake lock, kept held between switches (a release is a wake-up).
 _wakes: dict[int, LockType] = {}
 #: Whether pauses nobody else can use are ended (see `switch`, `track`).
@@ -88,29 +90,38 @@ def switch(seconds: float) -> None:
     out is unchanged; only time in which nobody could is saved. Any thread stress cannot see into
     (one in ``time.sleep``, a timed wait, I/O, C code) counts as one that can run.
     """
+    me = get_ident()
+    if me in _inside:
+        return  # a signal handler, run by this thread in the middle of its own switch
     if seconds > 0 and hook is not None:
         hook()
-    me = get_ident()
     lock = _wakes.get(me)
     if lock is None:
         lock = _wakes[me] = allocate_lock()
         lock.acquire()
-    _out[me] = lock
-    if _tracking and _idle(0):
-        if len(_out) == 1:  # everybody else waits for somebody: nobody to make room for
-            if _out.pop(me, None) is None:
-                lock.acquire()  # woken meanwhile: take the release, as below
-            return
-        _wake_earliest(me)
-    if not lock.acquire(True, seconds if seconds > _SHORTEST else _SHORTEST) and _out.pop(me, None) is None:
-        # Timed out as a wake-up took us off the list: its release is on its way. Take it, so
-        # that the lock is held again for the next switch.
-        lock.acquire()
+    _inside.add(me)
+    try:
+        _out[me] = lock
+        if _tracking and _idle(0):
+            if len(_out) == 1:  # everybody else waits for somebody: nobody to make room for
+                if _out.pop(me, None) is None:
+                    lock.acquire(True, _HANDOVER)  # woken meanwhile: take the release, as below
+                return
+            _wake_earliest(me)
+        if not lock.acquire(True, seconds if seconds > _SHORTEST else _SHORTEST) and _out.pop(me, None) is None:
+            # Timed out as a wake-up took us off the list: its release is on its way. Take it, so
+            # that the lock is held again for the next switch. (Bounded: should the release never
+            # come, the lock is held anyway; should it come late, one later switch is short.)
+            lock.acquire(True, _HANDOVER)
+    finally:
+        _inside.discard(me)
 
 
 def wake(ident: int) -> None:
     """End thread ``ident``'s forced switch now, if it is in one: the instrumented primitives call
     this when a thread starts an untimed wait for a lock ``ident`` holds."""
+    if ident == get_ident():
+        return  # a signal handler of a thread in its own switch: the thread is running, not out
     lock = _out.pop(ident, None)
     if lock is not None:
         lock.release()
@@ -128,9 +139,10 @@ def stuck(waiting: Waiter | None) -> None:
     """The calling thread starts a wait with no timeout that only another thread of the process
     can end: on an instrumented primitive (``waiting`` says whether it is over in all but name,
     `harness.detect.wait_graph.Waiting`), or for the group of actors it started (None)."""
-    _stuck[get_ident()] = waiting
+    me = get_ident()
+    _stuck[me] = waiting
     if _tracking and _out and _idle(0):
-        _wake_earliest(0)
+        _wake_earliest(me)
 
 
 def unstuck() -> None:
@@ -142,7 +154,7 @@ def nobody_runs() -> None:
     """The calling actor's work is done (its thread is about to park or end): if nobody else can
     run now, end the earliest forced switch."""
     if _tracking and _out and _idle(1):
-        _wake_earliest(0)
+        _wake_earliest(get_ident())
 
 
 def _idle(leaving: int) -> bool:
@@ -169,6 +181,7 @@ def _after_fork_in_child() -> None:
     _out.clear()
     _wakes.clear()
     _stuck.clear()
+    _inside.clear()
     _tracking = False
 
 

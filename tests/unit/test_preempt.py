@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import signal
 import sys
 import threading
 import time
@@ -211,6 +212,7 @@ def _churn(count: int, rounds: int, seed: int) -> list[BaseException]:
     return errors
 
 
+@pytest.mark.timeout(120)
 def test_switches_wake_ups_and_waits_from_many_threads_at_once_never_fail() -> None:
     # Every thread switches, wakes the others and pretends to wait, as fast as it can, with the
     # interpreter switching threads every microsecond: each can be woken at any point of its own
@@ -224,3 +226,30 @@ def test_switches_wake_ups_and_waits_from_many_threads_at_once_never_fail() -> N
         pause.track(False)
         sys.setswitchinterval(interval)
     assert errors == []
+
+
+@pytest.mark.timeout(30)
+def test_a_signal_handler_that_switches_inside_a_switch_changes_nothing() -> None:
+    # A handler runs in the middle of its thread's switch (inside the wait, even), and may itself
+    # reach a switch point or wait for a lock its own thread holds.
+    ran: list[float] = []
+
+    def on_alarm(signum: int, frame: object) -> None:
+        pause.switch(0.0)
+        pause.wake(threading.get_ident())
+        ran.append(time.monotonic())
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.02)
+        start = time.monotonic()
+        pause.switch(0.3)
+        took = time.monotonic() - start
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert ran, "the alarm never fired"
+    assert 0.25 <= took < 5.0, took
+    start = time.monotonic()
+    pause.switch(0.05)  # the switch's lock is as it should be for the next one
+    assert time.monotonic() - start >= 0.04
