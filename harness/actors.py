@@ -39,13 +39,23 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["ActorPool", "forget_thread_locals"]
+__all__ = ["ActorPool", "forget_thread_locals", "parked_native_ids"]
 
 _allocate_lock = threading._allocate_lock  # type: ignore[attr-defined]
 # threading's registry of running threads and its lock: a parked actor is taken out of it (so that
 # `threading.enumerate` lists only the trial's threads) and put back when it runs.
 _active: dict[int, threading.Thread] = threading._active  # type: ignore[attr-defined]
 _active_lock: Any = threading._active_limbo_lock  # type: ignore[attr-defined]
+
+#: Parked actor threads of this process, by ident (hidden from `threading`, but not from the OS).
+_parked: dict[int, threading.Thread] = {}
+
+
+def parked_native_ids() -> set[int]:
+    """The OS thread ids of this process's parked actor threads: threads `threading.enumerate`
+    does not list, and that belong to no trial."""
+    return {t.native_id for t in list(_parked.values()) if t.native_id is not None}
+
 
 #: A thread-local every actor sets before its trial: it must be gone after `forget_thread_locals`.
 _PROBE = threading.local()
@@ -204,6 +214,7 @@ class _Actor(threading.Thread):
                 break
         with _active_lock:
             _active[self.ident or 0] = self  # listed again (itself), so that threading can let it end
+            _parked.pop(self.ident or 0, None)
 
 
 class _Round:
@@ -258,6 +269,7 @@ class ActorPool:
 
     def _after_fork(self) -> None:
         # The child has only the thread that forked: the parent's parked threads are not its own.
+        _parked.clear()
         self._idle = []
         self._lock = _allocate_lock()
         self._pid = os.getpid()
@@ -276,6 +288,7 @@ class ActorPool:
             self.created += 1
             with _active_lock:
                 _active.pop(actor.ident or 0, None)
+                _parked[actor.ident or 0] = actor
             taken.append(actor)
         return taken
 
@@ -301,6 +314,7 @@ class ActorPool:
                 actor.work = job
                 actor.round = round_
                 _active[actor.ident or 0] = thread
+                _parked.pop(actor.ident or 0, None)
         for actor in actors:
             actor.gate.release()
         try:
@@ -324,6 +338,7 @@ class ActorPool:
             if reuse:
                 with _active_lock:
                     _active.pop(actor.ident or 0, None)
+                    _parked[actor.ident or 0] = actor
                 actor.trial_thread = None
                 self._idle.append(actor)
                 if self.on_parked is not None:

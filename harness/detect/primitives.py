@@ -436,7 +436,7 @@ def _block_controlled(
     is free — then takes it at once, nobody else running — or its virtual deadline passes."""
     real = try_acquire.__self__  # type: ignore[attr-defined]
     me = get_ident()
-    graph.enter(me, waiting)
+    interrupted = graph.enter(me, waiting)
     try:
         deadline = scheduler.timeout_deadline(timeout)
         while True:
@@ -445,7 +445,7 @@ def _block_controlled(
             if try_acquire(False):
                 return True
     finally:
-        graph.leave(me)
+        graph.leave(me, interrupted)
 
 
 def _block(try_acquire: Callable[..., bool], timeout: float, waiting: Waiting) -> bool:
@@ -462,7 +462,7 @@ def _block(try_acquire: Callable[..., bool], timeout: float, waiting: Waiting) -
     if graph.aborting:
         raise _deadlock(graph)
     me = get_ident()
-    graph.enter(me, waiting)
+    interrupted = graph.enter(me, waiting)
     hook = wait_hook if not waiting.timed else None
     if hook is not None:
         hook(1)
@@ -500,7 +500,7 @@ def _block(try_acquire: Callable[..., bool], timeout: float, waiting: Waiting) -
                 candidate = graph.check(me, candidate)
             pause = min(pause * 2, SLICE_MAX)
     finally:
-        graph.leave(me)
+        graph.leave(me, interrupted)
         if hook is not None:
             hook(-1)
         if not waiting.timed:

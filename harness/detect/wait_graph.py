@@ -18,15 +18,18 @@ survives, and the trial ends as ``deadlocked`` with the cycle as evidence.
 from __future__ import annotations
 
 import linecache
+import os
 import re
+import signal
 import sys
 import threading
-from _thread import allocate_lock
+from _thread import RLock
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from harness.actors import parked_native_ids
 from harness.scope import Scope
 from harness.text import short_path
 
@@ -107,6 +110,28 @@ class Waiting:
 Snapshot = tuple[Any, ...]
 
 
+def _unseen() -> set[int] | None:
+    """OS ids of this process's threads that `threading` does not list (nor are parked actors):
+    ones started with `_thread.start_new_thread`, or by C code. None where ``/proc`` cannot say."""
+    try:
+        tids = {int(name) for name in os.listdir("/proc/self/task")}
+    except (OSError, ValueError):
+        return None
+    tids.difference_update(t.native_id for t in threading.enumerate())
+    tids.difference_update(parked_native_ids())
+    return tids
+
+
+def _may_wake_unseen(before: set[int] | None) -> bool:
+    """Whether somebody the graph cannot see may yet wake a waiter: a thread `threading` does
+    not know, started since the trial began, or a signal timer whose handler is Python code (the
+    handler runs on the main thread, whatever it waits for)."""
+    if callable(signal.getsignal(signal.SIGALRM)) and signal.getitimer(signal.ITIMER_REAL)[0] > 0:
+        return True
+    now = _unseen()
+    return before is None or now is None or bool(now - before)
+
+
 class WaitGraph:
     """Who waits for what in one trial.
 
@@ -128,18 +153,30 @@ class WaitGraph:
         self.joiners: set[int] = set()
         self.aborting = False
         self.finding: Deadlock | None = None
-        self._mutex = allocate_lock()
+        #: Threads of the process `threading` did not know when the trial began (see `_unseen`).
+        self.unseen = _unseen()
+        # Re-entrant: a signal handler runs on the main thread between any two bytecodes, inside
+        # `check` too, and the handler may itself wait on a primitive (and so come here). With a
+        # plain lock that thread would wait for itself — a hang stress made, in code that is safe.
+        self._mutex = RLock()
 
     # -- registration (every blocking wait) ------------------------------------------------------
 
-    def enter(self, ident: int, waiting: Waiting) -> None:
+    def enter(self, ident: int, waiting: Waiting) -> Waiting | None:
+        """Register ``ident``'s wait; returns the wait it interrupts, if any (a signal handler's
+        wait inside a wait of its thread), for `leave` to put back."""
         with self._mutex:
+            previous = self.waiting.get(ident)
             self.waiting[ident] = waiting
             self.version += 1
+        return previous
 
-    def leave(self, ident: int) -> None:
+    def leave(self, ident: int, previous: Waiting | None = None) -> None:
         with self._mutex:
-            if self.waiting.pop(ident, None) is not None:
+            if previous is not None:
+                self.waiting[ident] = previous
+                self.version += 1
+            elif self.waiting.pop(ident, None) is not None:
                 self.version += 1
 
     def add_joiner(self, ident: int) -> None:
@@ -232,7 +269,7 @@ class WaitGraph:
                     return None
                 owner_ident = owner.ident
             state.append((ident, id(waiting.primitive), owner_ident))
-        if not state:
+        if not state or _may_wake_unseen(self.unseen):
             return None
         return ("stuck", self.version, tuple(sorted(state)))
 

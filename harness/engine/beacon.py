@@ -67,7 +67,7 @@ class Beacon:
     def __init__(self) -> None:
         self._map = mmap.mmap(-1, _SIZE)  # MAP_SHARED | MAP_ANONYMOUS: survives fork, shared
         self._generation = 0
-        self._waits_lock = _thread.allocate_lock()
+        self._waits_lock = _thread.RLock()  # a signal handler's wait may come here inside another's
         _DATA.pack_into(self._map, _GENERATION.size, -1, Phase.IDLE, time.monotonic())
 
     def set(self, seq: int, phase: Phase) -> None:

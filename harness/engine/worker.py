@@ -512,6 +512,7 @@ def _waits_for_good(thread: threading.Thread) -> bool:
 
 
 _BLOCK_CODE = primitives._block.__code__
+_DummyThread: type = threading._DummyThread
 
 
 def _leaked_threads(before: set[threading.Thread], *, grace: float = 0.2) -> tuple[str | None, bool]:
@@ -521,7 +522,14 @@ def _leaked_threads(before: set[threading.Thread], *, grace: float = 0.2) -> tup
     deadline = time.monotonic() + grace
     left = [t for t in threading.enumerate() if t not in before and t.is_alive()]
     while left and time.monotonic() < deadline and not all(_waits_for_good(t) for t in left):
-        left[0].join(min(LEFT_THREADS_POLL, max(0.0, deadline - time.monotonic())))
+        wait = min(LEFT_THREADS_POLL, max(0.0, deadline - time.monotonic()))
+        # A thread started with `_thread.start_new_thread` is known to `threading` only as a
+        # "dummy" once it asked for its Thread object: it cannot be joined, only waited out.
+        joinable = [t for t in left if not isinstance(t, _DummyThread)]
+        if joinable:
+            joinable[0].join(wait)
+        else:
+            time.sleep(wait)
         left = [t for t in left if t.is_alive()]
     left = [t for t in left if t.is_alive()]
     plain = [t for t in left if not t.daemon]

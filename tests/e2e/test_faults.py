@@ -292,6 +292,14 @@ def test_a_signal_handler_reentering_an_rlock_is_never_a_deadlock(tmp_path: Path
     assert entry["outcomes"] == {"passed": 300}
 
 
+@pytest.mark.parametrize("name", ["alarm-sets-event", "raw-thread-sets-event"])
+def test_a_wake_up_the_wait_for_graph_cannot_see_coming_is_no_deadlock(tmp_path: Path, name: str) -> None:
+    # A signal timer's handler, or a thread `threading` does not list, will end the wait: nobody
+    # the graph can see is left to run, yet the trial is not stuck.
+    entry = run_faults(tmp_path, name, "-n", "60")
+    assert entry["outcomes"] == {"passed": 60}
+
+
 def test_a_process_actors_result_that_cannot_be_pickled_is_an_error(tmp_path: Path) -> None:
     entry = run_faults(tmp_path, "actor-returns-a-lock", "-n", "2")
     assert entry["outcomes"] == {"error": 2}

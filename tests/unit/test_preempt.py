@@ -228,7 +228,7 @@ def test_switches_wake_ups_and_waits_from_many_threads_at_once_never_fail() -> N
     assert errors == []
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(30, method="thread")
 def test_a_signal_handler_that_switches_inside_a_switch_changes_nothing() -> None:
     # A handler runs in the middle of its thread's switch (inside the wait, even), and may itself
     # reach a switch point or wait for a lock its own thread holds.

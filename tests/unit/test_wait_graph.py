@@ -1,7 +1,8 @@
-"""The wait-for graph's decisions, on hand-built states (no real blocking)."""
+"""The wait-for graph's decisions, on hand-built states (no real blocking but in the last test)."""
 
 from __future__ import annotations
 
+import signal
 import threading
 from _thread import allocate_lock
 from types import SimpleNamespace
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from harness.detect import primitives
 from harness.detect.wait_graph import WaitGraph, Waiting, _line
 from harness.scope import Scope
 
@@ -103,3 +105,55 @@ def test_evidence_failure_still_reports_the_deadlock(monkeypatch: pytest.MonkeyP
 def test_a_frame_between_lines_counts_as_its_first_line() -> None:
     frame = SimpleNamespace(f_lineno=None, f_code=SimpleNamespace(co_firstlineno=12))
     assert _line(frame) == 12  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(30, method="thread")
+def test_a_signal_handler_that_waits_inside_the_graphs_own_bookkeeping_does_not_hang(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A handler runs on the main thread between two bytecodes, here inside the deadlock check
+    # that the main thread's own wait started; the handler then waits for a lock another thread
+    # holds for a moment. Safe code: the wait ends when that thread lets go.
+    graph = _graph()
+    primitives.activate(primitives.Session(graph=graph))
+    try:
+        lock = primitives.Lock()
+        gate = primitives.Lock()
+        holding, release = threading.Event(), threading.Event()
+        handled: list[bool] = []
+        raised: list[bool] = []
+
+        def holder() -> None:
+            with lock, gate:
+                holding.set()
+                release.wait(5)
+
+        def on_alarm(signum: int, frame: object) -> None:
+            release.set()  # the holder lets go soon: the handler's wait is a short one
+            with lock:
+                handled.append(True)
+
+        cycle_through = graph._cycle_through
+
+        def interrupted(ident: int) -> Any:
+            if not raised:
+                raised.append(True)
+                signal.raise_signal(signal.SIGALRM)  # the handler runs before this check goes on
+            return cycle_through(ident)
+
+        monkeypatch.setattr(graph, "_cycle_through", interrupted)
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        other = threading.Thread(target=holder)
+        try:
+            other.start()
+            holding.wait(5)
+            with gate:  # waits for the holder: the check at the start of that wait is interrupted
+                pass
+        finally:
+            signal.signal(signal.SIGALRM, previous)
+            release.set()
+            other.join(5)
+    finally:
+        primitives.deactivate()
+    assert handled == [True]
+    assert graph.waiting == {}
