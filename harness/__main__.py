@@ -23,12 +23,25 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise Terminated
 
 
+_noted: list[int] = []
+
+
+def _note(signum: int, frame: FrameType | None) -> None:
+    _noted.append(signum)
+
+
 def entry() -> None:
     """Run ``stress`` and exit with its code."""
-    signal.signal(signal.SIGTERM, _terminate)
+    # While the CLI is imported a signal is only noted: raised there, it can land in a finaliser
+    # (a ``__del__``, a weakref callback), where Python prints it and goes on importing.
+    previous = {sig: signal.signal(sig, _note) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         from harness.cli import main
 
+        signal.signal(signal.SIGINT, previous[signal.SIGINT])
+        signal.signal(signal.SIGTERM, _terminate)
+        if _noted:
+            raise Terminated if _noted[0] == signal.SIGTERM else KeyboardInterrupt
         code = main()
     except KeyboardInterrupt:
         code = _stopped("interrupted", EXIT_INTERRUPTED)

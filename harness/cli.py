@@ -274,28 +274,38 @@ def run_command(
     SCENARIO is a built-in name (see `stress list`), a file of scenarios (FILE.py) or one
     scenario in a file (FILE.py::NAME).
     """
-    from harness import settings
-    from harness.config import Layer, build_config
-    from harness.engine.driver import run as run_engine
-    from harness.render import terminal
-    from harness.results.run_dir import SUMMARY, write_json
-
-    config = build_config(settings.layers(Layer(flags, _flag_name)))
-    registry, names, reach = _registry(scenarios)
-    selected = registry.select(names, variants)
-    if config.controlled:
-        refused = {v.scenario: v.stress_only for v in selected if v.stress_only}
-        if refused:
-            why = "; ".join(f"{name}: {reason}" for name, reason in refused.items())
-            raise UserError(
-                f"controlled mode runs the trial's own thread actors, one at a time, and cannot run {why}. "
-                "Run those scenarios in stress mode"
-            )
-    for path, flag in ((junit_xml, "--junit-xml"), (markdown, "--markdown")):
-        if path:
-            _check_writable(Path(path), flag)
-    console = _console()
+    # From here on a first Ctrl-C or SIGTERM is noted, never raised: raised in the middle of an
+    # import it can land in a finaliser, where Python reports it and carries on.
     with _finish_first() as late:
+        from harness import settings
+        from harness.config import Layer, build_config
+        from harness.engine.driver import run as run_engine
+        from harness.render import terminal
+        from harness.results.run_dir import SUMMARY, write_json
+
+        config = build_config(settings.layers(Layer(flags, _flag_name)))
+        if (noted := late.pending()) is not None:
+            raise Terminated if noted == signal.SIGTERM else KeyboardInterrupt
+        late.raising = True  # a scenario file may take its time to import: a Ctrl-C stops it
+        try:
+            registry, names, reach = _registry(scenarios)
+        finally:
+            late.raising = False
+        selected = registry.select(names, variants)
+        if config.controlled:
+            refused = {v.scenario: v.stress_only for v in selected if v.stress_only}
+            if refused:
+                why = "; ".join(f"{name}: {reason}" for name, reason in refused.items())
+                raise UserError(
+                    f"controlled mode runs the trial's own thread actors, one at a time, and cannot run {why}. "
+                    "Run those scenarios in stress mode"
+                )
+        for path, flag in ((junit_xml, "--junit-xml"), (markdown, "--markdown")):
+            if path:
+                _check_writable(Path(path), flag)
+        console = _console()
+        if (noted := late.pending()) is not None:  # before any run began: stop, as in start-up
+            raise Terminated if noted == signal.SIGTERM else KeyboardInterrupt
         report = run_engine(
             selected,
             config,
@@ -304,7 +314,7 @@ def run_command(
             scope=_scope(selected, reach, config),
             targets=reach,
             command=shlex.join(["stress", *sys.argv[1:]]) if sys.argv else "stress",
-            noted_signal=lambda: late.signal,
+            noted_signal=late.pending,
         )
         late.decided = report.stopped_by is not None
         written = report.exit_code()  # what summary.json says
@@ -435,20 +445,27 @@ class _Late:
     signal: int | None = None
     #: The run was stopped by a signal already: the next one is a second one.
     decided = False
+    #: The user's own code is importing: a signal interrupts it as it would any program.
+    raising = False
+
+    def pending(self) -> int | None:
+        """The signal noted so far (read anew: a handler sets it at any moment)."""
+        return self.signal
 
 
 @contextlib.contextmanager
 def _finish_first() -> Iterator[_Late]:
     """Around a run and the writing of its reports, a first Ctrl-C or SIGTERM lets them finish (and
     sets the exit code); a second one stops at once. During the run itself the engine has handlers
-    of its own; these cover the moments before and after it."""
+    of its own; these cover the moments before (the command's imports and checks: the caller stops
+    there if a signal came) and after it."""
     late = _Late()
     if threading.current_thread() is not threading.main_thread():
         yield late
         return
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        if late.signal is not None or late.decided:
+        if late.raising or late.signal is not None or late.decided:
             raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
         late.signal = signum
 
