@@ -649,14 +649,7 @@ def _counted_release(self: Lock) -> None:
 
 
 def _counted_exit(self: Lock, *_: object) -> None:
-    owner = self._owner
-    if owner is not None:
-        if owner.top is self:
-            owner.top = self._prev
-        else:
-            _unlink(owner, self)
-        self._owner = None
-    self._release()
+    _plain_release(self)
     session = _session
     if not self._quiet and session is not None:
         session.countdown -= 1
