@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import _thread
 import contextlib
+import functools
 import math
 import multiprocessing
 import os
@@ -39,6 +40,7 @@ from typing import Any
 from harness.detect.findings import Findings
 from harness.detect.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph, Waiting, acquired_where
 from harness.perturb import pause as _pause
+from harness.perturb import preempt as _preempt
 from harness.scope import HARNESS_DIR
 
 __all__ = [
@@ -154,11 +156,20 @@ class Session:
                 return
         self.countdown = gap()
         self.switches += 1
-        _pause.switch(self.pause)
+        trace = _gettrace()
+        if trace is None or trace is not _preempt.current_tracer:
+            _pause.switch(self.pause)
+            return
+        _settrace(None)
+        try:
+            _pause.switch(self.pause)
+        finally:
+            _retrace(trace)
 
 
 _session: Session | None = None
 _sync = False
+_gettrace, _settrace = sys.gettrace, sys.settrace
 _sites: dict[tuple[str, int], int] = {}
 _site_list: list[tuple[str, int]] = []
 
@@ -450,7 +461,46 @@ def _block_controlled(
 
 def _block(try_acquire: Callable[..., bool], timeout: float, waiting: Waiting) -> bool:
     """Wait for ``try_acquire`` to succeed, visibly: registered in the graph, in slices, so that a
-    confirmed deadlock can end the wait with `DeadlockError`."""
+    confirmed deadlock can end the wait with `DeadlockError`. Runs with 3.11's preemption tracer
+    suspended (see `_retrace`)."""
+    trace = _gettrace()
+    if trace is None or trace is not _preempt.current_tracer:
+        return _wait_visibly(try_acquire, timeout, waiting)
+    _settrace(None)
+    try:
+        return _wait_visibly(try_acquire, timeout, waiting)
+    finally:
+        _retrace(trace)
+
+
+def _retrace(trace: Any) -> None:
+    """Put back the preemption tracer a primitive suspended, unless its trial is over meanwhile (a
+    thread the trial left behind does not go on counting toward the next trial's switches)."""
+    if trace is _preempt.current_tracer:
+        _settrace(trace)
+
+
+def _untraced(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function``, run with 3.11's preemption tracer suspended: a primitive's operation is
+    stress's code (and the standard library's), where no switch is forced, and under the tracer it
+    would run on the interpreter's slow path (`harness.perturb.preempt.current_tracer`). The
+    primitives' public operations are wrapped so on 3.11 only; 3.12+ needs no tracer."""
+
+    @functools.wraps(function)
+    def untraced(*args: Any, **kwargs: Any) -> Any:
+        trace = _gettrace()
+        if trace is None or trace is not _preempt.current_tracer:
+            return function(*args, **kwargs)
+        _settrace(None)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _retrace(trace)
+
+    return untraced
+
+
+def _wait_visibly(try_acquire: Callable[..., bool], timeout: float, waiting: Waiting) -> bool:
     session = _session
     graph = session.graph if session is not None else None
     if graph is None:
@@ -626,22 +676,34 @@ _plain_exit = Lock.__exit__
 
 
 # Stress mode's versions count the operation down inline: under 3.11's tracer every Python call
-# of an actor thread costs a trace event, and these run at every critical section.
+# of an actor thread costs a trace event, and these run at every critical section. They suspend
+# that tracer for their own code, which would otherwise run on its slow path (see
+# `harness.perturb.preempt.current_tracer`): two calls to ``sys.settrace`` cost less.
 
 
 def _counted_acquire(self: Lock, blocking: bool = True, timeout: float = -1) -> bool:
-    session = _session
-    if self._quiet or session is None:
-        return _plain_acquire(self, blocking, timeout)
-    session.countdown -= 1
-    if session.countdown <= 0:
-        session.due()
-    if _plain_acquire(self, blocking, timeout):
+    trace = _gettrace()
+    if trace is not None:
+        if trace is not _preempt.current_tracer:
+            trace = None
+        else:
+            _settrace(None)
+    try:
+        session = _session
+        if self._quiet or session is None:
+            return _plain_acquire(self, blocking, timeout)
         session.countdown -= 1
         if session.countdown <= 0:
             session.due()
-        return True
-    return False
+        if _plain_acquire(self, blocking, timeout):
+            session.countdown -= 1
+            if session.countdown <= 0:
+                session.due()
+            return True
+        return False
+    finally:
+        if trace is not None:
+            _retrace(trace)
 
 
 def _counted_release(self: Lock) -> None:
@@ -649,12 +711,22 @@ def _counted_release(self: Lock) -> None:
 
 
 def _counted_exit(self: Lock, *_: object) -> None:
-    _plain_release(self)
-    session = _session
-    if not self._quiet and session is not None:
-        session.countdown -= 1
-        if session.countdown <= 0:
-            session.due()
+    trace = _gettrace()
+    if trace is not None:
+        if trace is not _preempt.current_tracer:
+            trace = None
+        else:
+            _settrace(None)
+    try:
+        _plain_release(self)
+        session = _session
+        if not self._quiet and session is not None:
+            session.countdown -= 1
+            if session.countdown <= 0:
+                session.due()
+    finally:
+        if trace is not None:
+            _retrace(trace)
 
 
 def _synced_acquire(self: Lock, blocking: bool = True, timeout: float = -1) -> bool:
@@ -1040,3 +1112,18 @@ class SimpleQueue(Queue):
 
     def __init__(self, *, _created: Any = None) -> None:
         super().__init__(0, _created=creation(sys._getframe(1)) if _created is None else _created)
+
+
+if not _preempt.HAS_MONITORING:  # 3.11: public operations run with the preemption tracer suspended
+    for _class, _names in (
+        (RLock, ("acquire", "release", "__exit__")),
+        (Condition, ("__enter__", "__exit__", "wait", "wait_for", "notify", "notify_all")),
+        (Semaphore, ("acquire", "release")),
+        (Event, ("set", "clear", "wait", "is_set")),
+        (Barrier, ("wait", "reset", "abort")),
+        (Queue, ("put", "get", "join", "task_done", "qsize", "empty", "full", "put_nowait", "get_nowait")),
+    ):
+        for _name in _names:
+            setattr(_class, _name, _untraced(getattr(_class, _name)))
+    RLock.__enter__ = RLock.acquire
+    Semaphore.__enter__ = Semaphore.acquire

@@ -34,7 +34,7 @@ from typing import Any
 from harness.perturb.pause import gaps, switch
 from harness.scope import Scope, generated, installed_package
 
-__all__ = ["HAS_MONITORING", "Preemptor", "active"]
+__all__ = ["HAS_MONITORING", "Preemptor", "active", "current_tracer"]
 
 # Typed loosely: mypy checks against 3.11, which has no _monitoring.
 _monitoring: Any = getattr(sys, "monitoring", None)
@@ -43,6 +43,13 @@ _TOOL_NAME = "stress"
 
 
 _active: Preemptor | None = None
+
+#: 3.11: the trace function a stress-mode `Preemptor.start` set for the running trial (None when
+#: none is). Under ``sys.settrace`` CPython 3.11 runs every instruction of a traced thread through
+#: its tracing path, unspecialised, called frame or not: stress's own code three times slower.
+#: The instrumented primitives suspend this tracer while their own code runs on behalf of the code
+#: under test (`harness.detect.primitives`); no switch is ever forced there.
+current_tracer: Callable[[FrameType, str, Any], Any] | None = None
 
 
 def active() -> Preemptor | None:
@@ -99,11 +106,15 @@ class Preemptor:
         self._active = False
         self._tool: int | None = None
         self._instrumented: set[CodeType] = set()
-        #: 3.11: whether each code object seen is in scope (generated code is decided per call).
-        self._decided: dict[CodeType, bool] = {}
+        #: 3.11: whether each code object seen is in scope, by ``id`` (a code object's hash is
+        #: computed afresh at each lookup, from its bytecode and constants; generated code is
+        #: decided per call, and held by `_generated`). `_kept` holds the others, so that no id is
+        #: reused meanwhile.
+        self._decided: dict[int, bool] = {}
+        self._kept: list[CodeType] = []
         self._generated: set[CodeType] = set()
         #: 3.11, stress mode: each in-scope code object's tracer (see `_make_tracer`).
-        self._runs: dict[CodeType, Callable[[FrameType, str, Any], Any]] = {}
+        self._runs: dict[int, Callable[[FrameType, str, Any], Any]] = {}
         self._switches = 0
         self._countdown = 0
         self._gap: Callable[[], int] = lambda: 1
@@ -133,7 +144,7 @@ class Preemptor:
 
     def start(self, probability: float, *, pause: float = 0.0, seed: int = 0) -> None:
         """Begin forcing switches, in every thread, for code in scope (no-op at probability 0)."""
-        global _active
+        global _active, current_tracer
         self._switches = 0
         self._active = probability > 0
         if not self._active:
@@ -145,9 +156,9 @@ class Preemptor:
         if self.backend == "monitoring":
             self._monitoring_on()
         else:
-            tracer = self._make_tracer()
-            threading.settrace(tracer)  # threads started from now on (the actors)
-            sys.settrace(tracer)  # and the thread running the variant body
+            current_tracer = self._make_tracer()
+            threading.settrace(current_tracer)  # threads started from now on (the actors)
+            sys.settrace(current_tracer)  # and the thread running the variant body
 
     def start_controlled(self, callback: Callable[[CodeType, int], None], *, granularity: str = "opcode") -> None:
         """Call ``callback(code, offset)`` at every instruction of code in scope — or, with
@@ -168,9 +179,10 @@ class Preemptor:
 
     def stop(self) -> int:
         """Stop forcing switches; returns how many were forced since `start`."""
-        global _active
+        global _active, current_tracer
         if _active is self:
             _active = None
+            current_tracer = None
         if self._active:
             if self.backend == "monitoring":
                 self._monitoring_off()
@@ -280,6 +292,7 @@ class Preemptor:
         # Per code object: in scope or not (code generated at run time is decided per call, by its
         # caller). Every call of every thread comes through `on_call`: one lookup, not a path test.
         decided = self._decided
+        kept = self._kept
         generated_code = self._generated
 
         def local(frame: FrameType, event: str, arg: Any) -> Any:
@@ -312,25 +325,26 @@ class Preemptor:
                         self._switch()
                 return tracer
 
-            runs[code] = tracer
+            runs[id(code)] = tracer  # the code object is held by `kept` or by `generated_code`
             return tracer
 
         def on_call(frame: FrameType, event: str, arg: Any) -> Any:
             code = frame.f_code
-            inside = decided.get(code)
+            inside = decided.get(id(code))
             if inside is None:
                 inside = contains(frame)
                 if code in generated_code or generated(code.co_filename):
                     generated_code.add(code)
                 else:
-                    decided[code] = inside
+                    kept.append(code)
+                    decided[id(code)] = inside
                     if not inside:
                         self._note_atomic(code.co_filename, frame.f_back)
             if not inside:
                 return None
             if callback is None:
                 frame.f_trace_opcodes = False
-                return runs.get(code) or counting(code)
+                return runs.get(id(code)) or counting(code)
             frame.f_trace_opcodes = not lines
             frame.f_trace_lines = lines
             return local

@@ -138,6 +138,79 @@ def test_switches_fall_at_the_asked_rate_per_instruction(backend: str) -> None:
     assert 0.8 * expected < switches < 1.2 * expected, (switches, expected)
 
 
+def test_primitives_run_untraced_and_give_the_code_under_test_its_tracer_back(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 3.11's tracer would run a primitive's own code on the interpreter's slow path, where no
+    # switch is ever forced: the primitive suspends it, and the caller's lines count on after it.
+    if backend != "settrace":
+        pytest.skip("sys.monitoring leaves stress's code alone without help")
+    inside: list[object] = []
+    plain_acquire = primitives._plain_acquire
+
+    def watched(self: primitives.Lock, blocking: bool = True, timeout: float = -1) -> bool:
+        inside.append(sys.gettrace())
+        return plain_acquire(self, blocking, timeout)
+
+    monkeypatch.setattr(primitives, "_plain_acquire", watched)
+    graph = WaitGraph(scope=Scope(files=[HERE]), main=threading.get_ident(), preexisting=set())
+    primitives.activate(primitives.Session(graph=graph, sync=1e-12))  # counted locks, no sync switch
+    lock = primitives.Lock()
+    after: list[object] = []
+    preemptor = Preemptor(Scope(files=[HERE]), backend=backend)
+    size = 40
+
+    def locked_loop() -> None:
+        for i in range(size):
+            with lock:
+                pass
+            after.append(sys.gettrace())
+            _ = i * 2 + 1  # instructions of the code under test after each lock operation
+
+    try:
+        preemptor.start(1.0)  # every instruction of the code under test is a switch: counts them
+        tracer = sys.gettrace()
+        locked_loop()
+        switches = preemptor.stop()
+    finally:
+        preemptor.close()
+        primitives.deactivate()
+    assert tracer is not None
+    assert inside == [None] * size
+    assert after == [tracer] * size
+    assert switches > size * 5, switches  # lines after each `with` were still traced
+
+
+def test_a_thread_left_inside_a_primitive_when_its_trial_ends_is_not_traced_again(backend: str) -> None:
+    if backend != "settrace":
+        pytest.skip("sys.monitoring leaves stress's code alone without help")
+    graph = WaitGraph(scope=Scope(files=[HERE]), main=threading.get_ident(), preexisting=set())
+    primitives.activate(primitives.Session(graph=graph, sync=1e-12))
+    lock = primitives.Lock()
+    after: list[object] = []
+    preemptor = Preemptor(Scope(files=[HERE]), backend=backend)
+
+    def left_behind() -> None:
+        with lock:  # held by the trial's body until after its end
+            after.append(sys.gettrace())
+
+    try:
+        preemptor.start(1e-12)
+        lock.acquire()
+        thread = threading.Thread(target=left_behind)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while thread.ident not in graph.waiting and time.monotonic() < deadline:
+            time.sleep(0.001)
+        preemptor.stop()
+        lock.release()
+        thread.join(10)
+    finally:
+        preemptor.close()
+        primitives.deactivate()
+    assert after == [None]
+
+
 def test_a_switched_out_lock_holder_comes_back_when_another_thread_waits_for_the_lock() -> None:
     graph = WaitGraph(scope=Scope(files=[HERE]), main=threading.get_ident(), preexisting=set())
     primitives.activate(primitives.Session(graph=graph))
