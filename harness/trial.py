@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import random
-import sys
 import threading
 import traceback
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from harness.detect.wait_graph import DeadlockError, ForkedDeadlockError, WaitGr
 from harness.perturb.pause import delay as start_delay
 from harness.perturb.pause import nobody_runs, stuck, unstuck
 from harness.perturb.plan import ActorStart, Plan
+from harness.perturb.preempt import resume, suspend
 from harness.scope import HARNESS_DIR
 from harness.text import actor_names, clip
 
@@ -131,9 +131,13 @@ class Trial:
         """
         if count < 1:
             raise ValueError(f"count must be >= 1, not {count}")
-        with self.threads() as group:
-            for _ in range(count):
-                group.start(fn, *args)
+        trace = suspend()  # stress's own work, run by the code under test's thread
+        try:
+            with self.threads() as group:
+                for _ in range(count):
+                    group.start(fn, *args)
+        finally:
+            resume(trace)
         return group.results
 
     def run_processes(self, fn: Callable[..., Any], *args: Any, count: int = 2) -> list[Any]:
@@ -268,7 +272,11 @@ class ActorGroup:
         tb: TracebackType | None,
     ) -> None:
         if exc_type is None and self._actors:
-            self._run()
+            trace = suspend()  # stress's own work, run by the code under test's thread
+            try:
+                self._run()
+            finally:
+                resume(trace)
 
     def _run(self) -> None:
         if self._trial.scheduler is not None:
@@ -286,24 +294,18 @@ class ActorGroup:
             label = names[index]
             try:
                 if delay:
+                    trace = suspend()
                     start_delay(delay)
+                    resume(trace)
                 results[index] = fn(*args)
             except BaseException as exc:  # an actor's SystemExit or KeyboardInterrupt is a finding too
+                suspend()
                 trial.record_exception(label, exc)
             finally:
+                suspend()  # the actor's work is over; its thread parks or ends untraced
                 nobody_runs()  # a thread switched out for this one's sake need not stay out
 
-        pool = trial.pool
-        # 3.11's preemption traces every call of this thread; starting and joining actors is
-        # stress's own work, not the code under test's (3.12+ skips it at no cost).
-        trace = sys.gettrace()
-        if trace is not None:
-            sys.settrace(None)
-        try:
-            self._start_and_join(starts, actor_main, names, pool)
-        finally:
-            if trace is not None:
-                sys.settrace(trace)
+        self._start_and_join(starts, actor_main, names, trial.pool)
         self.results = results
         trial.end_if_deadlocked()
 

@@ -156,15 +156,11 @@ class Session:
                 return
         self.countdown = gap()
         self.switches += 1
-        trace = _gettrace()
-        if trace is None or trace is not _preempt.current_tracer:
-            _pause.switch(self.pause)
-            return
-        _settrace(None)
+        trace = _preempt.suspend()
         try:
             _pause.switch(self.pause)
         finally:
-            _retrace(trace)
+            _preempt.resume(trace)
 
 
 _session: Session | None = None
@@ -462,22 +458,12 @@ def _block_controlled(
 def _block(try_acquire: Callable[..., bool], timeout: float, waiting: Waiting) -> bool:
     """Wait for ``try_acquire`` to succeed, visibly: registered in the graph, in slices, so that a
     confirmed deadlock can end the wait with `DeadlockError`. Runs with 3.11's preemption tracer
-    suspended (see `_retrace`)."""
-    trace = _gettrace()
-    if trace is None or trace is not _preempt.current_tracer:
-        return _wait_visibly(try_acquire, timeout, waiting)
-    _settrace(None)
+    suspended (`harness.perturb.preempt.suspend`)."""
+    trace = _preempt.suspend()
     try:
         return _wait_visibly(try_acquire, timeout, waiting)
     finally:
-        _retrace(trace)
-
-
-def _retrace(trace: Any) -> None:
-    """Put back the preemption tracer a primitive suspended, unless its trial is over meanwhile (a
-    thread the trial left behind does not go on counting toward the next trial's switches)."""
-    if trace is _preempt.current_tracer:
-        _settrace(trace)
+        _preempt.resume(trace)
 
 
 def _untraced(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -488,14 +474,11 @@ def _untraced(function: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(function)
     def untraced(*args: Any, **kwargs: Any) -> Any:
-        trace = _gettrace()
-        if trace is None or trace is not _preempt.current_tracer:
-            return function(*args, **kwargs)
-        _settrace(None)
+        trace = _preempt.suspend()
         try:
             return function(*args, **kwargs)
         finally:
-            _retrace(trace)
+            _preempt.resume(trace)
 
     return untraced
 
@@ -703,7 +686,7 @@ def _counted_acquire(self: Lock, blocking: bool = True, timeout: float = -1) -> 
         return False
     finally:
         if trace is not None:
-            _retrace(trace)
+            _preempt.resume(trace)
 
 
 def _counted_release(self: Lock) -> None:
@@ -726,7 +709,7 @@ def _counted_exit(self: Lock, *_: object) -> None:
                 session.due()
     finally:
         if trace is not None:
-            _retrace(trace)
+            _preempt.resume(trace)
 
 
 def _synced_acquire(self: Lock, blocking: bool = True, timeout: float = -1) -> bool:

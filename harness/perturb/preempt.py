@@ -34,7 +34,7 @@ from typing import Any
 from harness.perturb.pause import gaps, switch
 from harness.scope import Scope, generated, installed_package
 
-__all__ = ["HAS_MONITORING", "Preemptor", "active", "current_tracer"]
+__all__ = ["HAS_MONITORING", "Preemptor", "active", "current_tracer", "resume", "suspend"]
 
 # Typed loosely: mypy checks against 3.11, which has no _monitoring.
 _monitoring: Any = getattr(sys, "monitoring", None)
@@ -50,6 +50,24 @@ _active: Preemptor | None = None
 #: The instrumented primitives suspend this tracer while their own code runs on behalf of the code
 #: under test (`harness.detect.primitives`); no switch is ever forced there.
 current_tracer: Callable[[FrameType, str, Any], Any] | None = None
+
+
+def suspend() -> Any:
+    """3.11: take `current_tracer` off the calling thread while stress's own code runs there on
+    behalf of the code under test. Returns what `resume` puts back: None when the thread had no
+    such tracer (3.12+, no preemption, or another tool's tracer, which is left alone)."""
+    trace = sys.gettrace()
+    if trace is None or trace is not current_tracer:
+        return None
+    sys.settrace(None)
+    return trace
+
+
+def resume(trace: Any) -> None:
+    """Put back what `suspend` took off, unless the trial is over meanwhile (a thread a trial left
+    behind does not go on counting toward the next trial's switches)."""
+    if trace is not None and trace is current_tracer:
+        sys.settrace(trace)
 
 
 def active() -> Preemptor | None:
