@@ -59,14 +59,9 @@ def _flag_name(key: str, value: Any) -> str:
 
 
 def _console() -> Console:
-    from rich.console import Console
+    from harness.render.terminal import make_console
 
-    # Off a terminal (a pipe, a CI log) nothing wraps lines for us, so use a comfortable width
-    # unless COLUMNS says otherwise.
-    console = Console(highlight=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = 100
-    return console
+    return make_console()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -432,12 +427,18 @@ def compare_command(before: str, after: str) -> int:
     Exit status 1 if any variant got significantly worse (a regression), for CI.
     """
     from harness.render import terminal
-    from harness.results.compare import compare
+    from harness.results.compare import comparable, compare
     from harness.results.reload import load_report
 
     old, new = load_report(Path(before)), load_report(Path(after))
+    refusal, warnings = comparable(old, new)
+    if refusal is not None:
+        raise UserError(f"cannot compare: {refusal}")
     changes, gone, added = compare(old, new)
-    terminal.print_comparison(_console(), old, new, changes, gone, added)
+    console = _console()
+    terminal.print_comparison(console, old, new, changes, gone, added)
+    for warning in warnings:
+        console.print(f"! {warning}", style="yellow", highlight=False)
     return EXIT_FINDINGS if any(c.verdict == "REGRESSION" for c in changes) else EXIT_OK
 
 

@@ -26,8 +26,12 @@ def _check_total(trial: Trial, counter: Counter) -> None:
     expected = trial.actors * trial.size
     trial.check(
         counter.value == expected,
-        f"counter is {counter.value}, expected {expected}: lost {expected - counter.value} increments",
+        f"counter is {counter.value}, expected {expected}: lost {_increments(expected - counter.value)}",
     )
+
+
+def _increments(count: int) -> str:
+    return f"{count} increment" if count == 1 else f"{count} increments"
 
 
 @scenario.variant(expect="unsafe")

@@ -231,15 +231,24 @@ def replay_command(item: pytest.Function, report: RunReport, result: TrialResult
 def _failure_text(item: pytest.Function, report: RunReport, summary: VariantSummary) -> str:
     unit = report.info.unit
     console = Console(file=io.StringIO(), width=110, no_color=True, highlight=False, emoji=False)
-    console.print(
-        f"stress: {summary.failures} of {summary.trials} {unit}s failed — failure rate {summary.rate_text()} "
-        f"· seed {report.info.config.seed} · {report.info.mode_text}"
-    )
+    config = report.info.config
+    if config.trial is not None and not config.controlled:
+        console.print(
+            f"stress: re-ran trial {config.trial}'s plan {summary.trials} times: failed {summary.failures} of "
+            f"{summary.trials} · seed {config.seed} (a plan fixes stress's perturbation, not how the operating "
+            "system schedules threads: a failure comes back some of the time)"
+        )
+    else:
+        console.print(
+            f"stress: {summary.failures} of {summary.trials} {unit}s failed — failure rate {summary.rate_text()} "
+            f"· seed {config.seed} · {report.info.mode_text}"
+        )
     example = summary.example
     if example is not None:
         console.print(f"example: {unit} {example.trial}, {example.outcome.label}")
         console.print(Padding(Group(*_evidence(example)), (0, 0, 0, 2)))
-        console.print(f"replay: {replay_command(item, report, example)}", soft_wrap=True)  # copied whole
+        how = "exact" if config.controlled else f"re-runs the plan {REPLAY_ITERATIONS} times"
+        console.print(f"replay ({how}): {replay_command(item, report, example)}", soft_wrap=True)  # copied whole
     console.print(f"report: {report.info.run_dir / 'report.html'}", soft_wrap=True)
     return _text(console)
 

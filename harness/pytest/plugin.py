@@ -58,12 +58,39 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _check_options(config)
     config.addinivalue_line(
         "markers",
         "stress(iterations=None, threads=None, mode=None, expect='safe', **settings): run the test as "
         "concurrency trials under stress; with a `stress_trial` argument the test starts the threads, "
         "without one `threads` threads run the test itself at once",
     )
+
+
+def _check_options(config: pytest.Config) -> None:
+    """A bad ``--stress-*`` value (or ``stress_*`` ini value) is a usage error before any test runs
+    (pytest exits 4), not a failure of every stress test. Only the values are checked here, when
+    given: the markers and ``[tool.stress]`` are checked with each test that uses them."""
+    flags = {key: config.getoption(f"stress_{key}") for key in _OPTIONS if key != "schedule"}
+    flags = {key: value for key, value in flags.items() if value is not None}
+    if config.getoption("stress_schedule") is not None:
+        flags.pop("trial", None)  # a schedule's replay takes its trial number itself, as each test does
+    ini = {key: config.getini(f"stress_{key}") for key in _INI}
+    ini = {key: value for key, value in ini.items() if value not in (None, "")}
+    if not flags and not ini:
+        return
+    from harness.config import Layer, build_config  # only when stress options are used
+    from harness.errors import UserError
+
+    try:
+        build_config(
+            [
+                Layer(flags, lambda key, value: f"--stress-{key} {value}"),
+                Layer(ini, lambda key, value: f"stress_{key} = {value} in the pytest configuration"),
+            ]
+        )
+    except UserError as exc:
+        raise pytest.UsageError(f"stress: {exc}") from None
 
 
 @pytest.hookimpl(tryfirst=True)

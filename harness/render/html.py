@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonTracebackLexer
@@ -51,7 +51,19 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["percent"] = lambda value: f"{value * 100:.3g} %"
+    env.filters["code"] = inline_code
     return env
+
+
+def inline_code(text: str) -> Markup:
+    """A description's inline code (a name between backticks, as in Markdown) as ``<code>``, the
+    rest escaped."""
+    parts = str(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: not code, shown as written
+        return escape(text)
+    return Markup("").join(
+        escape(part) if n % 2 == 0 else Markup("<code>%s</code>") % part for n, part in enumerate(parts)
+    )
 
 
 def write_html(report: RunReport, path: Path | None = None) -> Path:

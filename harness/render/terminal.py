@@ -7,8 +7,11 @@ process never starts a thread and can fork replacement workers safely.
 
 from __future__ import annotations
 
+import io
+import os
+import re
 import time
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, cast
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -32,9 +35,11 @@ if TYPE_CHECKING:
     from harness.registry import Registry
     from harness.results.compare import Change
 
-__all__ = ["LiveProgress", "print_list", "print_report", "print_show", "trace_table"]
+__all__ = ["LiveProgress", "make_console", "print_list", "print_report", "print_show", "trace_table"]
 
 REFRESH = 0.1
+#: Off a terminal (a CI log, a pipe), seconds between progress lines.
+LOG_EVERY = 5.0
 #: Rows of an interleaving trace shown per example failure (the HTML report shows them all).
 TRACE_ROWS = 40
 _OUTCOME_STYLE = {
@@ -59,6 +64,66 @@ _VERDICT_STYLE = {
 }
 
 
+#: Spaces at the end of a line, before any colour codes that close it.
+_TRAILING = re.compile(r" +((?:\x1b\[[0-9;]*m)*)$")
+
+
+class TrimmedLines(io.TextIOBase):
+    """A text stream that writes to ``out`` every line without the spaces at its end: rich pads
+    table cells and indented blocks to their full width, which a terminal never shows but a log
+    file, a pipe or a diff keeps. A line is written once its newline comes."""
+
+    def __init__(self, out: IO[str]) -> None:
+        super().__init__()
+        self._out = out
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        lines = (self._pending + text).split("\n")
+        self._pending = lines.pop()
+        if lines:
+            self._out.write("\n".join(_TRAILING.sub(r"\1", line) for line in lines) + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._out.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._out, "encoding", None) or "utf-8"
+
+
+def make_console(*, width: int | None = None) -> Console:
+    """The console stress prints to: standard output, through `TrimmedLines` when it is not a
+    terminal, ``width`` columns wide (default: the terminal's; off a terminal, ``COLUMNS`` or 100)."""
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.file = cast(IO[str], TrimmedLines(console.file))
+        if width is None and "COLUMNS" not in os.environ:
+            width = 100
+    if width is not None:
+        console.width = width
+    return console
+
+
+def inline_code(text: str, style: str = "") -> Text:
+    """A description's inline code (a name between backticks, as in Markdown) styled as code,
+    without the backticks (with no colour, the name is left plain)."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: not code, shown as written
+        return Text(text, style=style)
+    out = Text(style=style)
+    for n, part in enumerate(parts):
+        out.append(part, style="bold cyan" if n % 2 else "")
+    return out
+
+
 def _expect_text(expect: Expect) -> Text:
     return Text(expect.value, style="red" if expect is Expect.UNSAFE else "green")
 
@@ -70,24 +135,19 @@ def print_list(console: Console, registry: Registry) -> None:
     table.add_column("expect", no_wrap=True)
     table.add_column("description")
     for scenario in registry:
-        description = Text(scenario.description, style="italic")
+        description = inline_code(scenario.description, "italic")
         if scenario.stress_only:
             description.append(" (stress mode only)", style="dim")
         table.add_row(scenario.name, "", "", description)
         for variant in scenario:
-            table.add_row("", variant.name, _expect_text(variant.expect), variant.description)
+            table.add_row("", variant.name, _expect_text(variant.expect), inline_code(variant.description))
     console.print(table)
-    console.print(
-        Text(
-            "Run one with: stress run SCENARIO --iterations 2000 · find the exact failing interleaving "
-            "with: stress run SCENARIO --mode controlled",
-            style="dim",
-        )
-    )
+    console.print(Text("Run one with:  stress run SCENARIO --iterations 2000", style="dim"))
+    console.print(Text("Find the exact failing interleaving with:  stress run SCENARIO --mode controlled", style="dim"))
 
 
 def print_show(console: Console, scenario: Scenario) -> None:
-    console.print(Text.assemble((scenario.name, "bold cyan"), "  ", scenario.description))
+    console.print(Text.assemble((scenario.name, "bold cyan"), "  ", inline_code(scenario.description)))
     shape = f"default size (work per actor): {scenario.size}"
     if scenario.actors is not None:
         shape += f" · actors: {scenario.actors} (--actors)"
@@ -99,7 +159,7 @@ def print_show(console: Console, scenario: Scenario) -> None:
         console.print()
         console.print(Text.assemble(("● ", "dim"), (variant.name, "bold"), "  ", _expect_text(variant.expect)))
         if variant.description:
-            console.print(Padding(Text(variant.description, style="italic"), (0, 0, 0, 2)))
+            console.print(_indented(inline_code(variant.description, "italic"), 2))
         console.print(
             Padding(Syntax(variant.source(), "python", theme="ansi_dark", background_color="default"), (0, 0, 0, 2))
         )
@@ -109,7 +169,9 @@ class LiveProgress:
     """A `harness.engine.driver.RunObserver` that draws per-variant progress while the run goes on.
 
     On a terminal it redraws in place at most every `REFRESH` seconds; otherwise (a pipe, CI) it
-    stays silent until the end. Either way it prints one line the first time each variant fails.
+    prints, every `LOG_EVERY` seconds, a line per variant still running (trials done, failures,
+    rate, time left), as a log can show. Either way it prints one line the first time each variant
+    fails.
     """
 
     def __init__(self, console: Console, *, quiet: bool = False) -> None:
@@ -121,6 +183,9 @@ class LiveProgress:
         self._started = 0.0
         self._last = 0.0
         self._announced: set[str] = set()
+        self._next_log = 0.0
+        #: Variants whose last progress line said they were done (not repeated).
+        self._logged_done: set[str] = set()
 
     def started(self, info: RunInfo) -> None:
         self._info = info
@@ -132,6 +197,8 @@ class LiveProgress:
             self._live = Live(console=self.console, auto_refresh=False, transient=True)
             self._live.start()
             self._redraw()
+        else:
+            self._next_log = self._started + LOG_EVERY
 
     def result(self, result: TrialResult, stats: VariantStats) -> None:
         self._stats[result.variant] = stats
@@ -142,12 +209,14 @@ class LiveProgress:
             what = "expected safe, failed" if expect is Expect.SAFE else "first failure"
             summary = result.evidence.summary() if result.evidence else ""
             self.console.print(
-                Text.assemble(
-                    ("✗ ", style),
-                    (result.variant, "bold"),
-                    f" {what} at {self._info.unit if self._info else 'trial'} {result.trial}: ",
-                    (result.outcome.label, _OUTCOME_STYLE[result.outcome]),
-                    f" — {summary}" if summary else "",
+                _marked(
+                    Text("✗", style=style),
+                    Text.assemble(
+                        (result.variant, "bold"),
+                        f" {what} at {self._info.unit if self._info else 'trial'} {result.trial}: ",
+                        (result.outcome.label, _OUTCOME_STYLE[result.outcome]),
+                        f" — {summary}" if summary else "",
+                    ),
                 )
             )
 
@@ -156,6 +225,44 @@ class LiveProgress:
         if self._live is not None and now - self._last >= REFRESH:
             self._last = now
             self._redraw()
+        elif self._next_log and now >= self._next_log and not self.quiet:
+            self._next_log = now + LOG_EVERY
+            self._log(now)
+
+    def _log(self, now: float) -> None:
+        """Progress as lines (a log): the whole run's, then each variant's that is not done."""
+        info = self._info
+        if info is None:
+            return
+        unit = info.unit
+        per_variant = None if info.exhaustive else info.total_trials // max(len(info.variants), 1)
+        done = sum(stats.trials for stats in self._stats.values())
+        elapsed = now - self._started
+        of = f"/{info.total_trials:,}" if not info.exhaustive else ""
+        left = ""
+        if not info.exhaustive and done:
+            left = f" · about {format_seconds(elapsed * (info.total_trials - done) / done)} left"
+        lines: list[RenderableType] = [Text(f"progress · {done:,}{of} {unit}s · {elapsed:.0f} s{left}", style="dim")]
+        for variant in info.variants:
+            stats = self._stats.get(variant.key)
+            if stats is None or variant.key in self._logged_done:
+                continue
+            trials, failures = stats.trials, stats.failures
+            if per_variant is not None and trials >= per_variant:
+                self._logged_done.add(variant.key)
+            total = f"/{per_variant:,}" if per_variant is not None else ""
+            rate = f" ({failures / trials * 100:.1f} %)" if trials else ""
+            style = "red" if failures and variant.expect == "safe" else ("yellow" if failures else "")
+            lines.append(
+                _indented(
+                    Text.assemble(
+                        (variant.key, "bold"), f"  {trials:,}{total} {unit}s · ", (f"{failures:,} failed{rate}", style)
+                    ),
+                    2,
+                )
+            )
+        for line in lines:
+            self.console.print(line)
 
     def finished(self, report: RunReport) -> None:
         if self._live is not None:
@@ -219,21 +326,21 @@ def _outcomes(summary: VariantSummary) -> Text:
         if outcome is Outcome.PASSED or not outcome.is_judged:
             continue
         if text:
-            text.append(" · ", style="dim")
+            text.append("\n")
         text.append(f"{outcome.label} {count}", style=_OUTCOME_STYLE[outcome])
     undecided = summary.by_outcome.get(Outcome.UNDECIDED, 0)
     if undecided:  # not a failure: set apart, and said so
         if text:
-            text.append(" · ", style="dim")
+            text.append("\n")
         text.append(f"({undecided} undecided)", style="dim cyan")
     unsupported = summary.by_outcome.get(Outcome.UNSUPPORTED, 0)
     if unsupported:
         if text:
-            text.append(" · ", style="dim")
+            text.append("\n")
         text.append(f"({unsupported} unsupported)", style="dim cyan")
     if summary.potential_deadlocks:
         if text:
-            text.append(" · ", style="dim")
+            text.append("\n")
         count = len(summary.potential_deadlocks)
         text.append(f"potential deadlock{'s' if count > 1 else ''} {count}", style="bright_red")
     return text or Text("—", style="dim")
@@ -263,7 +370,7 @@ def print_report(console: Console, report: RunReport) -> None:
         )
     console.print()
     for name, description in info.scenarios.items():
-        console.print(Text.assemble((name, "bold cyan"), ": ", description))
+        console.print(Text.assemble((name, "bold cyan"), ": ", inline_code(description)))
     console.print(
         Text.assemble(
             ("Ranked by failure rate", "bold"),
@@ -286,7 +393,18 @@ def print_report(console: Console, report: RunReport) -> None:
                     (f" ({', '.join(report.atomic)} ran as single steps)", "yellow") if report.atomic else "",
                 )
             )
-    legend = "failure rate: observed (95 % Wilson interval); 0 failures in N trials means < 3/N at 95 %"
+    config = info.config
+    if config.trial is not None and not config.controlled:
+        for summary in report.variants:
+            console.print(
+                Text(
+                    f"{summary.variant}: re-ran {info.unit} {config.trial}'s plan {summary.trials} times: failed "
+                    f"{summary.failures} of {summary.trials} (a plan fixes stress's perturbation, not how the "
+                    "operating system schedules threads: a failure comes back some of the time)",
+                    style="cyan",
+                )
+            )
+    legend = "failure rate: observed (95 % Wilson interval); none in N means < 3/N at 95 %"
     if info.exhaustive:
         legend = "failure rate: the share of all schedules within the preemption bound that fail (exact)"
     console.print(Text(legend, style="dim"))
@@ -361,13 +479,15 @@ def print_comparison(
     )
     table = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     for column in ("variant", "before", "after", "change", "p", "verdict"):
-        table.add_column(column, no_wrap=column != "variant", justify="right" if column in ("p", "change") else "left")
+        table.add_column(  # a variant's name is never cut short; a long verdict wraps instead
+            column, no_wrap=column != "verdict", justify="right" if column in ("p", "change") else "left"
+        )
     for change in changes:
         style = {"REGRESSION": "bold red", "improved": "green"}.get(change.verdict, "dim")
         table.add_row(
             change.variant,
-            f"{change.rate_before:.1%} of {change.before[1]}",
-            f"{change.rate_after:.1%} of {change.after[1]}",
+            f"{change.rate_before * 100:.1f} % of {change.before[1]}",
+            f"{change.rate_after * 100:.1f} % of {change.after[1]}",
             f"{(change.rate_after - change.rate_before) * 100:+.1f} pts",
             f"{change.p_value:.2g}",
             Text(change.verdict, style=style),
@@ -389,7 +509,46 @@ def _print_potential_deadlocks(console: Console, report: RunReport) -> None:
         for potential in summary.potential_deadlocks:
             console.print()
             console.print(Text.assemble((summary.variant, "bold"), " · ", (potential.summary(), "bright_red")))
-            console.print(Padding(Group(*(Text(path) for path in potential.paths)), (0, 0, 0, 2)))
+            console.print(_indented(Group(*(Text(path) for path in potential.paths)), 2))
+
+
+#: Width of the labels of an example failure's lines (``plan``, ``replay``), with their gap.
+_LABEL = 9
+
+
+def _indented(renderable: RenderableType, columns: int) -> Padding:
+    """``renderable`` moved right by ``columns``, its wrapped lines too (and no padding on the right)."""
+    return Padding(renderable, (0, 0, 0, columns), expand=False)
+
+
+def _marked(marker: Text, text: Text) -> Table:
+    """``marker text``, the text's wrapped lines starting under its first character."""
+    grid = Table.grid(padding=(0, 1, 0, 0))
+    grid.add_column(no_wrap=True)
+    grid.add_column()
+    grid.add_row(marker, text)
+    return grid
+
+
+def _labelled(label: str, value: RenderableType) -> Table:
+    """``label  value``, the value's wrapped lines starting under its first character."""
+    grid = Table.grid()
+    grid.add_column(no_wrap=True, width=_LABEL, style="dim")
+    grid.add_column()
+    grid.add_row(label, value)
+    return grid
+
+
+def _fold(parts: list[str], width: int, separator: str = " · ") -> Text:
+    """``parts`` joined by ``separator``, lines broken between parts only (a part such as
+    ``jitter ≤ 42 µs`` stays whole) where the next would pass ``width`` columns."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and len(lines[-1]) + len(separator) + len(part) <= width:
+            lines[-1] += separator + part
+        else:
+            lines.append(part)
+    return Text("\n".join(lines))
 
 
 def _print_example(console: Console, report: RunReport, result: TrialResult) -> None:
@@ -407,7 +566,7 @@ def _print_example(console: Console, report: RunReport, result: TrialResult) -> 
     if evidence is not None:
         body.extend(Text(message) for message in evidence.messages[:3])
         body.extend(Text.assemble(("at ", "yellow"), line) for line in evidence.blocked_at[:6])
-        body.extend(Text.assemble(("  ", ""), (line, "bright_red")) for line in evidence.wait_for[:8])
+        body.extend(_indented(Text(line, style="bright_red"), 2) for line in evidence.wait_for[:8])
         if evidence.exit_status is not None:
             body.append(Text(evidence.summary(), style="red"))
         if evidence.tracebacks:
@@ -419,44 +578,46 @@ def _print_example(console: Console, report: RunReport, result: TrialResult) -> 
         if evidence.output:
             body.append(Text.assemble(("printed: ", "dim"), _tail(evidence.output, 3, "")))
     if result.schedule is not None:
-        body.extend(_schedule_lines(result.schedule))
+        body.extend(_schedule_lines(result.schedule, console.width - 2))
     else:
-        body.append(Text.assemble(("plan    ", "dim"), result.plan.describe()))
-    body.append(
-        Text.assemble(
-            ("replay  ", "dim"), (report.info.replay(result.variant, result.trial, sweep=result.sweep), "cyan")
-        )
-    )
-    console.print(Padding(Group(*body), (0, 0, 0, 2)))
+        body.append(_labelled("plan", _fold(result.plan.describe().split(" · "), console.width - 2 - _LABEL)))
+    body.append(_labelled("replay", Text(report.info.replay(result.variant, result.trial, sweep=result.sweep), "cyan")))
+    console.print(_indented(Group(*body), 2))
 
 
-def _schedule_lines(record: ScheduleRecord) -> list[RenderableType]:
+def _schedule_lines(record: ScheduleRecord, width: int | None = None) -> list[RenderableType]:
     lines: list[RenderableType] = []
     if record.schedule is not None:
         switches = f" ({record.switches} switches, {record.steps} steps)" if record.switches is not None else ""
-        lines.append(Text.assemble(("schedule ", "dim"), record.schedule, (switches, "dim")))
+        lines.append(_labelled("schedule", Text.assemble(record.schedule, (switches, "dim"), overflow="fold")))
     trace = Trace.from_dict(record.trace)
     if record.minimal is not None and trace is not None:
         lines.append(
-            Text.assemble(
-                ("shrunk   ", "dim"),
-                record.minimal,
-                (f" ({trace.switches} switches; {record.shrink_runs} schedules tried)", "dim"),
+            _labelled(
+                "shrunk",
+                Text.assemble(
+                    record.minimal,
+                    (f" ({trace.switches} switches; {record.shrink_runs} schedules tried)", "dim"),
+                    overflow="fold",
+                ),
             )
         )
-        lines.append(trace_table(trace, max_rows=TRACE_ROWS))
+        lines.append(trace_table(trace, max_rows=TRACE_ROWS, width=width - 2 if width else None))
     return lines
 
 
-def trace_table(trace: Trace, *, max_rows: int | None = None) -> RenderableType:
+def trace_table(trace: Trace, *, max_rows: int | None = None, width: int | None = None) -> RenderableType:
     """The interleaving: one column per thread, a rule at every context switch, the line each
     thread ran and (dim) the instructions of it that ran there — a read and its write can fall on
-    either side of a switch."""
+    either side of a switch. Drawn ``width`` columns wide (None: the console's), a line's note
+    (``← read .value``) goes under it, whole, when the two do not fit side by side."""
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
     table.add_column("", justify="right", style="dim", no_wrap=True)
     for thread in trace.threads:
         table.add_column(thread, overflow="fold", ratio=1)
     column = {thread: index for index, thread in enumerate(trace.threads)}
+    # Each thread's share of the width, less the step column and the gaps between columns.
+    room = (width - 4 - 2 * len(trace.threads)) // max(len(trace.threads), 1) if width else None
     rows = trace.rows
     cut, half = 0, -1
     if max_rows is not None and len(rows) > max_rows:
@@ -473,7 +634,9 @@ def trace_table(trace: Trace, *, max_rows: int | None = None) -> RenderableType:
         cell = Text.assemble((f"{where} ", "dim"), row.code or "(no source)")
         effects = row.effects()
         if effects:
-            cell.append("  ← " + ", ".join(effects), style="cyan")
+            note = "← " + ", ".join(effects)
+            fits = room is None or cell.cell_len + 2 + len(note) <= room
+            cell.append(("  " if fits else "\n" + " " * (len(where) + 1)) + note, style="cyan")
         cells: list[RenderableType] = [Text("")] * len(trace.threads)
         cells[column[row.thread]] = cell
         marker = Text("⇄", style="bold magenta") if row.switch else Text(str(step + 1))
@@ -499,7 +662,7 @@ def replay_heading(result: TrialResult, schedule: Schedule, record: ScheduleReco
 
 def print_replay(console: Console, replay: Replay) -> None:
     """What one replay did: its interleaving, its outcome and what it said."""
-    console.print(trace_table(replay.trace))
+    console.print(trace_table(replay.trace, width=console.width))
     run = replay.run
     line = Text.assemble(
         (run.outcome.label, _OUTCOME_STYLE[run.outcome]),
@@ -572,7 +735,8 @@ def _print_verdicts(console: Console, report: RunReport) -> None:
         for summary in report.variants
         if summary.verdict is Verdict.RISKY
     )
-    for summary in report.not_exposed:
+    replaying = report.info.config.trial is not None  # one plan again: the line above says how it went
+    for summary in [] if replaying else report.not_exposed:
         bound = rule_of_three(summary.judged)
         out.append(
             Text.assemble(

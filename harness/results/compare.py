@@ -62,8 +62,50 @@ class Change:
     @property
     def verdict(self) -> str:
         if not self.significant:
-            return "no significant change"
+            return "not significant"
         return "REGRESSION" if self.rate_after > self.rate_before else "improved"
+
+
+def comparable(before: RunReport, after: RunReport) -> tuple[str | None, list[str]]:
+    """Whether the two runs' failure rates can be compared: the reason they cannot (None: they
+    can), and what differs between them that a change in a rate may owe something to.
+
+    A stress-mode run counts trials under perturbation, a controlled one schedules: their rates
+    measure different things. Runs with no variant in common have nothing to compare. Runs whose
+    knobs differ can be compared, with a warning that names the knobs."""
+    a, b = before.info, after.info
+    if a.config.mode != b.config.mode:
+        return (
+            f"{a.run_id} ran in {a.config.mode} mode and {b.run_id} in {b.config.mode} mode: "
+            "a share of trials and a share of schedules are different measures",
+            [],
+        )
+    old, new = {s.variant for s in before.variants}, {s.variant for s in after.variants}
+    if not old & new:
+        return (
+            f"no variant in common: {a.run_id} ran {', '.join(sorted(old)) or 'nothing'}; "
+            f"{b.run_id} ran {', '.join(sorted(new)) or 'nothing'}",
+            [],
+        )
+    knobs_a, knobs_b = _knobs(before), _knobs(after)
+    differ = [
+        f"{name} {knobs_a.get(name, '—')} → {knobs_b.get(name, '—')}"
+        for name in sorted(set(knobs_a) | set(knobs_b))
+        if knobs_a.get(name) != knobs_b.get(name)
+    ]
+    warnings = [f"the runs' settings differ ({'; '.join(differ)}): a change may come from them"] if differ else []
+    return None, warnings
+
+
+def _knobs(report: RunReport) -> dict[str, str]:
+    """The settings of a run that change how often a variant fails."""
+    config = report.info.config
+    out = {name.replace("_", "-"): str(value) for name, value in config.perturbation.to_dict().items()}
+    if config.controlled:
+        out.update(strategy=config.strategy, **{"pct-depth": str(config.pct_depth)})
+    if config.sweep is not None:
+        out["sweep"] = config.sweep.text()
+    return out
 
 
 def compare(before: RunReport, after: RunReport) -> tuple[list[Change], list[str], list[str]]:

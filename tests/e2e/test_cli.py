@@ -29,7 +29,7 @@ def test_list_of_a_user_file(tmp_path: Path) -> None:
 def test_show_prints_description_and_each_variants_source(tmp_path: Path) -> None:
     out = stress("show", "counter", cwd=tmp_path)
     assert out.code == 0, out.stderr
-    assert "Four threads (`actors`) add 1" in out.stdout
+    assert "Four threads (actors) add 1" in out.stdout  # inline code, shown without its backticks
     assert "def no_lock(trial" in out.stdout
     assert "counter.value += 1" in out.stdout
     assert "def local_sum(trial" in out.stdout

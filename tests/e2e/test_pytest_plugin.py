@@ -116,19 +116,23 @@ def test_an_unlocked_counter_fails_with_rate_evidence_and_replay_and_the_locked_
     failure = done.stdout.split("_ test_unlocked _", 1)[1]
     assert re.search(r"stress: \d+ of 150 trials failed — failure rate \d", failure)
     assert "assert " in failure  # the test's own assertion, with pytest's explanation
-    assert "replay: pytest test_counter.py::test_unlocked --stress-seed 7 --stress-trial " in failure
+    assert (
+        "replay (re-runs the plan 20 times): pytest test_counter.py::test_unlocked --stress-seed 7 --stress-trial "
+        in (failure)
+    )
     assert "report: " in failure
     assert "test_counter.py::test_locked: 150 trials, 0 failed" in done.stdout  # the summary section
 
 
 def test_the_replay_command_fails_the_same_way(project: Path) -> None:
     first = pytest_run(project, "test_counter.py::test_unlocked", "--stress-seed", "7")
-    replay = re.search(r"replay: (pytest .*)", first.stdout)
+    replay = re.search(r"replay \(re-runs the plan 20 times\): (pytest .*)", first.stdout)
     assert replay, first.stdout
     words = shlex.split(replay.group(1))[1:]
     again = pytest_run(project, *words)
     assert outcome_counts(again.stdout) == {"failed": 1}, again.stdout
-    assert "of 20 trials failed" in again.stdout  # a replay repeats the one plan 20 times
+    trial = words[words.index("--stress-trial") + 1]
+    assert re.search(rf"re-ran trial {trial}'s plan 20 times: failed \d+ of 20", again.stdout), again.stdout
 
 
 def test_actor_style_controlled_mode_expect_unsafe_and_bad_markers(project: Path) -> None:
@@ -144,7 +148,7 @@ def test_actor_style_controlled_mode_expect_unsafe_and_bad_markers(project: Path
     assert "--stress-schedule" in controlled
     assert "stress: @pytest.mark.stress(iterations=-1): must be an integer >= 1" in out
     assert "the stress_trial fixture needs @pytest.mark.stress" in out
-    replay = re.search(r"replay: (pytest .*--stress-schedule.*)", controlled)
+    replay = re.search(r"replay \(exact\): (pytest .*--stress-schedule.*)", controlled)
     assert replay
     again = pytest_run(project, *shlex.split(replay.group(1))[1:])
     assert outcome_counts(again.stdout) == {"failed": 1}, again.stdout
@@ -221,7 +225,7 @@ def test_the_replay_command_is_typed_where_pytest_was_started(project: Path) -> 
     (project / "sub").mkdir()
     (project / "sub" / "test_counter.py").write_text(TESTS)
     done = pytest_run(project / "sub", "test_counter.py::test_unlocked", "--stress-seed", "7")
-    replay = re.search(r"replay: (pytest .*)", done.stdout)
+    replay = re.search(r"replay \([^)]*\): (pytest .*)", done.stdout)
     assert replay, done.stdout
     assert replay.group(1).startswith("pytest test_counter.py::test_unlocked ")  # not sub/test_counter.py
     again = pytest_run(project / "sub", *shlex.split(replay.group(1))[1:])
@@ -232,7 +236,7 @@ def test_with_pytest_repeat(project: Path) -> None:
     done = pytest_run(project, "--count", "3", "--stress-iterations", "80", "--stress-seed", "11")
     assert outcome_counts(done.stdout) == {"failed": 3, "passed": 3}, done.stdout + done.stderr
     # Each repetition gets its own replay command (CI=true makes pytest repeat them in the short summary).
-    replays = set(re.findall(r"^replay: pytest .*$", done.stdout, re.MULTILINE))
+    replays = set(re.findall(r"^replay \([^)]*\): pytest .*$", done.stdout, re.MULTILINE))
     assert len(replays) == 3, done.stdout
 
 
@@ -242,7 +246,7 @@ def test_with_pytest_xdist(project: Path) -> None:
     )
     assert outcome_counts(done.stdout) == {"failed": 1, "passed": 1}, done.stdout + done.stderr
     assert re.search(r"stress: \d+ of 80 trials failed", done.stdout)
-    assert "replay: pytest test_counter.py::test_unlocked" in done.stdout
+    assert "): pytest test_counter.py::test_unlocked" in done.stdout
 
 
 def test_with_pytest_timeout(project: Path) -> None:
@@ -255,3 +259,18 @@ def test_the_plugin_costs_nothing_to_tests_that_do_not_use_it() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRESS_")}  # as a fresh session has it
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert done.stdout.strip() == "['harness', 'harness.pytest', 'harness.pytest.plugin']"
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--stress-iterations", "-3"], "--stress-iterations -3: must be an integer >= 1"),
+        (["--stress-mode", "fast"], "--stress-mode fast: use one of stress, controlled"),
+        (["-o", "stress_jobs=many"], "stress_jobs = many in the pytest configuration"),
+    ],
+)
+def test_a_bad_stress_option_is_a_usage_error_not_a_failed_test(project: Path, args: list[str], said: str) -> None:
+    done = pytest_run(project, *args, timeout=60)
+    assert done.returncode == 4, done.stdout + done.stderr  # pytest's "usage error"
+    assert said in done.stderr
+    assert "failed" not in done.stdout

@@ -171,6 +171,34 @@ def increment(trial):
 """
 
 
+def test_compare_refuses_runs_that_measure_different_things_and_names_differing_knobs(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(APP.format(body="box[0] += 1"))
+    (tmp_path / "other.py").write_text(APP.format(body="box[0] += 1").replace('"app"', '"other"'))
+    runs = {
+        "stress": ("app.py", "-n", "20"),
+        "controlled": ("app.py", "-n", "20", "--mode", "controlled"),
+        "knobs": ("app.py", "-n", "20", "--preempt", "0.05"),
+        "other": ("other.py", "-n", "20"),
+    }
+    for name, args in runs.items():
+        assert stress("run", *args, "--seed", "1", "--out", name, "-q", cwd=tmp_path).code in (0, 1)
+    modes = stress("compare", "stress", "controlled", cwd=tmp_path)
+    assert modes.code == 2, modes.stdout + modes.stderr
+    assert "cannot compare" in modes.stderr
+    assert "stress mode" in modes.stderr
+    assert "controlled mode" in modes.stderr
+    disjoint = stress("compare", "stress", "other", cwd=tmp_path)
+    assert disjoint.code == 2, disjoint.stdout + disjoint.stderr
+    assert "no variant in common" in disjoint.stderr
+    assert "app/increment" in disjoint.stderr
+    assert "other/increment" in disjoint.stderr
+    knobs = stress("compare", "stress", "knobs", cwd=tmp_path)
+    assert knobs.code in (0, 1), knobs.stdout + knobs.stderr
+    assert "settings differ (preempt 0.001:0.02 → 0.05)" in knobs.stdout
+    same = stress("compare", "stress", "stress", cwd=tmp_path)
+    assert "differ" not in same.stdout
+
+
 def test_compare_reports_a_fixed_bug_as_a_significant_drop(tmp_path: Path) -> None:
     app = tmp_path / "app.py"
     app.write_text(APP.format(body="box[0] += 1"))

@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from harness.config import RunConfig
 from harness.perturb.knobs import Perturbation
 from harness.perturb.plan import make_plan
-from harness.render.terminal import print_report
+from harness.render import html, terminal
+from harness.render.terminal import LiveProgress, TrimmedLines, print_report
 from harness.results.outcome import Evidence, Outcome, TrialResult
 from harness.results.stats import VariantStats
 from harness.results.summary import RunInfo, RunReport, VariantInfo, ranked
@@ -93,6 +95,59 @@ def test_a_run_stopped_before_any_trial_says_nothing_ran() -> None:
     assert empty.to_dict()["exit_code"] == 130
 
 
+def test_off_a_terminal_progress_is_logged_every_few_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(terminal.time, "monotonic", lambda: now[0])
+    buffer = io.StringIO()
+    progress = LiveProgress(Console(file=buffer, width=100, color_system=None, force_terminal=False))
+    info = _report().info
+    progress.started(info)
+    unsafe = VariantStats("bank/unsafe", Expect.UNSAFE)
+    lock = VariantStats("bank/lock", Expect.SAFE)
+    plan = make_plan(Perturbation(), seed=1, trial=0)
+
+    def finish(stats: VariantStats, seq: int, outcome: Outcome) -> None:
+        result = TrialResult(stats.variant, seq, seq, outcome, 0.002, plan)
+        stats.add(result)
+        progress.result(result, stats)
+
+    for seq in range(4):
+        finish(unsafe, seq, Outcome.FAILED if seq % 2 else Outcome.PASSED)
+        finish(lock, seq, Outcome.PASSED)
+    now[0] += terminal.LOG_EVERY - 0.5
+    progress.tick()
+    assert "progress" not in buffer.getvalue()  # not yet
+    now[0] += 1.0
+    progress.tick()
+    first = buffer.getvalue()
+    assert "progress · 8/20 trials · 6 s · about 8.2 s left" in first
+    assert "bank/unsafe  4/10 trials · 2 failed (50.0 %)" in first
+    assert "bank/lock  4/10 trials · 0 failed (0.0 %)" in first
+    for seq in range(4, 10):
+        finish(lock, seq, Outcome.PASSED)
+    now[0] += terminal.LOG_EVERY
+    progress.tick()
+    second = buffer.getvalue()[len(first) :]
+    assert "bank/lock  10/10 trials" in second  # its last line says it is done
+    now[0] += terminal.LOG_EVERY
+    progress.tick()
+    third = buffer.getvalue()[len(first) + len(second) :]
+    assert "progress · 14/20 trials" in third
+    assert "bank/lock" not in third
+    assert "bank/unsafe  4/10" in third
+
+
+def test_trimmed_lines_drop_trailing_spaces_and_keep_everything_else() -> None:
+    out = io.StringIO()
+    stream = TrimmedLines(out)
+    stream.write("a table cell   \n  indented  ")
+    stream.write("text \x1b[0m\nlast")
+    assert out.getvalue() == "a table cell\n  indented  text\x1b[0m\n"
+    stream.write("\n")
+    assert out.getvalue().endswith("last\n")
+    assert not stream.isatty()
+
+
 EXPECTED = """
 bank: Accounts
 Ranked by failure rate · 20 trials in 2.0 s (10 trials/s) · seed 1
@@ -100,14 +155,23 @@ Ranked by failure rate · 20 trials in 2.0 s (10 trials/s) · seed 1
 ───────────────────────────────────────────────────────────────────
 1  unsafe   unsafe      10  50.0 % (23.7–76.3)  exposed  failed 5
 2  lock     safe        10  0 (< 30.0 %)        held     —
-failure rate: observed (95 % Wilson interval); 0 failures in N trials means < 3/N at 95 %
+failure rate: observed (95 % Wilson interval); none in N means < 3/N at 95 %
 
 Example failures
 
 bank/unsafe · trial 1 · failed after 2.0 ms
   overdrawn: customers withdrew 260 from an account holding 250
-  plan    preempt 0.0027 · sync 0.052 · delay 25 µs · switch 13 µs · jitter ≤ 20 µs
-  replay  stress run bank --variant unsafe --seed 1 --trial 1
+  plan     preempt 0.0027 · sync 0.052 · delay 25 µs · switch 13 µs · jitter ≤ 20 µs
+  replay   stress run bank --variant unsafe --seed 1 --trial 1
 
 results: reports/RUN
 """
+
+
+def test_inline_code_in_descriptions_is_styled_in_a_terminal_and_plain_elsewhere() -> None:
+    text = terminal.inline_code("Four threads (`actors`) add 1, `size` times")
+    assert text.plain == "Four threads (actors) add 1, size times"
+    assert [text.plain[span.start : span.end] for span in text.spans] == ["actors", "size"]
+    assert terminal.inline_code("a lone ` stays").plain == "a lone ` stays"
+    assert str(html.inline_code("`a<b>` & <i>")) == "<code>a&lt;b&gt;</code> &amp; &lt;i&gt;"
+    assert str(html.inline_code("a lone ` <stays>")) == "a lone ` &lt;stays&gt;"

@@ -1,0 +1,61 @@
+"""What stress prints fits the width it is given, and a log or a pipe gets no padding.
+
+Rich pads table cells and indented blocks with spaces up to the width; a terminal never shows them,
+but a CI log, a file or a diff keeps every one. And a line that wraps must keep its indent and
+break between the parts of a note, never inside one (``jitter ≤ 42`` / ``µs``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.cells import cell_len
+
+from tests.helpers import stress
+
+COMMANDS = {
+    "run": ("run", "deadlock", "--iterations", "40", "--seed", "1"),
+    "controlled": ("run", "counter", "--mode", "controlled", "--iterations", "20", "--seed", "1"),
+    "list": ("list",),
+    "show": ("show", "counter"),
+}
+
+
+def _problems(text: str, width: int) -> list[str]:
+    problems = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line != line.rstrip():
+            problems.append(f"line {number} ends in spaces: {line!r}")
+        if cell_len(line) > width:
+            problems.append(f"line {number} is {cell_len(line)} columns wide: {line}")
+    return problems
+
+
+@pytest.mark.parametrize("width", [80, 120, 200])
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_output_fits_the_width_with_no_trailing_spaces(tmp_path: Path, command: str, width: int) -> None:
+    out = stress(*COMMANDS[command], cwd=tmp_path, env={"COLUMNS": str(width)})
+    assert out.code == 0, out.stderr
+    assert out.stdout.strip(), "printed nothing"
+    assert _problems(out.stdout, width) == []
+
+
+def test_a_wrapped_plan_breaks_between_knobs_and_keeps_its_indent(tmp_path: Path) -> None:
+    out = stress(*COMMANDS["run"], cwd=tmp_path, env={"COLUMNS": "60"})
+    assert out.code == 0, out.stderr
+    lines = out.stdout.splitlines()
+    start = next(n for n, line in enumerate(lines) if line.startswith("  plan "))
+    plan = [lines[start]]
+    for line in lines[start + 1 :]:
+        if not line.startswith(" " * 11):
+            break
+        plan.append(line)
+    assert len(plan) > 1, "the plan fits in 60 columns: nothing to check"
+    for line in plan[1:]:
+        assert line.startswith(" " * 11), plan  # under the plan's first knob
+        assert not line[11].isspace(), plan
+    knobs = " · ".join(line.strip().removeprefix("plan").strip() for line in plan).split(" · ")
+    assert all(knob.split(" ", 1)[0] in {"preempt", "sync", "delay", "pause", "switch", "jitter"} for knob in knobs), (
+        knobs
+    )
