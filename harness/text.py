@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -91,3 +92,21 @@ def actor_names(actors: list[tuple[Callable[..., Any], str]]) -> list[str]:
         seen[function] = number + 1
         names.append(f"{function}#{number}" if functions.count(function) > 1 else function)
     return names
+
+
+_FRAME_LINE = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<function>.+)$')
+
+
+def exception_headline(where: str, text: str, in_scope: Callable[[str], bool]) -> str:
+    """One line for a formatted traceback ``text`` raised in ``where`` (an actor's name): the
+    exception, who raised it, and the innermost line of the code under test it passed through
+    (files for which ``in_scope`` is true): ``FileExistsError: [Errno 17] ... — in worker#0, at
+    app.py:53 in ensure_dir``."""
+    lines = [line for line in text.rstrip().splitlines() if line.strip()]
+    exception = lines[-1].strip() if lines else "an exception"
+    site = ""
+    for line in lines:
+        frame = _FRAME_LINE.match(line)
+        if frame is not None and in_scope(frame["file"]):
+            site = f", at {short_path(frame['file'])}:{frame['line']} in {frame['function']}"
+    return f"{exception} — in {where}{site}"

@@ -25,7 +25,7 @@ from harness.perturb.pause import nobody_runs, stuck, unstuck
 from harness.perturb.plan import ActorStart, Plan
 from harness.perturb.preempt import resume, suspend
 from harness.scope import HARNESS_DIR
-from harness.text import actor_names, clip
+from harness.text import actor_names, clip, exception_headline
 
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
@@ -85,6 +85,8 @@ class Trial:
         self._rng: random.Random | None = None
         self.failures: list[str] = []
         self.errors: list[str] = []
+        #: One line per recorded exception: what was raised, by whom, where in the code under test.
+        self.headlines: list[str] = []
         self.crashes: list[str] = []
         self.deadlocks: list[list[str]] = []
         self.starts: list[tuple[ActorStart, ...]] = []
@@ -199,9 +201,15 @@ class Trial:
         """Record an exception already formatted (a process actor's, reported through a pipe)."""
         if self.deadlocked():
             return
+        self._keep(where, text)
+
+    def _keep(self, where: str, text: str) -> None:
+        scope = getattr(self.graph, "scope", None)
+        headline = exception_headline(where, text, scope.contains_file if scope is not None else lambda _: True)
         with self._lock:
             if len(self.errors) < _MAX_RECORDED:
                 self.errors.append(clip(f"in {where}:\n{text}", TRACEBACK_LIMIT))
+                self.headlines.append(headline)
 
     def record_crash(self, where: str, exitcode: int) -> None:
         """Record a process actor that died without reporting: killed by a signal, or exited."""
@@ -232,10 +240,7 @@ class Trial:
         tb = exc.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename.startswith(HARNESS_DIR):
             tb = tb.tb_next  # the harness's own frames (actor start-up) say nothing about the bug
-        text = "".join(traceback.format_exception(type(exc), exc, tb))
-        with self._lock:
-            if len(self.errors) < _MAX_RECORDED:
-                self.errors.append(clip(f"in {where}:\n{text}", TRACEBACK_LIMIT))
+        self._keep(where, "".join(traceback.format_exception(type(exc), exc, tb)))
         if self.on_failure is not None:
             self.on_failure(where, exc)
 

@@ -42,6 +42,7 @@ from harness.detect.wait_graph import DeadlockError, ForkedDeadlockError, WaitGr
 from harness.perturb import pause as _pause
 from harness.perturb import preempt as _preempt
 from harness.scope import HARNESS_DIR
+from harness.text import short_path
 
 __all__ = [
     "Barrier",
@@ -368,6 +369,7 @@ def _took_permit(semaphore: Any, got: bool) -> None:
             permits[semaphore._key] = [1, semaphore._capacity]
         else:
             held[0] += 1
+        semaphore._taken.append((get_ident(), threading.current_thread(), _user_site(sys._getframe(1))))
 
 
 def _returned_permits(semaphore: Any, count: int) -> None:
@@ -377,6 +379,24 @@ def _returned_permits(semaphore: Any, count: int) -> None:
         held[0] -= count
         if held[0] <= 0:
             del permits[semaphore._key]
+    taken: list[tuple[int, threading.Thread, str]] = semaphore._taken
+    me = get_ident()
+    for _ in range(min(count, len(taken))):
+        # A permit is anonymous: take back this thread's latest acquire if it made one, else the oldest.
+        mine = next((n for n in range(len(taken) - 1, -1, -1) if taken[n][0] == me), 0)
+        del taken[mine]
+
+
+def _user_site(frame: FrameType | None) -> str:
+    """``file.py:40 in worker``: the innermost frame of ``frame``'s stack that is not stress's or
+    ``threading``'s (where the code under test called the primitive)."""
+    while frame is not None and (
+        frame.f_code.co_filename.startswith(HARNESS_DIR) or frame.f_code.co_filename == threading.__file__
+    ):
+        frame = frame.f_back
+    if frame is None:
+        return "an unknown place"
+    return f"{short_path(frame.f_code.co_filename)}:{frame.f_lineno} in {frame.f_code.co_name}"
 
 
 def _unlink(state: Any, lock: Any) -> None:
@@ -1008,6 +1028,8 @@ class Semaphore(threading.Semaphore):
         self._key: int = created[1]
         self._capacity = value
         self._cond = _internal_condition(self, created)
+        #: Acquires not matched by a release yet: (thread ident, thread, where).
+        self._taken: list[tuple[int, threading.Thread, str]] = []
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         if _sync:
@@ -1037,6 +1059,7 @@ class BoundedSemaphore(Semaphore, threading.BoundedSemaphore):
         self._key = created[1]
         self._capacity = value
         self._cond = _internal_condition(self, created)
+        self._taken = []
 
 
 class Event(threading.Event):

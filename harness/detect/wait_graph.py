@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import linecache
 import os
+import queue
 import re
 import signal
 import sys
@@ -300,8 +301,13 @@ class WaitGraph:
                 )
             return Deadlock("cycle", " → ".join(hops), tuple(lines))
         short: list[str] = []
+        waiters: dict[int, tuple[Any, Waiting, list[str]]] = {}
         for ident, _, _ in links:
             waiting = self.waiting.get(ident)
+            if waiting is not None:
+                waiters.setdefault(id(waiting.primitive), (waiting.primitive, waiting, []))[2].append(
+                    names.get(ident, str(ident))
+                )
             what = describe_primitive(waiting.primitive) if waiting is not None else "something"
             holder = ""
             if waiting is not None and waiting.lock is not None and waiting.lock._owner is not None:
@@ -316,7 +322,13 @@ class WaitGraph:
             if holder.endswith("does not have"):
                 lines.append("  (the lock was copied, held, when this process was forked from its parent)")
         count = len(links)
-        if count == 1:
+        alive = {ident for ident, _, _ in links}
+        reasons = [_why_stuck(primitive, waiting, who, alive) for primitive, waiting, who in waiters.values()]
+        if any(reasons):
+            summary = "; ".join(reason for reason in reasons if reason)
+            if count > 1:
+                lines.append(f"(all {count} threads of the trial wait, and none of them can wake another)")
+        elif count == 1:
             summary = f"{short[0]}, and no other thread can let it go"
         else:
             summary = f"all {count} threads of the trial wait, and none of them can wake another"
@@ -334,6 +346,60 @@ class WaitGraph:
         if inside is None:
             return "an unknown place"
         return _line_text(inside, _line(inside))
+
+
+def _why_stuck(primitive: Any, waiting: Waiting, who: list[str], alive: set[int]) -> str:
+    """What would have to happen for the threads ``who``, waiting on ``primitive`` with nobody
+    left to wake them, to go on, and why it cannot: "barrier needs 3 parties ...". Empty when
+    stress has nothing to say beyond "they wait" (a lock: its holder is named already)."""
+    name = describe_primitive(primitive)
+    who = sorted(who)
+    they = _and(who)
+    wait = "waits" if len(who) == 1 else "wait"
+    if isinstance(primitive, threading.Barrier):
+        parties, present = primitive.parties, len(who)
+        return (
+            f"{they} {wait} at {name}, which needs {parties} parties: {present} "
+            f"{'is' if present == 1 else 'are'} there, and no other thread of the trial is left to reach it"
+        )
+    if isinstance(primitive, threading.Semaphore):
+        taken = getattr(primitive, "_taken", [])
+        if not taken:
+            return f"{they} {wait} for {name}, whose count is 0, and no thread left can release it"
+        sites: dict[tuple[threading.Thread, str], int] = {}
+        for _, thread, site in taken:
+            sites[thread, site] = sites.get((thread, site), 0) + 1
+        where = ", ".join(
+            f"{thread.name} at {site}"
+            + (f" ({times}×)" if times > 1 else "")
+            + ("" if thread.is_alive() else " (finished)")
+            for (thread, site), times in sorted(sites.items(), key=lambda item: (item[0][0].name, item[0][1]))[:4]
+        )
+        more = f" and {len(sites) - 4} more places" if len(sites) > 4 else ""
+        acquires = f"{len(taken)} acquire{'s' if len(taken) != 1 else ''}"
+        return f"{they} {wait} for {name}, whose count is 0: {acquires} never released — {where}{more}"
+    if isinstance(primitive, threading.Event):
+        return f"{they} {wait} for {name} to be set, and no thread left can set it"
+    if isinstance(primitive, queue.Queue):
+        if waiting.waiters is getattr(primitive.all_tasks_done, "_waiters", None):
+            left = primitive.unfinished_tasks
+            tasks = (
+                "1 unfinished task: task_done() was not called for it"
+                if left == 1
+                else (f"{left} unfinished tasks: task_done() was not called for them")
+            )
+            return f"{they} {wait} in {name}.join() for {tasks}, and no thread left can call it"
+        if waiting.waiters is getattr(primitive.not_full, "_waiters", None):
+            return f"{they} {wait} to put into {name}, which is full, and no thread left takes from it"
+        return f"{they} {wait} to get from {name}, which is empty, and no thread left puts into it"
+    if isinstance(primitive, threading.Condition):
+        return f"{they} {wait} on {name}, and no thread left can notify it"
+    return ""  # a lock: the lines name its holder
+
+
+def _and(names: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _innermost_in_scope(frame: FrameType | None, scope: Scope) -> FrameType | None:

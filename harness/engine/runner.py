@@ -239,7 +239,8 @@ def _judge(trial: Trial, graph: WaitGraph, scheduler: Scheduler | None = None) -
         messages = (*messages, left)
         tracebacks = tracebacks or (left,)
     if tracebacks:
-        return Outcome.ERROR, Evidence(messages=messages, tracebacks=tracebacks)
+        # The exception broke the trial: it is the headline, before any check the body made after.
+        return Outcome.ERROR, Evidence(messages=(*trial.headlines[:1], *messages), tracebacks=tracebacks)
     if messages:
         return Outcome.FAILED, Evidence(messages=messages)
     if scheduler is not None and scheduler.too_long is not None:

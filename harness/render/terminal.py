@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shlex
 import time
 from typing import IO, TYPE_CHECKING, cast
 
@@ -551,6 +552,19 @@ def _fold(parts: list[str], width: int, separator: str = " · ") -> Text:
     return Text("\n".join(lines))
 
 
+def _fold_command(command: str, width: int) -> Text:
+    """A shell command in lines of at most ``width`` columns, broken between words with ``\\`` at
+    the end of each line but the last: pasted into a shell, it is still one command."""
+    words = shlex.split(command)
+    lines: list[str] = []
+    for word in map(shlex.quote, words):
+        if lines and len(lines[-1]) + 1 + len(word) + 2 <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return Text(" \\\n".join(lines), style="cyan")
+
+
 def _print_example(console: Console, report: RunReport, result: TrialResult) -> None:
     evidence = result.evidence
     console.print()
@@ -581,7 +595,8 @@ def _print_example(console: Console, report: RunReport, result: TrialResult) -> 
         body.extend(_schedule_lines(result.schedule, console.width - 2))
     else:
         body.append(_labelled("plan", _fold(result.plan.describe().split(" · "), console.width - 2 - _LABEL)))
-    body.append(_labelled("replay", Text(report.info.replay(result.variant, result.trial, sweep=result.sweep), "cyan")))
+    replay = report.info.replay(result.variant, result.trial, sweep=result.sweep)
+    body.append(_labelled("replay", _fold_command(replay, console.width - 2 - _LABEL)))
     console.print(_indented(Group(*body), 2))
 
 
