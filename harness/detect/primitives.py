@@ -381,10 +381,16 @@ def _returned_permits(semaphore: Any, count: int) -> None:
             del permits[semaphore._key]
     taken: list[tuple[int, threading.Thread, str]] = semaphore._taken
     me = get_ident()
-    for _ in range(min(count, len(taken))):
+    # Every thread of the trial does this at once, and a signal handler may do it in the middle of
+    # it: only whole-list operations, each atomic (no lock, which a fork or a handler could leave
+    # held), and an entry another release took meanwhile is simply not there any more.
+    snapshot = list(taken)
+    for _ in range(min(count, len(snapshot))):
         # A permit is anonymous: take back this thread's latest acquire if it made one, else the oldest.
-        mine = next((n for n in range(len(taken) - 1, -1, -1) if taken[n][0] == me), 0)
-        del taken[mine]
+        entry = next((e for e in reversed(snapshot) if e[0] == me), snapshot[0])
+        snapshot.remove(entry)
+        with contextlib.suppress(ValueError):
+            taken.remove(entry)
 
 
 def _user_site(frame: FrameType | None) -> str:

@@ -363,7 +363,7 @@ def _why_stuck(primitive: Any, waiting: Waiting, who: list[str], alive: set[int]
             f"{'is' if present == 1 else 'are'} there, and no other thread of the trial is left to reach it"
         )
     if isinstance(primitive, threading.Semaphore):
-        taken = getattr(primitive, "_taken", [])
+        taken = list(getattr(primitive, "_taken", []))
         if not taken:
             return f"{they} {wait} for {name}, whose count is 0, and no thread left can release it"
         sites: dict[tuple[threading.Thread, str], int] = {}

@@ -1360,3 +1360,36 @@ def test_event_wait_with_a_timeout_beyond_timeout_max_raises_overflow_error(
             event._cond.notify_all()
     with pytest.raises(OverflowError):
         waiter.result()
+
+
+@pytest.mark.timeout(60)
+def test_a_semaphore_shared_by_many_threads_never_fails_its_users_for_stress_own_bookkeeping() -> None:
+    # The instrumented Semaphore remembers which acquires are not released yet (a deadlock's
+    # explanation names them); that bookkeeping, done by every thread at once, must never raise
+    # into the code under test, nor lose count.
+    graph = WaitGraph(scope=Scope(files=[__file__]), main=threading.get_ident(), preexisting=set())
+    primitives.activate(primitives.Session(graph=graph))
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    errors: list[BaseException] = []
+    try:
+        seats = primitives.Semaphore(3)
+
+        def diner() -> None:
+            try:
+                for _ in range(3000):
+                    with seats:
+                        pass
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=diner) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        sys.setswitchinterval(interval)
+        primitives.deactivate()
+    assert errors == []
+    assert seats._taken == []
