@@ -207,14 +207,16 @@ class LiveProgress:
             self._announced.add(result.variant)
             expect = stats.expect
             style = "bold red" if expect is Expect.SAFE else "yellow"
-            what = "expected safe, failed" if expect is Expect.SAFE else "first failure"
+            # The first failure to arrive, not necessarily the first by number (the report's
+            # example, once every trial before it is in): so this line does not call it first.
+            what = "expected safe, but" if expect is Expect.SAFE else "fails:"
             summary = result.evidence.summary() if result.evidence else ""
             self.console.print(
                 _marked(
                     Text("✗", style=style),
                     Text.assemble(
                         (result.variant, "bold"),
-                        f" {what} at {self._info.unit if self._info else 'trial'} {result.trial}: ",
+                        f" {what} {self._info.unit if self._info else 'trial'} {result.trial} ",
                         (result.outcome.label, _OUTCOME_STYLE[result.outcome]),
                         f" — {summary}" if summary else "",
                     ),
