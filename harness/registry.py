@@ -52,10 +52,12 @@ class Registry:
         return registry
 
     def add(self, scenario: Scenario) -> None:
-        if scenario.name in self._scenarios and self._scenarios[scenario.name] is not scenario:
-            raise ScenarioError(f"two scenarios are named {scenario.name!r}")
+        first = self._scenarios.get(scenario.name)
+        if first is not None and first is not scenario:
+            other = first.where
+            raise ScenarioError(f"{scenario.where}: two scenarios are named {scenario.name!r} (the other: {other})")
         if not len(scenario):
-            raise ScenarioError(f"scenario {scenario.name!r} declares no variant")
+            raise ScenarioError(f"{scenario.where}: scenario {scenario.name!r} declares no variant")
         self._scenarios[scenario.name] = scenario
 
     def __iter__(self) -> Iterator[Scenario]:

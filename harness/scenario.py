@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import ScenarioError, ScenarioNotFound, did_you_mean
+from harness.text import short_path
 
 if TYPE_CHECKING:
     from harness.trial import Trial
@@ -91,6 +92,22 @@ def _check_name(name: str, what: str) -> str:
     return name
 
 
+def _check_takes_the_trial(fn: Callable[..., Any], name: str, where: str) -> None:
+    """Refuse, at load, a variant that cannot be called with the trial alone (else every trial
+    of it would fail with the same TypeError, blamed on the code under test)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a callable Python cannot describe: let the first trial say
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise ScenarioError(  # raised at the decorator: the loader says where
+            f"variant {name!r} of {where} must take the trial as its one parameter: "
+            f"def {getattr(fn, '__name__', name)}(trial)"
+        ) from None
+
+
 def _caller_file(depth: int) -> str | None:
     frame = sys._getframe(depth + 1)
     file = frame.f_globals.get("__file__")
@@ -147,6 +164,8 @@ class Scenario:
         self.controlled_actors = controlled_actors
         self.stress_only = stress_only
         self.file = _caller_file(1)
+        #: ``file:line`` where the scenario was made, for errors found after (no variant, a name taken).
+        self.where = f"{short_path(self.file)}:{sys._getframe(1).f_lineno}" if self.file else f"scenario {name!r}"
         self._variants: dict[str, Variant] = {}
 
     def __repr__(self) -> str:
@@ -175,6 +194,7 @@ class Scenario:
             vname = _check_name(name or fn.__name__.replace("_", "-"), "variant")
             if vname in self._variants:
                 raise ScenarioError(f"variant {vname!r} is declared twice in {where}")
+            _check_takes_the_trial(fn, vname, where)
             doc = description if description is not None else inspect.getdoc(fn) or ""
             files = {f for f in (self.file, _code_file(fn)) if f}
             self._variants[vname] = Variant(

@@ -46,6 +46,27 @@ CASES: dict[str, tuple[list[str], str, dict[str, str]]] = {
     "replay of a folder that is not a run": (["replay", "."], "is not a run folder", {}),
     "show of an unknown scenario": (["show", "deadlok"], "did you mean 'deadlock'", {}),
     "module that does not exist": (["run", "no_such_pkg.checks:x"], "cannot import 'no_such_pkg.checks'", {}),
+    "scenario with no variant": (
+        ["run", "lonely.py"],
+        "lonely.py:2: scenario 'lonely' declares no variant",
+        {"lonely.py": "from harness import Scenario\nscenario = Scenario('lonely', 'no variant')\n"},
+    ),
+    "two scenarios with one name": (
+        ["run", "twins.py"],
+        "twins.py:3: two scenarios are named 'twin' (the other: twins.py:2)",
+        {
+            "twins.py": "from harness import Scenario\na = Scenario('twin', 'one')\nb = Scenario('twin', 'two')\n"
+            "a.variant('x', expect='safe')(lambda trial: None)\nb.variant('y', expect='safe')(lambda trial: None)\n"
+        },
+    ),
+    "variant that takes no trial": (
+        ["run", "bare.py"],
+        "bare.py:3: variant 'check' of scenario 'bare' must take the trial as its one parameter: def check(trial)",
+        {
+            "bare.py": "from harness import Scenario\ns = Scenario('bare', 'no parameter')\n@s.variant(expect='safe')\n"
+            "def check():\n    pass\n"
+        },
+    ),
 }
 
 
