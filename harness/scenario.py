@@ -233,7 +233,7 @@ class Scenario:
             raise ScenarioNotFound(
                 f"scenario {self.name!r} has no variant {name!r}"
                 + did_you_mean(name, self._variants)
-                + f"; its variants: {', '.join(self._variants)}"
+                + f"; its variants: {', '.join(sorted(self._variants))}"
             ) from None
 
 

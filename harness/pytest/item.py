@@ -282,8 +282,8 @@ def _evidence(result: TrialResult) -> list[RenderableType]:
 
 def _remember(item: pytest.Function, summary: VariantSummary, report: RunReport, lines: list[str]) -> None:
     lines.append(
-        f"{item.nodeid}: {summary.trials} {report.info.unit}s, {summary.failures} failed "
-        f"({summary.rate_text()}), {report.wall:.1f} s"
+        f"{item.nodeid}: {summary.trials} {report.info.unit}s, {summary.failures} failed, "
+        f"failure rate {summary.rate_text()}, {report.wall:.1f} s"
     )
 
 

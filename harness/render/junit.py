@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from harness.results.run_dir import write_text
-from harness.results.stats import Verdict, rule_of_three
+from harness.results.stats import Verdict, percent, rule_of_three
 from harness.results.summary import RunReport
 
 __all__ = ["write_junit"]
@@ -23,6 +23,8 @@ _UNJUDGED = (Verdict.UNDECIDED, Verdict.UNSUPPORTED)
 
 def write_junit(report: RunReport, path: Path) -> Path:
     info = report.info
+    unit = info.unit
+    times = {s.variant: s.trials / s.trials_per_second if s.trials_per_second else 0.0 for s in report.variants}
     suite = ET.Element(
         "testsuite",
         name="stress " + ", ".join(info.scenarios),
@@ -35,7 +37,8 @@ def write_junit(report: RunReport, path: Path) -> Path:
                 if s.verdict in (Verdict.NOT_EXPOSED, Verdict.UNDECIDED, Verdict.UNSUPPORTED, Verdict.NOT_RUN)
             )
         ),
-        time=f"{report.wall:.3f}",
+        # Variants run side by side on the workers: the suite's time is never less than its cases'.
+        time=f"{max(report.wall, sum(times.values())):.3f}",
         timestamp=info.started,
     )
     properties = ET.SubElement(suite, "properties")
@@ -47,23 +50,23 @@ def write_junit(report: RunReport, path: Path) -> Path:
             "testcase",
             classname=f"stress.{summary.scenario}",
             name=summary.name,
-            time=f"{summary.trials / summary.trials_per_second:.3f}" if summary.trials_per_second else "0",
+            time=f"{times[summary.variant]:.3f}",
         )
         ET.SubElement(case, "system-out").text = (
-            f"expect {summary.expect.value}; {summary.trials} trials; failure rate {summary.rate_text()}; "
+            f"expect {summary.expect.value}; {summary.trials} {unit}s; failure rate {summary.rate_text()}; "
             f"verdict {summary.verdict.label}"
         )
         if summary.verdict is Verdict.NOT_EXPOSED:
             ET.SubElement(
                 case,
                 "skipped",
-                message=f"expected unsafe, but not exposed in {summary.judged} trials "
-                f"(failure rate < {rule_of_three(summary.judged):.2%} at 95 %)",
+                message=f"expected unsafe, but not exposed in {summary.judged} {unit}s "
+                f"(failure rate < {percent(rule_of_three(summary.judged))} at 95 %)",
             )
         elif summary.verdict is Verdict.NOT_RUN:
             ET.SubElement(case, "skipped", message="not run: the run was stopped before any of its trials finished")
         elif summary.verdict is Verdict.UNDECIDED:
-            ET.SubElement(case, "skipped", message=f"stress could not judge any of its {summary.trials} trials")
+            ET.SubElement(case, "skipped", message=f"stress could not judge any of its {summary.trials} {unit}s")
         elif summary.verdict is Verdict.UNSUPPORTED:
             ET.SubElement(case, "skipped", message=summary.verdict.description)
         elif not summary.verdict.as_expected:

@@ -27,7 +27,7 @@ from harness.controlled.schedule import Schedule, ScheduleRecord
 from harness.controlled.trace import Trace
 from harness.perturb.knobs import format_seconds
 from harness.results.outcome import Outcome, TrialResult
-from harness.results.stats import VariantStats, VariantSummary, Verdict, rule_of_three
+from harness.results.stats import VariantStats, VariantSummary, Verdict, percent, rule_of_three
 from harness.results.summary import RunInfo, RunReport
 from harness.scenario import Expect, Scenario
 
@@ -254,7 +254,7 @@ class LiveProgress:
             if per_variant is not None and trials >= per_variant:
                 self._logged_done.add(variant.key)
             total = f"/{per_variant:,}" if per_variant is not None else ""
-            rate = f" ({failures / trials * 100:.1f} %)" if trials else ""
+            rate = f" ({percent(failures / trials)})" if trials else ""
             style = "red" if failures and variant.expect == "safe" else ("yellow" if failures else "")
             lines.append(
                 _indented(
@@ -295,7 +295,7 @@ class LiveProgress:
                 variant.key,
                 ProgressBar(total=total, completed=trials, width=30),
                 f"{trials}/{total}" if total is not None else f"{trials:,}",
-                Text(f"{failures} failed ({failures / trials:.0%})" if trials else "", style=style),
+                Text(f"{failures} failed ({percent(failures / trials)})" if trials else "", style=style),
             )
         elapsed = time.monotonic() - self._started
         rate = done / elapsed if elapsed > 0 else 0.0
@@ -455,7 +455,8 @@ def _print_sweep(console: Console, report: RunReport) -> None:
                 cells.append(Text("—", style="dim"))
             else:
                 _, trials, failures, rate, low, high = row
-                cells.append(Text(f"{rate:.1%} ({low:.0%}–{high:.0%})" if failures else f"0/{trials}"))
+                interval = f"{percent(low, unit=False)}–{percent(high, unit=False)}"
+                cells.append(Text(f"{percent(rate)} ({interval})" if failures else f"0/{trials}"))
         table.add_row(summary.name if len(report.info.scenarios) == 1 else summary.variant, *cells)
     console.print()
     console.print(Text(f"Failure rate per value of {sweep.knob.replace('_', '-')} (swept)", style="bold underline"))
@@ -683,7 +684,7 @@ def print_replay(console: Console, replay: Replay) -> None:
     run = replay.run
     line = Text.assemble(
         (run.outcome.label, _OUTCOME_STYLE[run.outcome]),
-        f" after {run.steps} steps, {run.switches} context switches",
+        f" after {run.steps} steps, {run.switches} context switch{'es' if run.switches != 1 else ''}",
     )
     console.print(line)
     evidence = run.evidence
@@ -737,7 +738,7 @@ def _print_verdicts(console: Console, report: RunReport) -> None:
         Text.assemble(
             ("✗ ", "bold red"),
             (summary.variant, "bold"),
-            f" is expected safe but failed {summary.failures} of {summary.trials} trials",
+            f" is expected safe but failed {summary.failures} of {summary.trials} {report.info.unit}s",
             style="red",
         )
         for summary in report.broken
@@ -759,8 +760,8 @@ def _print_verdicts(console: Console, report: RunReport) -> None:
             Text.assemble(
                 ("! ", "bold yellow"),
                 (summary.variant, "bold"),
-                f" is expected unsafe but was not exposed in {summary.trials} trials "
-                f"(failure rate < {bound:.2%} at 95 %); more iterations or stronger perturbation may expose it",
+                f" is expected unsafe but was not exposed in {summary.trials} {report.info.unit}s "
+                f"(failure rate < {percent(bound)} at 95 %); more iterations or stronger perturbation may expose it",
                 style="yellow",
             )
         )

@@ -388,6 +388,11 @@ class VariantSummary:
         }
 
 
+def percent(value: float, *, unit: bool = True) -> str:
+    """A share as people read it, in one format everywhere: ``63.9 %``, ``0.15 %``."""
+    return _percent(value, unit=unit)
+
+
 def _percent(value: float, *, unit: bool = True) -> str:
     pct = value * 100
     text = f"{pct:.2g}" if 0 < pct < 1 else f"{pct:.1f}"

@@ -230,6 +230,11 @@ def test_junit_and_markdown(tmp_path: Path) -> None:
     assert "not exposed in 3 trials" in cases["never-fails"].find("skipped").get("message", "")
     assert cases["fine"].find("failure") is None
     assert suite.get("failures") == "1"
+    assert float(suite.get("time", "0")) >= sum(float(case.get("time", "0")) for case in cases.values())
+    text = (tmp_path / "junit.xml").read_text()
+    assert text.endswith("</testsuite>\n")
+    assert "\n  <testcase " in text  # indented, one element per line
+    assert "(failure rate < 100.0 % at 95 %)" in cases["never-fails"].find("skipped").get("message", "")
     markdown = (tmp_path / "summary.md").read_text()
     assert "| 1 | `misbehaving/raises` | safe | 3 |" in markdown
     assert "**FAILED**" in markdown
