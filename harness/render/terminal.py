@@ -144,7 +144,10 @@ def print_list(console: Console, registry: Registry) -> None:
             table.add_row("", variant.name, _expect_text(variant.expect), inline_code(variant.description))
     console.print(table)
     console.print(Text("Run one with:  stress run SCENARIO --iterations 2000", style="dim"))
-    console.print(Text("Find the exact failing interleaving with:  stress run SCENARIO --mode controlled", style="dim"))
+    if any(not scenario.stress_only for scenario in registry):  # offered where it can run
+        console.print(
+            Text("Find the exact failing interleaving with:  stress run SCENARIO --mode controlled", style="dim")
+        )
 
 
 def print_show(console: Console, scenario: Scenario) -> None:

@@ -153,3 +153,13 @@ def test_summary_json_is_valid_json_with_schema_version(tmp_path: Path) -> None:
     assert [v["variant"] for v in data["variants"]] != []
     rates = [v["failure_rate"] for v in data["variants"]]
     assert rates == sorted(rates, reverse=True)
+
+
+def test_list_offers_controlled_mode_only_where_it_can_run(tmp_path: Path) -> None:
+    scenarios = Path(__file__).parents[2] / "scenarios"
+    processes = stress("list", str(scenarios / "pool.py"), cwd=tmp_path)
+    assert processes.code == 0, processes.stderr
+    assert "(stress mode only)" in processes.stdout
+    assert "--mode controlled" not in processes.stdout
+    threads = stress("list", str(scenarios / "counter.py"), cwd=tmp_path)
+    assert "stress run SCENARIO --mode controlled" in threads.stdout
