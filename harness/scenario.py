@@ -83,6 +83,36 @@ class Variant:
         except (OSError, TypeError):
             return f"# source of {self.key} is not available\n"
 
+    def where(self) -> str:
+        """``scenarios/counter.py:42``: where the variant's function is defined ('' if unknown)."""
+        code = getattr(self.fn, "__code__", None)
+        return f"{short_path(code.co_filename)}:{code.co_firstlineno}" if code is not None else ""
+
+    def helpers(self) -> list[Callable[..., Any] | type]:
+        """The functions and classes of the variant's own module that it uses, directly or through
+        one another (``_check_total``, ``Counter``), in the order first met: what ``stress show``
+        prints with it so that the invariant it checks is in view."""
+        fn = self.fn
+        module = getattr(fn, "__module__", None)
+        namespace: dict[str, Any] = getattr(fn, "__globals__", {})
+        found: dict[str, Callable[..., Any] | type] = {}
+        pending = [getattr(fn, "__code__", None)]
+        while pending:
+            code = pending.pop(0)
+            if code is None:
+                continue
+            pending.extend(const for const in code.co_consts if inspect.iscode(const))  # nested functions
+            for name in code.co_names:
+                value = namespace.get(name)
+                if name in found or getattr(value, "__module__", None) != module:
+                    continue
+                if inspect.isfunction(value):
+                    found[name] = value
+                    pending.append(value.__code__)
+                elif inspect.isclass(value):
+                    found[name] = value
+        return [value for value in found.values() if value is not fn]
+
 
 def _check_name(name: str, what: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):

@@ -7,12 +7,13 @@ process never starts a thread and can fork replacement workers safely.
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import re
 import shlex
 import time
-from typing import IO, TYPE_CHECKING, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -30,6 +31,7 @@ from harness.results.outcome import Outcome, TrialResult
 from harness.results.stats import VariantStats, VariantSummary, Verdict, percent, rule_of_three
 from harness.results.summary import RunInfo, RunReport
 from harness.scenario import Expect, Scenario
+from harness.text import short_path
 
 if TYPE_CHECKING:
     from harness.engine.replay import Expected, Replay
@@ -159,14 +161,44 @@ def print_show(console: Console, scenario: Scenario) -> None:
     if scenario.actors is not None:
         shape += f", {scenario.controlled_actors} actors"
     console.print(Text(shape, style="dim"))
+    variants = {id(variant.fn) for variant in scenario}
+    helpers: dict[int, Any] = {}
     for variant in scenario:
         console.print()
-        console.print(Text.assemble(("● ", "dim"), (variant.name, "bold"), "  ", _expect_text(variant.expect)))
-        if variant.description:
-            console.print(_indented(inline_code(variant.description, "italic"), 2))
         console.print(
-            Padding(Syntax(variant.source(), "python", theme="ansi_dark", background_color="default"), (0, 0, 0, 2))
+            Text.assemble(
+                ("● ", "dim"),
+                (variant.name, "bold"),
+                "  ",
+                _expect_text(variant.expect),
+                (f"  {variant.where()}", "dim"),
+            )
         )
+        source = variant.source()
+        if variant.description and variant.description.split("`")[0] not in source:  # else the docstring says it
+            console.print(_indented(inline_code(variant.description, "italic"), 2))
+        console.print(_indented(_python(source), 2))
+        helpers.update((id(h), h) for h in variant.helpers() if id(h) not in variants)
+    if helpers:
+        console.print()
+        console.print(Text("What the variants call, from the same file", style="bold"))
+        for helper in helpers.values():
+            code = getattr(helper, "__code__", None) or getattr(getattr(helper, "__init__", None), "__code__", None)
+            where = f"{short_path(code.co_filename)}" if code is not None else ""
+            try:
+                text = inspect.getsource(helper)
+                line = inspect.getsourcelines(helper)[1]
+                where = f"{where}:{line}" if where else ""
+            except (OSError, TypeError):
+                text = f"# source of {helper.__name__} is not available\n"
+            console.print()
+            console.print(Text.assemble(("● ", "dim"), (helper.__name__, "bold"), (f"  {where}", "dim")))
+            console.print(_indented(_python(text), 2))
+
+
+def _python(source: str) -> Syntax:
+    """Source code, highlighted; a line longer than the width wraps (never cut off)."""
+    return Syntax(source.rstrip("\n"), "python", theme="ansi_dark", background_color="default", word_wrap=True)
 
 
 class LiveProgress:

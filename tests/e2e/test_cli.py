@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,15 @@ def test_list_offers_controlled_mode_only_where_it_can_run(tmp_path: Path) -> No
     assert "--mode controlled" not in processes.stdout
     threads = stress("list", str(scenarios / "counter.py"), cwd=tmp_path)
     assert "stress run SCENARIO --mode controlled" in threads.stdout
+
+
+def test_show_gives_each_variants_place_its_docstring_once_and_the_helpers_it_calls(tmp_path: Path) -> None:
+    out = stress("show", "deadlock", cwd=tmp_path, env={"COLUMNS": "200"})
+    assert out.code == 0, out.stderr
+    assert re.search(r"● opposite-order  unsafe  deadlock\.py:\d+", out.stdout)
+    assert out.stdout.count("thread_1 locks a then b") == 1  # the docstring, not also a description line
+    helpers = out.stdout.split("What the variants call, from the same file", 1)[1]
+    assert "def _transfers(trial" in helpers  # where the invariant is checked
+    assert "money was created or lost" in helpers
+    assert "class Account" in helpers
+    assert "def opposite_order" not in helpers  # variants are not helpers
