@@ -110,3 +110,41 @@ def exception_headline(where: str, text: str, in_scope: Callable[[str], bool]) -
         if frame is not None and in_scope(frame["file"]):
             site = f", at {short_path(frame['file'])}:{frame['line']} in {frame['function']}"
     return f"{exception} — in {where}{site}"
+
+
+_FILE_LINE = re.compile(r'^(?P<indent>\s*)File "(?P<file>[^"]+)", line \d+')
+
+
+def fold_frames(text: str, own: Callable[[str], bool]) -> str:
+    """A traceback or a thread dump with each run of frames from files ``own`` says are stress's
+    folded into one line (``  … 3 frames of stress …``): the code under test's frames stay in view.
+    A frame is its ``File "...", line N`` line and the more indented lines under it (its source
+    and ``^^^`` marks); a traceback's last frame (where its exception came from) is never folded."""
+    lines = text.splitlines()
+    traceback = "Traceback (most recent call last)" in text
+    out: list[str] = []
+    run = 0
+    indent = ""
+    index = 0
+    while index < len(lines):
+        match = _FILE_LINE.match(lines[index])
+        end = index + 1
+        if match is not None:
+            while (
+                end < len(lines) and lines[end].startswith(match["indent"] + " ") and not _FILE_LINE.match(lines[end])
+            ):
+                end += 1
+        last = traceback and match is not None and not any(_FILE_LINE.match(line) for line in lines[end:])
+        if match is not None and own(match["file"]) and not last:
+            if run == 0:
+                indent = match["indent"]
+            run += 1
+        else:
+            if run:
+                out.append(f"{indent}… {run} frame{'s' if run != 1 else ''} of stress …")
+                run = 0
+            out.extend(lines[index:end])
+        index = end
+    if run:
+        out.append(f"{indent}… {run} frame{'s' if run != 1 else ''} of stress …")
+    return "\n".join(out) + ("\n" if text.endswith("\n") else "")

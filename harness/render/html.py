@@ -27,7 +27,8 @@ from harness.results.outcome import Outcome, TrialResult
 from harness.results.run_dir import write_text
 from harness.results.stats import KNOBS, ZERO, VariantSummary, bin_bounds, rule_of_three, wilson
 from harness.results.summary import RunReport
-from harness.text import clip, short_where
+from harness.scope import HARNESS_DIR
+from harness.text import clip, fold_frames, short_where
 
 __all__ = ["render_html", "write_html"]
 
@@ -219,9 +220,13 @@ def _example(report: RunReport, result: TrialResult) -> dict[str, Any]:
         messages = evidence.messages
         wait_for = evidence.wait_for
         blocked = evidence.blocked_at
-        blocks.extend(("traceback", _highlighted(text)) for text in evidence.tracebacks[:2])
+
+        def own(file: str) -> bool:  # stress's own frames, folded
+            return file.startswith(HARNESS_DIR)
+
+        blocks.extend(("traceback", _highlighted(fold_frames(text, own))) for text in evidence.tracebacks[:2])
         if evidence.dump:
-            blocks.append(("thread dump", clip(evidence.dump, BLOCK_LIMIT)))
+            blocks.append(("thread dump", clip(fold_frames(evidence.dump, own), BLOCK_LIMIT)))
         if evidence.output:
             blocks.append(("printed", clip(evidence.output, BLOCK_LIMIT)))
         if evidence.exit_status is not None:

@@ -31,7 +31,8 @@ from harness.results.outcome import Outcome, TrialResult
 from harness.results.stats import VariantStats, VariantSummary, Verdict, percent, rule_of_three
 from harness.results.summary import RunInfo, RunReport
 from harness.scenario import Expect, Scenario
-from harness.text import short_path
+from harness.scope import HARNESS_DIR
+from harness.text import fold_frames, short_path
 
 if TYPE_CHECKING:
     from harness.engine.replay import Expected, Replay
@@ -622,11 +623,11 @@ def _print_example(console: Console, report: RunReport, result: TrialResult) -> 
         if evidence.exit_status is not None:
             body.append(Text(evidence.summary(), style="red"))
         if evidence.tracebacks:
-            body.append(_tail(evidence.tracebacks[0], 12, "magenta"))
+            body.append(_tail(_folded(evidence.tracebacks[0]), 12, "magenta"))
             if len(evidence.tracebacks) > 1:
                 body.append(Text(f"(and {len(evidence.tracebacks) - 1} more exceptions in this trial)", style="dim"))
         elif evidence.dump and not evidence.blocked_at:
-            body.append(_tail(evidence.dump, 12, "yellow"))
+            body.append(_tail(_folded(evidence.dump), 12, "yellow"))
         if evidence.output:
             body.append(Text.assemble(("printed: ", "dim"), _tail(evidence.output, 3, "")))
     if result.schedule is not None:
@@ -747,6 +748,11 @@ def replay_verdict(runs: list[Replay], expected: Expected | None, mismatches: in
     if expected.steps is not None:
         what += f", same {expected.steps} steps"
     return Text(f"✓ reproduced {len(runs)}/{len(runs)}: {what}, same interleaving", style="bold green")
+
+
+def _folded(text: str) -> str:
+    """``text`` (a traceback, a thread dump) with stress's own frames folded."""
+    return fold_frames(text, lambda file: file.startswith(HARNESS_DIR))
 
 
 def _tail(text: str, lines: int, style: str) -> Text:

@@ -175,3 +175,46 @@ def test_inline_code_in_descriptions_is_styled_in_a_terminal_and_plain_elsewhere
     assert terminal.inline_code("a lone ` stays").plain == "a lone ` stays"
     assert str(html.inline_code("`a<b>` & <i>")) == "<code>a&lt;b&gt;</code> &amp; &lt;i&gt;"
     assert str(html.inline_code("a lone ` <stays>")) == "a lone ` &lt;stays&gt;"
+
+
+def test_stress_frames_are_folded_out_of_the_way_of_the_code_under_test() -> None:
+    from harness.text import fold_frames
+
+    def own(file: str) -> bool:
+        return file.startswith("/site/harness/")
+
+    traceback = (
+        "in worker:\n"
+        "Traceback (most recent call last):\n"
+        '  File "/app/jobs.py", line 32, in worker\n'
+        "    dine(seat)\n"
+        '  File "/site/harness/trial.py", line 10, in run\n'
+        "    return function(*args)\n"
+        "           ^^^^^^^^^^^^^^^\n"
+        '  File "/site/harness/detect/primitives.py", line 20, in acquire\n'
+        "    self._take()\n"
+        '  File "/app/jobs.py", line 40, in callback\n'
+        "    raise KeyError(seat)\n"
+        "KeyError: 3\n"
+    )
+    assert fold_frames(traceback, own) == (
+        "in worker:\n"
+        "Traceback (most recent call last):\n"
+        '  File "/app/jobs.py", line 32, in worker\n'
+        "    dine(seat)\n"
+        "  … 2 frames of stress …\n"
+        '  File "/app/jobs.py", line 40, in callback\n'
+        "    raise KeyError(seat)\n"
+        "KeyError: 3\n"
+    )
+    raised_inside = traceback.replace('"/app/jobs.py", line 40', '"/site/harness/x.py", line 40')
+    assert '"/site/harness/x.py", line 40' in fold_frames(raised_inside, own)  # where it came from stays
+    dump = (
+        "Thread 0x01 (most recent call first):\n"
+        '  File "/site/harness/detect/primitives.py", line 520 in _wait_visibly\n'
+        '  File "/site/harness/detect/primitives.py", line 480 in _block\n'
+        '  File "/app/jobs.py", line 31 in outer\n'
+    )
+    assert fold_frames(dump, own) == (
+        'Thread 0x01 (most recent call first):\n  … 2 frames of stress …\n  File "/app/jobs.py", line 31 in outer\n'
+    )
