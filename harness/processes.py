@@ -85,6 +85,8 @@ class Owner(Protocol):
     start_method: str
     scheduler: Any
     starts: list[tuple[ActorStart, ...]]
+    #: Set when a group starts process actors.
+    ran_processes: bool
 
     @property
     def mp(self) -> Any: ...
@@ -150,6 +152,7 @@ class ProcessGroup:
         count = len(self._actors)
         starts = trial.plan.starts(count, group=self._index)
         trial.starts.append(tuple(starts))
+        trial.ran_processes = True
         names = self._names()
         # Kept until the actors are joined: a spawned child opens the event's semaphore by name, and
         # the event's last reference going away here would unlink it first.

@@ -90,6 +90,8 @@ class Trial:
         self.crashes: list[str] = []
         self.deadlocks: list[list[str]] = []
         self.starts: list[tuple[ActorStart, ...]] = []
+        #: Whether the trial started process actors (they take the plan's ``delay`` with them).
+        self.ran_processes = False
         self._lock = threading.Lock()
         self._groups = 0
 

@@ -591,7 +591,7 @@ class _Engine:
 
     def _finished(self, worker: WorkerHandle, record: tuple[Any, ...], now: float) -> None:
         """Record a trial the worker finished (a record of its spool)."""
-        ticket, label, duration, evidence, starts, switches, lock_order, schedule = record
+        ticket, label, duration, evidence, starts, switches, lock_order, schedule, delay_used = record
         task = worker.pending.popleft()
         if task.ticket != ticket:
             raise InternalError(f"worker answered dispatch {ticket} while {task.ticket} was expected")
@@ -612,6 +612,7 @@ class _Engine:
                 plan=task.plan,
                 starts=tuple(tuple(ActorStart(a, d) for a, d in group) for group in starts),
                 switches=switches,
+                delay_used=delay_used,
                 timeout=timeout,
                 evidence=Evidence.from_dict(evidence),
                 lock_order=tuple(lock_order),

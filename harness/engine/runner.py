@@ -48,6 +48,9 @@ class TrialRun:
     starts: tuple[tuple[ActorStart, ...], ...]
     switches: int
     lock_order: tuple[dict[str, Any], ...] = field(default=())
+    #: Whether the plan's ``delay`` had anything to act on: a multiprocessing operation or a
+    #: process actor (False: a trial of threads only, where the knob did nothing).
+    delay_used: bool = True
     #: Controlled mode: the executed schedule, its length, its choice points (when exploring)
     #: and every step (thread, code, offset or -line, what).
     schedule: str | None = None
@@ -171,6 +174,7 @@ def run_trial(
         if phases is not None:
             phases(Phase.AFTER)
         delays = mp_delays.deactivate()
+        delay_touched = mp_delays.touched()
         pause.track(False)
         if instrumenter is not None:
             instrumenter.uninstall()
@@ -190,6 +194,7 @@ def run_trial(
             starts=tuple(trial.starts),
             switches=switches + session.switches + delays,
             lock_order=tuple(session.new_order),
+            delay_used=delays > 0 or delay_touched or trial.ran_processes,
         )
     return TrialRun(
         outcome=outcome,

@@ -819,6 +819,7 @@ def _worker_main(
                     run.switches,
                     run.lock_order,
                     schedule,
+                    run.delay_used,
                 )
             )
             if retire:

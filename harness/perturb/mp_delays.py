@@ -36,12 +36,14 @@ _delay = 0.0
 _rng: random.Random | None = None
 _seed = 0
 _count = 0
+#: Whether a multiprocessing operation ran while delays were on (the knob had something to act on).
+_touched = False
 
 
 def activate(probability: float, delay: float, *, seed: int) -> None:
     """Delays on for a trial, in this process."""
-    global _probability, _delay, _rng, _seed, _count
-    _probability, _delay, _count = probability, delay, 0
+    global _probability, _delay, _rng, _seed, _count, _touched
+    _probability, _delay, _count, _touched = probability, delay, 0, False
     _rng, _seed = None, seed  # seeded at the first multiprocessing operation, if any
 
 
@@ -52,10 +54,16 @@ def deactivate() -> int:
     return _count
 
 
+def touched() -> bool:
+    """Whether the last trial ran a multiprocessing operation of this process while delays were on."""
+    return _touched
+
+
 def _maybe_delay() -> None:
-    global _count, _rng
+    global _count, _rng, _touched
     if not _probability:
         return
+    _touched = True
     if _rng is None:
         _rng = random.Random(f"stress-mp/{_seed}")
     if _rng.random() < _probability:

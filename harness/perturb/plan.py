@@ -81,13 +81,14 @@ class Plan:
     def from_dict(cls, data: dict[str, Any]) -> Plan:
         return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
 
-    def describe(self) -> str:
+    def describe(self, *, delay: bool = True) -> str:
         """One line for people: ``preempt 0.012 · sync 0.05 · delay 0.2 ms · switch 1.3 ms · jitter ≤ 40 µs``
-        (random start order and the barrier are the defaults; only their absence is mentioned)."""
+        (random start order and the barrier are the defaults; only their absence is mentioned;
+        without ``delay``, the delay is left out: the trial had nothing it acts on)."""
         parts = [f"preempt {self.preempt:.2g}" if self.preempt else "preempt off"]
         if self.sync:
             parts.append(f"sync {self.sync:.2g}")
-        if self.delay:
+        if self.delay and delay:
             parts.append(f"delay {format_seconds(self.delay)}")
         if (self.preempt or self.sync) and self.pause:
             parts.append(f"pause {format_seconds(self.pause)}")

@@ -88,6 +88,7 @@ def _context(report: RunReport) -> dict[str, Any]:
         "status": _status(report),
         "variants": [_variant(report, summary) for summary in report.variants],
         "knob_charts": list(_knob_charts(report.variants)),
+        "flat_variants": _flat_variants(report.variants),
         "sweep_chart": _sweep_chart(report),
         "potential": [(s.variant, p) for s in report.variants for p in s.potential_deadlocks],
         "meta": _metadata(report),
@@ -159,8 +160,10 @@ def _value_bin(knob: str, index: int) -> str:
 
 def _knob_charts(summaries: Iterable[VariantSummary]) -> Iterable[Markup]:
     """For each knob whose value varied, the failure rate of each failing variant per bin of the
-    knob (a variant that never failed would be a flat line at zero)."""
-    summaries = [s for s in summaries if s.failures]
+    knob. A variant that never failed, or failed every trial, would be a flat line (at zero, at
+    100 %): it is left out (`_flat_variants` names them). A knob that did nothing in a variant's
+    trials (``delay`` with threads only) has no bins for it."""
+    summaries = [s for s in summaries if 0 < s.failures < s.judged]
     for knob in KNOBS:
         bins = sorted({b for s in summaries for b in s.knobs.get(knob, {})})
         if len(bins) < 2:
@@ -184,6 +187,11 @@ def _knob_charts(summaries: Iterable[VariantSummary]) -> Iterable[Markup]:
             series,
             x_title=KNOB_TITLES[knob] + " — lower end of each bin",
         )
+
+
+def _flat_variants(summaries: Iterable[VariantSummary]) -> list[str]:
+    """Failing variants left out of the knob charts: they failed every trial, whatever the knobs."""
+    return [s.variant for s in summaries if s.failures and s.failures == s.judged]
 
 
 def _sweep_chart(report: RunReport) -> Markup | None:

@@ -633,7 +633,8 @@ def _print_example(console: Console, report: RunReport, result: TrialResult) -> 
     if result.schedule is not None:
         body.extend(_schedule_lines(result.schedule, console.width - 2))
     else:
-        body.append(_labelled("plan", _fold(result.plan.describe().split(" · "), console.width - 2 - _LABEL)))
+        plan = result.plan.describe(delay=result.delay_used)
+        body.append(_labelled("plan", _fold(plan.split(" · "), console.width - 2 - _LABEL)))
     replay = report.info.replay(result.variant, result.trial, sweep=result.sweep)
     body.append(_labelled("replay", _fold_command(replay, console.width - 2 - _LABEL)))
     console.print(_indented(Group(*body), 2))

@@ -143,6 +143,8 @@ class TrialResult:
         plan: The perturbation plan.
         starts: How the actors were actually started (order and delay), per actor group.
         switches: Thread switches forced by preemption injection.
+        delay_used: Whether the plan's ``delay`` had anything to act on (a multiprocessing
+            operation, a process actor); False for a trial of threads only.
         timeout: The deadline the trial ran under, in seconds.
         evidence: What was seen, for any outcome but passed.
         lock_order: Lock-order edges ("held A while acquiring B") this trial showed its worker for
@@ -162,6 +164,7 @@ class TrialResult:
     plan: Plan
     starts: tuple[tuple[ActorStart, ...], ...] = ()
     switches: int = 0
+    delay_used: bool = True
     timeout: float | None = None
     evidence: Evidence | None = field(default=None)
     lock_order: tuple[dict[str, Any], ...] = ()
@@ -194,6 +197,8 @@ class TrialResult:
             out["extra"] = self.extra
         if self.notes:
             out["notes"] = list(self.notes)
+        if not self.delay_used:
+            out["delay_used"] = False
         return out
 
     @classmethod
@@ -207,6 +212,7 @@ class TrialResult:
             plan=Plan.from_dict(data["plan"]),
             starts=tuple(tuple(ActorStart(a, d) for a, d in group) for group in data.get("starts", ())),
             switches=data.get("switches", 0),
+            delay_used=bool(data.get("delay_used", True)),
             timeout=data.get("timeout"),
             evidence=Evidence.from_dict(data.get("evidence")),
             lock_order=tuple(data.get("lock_order", ())),

@@ -159,7 +159,7 @@ class VariantStats:
         plan = result.plan
         for knob in KNOBS if outcome.is_judged else ():  # an undecided trial says nothing of a knob
             value = getattr(plan, knob)
-            if value is None:
+            if value is None or (knob == "delay" and not result.delay_used):  # it did nothing here
                 continue
             counts = self.knobs[knob].setdefault(log_bin(value), [0, 0])
             counts[0] += 1

@@ -282,3 +282,21 @@ def test_huge_report_stays_small_and_fast(tmp_path: Path) -> None:
     # 5 s is the budget on a quiet machine (about 2 s measured); the margin absorbs a busy one.
     assert elapsed <= 15, elapsed
     assert json.loads((tmp_path / "big" / "summary.json").read_text())["trials"] == 100_000
+
+
+def test_a_knob_that_did_nothing_is_not_shown_and_a_flat_variant_is_not_charted(tmp_path: Path) -> None:
+    # Threads only: --delay (process actors, multiprocessing operations) has nothing to act on.
+    out = stress("run", "counter", "-n", "150", "--seed", "1", "--out", "threads", cwd=tmp_path)
+    assert out.code == 0, out.stdout + out.stderr
+    assert all(r.get("delay_used") is False for r in results(tmp_path / "threads"))
+    plans = [line for line in out.stdout.splitlines() if line.strip().startswith("plan ")]
+    assert plans
+    assert not any(" delay " in line for line in plans)
+    html = (tmp_path / "threads" / "report.html").read_text()
+    assert "knob-preempt" in html
+    assert "knob-delay" not in html
+    assert "Not drawn: counter/split-lock — failed every trial" in html  # 100 %: a flat line
+    # Process actors take the delay with them: it stays.
+    out = stress("run", "pipe", "--variant", "end-message", "-n", "4", "--seed", "1", "--out", "procs", cwd=tmp_path)
+    assert out.code in (0, 1), out.stdout + out.stderr
+    assert all(r.get("delay_used", True) for r in results(tmp_path / "procs"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 
@@ -61,7 +62,10 @@ def test_actor_exception_is_error_even_when_a_check_also_fails() -> None:
     assert result.outcome is Outcome.ERROR  # type: ignore[attr-defined]
     assert len(result.evidence.tracebacks) == 2  # type: ignore[attr-defined]
     assert "KeyError: 'missing'" in result.evidence.tracebacks[0]  # type: ignore[attr-defined]
-    assert result.evidence.messages == ("also broken",)  # type: ignore[attr-defined]
+    headline, check = result.evidence.messages  # type: ignore[attr-defined]
+    # The exception broke the trial: it heads the evidence, the body's later check comes second.
+    assert re.fullmatch(r"KeyError: 'missing' — in boom#[01], at .*test_runner\.py:\d+ in boom", headline), headline
+    assert check == "also broken"
 
 
 @pytest.mark.parametrize("exc", [SystemExit(4), KeyboardInterrupt()])
