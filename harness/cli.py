@@ -387,6 +387,10 @@ def replay_command(
             console.print(f"[red]replay {index + 1} differs:[/red] " + "; ".join(differences))
 
     scope = Scope.from_dict(info.scope) if info.scope else None
+    if expected is None:  # a schedule given by hand: check it can be followed before showing a run of it
+        problem = rp.replay(target, info.config, result, chosen, times=1, scope=scope)[0].unfollowed()
+        if problem is not None:
+            raise UserError(f"schedule {chosen}: {problem}")
     runs = rp.replay(target, info.config, result, chosen, debug=debug, times=times, each=each, scope=scope)
     console.print(terminal.replay_verdict(runs, expected, mismatches))
     return EXIT_FINDINGS if mismatches else EXIT_OK

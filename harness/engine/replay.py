@@ -55,6 +55,23 @@ class Replay:
     def messages(self) -> tuple[str, ...]:
         return self.run.evidence.messages if self.run.evidence is not None else ()
 
+    def unfollowed(self) -> str | None:
+        """Why the schedule asked for could not be run as written (a choice point past the end of
+        the run, a thread that does not exist or cannot run there), or None."""
+        threads = self.run.threads
+        for point, thread in self.schedule.forced:
+            if point >= self.run.choices:
+                return (
+                    f"choice point {point} is past the end: the run had {self.run.choices} choice points "
+                    f"(0 to {self.run.choices - 1})"
+                )
+            if thread >= len(threads):
+                listed = ", ".join(f"{n} {name}" for n, name in enumerate(threads))
+                return f"there is no thread {thread} (the threads: {listed})"
+            if point == self.run.diverged:
+                return f"thread {thread} ({threads[thread]}) cannot run at choice point {point}"
+        return None
+
     def differences(self, expected: Expected) -> list[str]:
         """How this replay differs from what the stored run saw (empty: reproduced)."""
         out = []

@@ -59,6 +59,12 @@ class TrialRun:
     preemptions: int = 0
     decisions: tuple[Decision, ...] = ()
     trace: tuple[Step, ...] = ()
+    #: Controlled mode: the choice points the run reached, and, replaying a schedule, the first
+    #: of its choice points whose thread could not run there (None: every one was honoured).
+    choices: int = 0
+    diverged: int | None = None
+    #: Controlled mode: the scheduled threads' names, by the number a schedule gives them.
+    threads: tuple[str, ...] = ()
 
 
 _current: Trial | None = None
@@ -209,6 +215,9 @@ def run_trial(
         preemptions=scheduler.preemptions,
         decisions=tuple(scheduler.decisions),
         trace=tuple(scheduler.steps),
+        choices=scheduler.choices,
+        diverged=getattr(scheduler.strategy, "diverged", None),
+        threads=tuple(m.name for m in sorted(scheduler.threads, key=lambda m: m.index)),
     )
 
 

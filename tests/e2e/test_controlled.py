@@ -166,6 +166,15 @@ def test_replay_refuses_a_stress_mode_run_and_bad_schedules(counter_run: tuple[P
     clean = stress("replay", "run", "--variant", "lock", cwd=work)
     assert clean.code == 2
     assert "nothing to replay" in clean.stderr
+    for schedule, said in (
+        ("v2:9999>1", "choice point 9999 is past the end: the run had "),
+        ("v2:3>7", "there is no thread 7 (the threads: 0 MainThread, 1 increment#0, 2 increment#1)"),
+        ("v2:3>0", "thread 0 (MainThread) cannot run at choice point 3"),
+    ):
+        wrong = stress("replay", "run", "--variant", "no-lock", "--schedule", schedule, cwd=work)
+        assert wrong.code == 2, wrong.stdout + wrong.stderr
+        assert said in wrong.stderr
+        assert len(wrong.stderr.strip().splitlines()) == 1
 
 
 def test_line_granularity_cannot_split_a_line_but_still_splits_lines(tmp_path: Path) -> None:
