@@ -10,6 +10,7 @@ escapes what it highlights), and long evidence is clipped with a marker.
 from __future__ import annotations
 
 import platform
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,9 @@ def _variant(report: RunReport, summary: VariantSummary) -> dict[str, Any]:
             f"{format_seconds(bin_bounds(bins[0])[0])} – {format_seconds(bin_bounds(bins[-1])[1])}" if bins else ""
         ),
         "examples": [_example(report, r) for r in summary.examples],
+        # For links from the ranking: its first failure, and the knob charts it is drawn in.
+        "anchor": re.sub(r"[^A-Za-z0-9_-]+", "-", summary.variant),
+        "charted": 0 < summary.failures < summary.judged,
     }
 
 
@@ -258,8 +262,8 @@ def _example(report: RunReport, result: TrialResult) -> dict[str, Any]:
         ("trial", str(result.trial)),
         ("preempt", f"{plan.preempt:.3g}"),
         ("sync", f"{plan.sync:.3g}"),
-        ("delay", format_seconds(plan.delay)),
-        ("pause", format_seconds(plan.pause)),
+        *([("delay", format_seconds(plan.delay))] if result.delay_used else []),  # else it did nothing
+        *([("pause", format_seconds(plan.pause))] if plan.pause else []),
         ("switch interval", "unchanged" if plan.switch_interval is None else format_seconds(plan.switch_interval)),
         ("jitter bound", format_seconds(plan.jitter)),
         ("start order", "shuffled" if plan.shuffle else "in order"),

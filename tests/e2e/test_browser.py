@@ -1,0 +1,80 @@
+"""The HTML report in a real browser (headless Chromium, 1400 px wide): the contents bar and the
+ranking's links lead somewhere, a replay command is whole on screen however long (it wraps, it
+never scrolls), a failure rate's interval stays on one line, and a run of threads only draws no
+``--delay`` chart. Layout is measured by the browser itself, not read off the DOM.
+
+Skipped where no Chromium is installed."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import stress
+
+BROWSER = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+pytestmark = pytest.mark.skipif(BROWSER is None, reason="no Chromium on this machine")
+
+#: Measures the page once it has loaded, and leaves the figures on <body data-check="...">.
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const lines = e => { const r = document.createRange(); r.selectNodeContents(e);
+    return new Set([...r.getClientRects()].map(x => Math.round(x.top))).size; };
+  const links = [...document.querySelectorAll("nav.contents a, a.jump")].map(a => a.getAttribute("href"));
+  const width = document.documentElement.clientWidth;
+  document.body.setAttribute("data-check", JSON.stringify({
+    links, missing: links.filter(h => !document.querySelector(h)),
+    replays: [...document.querySelectorAll(".replay")].map(e => ({scrolls: e.scrollWidth > e.clientWidth + 1,
+      right: e.getBoundingClientRect().right, chars: e.textContent.length})),
+    width, rate_lines: [...document.querySelectorAll("td.rate")].map(lines),
+    delay_chart: !!document.querySelector("[data-chart=knob-delay]"),
+    charts: [...document.querySelectorAll("[data-chart^=knob-]")].map(e => e.dataset.chart)}));
+});
+</script>"""
+
+
+def _measure(report: Path) -> dict[str, Any]:
+    probed = report.with_name("probed.html")
+    probed.write_text(report.read_text().replace("</body>", PROBE + "</body>"))
+    assert BROWSER is not None
+    done = subprocess.run(
+        [BROWSER, "--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,900",
+         "--virtual-time-budget=3000", "--dump-dom", probed.as_uri()],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    found = re.search(r'data-check="([^"]*)"', done.stdout)
+    assert found, done.stderr[-2000:]
+    data: dict[str, Any] = json.loads(html.unescape(found.group(1)))
+    return data
+
+
+def test_the_report_in_a_browser_links_fits_and_shows_only_knobs_that_acted(tmp_path: Path) -> None:
+    # A scenario file deep in long folders: its replay command is far wider than the page.
+    deep = tmp_path / ("a-folder-with-a-rather-long-name-" * 3) / ("and-another-one-nested-below-it-" * 3)
+    deep.mkdir(parents=True)
+    source = Path(__file__).parents[2] / "scenarios" / "counter.py"
+    (deep / "counter_with_a_long_file_name.py").write_text(source.read_text())
+    out = stress(
+        "run", str(deep / "counter_with_a_long_file_name.py"), "-n", "120", "--seed", "1", "--out", "run",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert out.code == 0, out.stdout + out.stderr
+    page = _measure(tmp_path / "run" / "report.html")
+    assert len(page["links"]) >= 6, page["links"]  # the contents bar, and each failing variant's links
+    assert page["missing"] == []
+    assert page["replays"], page
+    assert max(r["chars"] for r in page["replays"]) > 200  # long enough to have scrolled before
+    for replay in page["replays"]:
+        assert not replay["scrolls"], replay
+        assert replay["right"] <= page["width"], replay
+    assert page["rate_lines"]
+    assert all(lines == 1 for lines in page["rate_lines"]), page["rate_lines"]
+    assert "knob-preempt" in page["charts"]
+    assert not page["delay_chart"]  # threads only: --delay acted on nothing
