@@ -171,12 +171,12 @@ def show_command(scenario: str) -> None:
 )
 @click.option("--pause", metavar="S|LO:HI|off", help="Pause at a forced switch, e.g. 50us [default: off = just yield].")
 @click.option("--switch-interval", metavar="S|LO:HI|off", help="sys.setswitchinterval per trial [default: 10us:10ms].")
-@click.option("--jitter", metavar="S|LO:HI|off", help="Max random start delay per actor [default: 100us].")
+@click.option("--jitter", metavar="S|LO:HI|off", help="Random start delay of each actor, up to S [default: 0:100us].")
 @click.option(
     "--sync",
     metavar="P|LO:HI|off",
-    help="Forced thread-switch probability just before and after each lock/condition/semaphore/event/queue "
-    "operation [default: 0.01:0.2].",
+    help="Forced thread-switch probability just before and after each lock, condition, semaphore, event, "
+    "barrier or queue operation, and of a delay around each multiprocessing operation [default: 0.01:0.2].",
 )
 @click.option(
     "--delay",

@@ -176,3 +176,15 @@ def test_show_gives_each_variants_place_its_docstring_once_and_the_helpers_it_ca
     assert "money was created or lost" in helpers
     assert "class Account" in helpers
     assert "def opposite_order" not in helpers  # variants are not helpers
+
+
+def test_run_help_gives_the_knobs_defaults_as_the_readme_does(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    table = dict(re.findall(r"^\| `(--[a-z-]+) [A-Z]` \| `([^`]+)` \|", readme, re.MULTILINE))
+    assert {"--preempt", "--sync", "--jitter", "--delay", "--switch-interval", "--pause"} <= set(table)
+    out = stress("run", "--help", cwd=tmp_path, env={"COLUMNS": "250"})
+    assert out.code == 0, out.stderr
+    helps = " ".join(out.stdout.split()).split(" --")  # each option's text, its wrapped lines joined
+    for flag, default in table.items():
+        text = next(help for help in helps if help.startswith(flag[2:] + " "))
+        assert f"[default: {default}" in text, (flag, default, text)
