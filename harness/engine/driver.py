@@ -684,6 +684,7 @@ class _Engine:
                 self._stalled(worker, now, decision.message)
             else:
                 self._hang(worker, now, decision.verdict, decision.message)
+            self.observer.tick()  # a hang takes seconds on a busy machine: a log still hears from us
 
     @staticmethod
     def _look(worker: WorkerHandle) -> activity.Snapshot:
@@ -736,6 +737,7 @@ class _Engine:
         assert head is not None
         task, _ = head
         self._swap_out(worker)
+        self.observer.tick()
         worker.abort_for_dump()
         dump = worker.read_dump()
         where = blocked_at(dump, self.scope) if dump else ()
