@@ -374,7 +374,6 @@ def replay_command(
     registry, _, _ = _registry((info.targets.get(scenario, scenario),))
     target = registry.get(scenario).get(name)
     console = _console()
-    console.print(terminal.replay_heading(result, chosen, record, times=times))
     mismatches = 0
 
     def each(index: int, done: rp.Replay) -> None:
@@ -391,6 +390,7 @@ def replay_command(
         problem = rp.replay(target, info.config, result, chosen, times=1, scope=scope)[0].unfollowed()
         if problem is not None:
             raise UserError(f"schedule {chosen}: {problem}")
+    console.print(terminal.replay_heading(result, chosen, record, times=times))
     runs = rp.replay(target, info.config, result, chosen, debug=debug, times=times, each=each, scope=scope)
     console.print(terminal.replay_verdict(runs, expected, mismatches))
     return EXIT_FINDINGS if mismatches else EXIT_OK

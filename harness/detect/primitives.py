@@ -73,12 +73,16 @@ class _ThreadState:
     """Per thread: its ident and name, the most recently acquired lock it holds (a chain via
     ``_prev``), and the semaphore permits it holds (identity -> (count, capacity))."""
 
-    __slots__ = ("ident", "name", "permits", "top")
+    __slots__ = ("ident", "name", "permits", "pid", "thread", "top")
 
     def __init__(self) -> None:
         self.ident = get_ident()
+        #: The process the thread ran in: another one's, in a child forked while it held a lock.
+        self.pid = os.getpid()
         # Kept for a forked child's reports: there, the thread is gone but its locks are not.
-        self.name = threading.current_thread().name
+        #: The thread object (an actor's is new each trial, on a reused OS thread): alive or not.
+        self.thread = threading.current_thread()
+        self.name = self.thread.name
         self.top: Any = None
         self.permits: dict[int, list[int]] = {}
 
@@ -369,7 +373,11 @@ def _took_permit(semaphore: Any, got: bool) -> None:
             permits[semaphore._key] = [1, semaphore._capacity]
         else:
             held[0] += 1
-        semaphore._taken.append((get_ident(), threading.current_thread(), _user_site(sys._getframe(1))))
+        taken = semaphore._taken
+        taken.append((get_ident(), threading.current_thread(), _user_site(sys._getframe(1))))
+        if len(taken) > _TAKEN_KEPT:  # acquired here, released elsewhere, over and over: keep the latest
+            with contextlib.suppress(IndexError):
+                del taken[0]
 
 
 def _returned_permits(semaphore: Any, count: int) -> None:
@@ -383,14 +391,17 @@ def _returned_permits(semaphore: Any, count: int) -> None:
     me = get_ident()
     # Every thread of the trial does this at once, and a signal handler may do it in the middle of
     # it: only whole-list operations, each atomic (no lock, which a fork or a handler could leave
-    # held), and an entry another release took meanwhile is simply not there any more.
-    snapshot = list(taken)
-    for _ in range(min(count, len(snapshot))):
-        # A permit is anonymous: take back this thread's latest acquire if it made one, else the oldest.
-        entry = next((e for e in reversed(snapshot) if e[0] == me), snapshot[0])
-        snapshot.remove(entry)
+    # held), and an entry another release took meanwhile is simply not there any more. A permit has
+    # no owner: a release answers this thread's own latest acquires only (another thread's release
+    # says nothing of which acquire it gives back).
+    mine = [entry for entry in taken[:] if entry[0] == me]  # a copy: iterating the list itself could skip
+    for entry in mine[::-1][:count]:
         with contextlib.suppress(ValueError):
             taken.remove(entry)
+
+
+#: Unanswered acquires a semaphore remembers at most (for a deadlock's explanation).
+_TAKEN_KEPT = 64
 
 
 def _user_site(frame: FrameType | None) -> str:

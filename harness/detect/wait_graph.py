@@ -294,6 +294,13 @@ class WaitGraph:
                 lock = waiting.lock if waiting is not None else None
                 what = describe_primitive(lock) if lock is not None else "a lock"
                 waiter, holder = names.get(ident, str(ident)), names.get(owner, str(owner))
+                owner_state = lock._owner if lock is not None else None
+                if owner_state is not None and not _alive(owner_state):
+                    # Its OS thread now runs another actor (threads are reused): the holder is gone.
+                    holder = f"{owner_state.name}, which finished without releasing it"
+                    hops.append(f"{waiter} waits for {what} held by {holder}")
+                    lines.append(f"{waiter} waits for {what} at {self._where(frames.get(ident))}")
+                    continue
                 hops.append(f"{waiter} waits for {what} held by {holder}")
                 taken = acquired_where(lock, frames.get(owner), self._outside)
                 lines.append(
@@ -312,18 +319,22 @@ class WaitGraph:
             holder = ""
             if waiting is not None and waiting.lock is not None and waiting.lock._owner is not None:
                 owner = waiting.lock._owner
-                if owner.ident in names:
+                if owner.ident in names and _alive(owner):
                     holder = f" held by {names[owner.ident]}"
-                else:
+                elif getattr(owner, "pid", os.getpid()) != os.getpid():  # copied by a fork
                     holder = f" held by {getattr(owner, 'name', 'a thread')}, a thread this process does not have"
+                else:
+                    holder = f" held by {getattr(owner, 'name', 'a thread')}, which finished without releasing it"
             where = self._where(frames.get(ident))
             short.append(f"{names.get(ident, ident)} waits for {what}{holder}")
             lines.append(f"{names.get(ident, ident)} waits for {what}{holder} at {where}")
             if holder.endswith("does not have"):
                 lines.append("  (the lock was copied, held, when this process was forked from its parent)")
         count = len(links)
-        alive = {ident for ident, _, _ in links}
-        reasons = [_why_stuck(primitive, waiting, who, alive) for primitive, waiting, who in waiters.values()]
+        reasons = [
+            _why_stuck(primitive, waiting, who, count - len(who)) for primitive, waiting, who in waiters.values()
+        ]
+        lines.extend(line for line in map(_unreleased, (p for p, _, _ in waiters.values())) if line)
         if any(reasons):
             summary = "; ".join(reason for reason in reasons if reason)
             if count > 1:
@@ -348,53 +359,76 @@ class WaitGraph:
         return _line_text(inside, _line(inside))
 
 
-def _why_stuck(primitive: Any, waiting: Waiting, who: list[str], alive: set[int]) -> str:
-    """What would have to happen for the threads ``who``, waiting on ``primitive`` with nobody
-    left to wake them, to go on, and why it cannot: "barrier needs 3 parties ...". Empty when
-    stress has nothing to say beyond "they wait" (a lock: its holder is named already)."""
+def _why_stuck(primitive: Any, waiting: Waiting, who: list[str], others: int) -> str:
+    """What would have to happen for the threads ``who``, waiting on ``primitive``, to go on, and
+    why it cannot: "barrier needs 3 parties ...". ``others``: how many other threads of the trial
+    wait too (elsewhere); none means nobody is left at all. Empty when stress has nothing true to
+    add to "they wait" (a lock: the lines name its holder)."""
     name = describe_primitive(primitive)
     who = sorted(who)
     they = _and(who)
     wait = "waits" if len(who) == 1 else "wait"
+
+    def nobody(verb: str) -> str:
+        if others == 1:
+            return "and the other thread of the trial waits too"
+        if others:
+            return f"and the other {others} threads of the trial wait too"
+        return f"and no other thread of the trial is left to {verb}"
+
     if isinstance(primitive, threading.Barrier):
-        parties, present = primitive.parties, len(who)
+        parties, arrived = primitive.parties, getattr(primitive, "_count", len(who))
+        if getattr(primitive, "_state", 0) != 0 or arrived >= parties:
+            return ""  # every party came: it is the barrier's action that does not return
         return (
-            f"{they} {wait} at {name}, which needs {parties} parties: {present} "
-            f"{'is' if present == 1 else 'are'} there, and no other thread of the trial is left to reach it"
+            f"{they} {wait} at {name}, which needs {parties} parties: {arrived} "
+            f"{'has' if arrived == 1 else 'have'} arrived, {nobody('reach it')}"
         )
     if isinstance(primitive, threading.Semaphore):
-        taken = list(getattr(primitive, "_taken", []))
-        if not taken:
-            return f"{they} {wait} for {name}, whose count is 0, and no thread left can release it"
-        sites: dict[tuple[threading.Thread, str], int] = {}
-        for _, thread, site in taken:
-            sites[thread, site] = sites.get((thread, site), 0) + 1
-        where = ", ".join(
-            f"{thread.name} at {site}"
-            + (f" ({times}×)" if times > 1 else "")
-            + ("" if thread.is_alive() else " (finished)")
-            for (thread, site), times in sorted(sites.items(), key=lambda item: (item[0][0].name, item[0][1]))[:4]
-        )
-        more = f" and {len(sites) - 4} more places" if len(sites) > 4 else ""
-        acquires = f"{len(taken)} acquire{'s' if len(taken) != 1 else ''}"
-        return f"{they} {wait} for {name}, whose count is 0: {acquires} never released — {where}{more}"
+        return f"{they} {wait} for {name}, whose count is 0, {nobody('release it')}"
     if isinstance(primitive, threading.Event):
-        return f"{they} {wait} for {name} to be set, and no thread left can set it"
+        return f"{they} {wait} for {name} to be set, {nobody('set it')}"
     if isinstance(primitive, queue.Queue):
         if waiting.waiters is getattr(primitive.all_tasks_done, "_waiters", None):
             left = primitive.unfinished_tasks
             tasks = (
                 "1 unfinished task: task_done() was not called for it"
                 if left == 1
-                else (f"{left} unfinished tasks: task_done() was not called for them")
+                else f"{left} unfinished tasks: task_done() was not called for them"
             )
-            return f"{they} {wait} in {name}.join() for {tasks}, and no thread left can call it"
+            return f"{they} {wait} in {name}.join() for {tasks}, {nobody('call it')}"
         if waiting.waiters is getattr(primitive.not_full, "_waiters", None):
-            return f"{they} {wait} to put into {name}, which is full, and no thread left takes from it"
-        return f"{they} {wait} to get from {name}, which is empty, and no thread left puts into it"
+            return f"{they} {wait} to put into {name}, which is full, {nobody('take from it')}"
+        return f"{they} {wait} to get from {name}, which is empty, {nobody('put into it')}"
     if isinstance(primitive, threading.Condition):
-        return f"{they} {wait} on {name}, and no thread left can notify it"
-    return ""  # a lock: the lines name its holder
+        return f"{they} {wait} on {name}, {nobody('notify it')}"
+    return ""
+
+
+def _unreleased(primitive: Any) -> str | None:
+    """For a semaphore at 0: the acquires no release by the same thread answered, and where they
+    were made (a semaphore has no owner: a release by another thread answers none of them)."""
+    taken = list(getattr(primitive, "_taken", []))
+    if not taken:
+        return None
+    sites: dict[tuple[threading.Thread, str], int] = {}
+    for _, thread, site in taken:
+        sites[thread, site] = sites.get((thread, site), 0) + 1
+    shown = sorted(sites.items(), key=lambda item: (item[0][0].name, item[0][1]))
+    where = "; ".join(
+        f"{thread.name}{'' if thread.is_alive() else ' (finished)'} at {site}"
+        + (f", {times} times" if times > 1 else "")
+        for (thread, site), times in shown[:4]
+    )
+    more = f"; and {len(shown) - 4} more places" if len(shown) > 4 else ""
+    return f"  {describe_primitive(primitive)} was acquired, and not released by the same thread, by: {where}{more}"
+
+
+def _alive(owner: Any) -> bool:
+    """Whether the thread a lock's owner record was made for still runs (not merely its OS thread,
+    which the actor pool hands to the next actor)."""
+    thread = getattr(owner, "thread", None)
+    return thread is None or thread.is_alive()
 
 
 def _and(names: list[str]) -> str:

@@ -239,13 +239,14 @@ def _judge(trial: Trial, graph: WaitGraph, scheduler: Scheduler | None = None) -
         )
     finding = graph.finding if scheduler is None else scheduler.finding
     if finding is not None:
+        # An exception an actor raised first (leaving the others waiting for it) comes right after.
         return Outcome.DEADLOCKED, Evidence(
-            messages=(finding.summary, *messages), tracebacks=tracebacks, wait_for=finding.lines
+            messages=(finding.summary, *trial.headlines[:1], *messages), tracebacks=tracebacks, wait_for=finding.lines
         )
     if trial.deadlocks:
         first = trial.deadlocks[0]
         return Outcome.DEADLOCKED, Evidence(
-            messages=(first[0], *messages), tracebacks=tracebacks, wait_for=tuple(first[1:])
+            messages=(first[0], *trial.headlines[:1], *messages), tracebacks=tracebacks, wait_for=tuple(first[1:])
         )
     if scheduler is not None and scheduler.left_running:
         names = ", ".join(scheduler.left_running[:5])

@@ -601,7 +601,7 @@ def _fold_command(command: str, width: int) -> Text:
             lines[-1] += " " + word
         else:
             lines.append(word)
-    return Text(" \\\n".join(lines), style="cyan")
+    return Text(" \\\n".join(lines), style="cyan", overflow="fold")  # a word wider than the page folds
 
 
 def _print_example(console: Console, report: RunReport, result: TrialResult) -> None:
@@ -652,7 +652,11 @@ def _schedule_lines(record: ScheduleRecord, width: int | None = None) -> list[Re
                 "shrunk",
                 Text.assemble(
                     record.minimal,
-                    (f" ({trace.switches} switches; {record.shrink_runs} schedules tried)", "dim"),
+                    (
+                        f" ({trace.switches} switch{'es' if trace.switches != 1 else ''}; "
+                        f"{record.shrink_runs} schedules tried)",
+                        "dim",
+                    ),
                     overflow="fold",
                 ),
             )
@@ -757,10 +761,18 @@ def _folded(text: str) -> str:
 
 
 def _tail(text: str, lines: int, style: str) -> Text:
+    """The last ``lines`` lines of ``text``, and its first when that says whose it is (``in worker#0:``)."""
     kept = text.rstrip().splitlines()
+    head = kept[:1] if kept and kept[0].startswith("in ") and kept[0].endswith(":") else []
     cut = len(kept) - lines
     shown = "\n".join(kept[-lines:])
-    prefix = f"[{cut} more lines in results.jsonl]\n" if cut > 0 else ""
+
+    def more(count: int) -> str:
+        return f"[{count} more line{'s' if count != 1 else ''} in results.jsonl]\n" if count > 0 else ""
+
+    prefix = more(cut)
+    if cut > 0 and head:
+        prefix = f"{head[0]}\n{more(cut - 1)}"
     return Text(prefix + shown, style=style)
 
 
@@ -771,7 +783,7 @@ def _print_health(console: Console, report: RunReport) -> None:
         return
     console.print(Text("Health", style="bold"))
     for note in notes:
-        console.print(Text.assemble(("· ", "cyan"), (note, "dim")))
+        console.print(_marked(Text("·", style="cyan"), Text(note, style="dim")))
     console.print()
 
 

@@ -164,7 +164,7 @@ def replay_command(
         words += ["--timeout", repr(config.timeout)]
     if config.start_method != "fork":
         words += ["--start-method", config.start_method]
-    return " ".join(words)
+    return shlex.join(words)  # a path with a space in it stays one argument
 
 
 def ranked(summaries: list[VariantSummary]) -> tuple[VariantSummary, ...]:
@@ -221,7 +221,7 @@ class RunReport:
         if stretched:
             notes.append(
                 f"{_count(stretched, unit)} ran past the deadline while still working or sleeping on a timer, and "
-                "were given more time (none of them was judged by the clock alone)"
+                f"{'was' if stretched == 1 else 'were'} given more time (none of them was judged by the clock alone)"
             )
         rerun = sum(s.rerun for s in self.variants)
         if rerun:

@@ -16,20 +16,19 @@ from tests.helpers import FIXTURES, results, stress
 HEADLINES = {
     "short-of-parties": (
         "deadlocked",
-        "attendee#0 and attendee#1 wait at meeting, which needs 3 parties: 2 are there, "
+        "attendee#0 and attendee#1 wait at meeting, which needs 3 parties: 2 have arrived, "
         "and no other thread of the trial is left to reach it",
     ),
     "permit-kept": (
         "deadlocked",
-        "job waits for permits, whose count is 0: 2 acquires never released — "
-        "job#0 at explained.py:34 in job (finished), job#1 at explained.py:34 in job (finished)",
+        "job waits for permits, whose count is 0, and no other thread of the trial is left to release it",
     ),
     "task-never-done": (
         "deadlocked",
         "producer waits in jobs.join() for 1 unfinished task: task_done() was not called for it, "
-        "and no thread left can call it",
+        "and no other thread of the trial is left to call it",
     ),
-    "never-set": ("deadlocked", "waiter waits for ready to be set, and no thread left can set it"),
+    "never-set": ("deadlocked", "waiter waits for ready to be set, and no other thread of the trial is left to set it"),
     "raises-then-check-fails": (
         "error",
         "FileExistsError: logs/run exists — in writer, at explained.py:77 in writer",
@@ -77,3 +76,31 @@ def test_the_check_made_after_an_exception_comes_second(tmp_path: Path) -> None:
     assert messages[1] == "files written: ['b']"
     example = out.stdout.split("Example failures", 1)[1].splitlines()
     assert example[3].strip().startswith("FileExistsError: logs/run exists")
+
+
+def test_a_semaphore_at_zero_lists_the_acquires_no_release_by_the_same_thread_answered(tmp_path: Path) -> None:
+    out = stress(
+        "run", str(FIXTURES / "explained.py"), "--variant", "permit-kept", "-n", "1", "--out", "run", cwd=tmp_path,
+    )  # fmt: skip
+    assert out.code == 0, out.stdout + out.stderr
+    wait_for = results(tmp_path / "run")[0]["evidence"]["wait_for"]
+    assert (
+        "  permits was acquired, and not released by the same thread, by: "
+        "job#0 (finished) at explained.py:34 in job; job#1 (finished) at explained.py:34 in job"
+    ) in wait_for
+
+
+def test_a_lock_whose_holder_finished_is_not_blamed_on_a_fork(tmp_path: Path) -> None:
+    (tmp_path / "leak.py").write_text(
+        "import threading\nfrom harness import Scenario\ns = Scenario('leak', 'a lock left held')\n\n\n"
+        "@s.variant(expect='unsafe')\ndef left_held(trial):\n    lock = threading.Lock()\n\n"
+        "    def leaker():\n        lock.acquire()\n\n    def victim():\n        lock.acquire()\n\n"
+        "    trial.run_threads(leaker, count=1)\n    trial.run_threads(victim, count=1)\n"
+    )
+    out = stress("run", "leak.py", "-n", "2", "--out", "run", cwd=tmp_path)
+    assert out.code == 0, out.stdout + out.stderr
+    evidence = results(tmp_path / "run")[0]["evidence"]
+    assert evidence["messages"][0].startswith(
+        "victim waits for lock held by leaker, which finished without releasing it"
+    )
+    assert "forked" not in " ".join(evidence.get("wait_for", []))
