@@ -109,7 +109,7 @@ def exception_headline(where: str, text: str, in_scope: Callable[[str], bool]) -
         frame = _FRAME_LINE.match(line)
         if frame is not None and in_scope(frame["file"]):
             site = f", at {short_path(frame['file'])}:{frame['line']} in {frame['function']}"
-    return f"{exception} — in {where}{site}"
+    return clip(f"{exception} — in {where}{site}", 500)  # escaped like the traceback it comes from
 
 
 _FILE_LINE = re.compile(r'^(?P<indent>\s*)File "(?P<file>[^"]+)", line \d+')

@@ -337,8 +337,6 @@ class WaitGraph:
         lines.extend(line for line in map(_unreleased, (p for p, _, _ in waiters.values())) if line)
         if any(reasons):
             summary = "; ".join(reason for reason in reasons if reason)
-            if count > 1:
-                lines.append(f"(all {count} threads of the trial wait, and none of them can wake another)")
         elif count == 1:
             summary = f"{short[0]}, and no other thread can let it go"
         else:
