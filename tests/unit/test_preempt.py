@@ -326,3 +326,32 @@ def test_a_signal_handler_that_switches_inside_a_switch_changes_nothing() -> Non
     start = time.monotonic()
     pause.switch(0.05)  # the switch's lock is as it should be for the next one
     assert time.monotonic() - start >= 0.04
+
+
+def test_code_under_test_a_primitive_calls_back_keeps_its_tracer(backend: str) -> None:
+    # A wait_for predicate and a Barrier's action are the code under test, run by the primitive:
+    # suspending the tracer for the whole operation hid races in them (not exposed on 3.11).
+    if backend != "settrace":
+        pytest.skip("sys.monitoring leaves stress's code alone without help")
+    graph = WaitGraph(scope=Scope(files=[HERE]), main=threading.get_ident(), preexisting=set())
+    primitives.activate(primitives.Session(graph=graph, sync=1e-12))
+    seen: list[object] = []
+    preemptor = Preemptor(Scope(files=[HERE]), backend=backend)
+
+    def predicate() -> bool:
+        seen.append(sys.gettrace())
+        return True
+
+    try:
+        preemptor.start(1e-12)
+        tracer = sys.gettrace()
+        condition = primitives.Condition()
+        with condition:
+            condition.wait_for(predicate)
+        primitives.Barrier(1, action=predicate).wait()
+        preemptor.stop()
+    finally:
+        preemptor.close()
+        primitives.deactivate()
+    assert tracer is not None
+    assert seen == [tracer, tracer]
