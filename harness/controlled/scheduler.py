@@ -421,7 +421,7 @@ class Scheduler:
             return True
         timed = timeout is not None
         if not timed:
-            self.graph.add_joiner(me.ident)
+            self.graph.add_joiner(me.ident, thread)
         me.waits_for = target
         try:
             return self.block(lambda: target.state == DONE, None if timeout is None else self.now + max(timeout, 0.0))

@@ -122,7 +122,7 @@ def _join(self: threading.Thread, timeout: float | None = None) -> None:
     if graph is None or timeout is not None:
         return _real_join(self, timeout)
     me = threading.get_ident()
-    graph.add_joiner(me)
+    graph.add_joiner(me, self)
     pause.stuck(None)
     try:
         return _real_join(self, timeout)

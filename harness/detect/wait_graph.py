@@ -149,9 +149,10 @@ class WaitGraph:
         self.waiting: dict[int, Waiting] = {}
         self.version = 0
         self.main_joining = False
-        #: Threads of the trial inside a ``Thread.join()`` with no timeout: like the body waiting
-        #: for its actors, they can wake nobody, and are left out of "everyone is stuck".
-        self.joiners: set[int] = set()
+        #: Threads of the trial inside a ``Thread.join()`` with no timeout, and the thread each
+        #: joins: while that thread runs, a joiner can wake nobody, and is left out of "everyone is
+        #: stuck"; once it has ended, the joiner is about to go on.
+        self.joiners: dict[int, threading.Thread] = {}
         self.aborting = False
         self.finding: Deadlock | None = None
         #: Threads of the process `threading` did not know when the trial began (see `_unseen`).
@@ -180,14 +181,15 @@ class WaitGraph:
             elif self.waiting.pop(ident, None) is not None:
                 self.version += 1
 
-    def add_joiner(self, ident: int) -> None:
+    def add_joiner(self, ident: int, joined: threading.Thread) -> None:
+        """Thread ``ident`` starts a ``joined.join()`` with no timeout."""
         with self._mutex:
-            self.joiners.add(ident)
+            self.joiners[ident] = joined
             self.version += 1
 
     def remove_joiner(self, ident: int) -> None:
         with self._mutex:
-            self.joiners.discard(ident)
+            self.joiners.pop(ident, None)
             self.version += 1
 
     def set_joining(self, joining: bool) -> None:
@@ -258,7 +260,15 @@ class WaitGraph:
         for ident in threads:
             if ident is None:
                 continue
-            if (ident == self.main and self.main_joining) or ident in self.joiners:
+            if ident == self.main and self.main_joining:
+                continue
+            joined = self.joiners.get(ident)
+            if joined is not None:
+                # It waits for a thread of the trial that still runs (and is looked at in its
+                # turn). A joined thread that has ended lets its joiner go on, however long the
+                # OS takes to wake it; one the trial did not start is not ours to judge.
+                if joined.ident in self.preexisting or not joined.is_alive():
+                    return None
                 continue
             waiting = self.waiting.get(ident)
             if waiting is None or waiting.timed or waiting.runnable():

@@ -157,3 +157,40 @@ def test_a_signal_handler_that_waits_inside_the_graphs_own_bookkeeping_does_not_
         primitives.deactivate()
     assert handled == [True]
     assert graph.waiting == {}
+
+
+def test_a_joiner_whose_thread_has_ended_is_about_to_go_on() -> None:
+    # Thread a holds a lock while it joins a helper; thread b waits for the lock. While the helper
+    # runs, nobody else can move; once the helper has ended, a is on its way out of join() —
+    # however long a loaded machine keeps it off the CPU — and nothing is stuck.
+    hold = threading.Event()
+    graph = WaitGraph(
+        scope=Scope(files=[__file__]),
+        main=threading.get_ident(),
+        preexisting={t.ident for t in threading.enumerate() if t.ident is not None},
+    )
+    helper_done = threading.Event()
+    a, b = (threading.Thread(target=hold.wait, daemon=True) for _ in range(2))
+    helper = threading.Thread(target=helper_done.wait, daemon=True)
+    for thread in (a, b, helper):
+        thread.start()
+    try:
+        assert a.ident is not None
+        assert b.ident is not None
+        lock = _lock(owner=a.ident)
+        graph.set_joining(True)
+        graph.enter(b.ident, Waiting(lock, lock=lock, timed=False))
+        graph.add_joiner(a.ident, helper)
+        graph.enter(helper.ident or 0, Waiting(lock, lock=lock, timed=False))  # the helper waits too
+        assert graph._everyone_stuck() is not None  # the joined thread is stuck: so is its joiner
+        graph.leave(helper.ident or 0)
+        helper_done.set()
+        helper.join()
+        assert a.is_alive()
+        assert b.is_alive()
+        assert graph._everyone_stuck() is None
+    finally:
+        hold.set()
+        helper_done.set()
+        a.join()
+        b.join()
