@@ -1136,6 +1136,27 @@ class SimpleQueue(Queue):
     def __init__(self, *, _created: Any = None) -> None:
         super().__init__(0, _created=creation(sys._getframe(1)) if _created is None else _created)
 
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Put ``item``; never blocks (``block`` and ``timeout`` are ignored, as by
+        `queue.SimpleQueue`). Reentrant, as `queue.SimpleQueue.put` is documented to be: a signal
+        handler may put while its own thread is inside this queue's ``get`` or ``put`` holding the
+        queue's lock; the item is added and a getter woken without taking the lock again (which
+        would wait for its own thread for good)."""
+        mutex: Any = self.mutex
+        owner = mutex._owner
+        if owner is None and not mutex._real.locked():
+            super().put(item)
+            return
+        if owner is _current_state() or (owner is None and _interrupted_inside(mutex, sys._getframe(1))):
+            self._put(item)  # type: ignore[attr-defined]
+            self.unfinished_tasks += 1
+            self.not_empty.notify()
+            return
+        super().put(item)
+
+    def put_nowait(self, item: Any) -> None:
+        self.put(item)
+
 
 # 3.11: public operations run with the preemption tracer suspended — only those that never call the
 # code under test back (a Condition calls its lock's methods and wait_for's predicate, a Barrier its

@@ -1215,6 +1215,26 @@ def test_queue_get_blocks_until_another_thread_puts(kit: Kit, spawn: Spawn, time
     assert q.empty()
 
 
+@pytest.mark.parametrize("kit", ["instrumented", "instrumented-in-session"], indirect=True)
+def test_simplequeue_put_is_reentrant_as_a_signal_handler_needs(kit: Kit, spawn: Spawn) -> None:
+    # `queue.SimpleQueue.put` is documented reentrant: a signal handler may put while its own
+    # thread is inside the queue's get or put, holding the queue's lock. A helper thread plays both
+    # parts: it holds the lock (where an interrupted get is) and puts, as its handler would.
+    q = primitives.SimpleQueue()
+    getter = spawn(q.get)
+    assert getter.blocked_for()
+
+    def put_inside_its_own_operation(item: str) -> None:
+        with q.mutex:
+            q.put(item)
+            q.put_nowait(item.upper())
+
+    spawn(put_inside_its_own_operation, "from the handler").result()
+    assert getter.result() == "from the handler"  # woken by the put that did not take the lock
+    assert q.get(timeout=WAIT) == "FROM THE HANDLER"
+    assert q.empty()
+
+
 def test_queue_rejects_a_negative_timeout(kit: Kit) -> None:
     q = kit.Queue(1)
     with pytest.raises(ValueError, match="non-negative"):
