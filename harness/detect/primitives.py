@@ -1148,7 +1148,7 @@ class SimpleQueue(Queue):
             super().put(item)
             return
         if owner is _current_state() or (owner is None and _interrupted_inside(mutex, sys._getframe(1))):
-            self._put(item)  # type: ignore[attr-defined]
+            self._put(item)
             self.unfinished_tasks += 1
             self.not_empty.notify()
             return
