@@ -148,11 +148,22 @@ class TrialThread(threading.Thread):
     while the actor's work runs, and ``join()`` returns when the work is done — the OS thread itself
     never ends. Never started (``start()`` raises, as for a thread that ran)."""
 
+    #: What `threading.Thread.__init__` gave the first one, started: the others copy it (two
+    #: threads a trial, thousands of trials a second; its Event and Condition cost more than the
+    #: rest of a trial's bookkeeping). Only what a started daemon thread never changes is shared.
+    _template: dict[str, Any] | None = None
+
     def __init__(self, name: str, ident: int, native_id: int | None) -> None:
-        super().__init__(name=name, daemon=True)
+        template = TrialThread._template
+        if template is None:
+            super().__init__(name=name, daemon=True)
+            self._started.set()  # type: ignore[attr-defined]
+            TrialThread._template = dict(vars(self))
+        else:
+            vars(self).update(template)
+            self._name = name
         self._ident = ident
         self._native_id = native_id
-        self._started.set()  # type: ignore[attr-defined]
         if _make_thread_handle is not None:  # 3.13+: join and is_alive ask the handle
             self._handle = _make_thread_handle(ident)
         else:  # 3.11, 3.12: they wait for the lock a thread's end releases

@@ -34,7 +34,12 @@ class _StandIn(type):
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         frame = sys._getframe(1)
         scope = cls._scope
-        if scope is not None and (scope.contains_frame(frame) or _made_by_managed(frame)):
+        if (
+            scope is not None
+            # `threading`'s own (every Thread's Event, a Timer's): plain, and the commonest call.
+            and frame.f_code.co_filename != _THREADING_FILE
+            and (scope.contains_frame(frame) or _made_by_managed(frame))
+        ):
             return cls._instrumented(*args, _created=primitives.creation(frame), **kwargs)
         return cls._original(*args, **kwargs)
 

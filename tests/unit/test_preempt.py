@@ -286,6 +286,45 @@ def _churn(count: int, rounds: int, seed: int) -> list[BaseException]:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("seconds", [5e-6, 1e-4, pause.SPIN_LIMIT * 2])
+def test_a_start_delay_lasts_its_length_and_lets_the_other_threads_run(seconds: float) -> None:
+    # A thread that wants the interpreter gets it within the switch interval (a trial's plan sets
+    # one as short as 10 µs): a delay longer than that is time the other actors run in.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    steps = [0]
+    going = threading.Event()
+    stop = threading.Event()
+
+    def other() -> None:  # another actor, at work while this one waits to start
+        going.set()
+        while not stop.is_set():
+            steps[0] += 1
+
+    thread = threading.Thread(target=other, daemon=True)
+    thread.start()
+    going.wait(5.0)
+    lengths: list[float] = []
+    others_ran = False
+    try:
+        # The OS may keep the other thread off the CPU through one delay (a loaded machine): it
+        # must get in during one of them.
+        give_up = time.monotonic() + 5.0
+        while not others_ran and time.monotonic() < give_up:
+            before, start = steps[0], time.perf_counter()
+            pause.delay(seconds)
+            lengths.append(time.perf_counter() - start)
+            others_ran = steps[0] != before
+            if seconds <= 1e-5:
+                break  # shorter than the switch interval: it may well end before anyone else runs
+    finally:
+        stop.set()
+        thread.join(5.0)
+        sys.setswitchinterval(interval)
+    assert min(lengths) >= seconds
+    assert others_ran or seconds <= 1e-5  # it held neither the interpreter nor the CPU throughout
+
+
 def test_switches_wake_ups_and_waits_from_many_threads_at_once_never_fail() -> None:
     # Every thread switches, wakes the others and pretends to wait, as fast as it can, with the
     # interpreter switching threads every microsecond: each can be woken at any point of its own
