@@ -8,6 +8,7 @@ knobs of a run; `harness.perturb.plan` turns it into one concrete plan per trial
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import re
@@ -72,8 +73,16 @@ class Knob:
         if self.low == self.high:
             return self.low
         if self.low > 0:
-            return math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
+            log_low, log_span = self._log_range
+            return math.exp(log_low + u * log_span)
         return self.low + u * (self.high - self.low)
+
+    @functools.cached_property
+    def _log_range(self) -> tuple[float, float]:
+        """``log(low)`` and ``log(high) - log(low)``: a range with ``low > 0`` is sampled
+        log-uniformly (computed once; the parent draws a plan per trial)."""
+        log_low = math.log(self.low)
+        return log_low, math.log(self.high) - log_low
 
     @classmethod
     def parse(cls, text: str, *, unit: Unit, where: str, maximum: float | None = None) -> Knob:

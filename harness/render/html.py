@@ -54,7 +54,15 @@ def _environment() -> Environment:
     )
     env.filters["percent"] = lambda value: f"{value * 100:.3g} %"
     env.filters["code"] = inline_code
+    env.filters["command"] = command_words
     return env
+
+
+def command_words(text: str) -> Markup:
+    """A shell command for the page, one ``<span class="word">`` per word: the browser wraps it
+    between words only, never at a word's own hyphens (``--variant`` stays whole); a word wider
+    than the page wraps inside itself. Copied, it is the command as written."""
+    return Markup(" ").join(Markup('<span class="word">%s</span>') % word for word in str(text).split(" "))
 
 
 def inline_code(text: str) -> Markup:

@@ -57,10 +57,14 @@ class Outcome(enum.Enum):
 
     @classmethod
     def from_label(cls, label: str) -> Outcome:
-        for member in cls:
-            if member.label == label:
-                return member
-        raise ValueError(f"unknown outcome {label!r}")
+        """The outcome named ``label``; raises `ValueError` for an unknown one."""
+        try:
+            return _BY_LABEL[label]
+        except KeyError:
+            raise ValueError(f"unknown outcome {label!r}") from None
+
+
+_BY_LABEL = {outcome.label: outcome for outcome in Outcome}
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The HTML report in a real browser (headless Chromium, 1400 px wide): the contents bar and the
-ranking's links lead somewhere, a replay command is whole on screen however long (it wraps, it
-never scrolls), a failure rate's interval stays on one line, and a run of threads only draws no
+ranking's links lead somewhere, a replay command is whole on screen however long (it wraps between
+words, it never scrolls), a failure rate's interval stays on one line, and a run of threads only draws no
 ``--delay`` chart. Layout is measured by the browser itself, not read off the DOM.
 
 Skipped where no Chromium is installed."""
@@ -27,12 +27,23 @@ PROBE = """<script>
 window.addEventListener("load", () => {
   const lines = e => { const r = document.createRange(); r.selectNodeContents(e);
     return new Set([...r.getClientRects()].map(x => Math.round(x.top))).size; };
+  // Where each line of ``e`` after the first starts, as an index into its text.
+  const breaks = e => { const out = []; let at = 0, top = null;
+    const walk = document.createTreeWalker(e, NodeFilter.SHOW_TEXT);
+    for (let node = walk.nextNode(); node; node = walk.nextNode()) {
+      for (let i = 0; i < node.length; i++, at++) {
+        const r = document.createRange(); r.setStart(node, i); r.setEnd(node, i + 1);
+        const rect = r.getBoundingClientRect(); if (!rect.height) continue;
+        if (top !== null && rect.top > top + 2) out.push(at);
+        top = rect.top; } }
+    return out; };
   const links = [...document.querySelectorAll("nav.contents a, a.jump")].map(a => a.getAttribute("href"));
   const width = document.documentElement.clientWidth;
   document.body.setAttribute("data-check", JSON.stringify({
     links, missing: links.filter(h => !document.querySelector(h)),
     replays: [...document.querySelectorAll(".replay")].map(e => ({scrolls: e.scrollWidth > e.clientWidth + 1,
-      right: e.getBoundingClientRect().right, chars: e.textContent.length})),
+      right: e.getBoundingClientRect().right, chars: e.textContent.length,
+      text: e.textContent, breaks: breaks(e)})),
     width, rate_lines: [...document.querySelectorAll("td.rate")].map(lines),
     delay_chart: !!document.querySelector("[data-chart=knob-delay]"),
     charts: [...document.querySelectorAll("[data-chart^=knob-]")].map(e => e.dataset.chart)}));
@@ -74,6 +85,15 @@ def test_the_report_in_a_browser_links_fits_and_shows_only_knobs_that_acted(tmp_
     for replay in page["replays"]:
         assert not replay["scrolls"], replay
         assert replay["right"] <= page["width"], replay
+        # It wraps between words, never inside one that fits on a line ("--variant", a variant's
+        # name); only a path wider than the page is cut, wherever it must be.
+        text, starts = replay["text"], replay["breaks"]
+        assert starts, replay
+        widest = max(b - a for a, b in zip([0, *starts], [*starts, len(text)], strict=True))
+        for at in starts:
+            if text[at - 1] != " ":
+                word = text[:at].rsplit(" ", 1)[-1] + text[at:].split(" ", 1)[0]
+                assert len(word) > widest, (word, replay)
     assert page["rate_lines"]
     assert all(lines == 1 for lines in page["rate_lines"]), page["rate_lines"]
     assert "knob-preempt" in page["charts"]
