@@ -170,6 +170,15 @@ def _value_bin(knob: str, index: int) -> str:
     return format_seconds(low)
 
 
+def _knobs_that_acted(report: RunReport) -> dict[str, str]:
+    """The run's knob settings, as ``--help`` names them, but for ``delay`` when no trial had
+    anything it acts on (no process actor, no multiprocessing operation: threads only)."""
+    knobs = report.info.config.perturbation.describe()
+    if report.variants and not any(summary.knobs.get("delay") for summary in report.variants):
+        knobs.pop("delay", None)
+    return knobs
+
+
 def _knob_charts(summaries: Iterable[VariantSummary]) -> Iterable[Markup]:
     """For each knob whose value varied, the failure rate of each failing variant per bin of the
     knob. A variant that never failed, or failed every trial, would be a flat line (at zero, at
@@ -333,7 +342,7 @@ def _metadata(report: RunReport) -> list[tuple[str, str]]:
         (
             ("mode", info.mode_text)
             if config.controlled
-            else ("knobs", ", ".join(f"{k} {v}" for k, v in config.perturbation.describe().items()))
+            else ("knobs", ", ".join(f"{k} {v}" for k, v in _knobs_that_acted(report).items()))
         ),
         ("started", info.started),
         ("finished", report.finished),

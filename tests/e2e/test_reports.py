@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -295,6 +296,10 @@ def test_a_knob_that_did_nothing_is_not_shown_and_a_flat_variant_is_not_charted(
     html = (tmp_path / "threads" / "report.html").read_text()
     assert "knob-preempt" in html
     assert "knob-delay" not in html
+    knobs = re.search(r"<th>knobs</th><td>([^<]*)</td>", html)
+    assert knobs is not None
+    assert "preempt" in knobs.group(1)
+    assert "delay" not in knobs.group(1)  # the run's settings, as far as they acted
     split = [r["outcome"] for r in results(tmp_path / "threads") if r["variant"] == "counter/split-lock"]
     if all(outcome == "failed" for outcome in split):  # 100 %, as nearly always: a flat line
         assert "Not drawn: counter/split-lock — failed every trial" in html
@@ -304,3 +309,6 @@ def test_a_knob_that_did_nothing_is_not_shown_and_a_flat_variant_is_not_charted(
     out = stress("run", "pipe", "--variant", "end-message", "-n", "4", "--seed", "1", "--out", "procs", cwd=tmp_path)
     assert out.code in (0, 1), out.stdout + out.stderr
     assert all(r.get("delay_used", True) for r in results(tmp_path / "procs"))
+    knobs = re.search(r"<th>knobs</th><td>([^<]*)</td>", (tmp_path / "procs" / "report.html").read_text())
+    assert knobs is not None
+    assert "delay" in knobs.group(1)
