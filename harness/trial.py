@@ -310,6 +310,8 @@ class ActorGroup:
                 trial.record_exception(label, exc)
             finally:
                 suspend()  # the actor's work is over; its thread parks or ends untraced
+                if trial.graph is not None:
+                    trial.graph.finished.append(label)
                 nobody_runs()  # a thread switched out for this one's sake need not stay out
 
         self._start_and_join(starts, actor_main, names, trial.pool)
@@ -381,6 +383,9 @@ class ActorGroup:
                 raise  # the scheduler unwinds a deadlocked schedule with it: not the actor's doing
             except BaseException as exc:  # an actor's SystemExit is a finding too
                 trial.record_exception(names[index], exc)
+            finally:
+                if trial.graph is not None:
+                    trial.graph.finished.append(names[index])
 
         threads = [
             threading.Thread(target=actor_main, args=(index,), name=name, daemon=True)

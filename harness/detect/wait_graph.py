@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 from _thread import RLock
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -155,6 +155,9 @@ class WaitGraph:
         self.joiners: dict[int, threading.Thread] = {}
         self.aborting = False
         self.finding: Deadlock | None = None
+        #: Actors of the trial whose work is over, by name, in the order they finished: a party
+        #: a barrier still waits for may be among them.
+        self.finished: list[str] = []
         #: Threads of the process `threading` did not know when the trial began (see `_unseen`).
         self.unseen = _unseen()
         # Re-entrant: a signal handler runs on the main thread between any two bytecodes, inside
@@ -342,7 +345,8 @@ class WaitGraph:
                 lines.append("  (the lock was copied, held, when this process was forked from its parent)")
         count = len(links)
         reasons = [
-            _why_stuck(primitive, waiting, who, count - len(who)) for primitive, waiting, who in waiters.values()
+            _why_stuck(primitive, waiting, who, count - len(who), self.finished)
+            for primitive, waiting, who in waiters.values()
         ]
         lines.extend(line for line in map(_unreleased, (p for p, _, _ in waiters.values())) if line)
         if any(reasons):
@@ -367,11 +371,12 @@ class WaitGraph:
         return _line_text(inside, _line(inside))
 
 
-def _why_stuck(primitive: Any, waiting: Waiting, who: list[str], others: int) -> str:
+def _why_stuck(primitive: Any, waiting: Waiting, who: list[str], others: int, finished: Sequence[str] = ()) -> str:
     """What would have to happen for the threads ``who``, waiting on ``primitive``, to go on, and
     why it cannot: "barrier needs 3 parties ...". ``others``: how many other threads of the trial
-    wait too (elsewhere); none means nobody is left at all. Empty when stress has nothing true to
-    add to "they wait" (a lock: the lines name its holder)."""
+    wait too (elsewhere); none means nobody is left at all. ``finished``: the trial's actors whose
+    work is over (a barrier's missing parties). Empty when stress has nothing true to add to "they
+    wait" (a lock: the lines name its holder)."""
     name = describe_primitive(primitive)
     who = sorted(who)
     they = _and(who)
@@ -388,10 +393,14 @@ def _why_stuck(primitive: Any, waiting: Waiting, who: list[str], others: int) ->
         parties, arrived = primitive.parties, getattr(primitive, "_count", len(who))
         if getattr(primitive, "_state", 0) != 0 or arrived >= parties:
             return ""  # every party came: it is the barrier's action that does not return
-        return (
-            f"{they} {wait} at {name}, which needs {parties} parties: {arrived} "
-            f"{'has' if arrived == 1 else 'have'} arrived, {nobody('reach it')}"
-        )
+        gone = [actor for actor in finished if actor not in who]
+        have = "has" if arrived == 1 else "have"
+        if gone and not others:
+            return (
+                f"{they} {wait} at {name}, which needs {parties} parties: {arrived} {have} arrived; "
+                f"{_and(gone)} finished without reaching it, and no other thread of the trial is left"
+            )
+        return f"{they} {wait} at {name}, which needs {parties} parties: {arrived} {have} arrived, {nobody('reach it')}"
     if isinstance(primitive, threading.Semaphore):
         return f"{they} {wait} for {name}, whose count is 0, {nobody('release it')}"
     if isinstance(primitive, threading.Event):

@@ -16,8 +16,8 @@ from tests.helpers import FIXTURES, results, stress
 HEADLINES = {
     "short-of-parties": (
         "deadlocked",
-        "attendee#0 and attendee#1 wait at meeting, which needs 3 parties: 2 have arrived, "
-        "and no other thread of the trial is left to reach it",
+        "attendee#0 and attendee#1 wait at meeting, which needs 3 parties: 2 have arrived; "
+        "planner finished without reaching it, and no other thread of the trial is left",
     ),
     "permit-kept": (
         "deadlocked",
