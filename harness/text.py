@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ["actor_names", "clip", "decode", "short_path", "short_where"]
@@ -48,6 +48,11 @@ def _encodable(text: str) -> str:
     except UnicodeEncodeError:
         text = text.encode("utf-8", errors="backslashreplace").decode("utf-8")
     return text.replace("\r\n", "\n").translate(_CONTROLS)
+
+
+def and_join(names: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c`` (``names`` non-empty)."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def short_path(file: str) -> str:

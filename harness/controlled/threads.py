@@ -33,6 +33,7 @@ from typing import Any
 from harness.controlled.scheduler import Managed, Scheduler, ThreadAbandoned
 from harness.detect import primitives
 from harness.detect.wait_graph import Deadlock, DeadlockError, describe_primitive
+from harness.text import and_join
 
 __all__ = ["describe_deadlock", "patched", "wait_edge"]
 
@@ -248,8 +249,16 @@ def describe_deadlock(scheduler: Scheduler, blocked: list[Managed]) -> Deadlock:
     if all(m.waits_for is None for m in blocked):
         return graph.declare(blocked[0].ident)
     lines = tuple(f"{edges[m.index][0]} at {graph.where(m.ident)}" for m in blocked)
+    # The threads in join() wait for those on primitives: why these cannot go on is the headline.
+    roots = [m for m in blocked if m.waits_for is None]
+    reason, unreleased = graph.why(m.ident for m in roots)
     graph.aborting = True
     count = len(blocked)
+    if reason:
+        joiners = sorted(m.name for m in blocked if m.waits_for is not None)
+        verb = "waits" if len(joiners) == 1 else "wait"
+        summary = reason + (f" ({and_join(joiners)} {verb} in join() for them)" if joiners else "")
+        return Deadlock("stuck", summary, (*lines, *unreleased))
     summary = (
         f"{edges[blocked[0].index][0]}, and no other thread can let it go"
         if count == 1

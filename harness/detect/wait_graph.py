@@ -25,14 +25,14 @@ import signal
 import sys
 import threading
 from _thread import RLock
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 from harness.actors import parked_native_ids
 from harness.scope import Scope
-from harness.text import short_path
+from harness.text import and_join, short_path
 
 __all__ = [
     "Deadlock",
@@ -344,13 +344,10 @@ class WaitGraph:
             if holder.endswith("does not have"):
                 lines.append("  (the lock was copied, held, when this process was forked from its parent)")
         count = len(links)
-        reasons = [
-            _why_stuck(primitive, waiting, who, count - len(who), self.finished)
-            for primitive, waiting, who in waiters.values()
-        ]
-        lines.extend(line for line in map(_unreleased, (p for p, _, _ in waiters.values())) if line)
-        if any(reasons):
-            summary = "; ".join(reason for reason in reasons if reason)
+        reason, unreleased = self._why(waiters, count)
+        lines.extend(unreleased)
+        if reason:
+            summary = reason
         elif count == 1:
             summary = f"{short[0]}, and no other thread can let it go"
         else:
@@ -360,6 +357,31 @@ class WaitGraph:
         elif self.joiners:
             summary += f" ({len(self.joiners)} more waiting in Thread.join() for them)"
         return Deadlock("stuck", summary, tuple(lines))
+
+    def why(self, idents: Iterable[int]) -> tuple[str, list[str]]:
+        """Why the threads ``idents``, each in a wait on a primitive and nobody else left to end it,
+        cannot go on: the headline (empty when stress has nothing to add to "they wait") and the
+        lines that go with it (a semaphore's unreleased acquires). For controlled mode's frozen
+        schedules, whose other threads wait in ``join()`` for these."""
+        names = {t.ident: t.name for t in threading.enumerate()}
+        waiters: dict[int, tuple[Any, Waiting, list[str]]] = {}
+        count = 0
+        for ident in idents:
+            waiting = self.waiting.get(ident)
+            if waiting is not None:
+                count += 1
+                waiters.setdefault(id(waiting.primitive), (waiting.primitive, waiting, []))[2].append(
+                    names.get(ident, str(ident))
+                )
+        return self._why(waiters, count)
+
+    def _why(self, waiters: dict[int, tuple[Any, Waiting, list[str]]], count: int) -> tuple[str, list[str]]:
+        reasons = [
+            _why_stuck(primitive, waiting, who, count - len(who), self.finished)
+            for primitive, waiting, who in waiters.values()
+        ]
+        unreleased = [line for line in map(_unreleased, (p for p, _, _ in waiters.values())) if line]
+        return "; ".join(reason for reason in reasons if reason), unreleased
 
     def _outside(self, frame: FrameType) -> bool:
         return not self.scope.contains_file(frame.f_code.co_filename)
@@ -379,7 +401,7 @@ def _why_stuck(primitive: Any, waiting: Waiting, who: list[str], others: int, fi
     wait" (a lock: the lines name its holder)."""
     name = describe_primitive(primitive)
     who = sorted(who)
-    they = _and(who)
+    they = and_join(who)
     wait = "waits" if len(who) == 1 else "wait"
 
     def nobody(verb: str) -> str:
@@ -398,7 +420,7 @@ def _why_stuck(primitive: Any, waiting: Waiting, who: list[str], others: int, fi
         if gone and not others:
             return (
                 f"{they} {wait} at {name}, which needs {parties} parties: {arrived} {have} arrived; "
-                f"{_and(gone)} finished without reaching it, and no other thread of the trial is left"
+                f"{and_join(gone)} finished without reaching it, and no other thread of the trial is left"
             )
         return f"{they} {wait} at {name}, which needs {parties} parties: {arrived} {have} arrived, {nobody('reach it')}"
     if isinstance(primitive, threading.Semaphore):
@@ -446,11 +468,6 @@ def _alive(owner: Any) -> bool:
     which the actor pool hands to the next actor)."""
     thread = getattr(owner, "thread", None)
     return thread is None or thread.is_alive()
-
-
-def _and(names: list[str]) -> str:
-    """``a``, ``a and b``, ``a, b and c``."""
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _innermost_in_scope(frame: FrameType | None, scope: Scope) -> FrameType | None:

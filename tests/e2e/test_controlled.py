@@ -37,7 +37,7 @@ def test_a_controlled_run_finds_shrinks_and_shows_the_interleaving(counter_run: 
     assert variant(data, "local-sum")["failures"] == 0
     html = (work / "run" / "report.html").read_text()
     assert '<table class="trace">' in html
-    assert "stress replay run --variant no-lock" in html
+    assert "stress replay run --variant no-lock" in re.sub(r"<[^>]+>", "", html)  # the page's text
 
 
 def test_the_shrunk_lost_update_is_read_then_whole_increment_then_write(counter_run: tuple[Path, Any]) -> None:

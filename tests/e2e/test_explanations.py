@@ -104,3 +104,20 @@ def test_a_lock_whose_holder_finished_is_not_blamed_on_a_fork(tmp_path: Path) ->
         "victim waits for lock held by leaker, which finished without releasing it"
     )
     assert "forked" not in " ".join(evidence.get("wait_for", []))
+
+
+@pytest.mark.parametrize("variant", [v for v, (outcome, _) in HEADLINES.items() if outcome == "deadlocked"])
+def test_a_controlled_schedule_that_deadlocks_says_why_too(tmp_path: Path, variant: str) -> None:
+    # One thread at a time: the body waits in join() for the actors, which wait on the primitive.
+    out = stress(
+        "run", str(FIXTURES / "explained.py"), "--variant", variant, "--mode", "controlled",
+        "-n", "2", "--seed", "1", "--out", "run", cwd=tmp_path,
+    )  # fmt: skip
+    assert out.code == 0, out.stdout + out.stderr
+    _, headline = HEADLINES[variant]
+    records = results(tmp_path / "run")
+    assert [r["outcome"] for r in records] == ["deadlocked"] * 2
+    for record in records:
+        message = record["evidence"]["messages"][0]
+        assert message.startswith(headline), message
+        assert message.endswith("(MainThread waits in join() for them)"), message
