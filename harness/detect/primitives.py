@@ -958,6 +958,11 @@ class Condition(threading.Condition):
 
     def __init__(self, lock: Any = None, *, _created: Any = None, _primitive: Any = None, _quiet: bool = False) -> None:
         created = creation(sys._getframe(1)) if _created is None else _created
+        if isinstance(lock, Lock | RLock) and _made_together(lock._created, created[0]):
+            # ``Condition(RLock())`` on one line is one thing to a person: both go by the line's
+            # name (``guard``), as ``Condition()`` and the lock it makes do.
+            created[0][3][0] -= 1
+            created = (lock._created, lock._key)
         super().__init__(RLock(_created=created) if lock is None else lock)  # type: ignore[arg-type]
         self._created = created[0]
         self._quiet = _quiet
@@ -1010,6 +1015,11 @@ class Condition(threading.Condition):
         super().notify(n)
         if _sync and not self._quiet:
             _sync_point(self, "notify")
+
+
+def _made_together(lock_site: Any, site: Any) -> bool:
+    """Whether a lock was made on the same line of the same trial right before a condition."""
+    return bool(lock_site[:2] == site[:2] and lock_site[3] is site[3] and lock_site[2] == site[2] - 1)
 
 
 def _internal_condition(owner: Any, created: Any) -> Condition:

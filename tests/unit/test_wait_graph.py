@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from harness.detect import primitives
-from harness.detect.wait_graph import WaitGraph, Waiting, _line
+from harness.detect.wait_graph import WaitGraph, Waiting, _line, describe_primitive
 from harness.scope import Scope
 
 
@@ -194,3 +194,17 @@ def test_a_joiner_whose_thread_has_ended_is_about_to_go_on() -> None:
         helper_done.set()
         a.join()
         b.join()
+
+
+def test_a_condition_and_the_lock_made_for_it_on_one_line_go_by_the_lines_name() -> None:
+    primitives.activate(primitives.Session(graph=_graph()))
+    try:
+        guard = primitives.Condition(primitives.RLock())
+        mutex = primitives.Lock()
+        plain = primitives.Condition(mutex)  # a lock made on another line keeps its own name
+    finally:
+        primitives.deactivate()
+    assert describe_primitive(guard) == "guard"
+    assert describe_primitive(guard._lock) == "guard"  # type: ignore[attr-defined]
+    assert describe_primitive(mutex) == "mutex"
+    assert describe_primitive(plain) == "plain"
