@@ -155,13 +155,14 @@ def print_list(console: Console, registry: Registry) -> None:
 
 def print_show(console: Console, scenario: Scenario) -> None:
     console.print(Text.assemble((scenario.name, "bold cyan"), "  ", inline_code(scenario.description)))
-    shape = f"default size (work per actor): {scenario.size}"
+    shape = [f"default size (work per actor): {scenario.size}"]
     if scenario.actors is not None:
-        shape += f" · actors: {scenario.actors} (--actors)"
-    shape += f" · controlled mode: size {scenario.controlled_size}"
+        shape.append(f"actors: {scenario.actors} (--actors)")
+    controlled = f"controlled mode: size {scenario.controlled_size}"
     if scenario.actors is not None:
-        shape += f", {scenario.controlled_actors} actors"
-    console.print(Text(shape, style="dim"))
+        controlled += f", {scenario.controlled_actors} actors"
+    shape.append(controlled)
+    console.print(_fold(shape, console.width), style="dim")
     variants = {id(variant.fn) for variant in scenario}
     helpers: dict[int, Any] = {}
     for variant in scenario:
@@ -178,7 +179,7 @@ def print_show(console: Console, scenario: Scenario) -> None:
         source = variant.source()
         if variant.description and variant.description.split("`")[0] not in source:  # else the docstring says it
             console.print(_indented(inline_code(variant.description, "italic"), 2))
-        console.print(_indented(_python(source), 2))
+        console.print(_indented(_python(console, source, console.width - 2), 2))
         helpers.update((id(h), h) for h in variant.helpers() if id(h) not in variants)
     if helpers:
         console.print()
@@ -194,12 +195,28 @@ def print_show(console: Console, scenario: Scenario) -> None:
                 text = f"# source of {helper.__name__} is not available\n"
             console.print()
             console.print(Text.assemble(("● ", "dim"), (helper.__name__, "bold"), (f"  {where}", "dim")))
-            console.print(_indented(_python(text), 2))
+            console.print(_indented(_python(console, text, console.width - 2), 2))
 
 
-def _python(source: str) -> Syntax:
-    """Source code, highlighted; a line longer than the width wraps (never cut off)."""
-    return Syntax(source.rstrip("\n"), "python", theme="ansi_dark", background_color="default", word_wrap=True)
+def _python(console: Console, source: str, width: int) -> Text:
+    """Source code, highlighted, in ``width`` columns: a line longer than that wraps (never cut
+    off) under its own indentation and four more, so the code's shape stays readable."""
+    code = source.rstrip("\n")
+    highlighted = Syntax(code, "python", theme="ansi_dark", background_color="default").highlight(code)
+    out: list[Text] = []
+    for line in highlighted.split("\n", allow_blank=True):
+        line.rstrip()
+        indent = len(line.plain) - len(line.plain.lstrip(" "))
+        if indent + len(line.plain[indent:]) <= width:
+            out.append(line)
+            continue
+        hanging = min(indent + 4, width // 2)
+        pieces = line[indent:].wrap(console, max(10, width - hanging), overflow="fold")
+        for number, piece in enumerate(pieces):
+            out.append(Text(" " * (indent if number == 0 else hanging)) + piece)
+    while out and not out[-1].plain:
+        out.pop()
+    return Text("\n").join(out)
 
 
 class LiveProgress:

@@ -59,3 +59,16 @@ def test_a_wrapped_plan_breaks_between_knobs_and_keeps_its_indent(tmp_path: Path
     assert all(knob.split(" ", 1)[0] in {"preempt", "sync", "delay", "pause", "switch", "jitter"} for knob in knobs), (
         knobs
     )
+
+
+def test_a_wrapped_source_line_continues_under_its_own_indent(tmp_path: Path) -> None:
+    # bank's docstrings are longer than 80 columns less the code's indent.
+    out = stress("show", "bank", cwd=tmp_path, env={"COLUMNS": "80"})
+    assert out.code == 0, out.stderr
+    lines = out.stdout.splitlines()
+    opening = next(n for n, line in enumerate(lines) if line.startswith('      """Check the balance'))
+    assert not lines[opening].rstrip().endswith('"""'), "the docstring fits in 80 columns: nothing to check"
+    assert lines[opening + 1].startswith(" " * 10), lines[opening : opening + 2]  # 6 for the line, 4 more
+    assert lines[opening + 1].strip().endswith('"""'), lines[opening : opening + 2]
+    # The scenario's shape breaks between its parts, never inside one.
+    assert any(line.strip() == "controlled mode: size 1, 2 actors" for line in lines[:5]), lines[:5]
