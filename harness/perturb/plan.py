@@ -8,6 +8,8 @@ comparison between strategies a paired one.
 
 from __future__ import annotations
 
+import functools
+import json
 import random
 from dataclasses import dataclass, fields
 from typing import Any
@@ -76,6 +78,12 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _FIELDS}
+
+    @functools.cached_property
+    def as_json(self) -> str:
+        """`to_dict` as compact JSON, made once: trial K of every variant of a run shares its plan,
+        and each of their result lines carries it."""
+        return json.dumps(self.to_dict(), separators=(",", ":"))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:

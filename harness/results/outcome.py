@@ -12,6 +12,7 @@ it has no model of the wait (``select``, a socket, a subprocess).
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,18 +178,19 @@ class TrialResult:
     extra: float = 0.0
     notes: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, plan: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
             "variant": self.variant,
             "seq": self.seq,
             "trial": self.trial,
             "outcome": self.outcome.label,
             "duration": round(self.duration, 7),
-            "plan": self.plan.to_dict(),
             "starts": [[[s.actor, round(s.delay, 9)] for s in group] for group in self.starts],
             "switches": self.switches,
             "timeout": self.timeout,
         }
+        if plan:
+            out["plan"] = self.plan.to_dict()
         if self.evidence is not None:
             out["evidence"] = self.evidence.to_dict()
         if self.lock_order:
@@ -204,6 +206,12 @@ class TrialResult:
         if not self.delay_used:
             out["delay_used"] = False
         return out
+
+    def to_json(self) -> str:
+        """`to_dict` as one compact line of JSON (no newline), the plan's part made once per plan."""
+        out = self.to_dict(plan=False)
+        text = json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+        return f'{text[:-1]},"plan":{self.plan.as_json}}}'
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialResult:

@@ -99,7 +99,7 @@ class ResultsWriter:
 
     def write(self, result: TrialResult) -> None:
         """Queue ``result``'s line; flush if it is time. Raises `OutputError` (see the class)."""
-        line = json.dumps(result.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n"
+        line = result.to_json() + "\n"
         self._pending += line.encode("utf-8")
         self.tick()
 
