@@ -195,31 +195,21 @@ if sys.platform.startswith("linux"):
         _libc = ctypes.CDLL(None, use_errno=True)
 
 
-#: Start delays up to this long (seconds) are waited out by yielding rather than sleeping.
-SPIN_LIMIT = 2e-4
-_yield: Callable[[], None] = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
-
-
 def delay(seconds: float) -> None:
-    """Wait ``seconds`` as stress's own, ending on time: an actor's start delay (``--jitter``).
+    """Sleep ``seconds`` as stress's own, ending on time: an actor's start delay (``--jitter``).
 
-    A start delay is microseconds (100 µs at most by default). Slept, it would end up to 50 µs
-    late (Linux's timer slack) and cost the machine a timer and two context switches, more than the
-    delay itself; so a delay up to `SPIN_LIMIT` is waited out yielding — the interpreter to the
-    trial's other threads, the CPU to whoever can use it (``sched_yield``, which releases the GIL) —
-    until the time has passed. A longer one is slept, with the calling thread's timer slack lowered
-    for this sleep alone: the forced switches of `pause` keep the usual slack, which is part of how
-    long a switched-out thread stays out (and so of how often races show)."""
+    Linux may end a sleep up to 50 µs late (the thread's timer slack, to batch wake-ups); for a
+    start delay of a few microseconds that would be most of it. The calling thread's slack is
+    lowered for this sleep alone: the forced switches of `pause` keep the usual slack, which is
+    part of how long a switched-out thread stays out (and so of how often races show).
+
+    A sleep, not a spin that yields: the other actors must have the interpreter for the whole
+    delay (spinning kept it too often, and semaphore/no-limit's and philosophers/naive's
+    failure rates fell by a third)."""
     if seconds <= 0:
         return
     if hook is not None:
         hook()
-    if seconds <= SPIN_LIMIT:
-        end = time.perf_counter() + seconds
-        give_way = _yield
-        while time.perf_counter() < end:
-            give_way()
-        return
     libc = _libc
     if libc is None:
         time.sleep(seconds)
