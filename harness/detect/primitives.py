@@ -800,6 +800,9 @@ def _use_synced_locks(synced: bool, *, controlled: bool = False) -> None:
 class RLock:
     """`threading.RLock`, instrumented."""
 
+    #: Only the thread holding it may release it (a plain `Lock` may be released by any thread).
+    owner_release_only = True
+
     __slots__ = (
         "__weakref__",
         "_count",

@@ -209,7 +209,11 @@ class WaitGraph:
         with self._mutex:
             if self.aborting:
                 return previous
-            candidate = self._cycle_through(ident) or (None if cycles_only else self._everyone_stuck())
+            candidate = self._cycle_through(ident)
+            if candidate is not None and not self._owners_only(candidate) and self._everyone_stuck() is None:
+                candidate = None  # a plain lock of the cycle may yet be released by a thread outside it
+            if candidate is None and not cycles_only:
+                candidate = self._everyone_stuck()
             if candidate is None or candidate != previous:
                 return candidate
             # Described before the waits are told to abort, and under the mutex: an aborted wait
@@ -256,6 +260,17 @@ class WaitGraph:
             if any(link[0] == current for link in links):
                 return None  # a cycle that does not pass through us: its own members report it
         return None
+
+    def _owners_only(self, cycle: Snapshot) -> bool:
+        """Whether only its holder can release each lock of ``cycle`` (an RLock). A plain Lock
+        may be released by any thread — a latch, a hand-off — so a cycle through one, even a
+        thread waiting for a lock it took itself, is a deadlock only once every other thread of
+        the trial is stuck too."""
+        for waiter, _, _ in cycle[2]:
+            waiting = self.waiting.get(waiter)
+            if waiting is None or not getattr(waiting.lock, "owner_release_only", False):
+                return False
+        return True
 
     def _everyone_stuck(self) -> Snapshot | None:
         threads = [t.ident for t in threading.enumerate() if t.ident not in self.preexisting]

@@ -19,8 +19,12 @@ def _graph() -> WaitGraph:
     return WaitGraph(scope=Scope(files=[__file__]), main=threading.get_ident(), preexisting=set())
 
 
-def _lock(owner: int | None) -> Any:
-    return SimpleNamespace(_owner=None if owner is None else SimpleNamespace(ident=owner), _created=None)
+def _lock(owner: int | None, *, owner_only: bool = True) -> Any:
+    """A lock held by thread ``owner``; only its holder may release it (an RLock), unless not
+    ``owner_only`` (a plain Lock, which any thread may release)."""
+    return SimpleNamespace(
+        _owner=None if owner is None else SimpleNamespace(ident=owner), _created=None, owner_release_only=owner_only
+    )
 
 
 def test_a_cycle_is_a_candidate_first_and_a_deadlock_when_seen_again() -> None:
@@ -208,3 +212,36 @@ def test_a_condition_and_the_lock_made_for_it_on_one_line_go_by_the_lines_name()
     assert describe_primitive(guard._lock) == "guard"  # type: ignore[attr-defined]
     assert describe_primitive(mutex) == "mutex"
     assert describe_primitive(plain) == "plain"
+
+
+def test_a_plain_lock_may_be_released_by_any_thread_so_its_cycle_waits_for_the_others() -> None:
+    # A latch: thread a took the lock and waits to take it again; b, still running, will release
+    # it (a plain Lock may be released by any thread). No deadlock until b is stuck too; a lock only
+    # its holder may release (an RLock) is a deadlock at once.
+    hold = threading.Event()
+    graph = WaitGraph(
+        scope=Scope(files=[__file__]),
+        main=threading.get_ident(),
+        preexisting={t.ident for t in threading.enumerate() if t.ident is not None},
+    )
+    graph.set_joining(True)
+    a, b = (threading.Thread(target=hold.wait, daemon=True) for _ in range(2))
+    for thread in (a, b):
+        thread.start()
+    try:
+        assert a.ident is not None
+        assert b.ident is not None
+        latch = _lock(owner=a.ident, owner_only=False)
+        graph.enter(a.ident, Waiting(latch, lock=latch, timed=False))
+        assert graph.check(a.ident, None) is None  # b may release it
+        other = _lock(owner=a.ident, owner_only=False)
+        graph.enter(b.ident, Waiting(other, lock=other, timed=False))
+        assert graph.check(a.ident, None) is not None  # b waits for a: nobody is left to release it
+        graph.leave(b.ident)
+        owned = _lock(owner=a.ident)
+        graph.enter(a.ident, Waiting(owned, lock=owned, timed=False))
+        assert graph.check(a.ident, None) is not None  # only a could release it
+    finally:
+        hold.set()
+        a.join()
+        b.join()
