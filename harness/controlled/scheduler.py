@@ -249,6 +249,8 @@ class Scheduler:
             self._main.release()
             return
         nxt = self._next(managed)
+        if self.let_go():  # given up meanwhile: every thread goes on by itself
+            return
         self.switches += 1
         self.current = nxt
         nxt.baton.release()
@@ -536,6 +538,11 @@ class Scheduler:
             if jumped:
                 self.strategy.woke_together(chosen.index)
             return chosen
+        outside = self.graph.unseen_waker()
+        if outside is not None:
+            # Nobody the scheduler runs can go on, but somebody it does not run may end a wait.
+            self.release(f"every thread it schedules waits, and {outside} may end one of the waits")
+            return me
         self._declare_deadlock(me)
         return next((m for m in self.threads if m.state == BLOCKED), self.threads[0])
 
@@ -650,9 +657,10 @@ def _source(frame: FrameType) -> str:
 
 
 def _kept_changing(steps: list[Step]) -> bool:
-    """Whether the last steps of a schedule at its step limit changed shared state: writes, calls
-    and primitive operations (a long computation) rather than a loop that only reads (a spin on a
-    flag nobody will set: a livelock)."""
+    """Whether the last steps of a schedule at its step limit changed state: writes (a local's
+    too: a long computation, such as a sum in a loop, keeps changing its locals), calls and
+    primitive operations, rather than a loop that only reads (a spin on a flag nobody will set: a
+    livelock)."""
     import dis
 
     window = steps[-200:]
@@ -663,23 +671,34 @@ def _kept_changing(steps: list[Step]) -> bool:
             continue
         if code is None or offset < 0:
             continue
-        name = _opname(code, offset, dis)
-        if name.startswith(("STORE_", "DELETE_")) and name not in ("STORE_FAST",):
+        if _line_stores(code, offset, dis):
             return True
     return False
 
 
-_opnames: dict[tuple[CodeType, int], str] = {}
+_stores: dict[CodeType, tuple[dict[int, int], set[int]]] = {}
 
 
-def _opname(code: CodeType, offset: int, dis: Any) -> str:
-    key = (code, offset)
-    name = _opnames.get(key)
-    if name is None:
+def _line_stores(code: CodeType, offset: int, dis: Any) -> bool:
+    """Whether the line of ``code`` holding instruction ``offset`` stores anything (``total +=
+    number`` does; ``while not flag: pass`` does not). Lines, not instructions: a scheduling point
+    sits before the instruction that reads shared state, and a local's store between two points is
+    no step of its own."""
+    known = _stores.get(code)
+    if known is None:
+        lines: dict[int, int] = {}
+        storing: set[int] = set()
+        line = code.co_firstlineno
         for instruction in dis.get_instructions(code):
-            _opnames[(code, instruction.offset)] = instruction.opname
-        name = _opnames.get(key, "")
-    return name
+            positions = instruction.positions
+            if positions is not None and positions.lineno is not None:
+                line = positions.lineno
+            lines[instruction.offset] = line
+            if instruction.opname.startswith(("STORE_", "DELETE_")):
+                storing.add(line)
+        known = _stores[code] = (lines, storing)
+    lines, storing = known
+    return lines.get(offset, -1) in storing
 
 
 def _idle_pool_worker(managed: Managed) -> bool:

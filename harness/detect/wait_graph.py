@@ -124,13 +124,22 @@ def _unseen() -> set[int] | None:
 
 
 def _may_wake_unseen(before: set[int] | None) -> bool:
-    """Whether somebody the graph cannot see may yet wake a waiter: a thread `threading` does
-    not know, started since the trial began, or a signal timer whose handler is Python code (the
-    handler runs on the main thread, whatever it waits for)."""
+    """Whether somebody the graph cannot see may yet wake a waiter (see `_unseen_waker`)."""
+    return _unseen_waker(before) is not None
+
+
+def _unseen_waker(before: set[int] | None) -> str | None:
+    """Who the graph cannot see may yet wake a waiter, in words, or None: a thread `threading`
+    does not know, started since the trial began, or a signal timer whose handler is Python code
+    (the handler runs on the main thread, whatever it waits for)."""
     if callable(signal.getsignal(signal.SIGALRM)) and signal.getitimer(signal.ITIMER_REAL)[0] > 0:
-        return True
+        return "a signal timer's handler"
     now = _unseen()
-    return before is None or now is None or bool(now - before)
+    if before is None or now is None:
+        return "a thread stress cannot list"
+    if now - before:
+        return "a thread threading does not know (started with _thread.start_new_thread, or by C code)"
+    return None
 
 
 class WaitGraph:
@@ -233,6 +242,11 @@ class WaitGraph:
             self.finding = self._described(candidate)
             self.aborting = True
         return self.finding
+
+    def unseen_waker(self) -> str | None:
+        """Who outside the graph's view may yet end a wait of the trial, in words (None: nobody):
+        controlled mode, whose threads all wait, cannot call that a deadlock."""
+        return _unseen_waker(self.unseen)
 
     def has_cycle(self, ident: int) -> bool:
         """Whether ``ident`` waits in a cycle of lock waits (controlled mode: nothing moves)."""

@@ -98,3 +98,21 @@ def test_a_lock_another_thread_releases_is_no_deadlock(tmp_path: Path, knobs: tu
     verdicts = {v["name"]: (v["verdict"], v["outcomes"]) for v in data["variants"]}
     assert all(verdict == "held" for verdict, _ in verdicts.values()), verdicts
     assert out.code == 0, out.stdout[-3000:]
+
+
+def test_controlled_mode_calls_a_wait_only_an_unscheduled_thread_can_end_unsupported(tmp_path: Path) -> None:
+    # A raw `_thread` thread and a signal handler run outside the schedule: when every thread the
+    # scheduler runs waits, one of them may still end a wait. Not a deadlock: unsupported.
+    out = stress(
+        "run", str(FIXTURES / "handoffs.py"), "--mode", "controlled", "-n", "20", "--seed", "3", "--out", "run",
+        cwd=tmp_path,
+    )  # fmt: skip
+    data = summary(tmp_path / "run")
+    verdicts = {v["name"]: v["verdict"] for v in data["variants"]}
+    assert verdicts == {
+        "timer-releases": "held",
+        "raw-thread-latch": "unsupported",
+        "actor-hands-off": "held",
+        "signal-handler-releases": "unsupported",
+    }, verdicts
+    assert out.code == 0, out.stdout[-3000:]

@@ -275,6 +275,18 @@ def test_a_schedule_past_the_step_limit_is_a_livelock_with_each_threads_position
     assert all("controlled_cases.py:41 in waiter" in where for where in run.evidence.blocked_at)
 
 
+def test_a_long_computation_past_the_step_limit_is_too_long_to_judge_not_a_livelock() -> None:
+    # The summing thread changes only its locals; the other polls a list, sleeping. Stopped at the
+    # step limit, the schedule was still computing: undecided, never a failure of safe code.
+    config = controlled_config(seed=1, step_limit=2000)
+    plan = make_plan(Perturbation.none(), seed=1, trial=0)
+    with LocalRunner(fixture("long-sum"), config) as runner:
+        run = runner.run(Control("random", seed=1, step_limit=2000), plan)
+    assert run.outcome is Outcome.UNDECIDED, run.evidence
+    assert run.evidence is not None
+    assert "still changing state" in run.evidence.messages[0]
+
+
 def test_sleep_is_virtual_time() -> None:
     config = controlled_config(seed=1)
     plan = make_plan(Perturbation.none(), seed=1, trial=0)
