@@ -237,6 +237,11 @@ class LiveProgress:
         self._started = 0.0
         self._last = 0.0
         self._announced: set[str] = set()
+        #: Per variant: every trial numbered (``seq``) below this has finished, and the ones past
+        #: it that have too. A failure is announced once no earlier trial can still fail: the
+        #: line and the report's example are the same trial, the first by number.
+        self._finished_below: dict[str, int] = {}
+        self._finished_past: dict[str, set[int]] = {}
         self._next_log = 0.0
         #: Variants whose last progress line said they were done (not repeated).
         self._logged_done: set[str] = set()
@@ -255,26 +260,40 @@ class LiveProgress:
             self._next_log = self._started + LOG_EVERY
 
     def result(self, result: TrialResult, stats: VariantStats) -> None:
-        self._stats[result.variant] = stats
-        if result.outcome.is_failure and result.variant not in self._announced and not self.quiet:
-            self._announced.add(result.variant)
-            expect = stats.expect
-            style = "bold red" if expect is Expect.SAFE else "yellow"
-            # The first failure to arrive, not necessarily the first by number (the report's
-            # example, once every trial before it is in): so this line does not call it first.
-            what = "expected safe, but" if expect is Expect.SAFE else "fails:"
-            summary = result.evidence.summary() if result.evidence else ""
-            self.console.print(
-                _marked(
-                    Text("✗", style=style),
-                    Text.assemble(
-                        (result.variant, "bold"),
-                        f" {what} {self._info.unit if self._info else 'trial'} {result.trial} ",
-                        (result.outcome.label, _OUTCOME_STYLE[result.outcome]),
-                        f" — {summary}" if summary else "",
-                    ),
-                )
+        variant = result.variant
+        self._stats[variant] = stats
+        below = self._finished_below.get(variant, 0)
+        past = self._finished_past.setdefault(variant, set())
+        if result.seq == below:
+            below += 1
+            while below in past:
+                past.discard(below)
+                below += 1
+            self._finished_below[variant] = below
+        elif result.seq > below:
+            past.add(result.seq)
+        first = stats.first_failure
+        if first is not None and first.seq < below and variant not in self._announced and not self.quiet:
+            self._announce(first, stats)
+
+    def _announce(self, result: TrialResult, stats: VariantStats) -> None:
+        """A variant's first failure by number (the report's example), as soon as it is certain."""
+        self._announced.add(result.variant)
+        expect = stats.expect
+        style = "bold red" if expect is Expect.SAFE else "yellow"
+        what = "expected safe, but" if expect is Expect.SAFE else "fails:"
+        summary = result.evidence.summary() if result.evidence else ""
+        self.console.print(
+            _marked(
+                Text("✗", style=style),
+                Text.assemble(
+                    (result.variant, "bold"),
+                    f" {what} {self._info.unit if self._info else 'trial'} {result.trial} ",
+                    (result.outcome.label, _OUTCOME_STYLE[result.outcome]),
+                    f" — {summary}" if summary else "",
+                ),
             )
+        )
 
     def tick(self) -> None:
         now = time.monotonic()

@@ -137,6 +137,32 @@ def test_off_a_terminal_progress_is_logged_every_few_seconds(monkeypatch: pytest
     assert "bank/unsafe  4/10" in third
 
 
+def test_the_line_announcing_a_failure_names_the_reports_example_the_first_by_number() -> None:
+    # Workers finish trials out of order: trial 3 fails first, then trial 1. The line waits until
+    # trials 0 to 2 are in, and names trial 1, as the report's example does.
+    buffer = io.StringIO()
+    progress = LiveProgress(Console(file=buffer, width=100, color_system=None, force_terminal=False))
+    progress.started(_report().info)
+    unsafe = VariantStats("bank/unsafe", Expect.UNSAFE)
+    plan = make_plan(Perturbation(), seed=1, trial=0)
+
+    def finish(seq: int, outcome: Outcome) -> str:
+        before = len(buffer.getvalue())
+        result = TrialResult("bank/unsafe", seq, seq, outcome, 0.002, plan)
+        unsafe.add(result)
+        progress.result(result, unsafe)
+        return buffer.getvalue()[before:]
+
+    assert finish(3, Outcome.FAILED) == ""  # trials 0 to 2 may fail yet
+    assert finish(1, Outcome.FAILED) == ""
+    assert finish(2, Outcome.PASSED) == ""
+    line = finish(0, Outcome.PASSED)
+    assert "bank/unsafe fails: trial 1 failed" in line
+    assert unsafe.first_failure is not None
+    assert unsafe.first_failure.seq == 1
+    assert finish(4, Outcome.FAILED) == ""  # said once
+
+
 def test_trimmed_lines_drop_trailing_spaces_and_keep_everything_else() -> None:
     out = io.StringIO()
     stream = TrimmedLines(out)
