@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from harness.engine import proc_tree
+from harness.perturb.knobs import format_seconds
 
 __all__ = ["Snapshot", "describe", "snapshot"]
 
@@ -244,7 +245,7 @@ def snapshot(pid: int) -> Snapshot:
                     timed += 1
                     left = max(0.0, wait.wake - at)
                     wakes_in = min(wakes_in, left)
-                    waits.append(f"{wait.what} for {left:.2g} s")
+                    waits.append(f"{wait.what} for {format_seconds(left)}")
     return Snapshot(at, cpu, runs, waited, threads, active, wakes_in, unknown, timed, external, tuple(waits))
 
 

@@ -46,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from harness.engine.activity import Snapshot, describe
+from harness.perturb.knobs import format_seconds
 
 __all__ = ["AdaptiveTimeout", "Decision", "Verdict", "Watch", "high_quantile"]
 
@@ -296,7 +297,7 @@ class Watch:
             return Decision(
                 Verdict.HUNG,
                 message=f"blocked: still running after {elapsed:.3g} s, its threads waiting ({describe(look.waits)}); "
-                f"the first of them to wake by itself would do so only in {wake:.3g} s",
+                f"the first of them to wake by itself would do so only in {format_seconds(wake)}",
             )
         if look.external or look.unknown:
             if elapsed >= self.hard_cap:

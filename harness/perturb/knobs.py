@@ -37,9 +37,14 @@ def parse_seconds(text: str) -> float:
 
 
 def format_seconds(value: float) -> str:
-    """A short human form: ``1.2 ms``, ``35 µs``, ``0``."""
+    """A short human form: ``1.2 ms``, ``35 µs``, ``0``; a long one in minutes, hours or days
+    (``50 days``, not ``4.3e+06 s``)."""
     if value == 0:
         return "0"
+    for unit, scale in (("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if abs(value) >= 2 * scale:
+            number = value / scale
+            return f"{number:.0f} {unit}" if abs(number) >= 10 else f"{number:.2g} {unit}"
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
         if abs(value) >= scale or unit == "ns":
             number = value / scale

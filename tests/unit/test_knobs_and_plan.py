@@ -104,3 +104,10 @@ def test_no_perturbation_means_in_order_and_no_delay() -> None:
     assert not plan.barrier
     assert [(s.actor, s.delay) for s in plan.starts(3)] == [(0, 0.0), (1, 0.0), (2, 0.0)]
     assert plan.describe() == "preempt off · in order · no barrier"
+
+
+def test_a_long_duration_reads_in_minutes_hours_or_days() -> None:
+    # A hang's evidence may name a wait's timeout of weeks: "50 days", never "4.3e+06 s".
+    assert [format_seconds(s) for s in (4.3e6, 7200, 150, 100, 1.5, 0.0012, 3e-5)] == [
+        "50 days", "2 h", "2.5 min", "100 s", "1.5 s", "1.2 ms", "30 µs",
+    ]  # fmt: skip
