@@ -96,6 +96,10 @@ class Verdict(enum.Enum):
 
 #: Knobs of a plan whose effect on the failure rate the reports show.
 KNOBS = ("preempt", "sync", "switch_interval", "jitter", "delay", "pause")
+#: The lowest bin of each knob's chart: smaller values (but 0, a knob off) count in it. A knob drawn
+#: uniformly from 0 (``--jitter 0:100us``) takes values of nanoseconds now and then; a bin per
+#: quarter decade down to them would give a third of the chart to 1 % of the trials.
+KNOB_FLOOR = {"preempt": 1e-4, "sync": 1e-4, "switch_interval": 1e-6, "jitter": 1e-6, "delay": 1e-6, "pause": 1e-6}
 #: How many passing trials at the start and at the end of a run are compared to measure load.
 LOAD_WINDOW = 25
 ZERO = -1000  # the bin of the value 0 (a knob switched off)
@@ -161,7 +165,7 @@ class VariantStats:
             value = getattr(plan, knob)
             if value is None or (knob == "delay" and not result.delay_used):  # it did nothing here
                 continue
-            counts = self.knobs[knob].setdefault(log_bin(value), [0, 0])
+            counts = self.knobs[knob].setdefault(log_bin(max(value, KNOB_FLOOR[knob]) if value > 0 else 0.0), [0, 0])
             counts[0] += 1
             counts[1] += failed
         if result.sweep is not None:

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.perturb.plan import Plan
+from harness.perturb.knobs import Perturbation
+from harness.perturb.plan import Plan, make_plan
 from harness.results.outcome import Outcome, TrialResult
-from harness.results.stats import VariantStats, Verdict, rule_of_three, wilson
+from harness.results.stats import ZERO, VariantStats, Verdict, log_bin, rule_of_three, wilson
 from harness.scenario import Expect
 
 
@@ -81,3 +84,13 @@ def test_zero_failures_never_reads_as_safe() -> None:
     assert summary.rate_text() == "0 (< 0.15 %)"
     assert summary.to_dict()["upper_bound_if_clean"] == pytest.approx(3 / 2000)
     assert "safe" not in summary.rate_text()
+
+
+def test_tiny_knob_values_count_in_the_lowest_bin_of_their_chart() -> None:
+    # --jitter 0:100us now and then draws nanoseconds: they share the 1 µs bin, not a bin each.
+    stats = VariantStats("x/y", Expect.UNSAFE)
+    for trial, jitter in enumerate((5.6e-9, 3e-8, 4e-7, 1e-6, 5e-5, 0.0)):
+        plan = replace(make_plan(Perturbation(), seed=1, trial=trial), jitter=jitter)
+        stats.add(TrialResult("x/y", trial, trial, Outcome.FAILED if trial % 2 else Outcome.PASSED, 0.001, plan))
+    assert sorted(stats.knobs["jitter"]) == [ZERO, log_bin(1e-6), log_bin(5e-5)]
+    assert stats.knobs["jitter"][log_bin(1e-6)] == [4, 2]
