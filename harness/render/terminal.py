@@ -690,14 +690,15 @@ def _schedule_lines(record: ScheduleRecord, width: int | None = None) -> list[Re
                     record.minimal,
                     (
                         f" ({trace.switches} switch{'es' if trace.switches != 1 else ''}; "
-                        f"{record.shrink_runs} schedules tried)",
+                        f"{record.shrink_runs} schedule{'s' if record.shrink_runs != 1 else ''} tried)",
                         "dim",
                     ),
                     overflow="fold",
                 ),
             )
         )
-        lines.append(trace_table(trace, max_rows=TRACE_ROWS, width=width - 2 if width else None))
+        if trace.rows:  # else it failed before any thread took a step: there is no interleaving
+            lines.append(trace_table(trace, max_rows=TRACE_ROWS, width=width - 2 if width else None))
     return lines
 
 

@@ -190,3 +190,20 @@ def test_line_granularity_cannot_split_a_line_but_still_splits_lines(tmp_path: P
     assert variant(data, "no-lock")["failures"] == 0
     assert variant(data, "split-lock")["failures"] > 0
     assert "line by line" in out.stdout
+
+
+def test_a_schedule_that_fails_before_any_step_shows_no_empty_interleaving(tmp_path: Path) -> None:
+    (tmp_path / "at_once.py").write_text(
+        "from harness import Scenario\n\n"
+        "scenario = Scenario('at-once', 'Fails before any thread runs')\n\n\n"
+        "@scenario.variant(expect='unsafe')\n"
+        "def fails(trial):\n"
+        "    trial.check(False, 'broken from the start')\n"
+    )
+    out = stress("run", "at_once.py", "--mode", "controlled", "-n", "2", "--seed", "1", "--out", "run", cwd=tmp_path)
+    assert out.code == 0, out.stdout + out.stderr
+    assert "broken from the start" in out.stdout
+    assert "schedules tried" not in out.stdout  # one was: "1 schedule tried"
+    assert "─" * 20 not in out.stdout.split("Example failures", 1)[1].split("replay", 1)[0]  # no empty table
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert '<table class="trace">' not in html
