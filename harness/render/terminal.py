@@ -427,7 +427,8 @@ def print_report(console: Console, report: RunReport) -> None:
     single = len(info.scenarios) == 1
     table = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     table.add_column("#", justify="right", no_wrap=True, min_width=1)
-    table.add_column("variant", style="bold", no_wrap=True)
+    # A long variant name folds before the failures squeeze to a letter (narrow terminals).
+    table.add_column("variant", style="bold", overflow="fold", min_width=12)
     table.add_column("expect", no_wrap=True, min_width=6)
     table.add_column(f"{info.unit}s", justify="right", no_wrap=True, min_width=6)
     table.add_column("failure rate", no_wrap=True, min_width=12)
