@@ -428,7 +428,8 @@ def print_report(console: Console, report: RunReport) -> None:
     table = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     table.add_column("#", justify="right", no_wrap=True, min_width=1)
     # A long variant name folds before the failures squeeze to a letter (narrow terminals).
-    table.add_column("variant", style="bold", overflow="fold", min_width=12)
+    names = [summary.name if single else summary.variant for summary in report.variants]
+    table.add_column("variant", style="bold", overflow="fold", min_width=min(12, max(map(len, names), default=7)))
     table.add_column("expect", no_wrap=True, min_width=6)
     table.add_column(f"{info.unit}s", justify="right", no_wrap=True, min_width=6)
     table.add_column("failure rate", no_wrap=True, min_width=12)
