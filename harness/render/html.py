@@ -342,7 +342,7 @@ def _metadata(report: RunReport) -> list[tuple[str, str]]:
         (
             ("mode", info.mode_text)
             if config.controlled
-            else ("knobs", ", ".join(f"{k} {v}" for k, v in _knobs_that_acted(report).items()))
+            else ("knobs", ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in _knobs_that_acted(report).items()))
         ),
         ("started", info.started),
         ("finished", report.finished),

@@ -298,7 +298,8 @@ def test_a_knob_that_did_nothing_is_not_shown_and_a_flat_variant_is_not_charted(
     assert "knob-delay" not in html
     knobs = re.search(r"<th>knobs</th><td>([^<]*)</td>", html)
     assert knobs is not None
-    assert "preempt" in knobs.group(1)
+    assert "--preempt 0.001 – 0.02" in knobs.group(1)  # as the flags are spelled
+    assert "--switch-interval" in knobs.group(1)
     assert "delay" not in knobs.group(1)  # the run's settings, as far as they acted
     split = [r["outcome"] for r in results(tmp_path / "threads") if r["variant"] == "counter/split-lock"]
     if all(outcome == "failed" for outcome in split):  # 100 %, as nearly always: a flat line
