@@ -18,6 +18,8 @@ import time
 from _thread import allocate_lock, start_new_thread
 from typing import Any
 
+from harness.detect.wait_graph import own_thread
+
 __all__ = ["POLL", "watch"]
 
 #: Seconds between two looks.
@@ -27,6 +29,8 @@ _real_sleep = time.sleep
 _lock = allocate_lock()
 _idle = allocate_lock()
 _idle.acquire()
+_started = allocate_lock()
+_started.acquire()
 _watched: Any = None
 _ident: int | None = None
 
@@ -39,12 +43,15 @@ def watch(scheduler: Any) -> int:
         _watched = scheduler
         if _ident is None:
             _ident = start_new_thread(_loop, ())
+            _started.acquire()  # it has said it is stress's own before any trial looks for threads
         if scheduler is not None and _idle.locked():
             _idle.release()
         return _ident
 
 
 def _loop() -> None:
+    own_thread()
+    _started.release()
     while True:
         if _watched is None:
             _idle.acquire()
@@ -62,11 +69,13 @@ def _loop() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _watched, _ident, _lock, _idle
+    global _watched, _ident, _lock, _idle, _started
     _watched, _ident = None, None
     _lock = allocate_lock()
     _idle = allocate_lock()
     _idle.acquire()
+    _started = allocate_lock()
+    _started.acquire()
 
 
 # A raw thread, not a threading.Thread: threading.enumerate() and the leak checks never see it.

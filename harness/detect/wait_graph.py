@@ -111,6 +111,17 @@ class Waiting:
 Snapshot = tuple[Any, ...]
 
 
+#: OS ids of stress's own helper threads that `threading` does not list (the controlled
+#: scheduler's watchdog): they wake no waiter of a trial.
+_OWN_THREADS: set[int] = set()
+
+
+def own_thread() -> None:
+    """The calling thread is stress's own, started with ``_thread.start_new_thread``: not one of
+    the trial's unseen threads that might end a wait (`_unseen`)."""
+    _OWN_THREADS.add(threading.get_native_id())
+
+
 def _unseen() -> set[int] | None:
     """OS ids of this process's threads that `threading` does not list (nor are parked actors):
     ones started with `_thread.start_new_thread`, or by C code. None where ``/proc`` cannot say."""
@@ -120,6 +131,7 @@ def _unseen() -> set[int] | None:
         return None
     tids.difference_update(t.native_id for t in threading.enumerate())
     tids.difference_update(parked_native_ids())
+    tids.difference_update(_OWN_THREADS)
     return tids
 
 
