@@ -538,7 +538,7 @@ class Scheduler:
             if jumped:
                 self.strategy.woke_together(chosen.index)
             return chosen
-        outside = self.graph.unseen_waker()
+        outside = self.graph.unseen_waker(m.native_id for m in self.threads)
         if outside is not None:
             # Nobody the scheduler runs can go on, but somebody it does not run may end a wait.
             self.release(f"every thread it schedules waits, and {outside} may end one of the waits")

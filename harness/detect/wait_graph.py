@@ -140,16 +140,18 @@ def _may_wake_unseen(before: set[int] | None) -> bool:
     return _unseen_waker(before) is not None
 
 
-def _unseen_waker(before: set[int] | None) -> str | None:
+def _unseen_waker(before: set[int] | None, known: Iterable[int] = ()) -> str | None:
     """Who the graph cannot see may yet wake a waiter, in words, or None: a thread `threading`
     does not know, started since the trial began, or a signal timer whose handler is Python code
-    (the handler runs on the main thread, whatever it waits for)."""
+    (the handler runs on the main thread, whatever it waits for). ``known``: OS ids of threads
+    that are the trial's own even when `threading` no longer lists them (one that has finished
+    and whose OS thread is still on its way out)."""
     if callable(signal.getsignal(signal.SIGALRM)) and signal.getitimer(signal.ITIMER_REAL)[0] > 0:
         return "a signal timer's handler"
     now = _unseen()
     if before is None or now is None:
         return "a thread stress cannot list"
-    if now - before:
+    if now - before - set(known):
         return "a thread threading does not know (started with _thread.start_new_thread, or by C code)"
     return None
 
@@ -255,10 +257,11 @@ class WaitGraph:
             self.aborting = True
         return self.finding
 
-    def unseen_waker(self) -> str | None:
+    def unseen_waker(self, known: Iterable[int] = ()) -> str | None:
         """Who outside the graph's view may yet end a wait of the trial, in words (None: nobody):
-        controlled mode, whose threads all wait, cannot call that a deadlock."""
-        return _unseen_waker(self.unseen)
+        controlled mode, whose threads all wait, cannot call that a deadlock. ``known``: OS ids of
+        the trial's own threads (see `_unseen_waker`)."""
+        return _unseen_waker(self.unseen, known)
 
     def has_cycle(self, ident: int) -> bool:
         """Whether ``ident`` waits in a cycle of lock waits (controlled mode: nothing moves)."""
