@@ -33,6 +33,7 @@ import contextvars
 import ctypes
 import gc
 import os
+import signal
 import sys
 import threading
 import weakref
@@ -46,6 +47,23 @@ _allocate_lock = threading._allocate_lock  # type: ignore[attr-defined]
 # `threading.enumerate` lists only the trial's threads) and put back when it runs.
 _active: dict[int, threading.Thread] = threading._active  # type: ignore[attr-defined]
 _active_lock: Any = threading._active_limbo_lock  # type: ignore[attr-defined]
+
+#: The signals a thread of stress's own blocks (SIGKILL and SIGSTOP cannot be).
+_SIGNALS: set[int] = (
+    {int(s) for s in signal.valid_signals()} - {signal.SIGKILL, signal.SIGSTOP}
+    if hasattr(signal, "pthread_sigmask")
+    else set()
+)
+
+
+def block_signals() -> set[int] | None:
+    """Block, in the calling thread (one of stress's own), every signal a handler could take:
+    the process's signals then reach the threads of the code under test, as in the program
+    itself. Returns the mask it had (None where threads have no signal masks)."""
+    if not _SIGNALS:
+        return None
+    return {int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)}
+
 
 #: Parked actor threads of this process, by ident (hidden from `threading`, but not from the OS).
 _parked: dict[int, threading.Thread] = {}
@@ -198,11 +216,17 @@ class _Actor(threading.Thread):
         self.stale = False
 
     def run(self) -> None:
+        # Parked, a thread of stress's own: a signal sent to the process (a timer the code under
+        # test armed) goes to a thread of the trial, as it would in the program itself, not to
+        # this one — where the main thread, blocked, might not hear of it for seconds.
+        mask = block_signals()
         while True:
             self.gate.acquire()
             work, round_ = self.work, self.round
             if work is None or round_ is None or self.retired:
                 break
+            if mask is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             if round_.together:
                 round_.arrive(self)
             trace, profile = threading.gettrace(), threading.getprofile()
@@ -217,6 +241,8 @@ class _Actor(threading.Thread):
             finally:
                 sys.settrace(None)
                 sys.setprofile(None)
+                if mask is not None:
+                    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
                 self.work = None
                 if self.trial_thread is not None:
                     self.trial_thread._end()

@@ -18,6 +18,7 @@ import time
 from _thread import allocate_lock, start_new_thread
 from typing import Any
 
+from harness.actors import block_signals
 from harness.detect.wait_graph import own_thread
 
 __all__ = ["POLL", "watch"]
@@ -51,6 +52,7 @@ def watch(scheduler: Any) -> int:
 
 def _loop() -> None:
     own_thread()
+    block_signals()  # the code under test's signals go to its threads, not to this one
     _started.release()
     while True:
         if _watched is None:

@@ -24,6 +24,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from _thread import RLock
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -122,6 +123,22 @@ def own_thread() -> None:
     _OWN_THREADS.add(threading.get_native_id())
 
 
+#: When the last real-time signal timer (``setitimer``/``alarm``) armed in this process is due,
+#: by ``time.monotonic()`` (None: none known), as the worker tells it (`note_alarm`).
+_alarm_due: float | None = None
+#: How long after a timer is due its Python handler still counts as a possible waker: the signal
+#: may have reached another thread, and the main thread run the handler only later (a loaded
+#: machine stretches that; the timer itself reads 0 the moment it fires).
+SIGNAL_GRACE = 2.0
+
+
+def note_alarm(when: float | None) -> None:
+    """A real-time signal timer was armed to fire at ``when`` (``time.monotonic()``), or disarmed."""
+    global _alarm_due
+    if when is not None:
+        _alarm_due = when
+
+
 def _unseen() -> set[int] | None:
     """OS ids of this process's threads that `threading` does not list (nor are parked actors):
     ones started with `_thread.start_new_thread`, or by C code. None where ``/proc`` cannot say."""
@@ -146,8 +163,12 @@ def _unseen_waker(before: set[int] | None, known: Iterable[int] = ()) -> str | N
     (the handler runs on the main thread, whatever it waits for). ``known``: OS ids of threads
     that are the trial's own even when `threading` no longer lists them (one that has finished
     and whose OS thread is still on its way out)."""
-    if callable(signal.getsignal(signal.SIGALRM)) and signal.getitimer(signal.ITIMER_REAL)[0] > 0:
-        return "a signal timer's handler"
+    if callable(signal.getsignal(signal.SIGALRM)):
+        if signal.getitimer(signal.ITIMER_REAL)[0] > 0:
+            return "a signal timer's handler"
+        due = _alarm_due
+        if due is not None and 0 <= time.monotonic() - due < SIGNAL_GRACE:
+            return "a signal timer's handler, which may not have run yet"
     now = _unseen()
     if before is None or now is None:
         return "a thread stress cannot list"

@@ -42,7 +42,7 @@ from harness.controlled.schedule import Schedule
 from harness.controlled.session import Control
 from harness.controlled.shrink import Attempt, shrink
 from harness.controlled.trace import build as build_trace
-from harness.detect import primitives
+from harness.detect import primitives, wait_graph
 from harness.detect.findings import Findings
 from harness.detect.instrument import Instrumenter
 from harness.engine import proc_tree
@@ -564,11 +564,13 @@ def _watch_signal_timers(beacon: Beacon) -> None:
         previous = setitimer(which, seconds, interval)
         if which == signal.ITIMER_REAL:
             beacon.set_alarm(time.monotonic() + seconds if seconds > 0 else None)
+            wait_graph.note_alarm(time.monotonic() + seconds if seconds > 0 else None)
         return previous
 
     def watched_alarm(seconds: int) -> int:
         previous = alarm(seconds)
         beacon.set_alarm(time.monotonic() + seconds if seconds > 0 else None)
+        wait_graph.note_alarm(time.monotonic() + seconds if seconds > 0 else None)
         return previous
 
     signal.setitimer = watched_setitimer

@@ -354,3 +354,22 @@ def test_forgetting_is_fast_enough_to_do_after_every_trial() -> None:
     thread.start()
     thread.join()
     assert results[0] < 0.001, f"{results[0] * 1e6:.0f} µs per call on {sys.version}"
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="no per-thread signal masks")
+def test_a_parked_actor_takes_no_signal_and_its_work_takes_them_as_a_new_thread_would() -> None:
+    # A timer the code under test arms must reach a thread of the trial (the main thread, blocked,
+    # hears of a signal only when it is the one that gets it), never a parked thread of stress's.
+    pool = ActorPool()
+    masks: list[set[int]] = []
+
+    def actor() -> None:
+        masks.append({int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])})
+
+    actors = _round(pool, [actor])
+    assert masks == [set()]  # at work: the mask a new thread would have
+    parked = actors[0].native_id
+    with open(f"/proc/self/task/{parked}/status") as status:
+        blocked = int(next(line for line in status if line.startswith("SigBlk:")).split()[1], 16)
+    assert blocked & (1 << (signal.SIGALRM - 1))  # parked: SIGALRM goes elsewhere
+    pool.close()
