@@ -139,6 +139,20 @@ def note_alarm(when: float | None) -> None:
         _alarm_due = when
 
 
+def _running(handler: Any) -> bool:
+    """Whether the main thread, where Python runs signal handlers, is inside ``handler`` now (a
+    handler waiting for its own thread's lock has run: it is the one stuck)."""
+    code = getattr(handler, "__code__", None) or getattr(getattr(handler, "__func__", None), "__code__", None)
+    if code is None:
+        return False
+    frame = sys._current_frames().get(threading.main_thread().ident or 0)
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _unseen() -> set[int] | None:
     """OS ids of this process's threads that `threading` does not list (nor are parked actors):
     ones started with `_thread.start_new_thread`, or by C code. None where ``/proc`` cannot say."""
@@ -163,11 +177,12 @@ def _unseen_waker(before: set[int] | None, known: Iterable[int] = ()) -> str | N
     (the handler runs on the main thread, whatever it waits for). ``known``: OS ids of threads
     that are the trial's own even when `threading` no longer lists them (one that has finished
     and whose OS thread is still on its way out)."""
-    if callable(signal.getsignal(signal.SIGALRM)):
+    handler = signal.getsignal(signal.SIGALRM)
+    if callable(handler):
         if signal.getitimer(signal.ITIMER_REAL)[0] > 0:
             return "a signal timer's handler"
         due = _alarm_due
-        if due is not None and 0 <= time.monotonic() - due < SIGNAL_GRACE:
+        if due is not None and 0 <= time.monotonic() - due < SIGNAL_GRACE and not _running(handler):
             return "a signal timer's handler, which may not have run yet"
     now = _unseen()
     if before is None or now is None:
