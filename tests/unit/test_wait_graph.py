@@ -15,8 +15,10 @@ from harness.detect.wait_graph import WaitGraph, Waiting, _line, describe_primit
 from harness.scope import Scope
 
 
-def _graph() -> WaitGraph:
-    return WaitGraph(scope=Scope(files=[__file__]), main=threading.get_ident(), preexisting=set())
+def _graph(*, now: bool = False) -> WaitGraph:
+    """A graph for this test file; with ``now``, the threads running now are not the trial's."""
+    preexisting = {t.ident for t in threading.enumerate() if t.ident is not None} if now else set()
+    return WaitGraph(scope=Scope(files=[__file__]), main=threading.get_ident(), preexisting=preexisting)
 
 
 def _lock(owner: int | None, *, owner_only: bool = True) -> Any:
@@ -168,11 +170,7 @@ def test_a_joiner_whose_thread_has_ended_is_about_to_go_on() -> None:
     # runs, nobody else can move; once the helper has ended, a is on its way out of join() —
     # however long a loaded machine keeps it off the CPU — and nothing is stuck.
     hold = threading.Event()
-    graph = WaitGraph(
-        scope=Scope(files=[__file__]),
-        main=threading.get_ident(),
-        preexisting={t.ident for t in threading.enumerate() if t.ident is not None},
-    )
+    graph = _graph(now=True)
     helper_done = threading.Event()
     a, b = (threading.Thread(target=hold.wait, daemon=True) for _ in range(2))
     helper = threading.Thread(target=helper_done.wait, daemon=True)
@@ -219,11 +217,7 @@ def test_a_plain_lock_may_be_released_by_any_thread_so_its_cycle_waits_for_the_o
     # it (a plain Lock may be released by any thread). No deadlock until b is stuck too; a lock only
     # its holder may release (an RLock) is a deadlock at once.
     hold = threading.Event()
-    graph = WaitGraph(
-        scope=Scope(files=[__file__]),
-        main=threading.get_ident(),
-        preexisting={t.ident for t in threading.enumerate() if t.ident is not None},
-    )
+    graph = _graph(now=True)
     graph.set_joining(True)
     a, b = (threading.Thread(target=hold.wait, daemon=True) for _ in range(2))
     for thread in (a, b):
