@@ -32,15 +32,16 @@ from __future__ import annotations
 import contextvars
 import ctypes
 import gc
+import importlib
 import os
 import signal
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-__all__ = ["ActorPool", "forget_thread_locals", "parked_native_ids"]
+__all__ = ["ActorPool", "forget_thread_locals", "parked_count", "parked_native_ids"]
 
 _allocate_lock = threading._allocate_lock  # type: ignore[attr-defined]
 # threading's registry of running threads and its lock: a parked actor is taken out of it (so that
@@ -49,24 +50,36 @@ _active: dict[int, threading.Thread] = threading._active  # type: ignore[attr-de
 _active_lock: Any = threading._active_limbo_lock  # type: ignore[attr-defined]
 
 #: The signals a thread of stress's own blocks (SIGKILL and SIGSTOP cannot be).
-_SIGNALS: set[int] = (
-    {int(s) for s in signal.valid_signals()} - {signal.SIGKILL, signal.SIGSTOP}
+_SIGNALS: frozenset[int] = (
+    frozenset(int(s) for s in signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
     if hasattr(signal, "pthread_sigmask")
-    else set()
+    else frozenset()
+)
+
+#: `_signal`'s own `pthread_sigmask`: it returns the old mask as a set of ints, where
+#: `signal.pthread_sigmask` makes a `Signals` member of each (about 60 µs for a full mask: it was
+#: three quarters of a trivial trial's cost, called three times per actor per trial).
+_sigmask: Callable[[int, Iterable[int]], set[int]] | None = getattr(
+    importlib.import_module("_signal"), "pthread_sigmask", None
 )
 
 
 def block_signals() -> set[int] | None:
     """Block, in the calling thread (one of stress's own), every signal a handler could take:
     the process's signals then reach the threads of the code under test, as in the program
-    itself. Returns the mask it had (None where threads have no signal masks)."""
-    if not _SIGNALS:
+    itself. Returns the mask it had, as signal numbers (None where threads have no signal masks)."""
+    if _sigmask is None or not _SIGNALS:
         return None
-    return {int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)}
+    return _sigmask(signal.SIG_BLOCK, _SIGNALS)
 
 
 #: Parked actor threads of this process, by ident (hidden from `threading`, but not from the OS).
 _parked: dict[int, threading.Thread] = {}
+
+
+def parked_count() -> int:
+    """How many actor threads this process has parked."""
+    return len(_parked)
 
 
 def parked_native_ids() -> set[int]:
@@ -225,8 +238,8 @@ class _Actor(threading.Thread):
             work, round_ = self.work, self.round
             if work is None or round_ is None or self.retired:
                 break
-            if mask is not None:
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            if mask is not None and _sigmask is not None:
+                _sigmask(signal.SIG_SETMASK, mask)
             if round_.together:
                 round_.arrive(self)
             trace, profile = threading.gettrace(), threading.getprofile()
@@ -241,8 +254,8 @@ class _Actor(threading.Thread):
             finally:
                 sys.settrace(None)
                 sys.setprofile(None)
-                if mask is not None:
-                    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+                if mask is not None and _sigmask is not None:
+                    _sigmask(signal.SIG_BLOCK, _SIGNALS)
                 self.work = None
                 if self.trial_thread is not None:
                     self.trial_thread._end()

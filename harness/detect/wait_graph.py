@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from harness.actors import parked_native_ids
+from harness.actors import parked_count, parked_native_ids
 from harness.scope import Scope
 from harness.text import and_join, short_path
 
@@ -153,10 +153,23 @@ def _running(handler: Any) -> bool:
     return False
 
 
+_active: dict[int, threading.Thread] = threading._active  # type: ignore[attr-defined]
+_limbo: dict[threading.Thread, threading.Thread] = threading._limbo  # type: ignore[attr-defined]
+
+
 def _unseen() -> set[int] | None:
     """OS ids of this process's threads that `threading` does not list (nor are parked actors):
-    ones started with `_thread.start_new_thread`, or by C code. None where ``/proc`` cannot say."""
+    ones started with `_thread.start_new_thread`, or by C code. None where ``/proc`` cannot say.
+
+    Every trial asks at its start, so the common answer is cheap: procfs gives ``task/`` two links
+    more than the process has threads, and when there are no more threads than `threading`, the
+    parked actors and stress's own account for, the answer is the empty set without listing them.
+    (Were some of those gone already, the set would be too small: a thread it leaves out counts,
+    later, as one started during the trial, which may end a wait — never the other way round.)"""
     try:
+        count = os.stat("/proc/self/task").st_nlink - 2
+        if count <= len(_active) + len(_limbo) + parked_count() + len(_OWN_THREADS):
+            return set()
         tids = {int(name) for name in os.listdir("/proc/self/task")}
     except (OSError, ValueError):
         return None

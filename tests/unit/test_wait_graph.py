@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import _thread
+import os
 import signal
 import threading
 from _thread import allocate_lock
@@ -10,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from harness.actors import ActorPool
 from harness.detect import primitives
-from harness.detect.wait_graph import WaitGraph, Waiting, _line, describe_primitive
+from harness.detect.wait_graph import WaitGraph, Waiting, _line, _unseen, describe_primitive
 from harness.scope import Scope
 
 
@@ -239,3 +242,34 @@ def test_a_plain_lock_may_be_released_by_any_thread_so_its_cycle_waits_for_the_o
         hold.set()
         a.join()
         b.join()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs /proc")
+def test_threads_threading_does_not_know_are_unseen_and_the_others_are_not() -> None:
+    # A trial asks at its start: threading's threads and parked actors are accounted for without
+    # listing /proc; a raw thread is found whether or not they outnumber it.
+    pool = ActorPool()
+    release = threading.Event()
+    known = threading.Thread(target=release.wait, daemon=True)
+    try:
+        baseline = _unseen()  # whatever earlier tests left on their way out
+        assert baseline is not None
+        pool.run(pool.take(2), ["a", "b"], [lambda: None, lambda: None])
+        assert (_unseen() or set()) <= baseline  # two parked actors
+        known.start()
+        assert (_unseen() or set()) <= baseline
+        started = threading.Event()
+        native: list[int] = []
+
+        def raw() -> None:
+            native.append(threading.get_native_id())
+            started.set()
+            release.wait()
+
+        _thread.start_new_thread(raw, ())
+        started.wait()
+        assert (_unseen() or set()) - baseline == set(native)
+    finally:
+        release.set()
+        known.join()
+        pool.close()
