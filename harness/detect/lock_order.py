@@ -8,9 +8,15 @@ that line in its trial, so that five forks made in one loop stay five locks. A c
 happened to: it is reported as a potential deadlock, with the code path of every edge.
 
 Only blocking acquisitions without a timeout make edges: a try-lock or a timed acquire cannot wait
-for ever, which is exactly why back-off strategies are safe. And a cycle whose every edge is taken
+for ever, which is exactly why back-off strategies are safe. A cycle whose every edge is taken
 inside the same *gate* — a lock held around all of it, or a semaphore — that admits fewer threads
-than the cycle needs cannot close either (the waiter who seats four of five philosophers).
+than the cycle needs cannot close either (the waiter who seats four of five philosophers). Nor can
+a cycle of N locks without N different threads to take its edges, one each: a thread holds one
+lock of the cycle while it waits for the next, so one thread that takes two locks in both orders
+(possible with plain Locks, which any thread may release) is no deadlock on its own. Which threads
+took an edge is known by name, the actor's, the same in every trial (`Session.thread_key`); lockdep
+and ThreadSanitizer warn about one thread's inversions too, since in their world any code may run
+on many threads — in a trial, only the threads seen may.
 """
 
 from __future__ import annotations
@@ -58,10 +64,16 @@ class LockOrder:
     MAX_CYCLES = 20
     MAX_LENGTH = 12
 
+    #: Threads kept per edge; an edge more threads took may be taken by any thread.
+    MAX_THREADS = 4
+
     def __init__(self) -> None:
         self.edges: dict[tuple[Identity, Identity], dict[str, Any]] = {}
         #: Per edge, the gates (identity -> capacity) present in *every* observation of it.
         self.gates: dict[tuple[Identity, Identity], dict[Identity, int]] = {}
+        #: Per edge, the threads seen taking it, each with its first record; None once more than
+        #: `MAX_THREADS` (or a record that names no thread) did: then any thread may.
+        self.takers: dict[tuple[Identity, Identity], dict[str, dict[str, Any]] | None] = {}
 
     def add(self, records: Iterable[dict[str, Any]]) -> None:
         for record in records:
@@ -73,10 +85,55 @@ class LockOrder:
             else:
                 self.gates[key] = gates
             self.edges.setdefault(key, record)
+            takers = self.takers.setdefault(key, {})
+            thread = record.get("thread")
+            if takers is None or thread in takers:
+                continue
+            if thread is None or len(takers) >= self.MAX_THREADS:
+                self.takers[key] = None
+            else:
+                takers[str(thread)] = record
 
     def cycles(self) -> list[PotentialDeadlock]:
         """Every elementary cycle (up to a bound) that some interleaving could close."""
-        return [self._explain(cycle) for cycle in self._elementary_cycles() if not self._gated(cycle)]
+        found = []
+        for cycle in self._elementary_cycles():
+            if self._gated(cycle):
+                continue
+            threads = self._threads_for(cycle)
+            if threads is not None:
+                found.append(self._explain(cycle, threads))
+        return found
+
+    def _threads_for(self, cycle: list[Identity]) -> list[str | None] | None:
+        """A different thread for each edge of ``cycle``, each one seen taking its edge (None for an
+        edge any thread may take), or None when there are not enough threads to close it: a
+        bipartite matching by augmenting paths (Kuhn's algorithm), over at most `MAX_THREADS`
+        threads per edge."""
+        pairs = [(held, cycle[(i + 1) % len(cycle)]) for i, held in enumerate(cycle)]
+        choices = [self.takers.get(pair) for pair in pairs]
+        owner: dict[str, int] = {}  # thread -> the edge it is matched to
+
+        def place(edge: int, tried: set[str]) -> bool:
+            takers = choices[edge]
+            assert takers is not None
+            for thread in takers:
+                if thread in tried:
+                    continue
+                tried.add(thread)
+                other = owner.get(thread)
+                if other is None or place(other, tried):
+                    owner[thread] = edge
+                    return True
+            return False
+
+        for edge, takers in enumerate(choices):
+            if takers is not None and not place(edge, set()):
+                return None
+        chosen: list[str | None] = [None] * len(cycle)
+        for thread, edge in owner.items():
+            chosen[edge] = thread
+        return chosen
 
     def _gated(self, cycle: list[Identity]) -> bool:
         """Every edge of the cycle is taken inside one gate that admits fewer threads than the
@@ -111,12 +168,14 @@ class LockOrder:
             extend([start], {start})
         return found
 
-    def _explain(self, cycle: list[Identity]) -> PotentialDeadlock:
+    def _explain(self, cycle: list[Identity], threads: list[str | None]) -> PotentialDeadlock:
         names = [_lock_name(self.edges, identity) for identity in cycle]
         paths = []
         for index, held in enumerate(cycle):
             acquiring = cycle[(index + 1) % len(cycle)]
-            record = self.edges[(held, acquiring)]
+            pair = (held, acquiring)
+            takers, thread = self.takers.get(pair), threads[index]
+            record = takers[thread] if takers is not None and thread is not None else self.edges[pair]
             paths.append(
                 f"{record.get('thread', 'a thread')} took {names[index]} at {short_where(record['held_at'])}, "
                 f"then {names[(index + 1) % len(cycle)]} at {short_where(record['acquiring_at'])}"

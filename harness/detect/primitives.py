@@ -108,7 +108,8 @@ class Session:
 
     Args:
         graph: The trial's wait-for graph (None: waits are plain and invisible).
-        order: The variant's lock-order edges seen so far in this worker, keyed by identity pair.
+        order: The variant's lock-order edges seen so far in this worker, keyed by identity pair,
+            each with the threads seen taking it (see `thread_key`).
         sync: Probability of a forced switch before and after each primitive operation.
         pause: Length of such a switch (0: a bare yield).
         seed: Seed for where the switches happen.
@@ -119,7 +120,7 @@ class Session:
         self,
         *,
         graph: WaitGraph | None = None,
-        order: dict[Any, bool] | None = None,
+        order: dict[Any, set[str]] | None = None,
         sync: float = 0.0,
         pause: float = 0.0,
         seed: int = 0,
@@ -140,6 +141,24 @@ class Session:
         self.site_counts: dict[tuple[str, int], list[int]] = {}
         #: Controlled mode's scheduler: operations are its scheduling points, waits go through it.
         self.controlled: Any = None
+        self._thread_keys: dict[int, tuple[threading.Thread, str]] = {}
+        self._names_seen: dict[str, int] = {}
+
+    def thread_key(self, state: _ThreadState) -> str:
+        """Which of the trial's threads ``state`` is, for the lock-order analysis: its name, or
+        ``name·2`` for the second thread of the trial to take a lock under that name (two threads
+        the code under test named alike are two threads, even one after the other). The same
+        actor of every trial has the same key, so edges seen in different trials by the same
+        thread count as one thread's."""
+        known = self._thread_keys.get(id(state.thread))
+        if known is not None and known[0] is state.thread:
+            return known[1]
+        seen = self._names_seen.get(state.name, 0)
+        self._names_seen[state.name] = seen + 1
+        key = state.name if not seen else f"{state.name}·{seen + 1}"
+        # The thread object is kept (for the trial's length), so its id names no other thread.
+        self._thread_keys[id(state.thread)] = (state.thread, key)
+        return key
 
     @property
     def rng(self) -> random.Random:
@@ -317,6 +336,11 @@ def _frame_text(frame: FrameType | None) -> str:
     return f"{frame.f_code.co_filename}:{line} in {frame.f_code.co_name}"
 
 
+#: Threads recorded per lock-order edge per worker: a cycle of locks taken by more threads than
+#: this is judged as if any thread might take each edge.
+EDGE_THREADS = 4
+
+
 def _record_order(state: _ThreadState, lock: Any) -> None:
     """``lock`` is being acquired (blocking) while the locks on ``state``'s chain are held.
 
@@ -324,6 +348,10 @@ def _record_order(state: _ThreadState, lock: Any) -> None:
     the thread holds at that moment. A cycle whose every edge was taken inside the same gate, and
     that needs more threads than the gate admits, cannot close (a waiter admitting four of five
     philosophers); the lock-order analysis uses this to stay quiet about it.
+
+    An edge is recorded once per thread that takes it (up to `EDGE_THREADS` threads): a cycle
+    needs as many threads as it has locks, and one whose edges only ever one thread took cannot
+    close (a plain Lock released by another thread lets one thread take two locks in both orders).
     """
     session = _session
     if session is None:
@@ -336,6 +364,7 @@ def _record_order(state: _ThreadState, lock: Any) -> None:
         chain.append(node)
         node = node._prev
     permits = state.permits
+    thread: str | None = None
     for held in chain:
         if held._key == key:
             continue
@@ -345,9 +374,14 @@ def _record_order(state: _ThreadState, lock: Any) -> None:
         else:
             gates = [(g._key, 1) for g in chain if g is not held] + [(k, c[1]) for k, c in permits.items()]
             edge = (held._key, key, frozenset(gates))
-        if edge in order:
+        if thread is None:
+            thread = session.thread_key(state)
+        takers = order.get(edge)
+        if takers is None:
+            takers = order[edge] = set()
+        elif thread in takers or len(takers) >= EDGE_THREADS:
             continue
-        order[edge] = True
+        takers.add(thread)
         frame = sys._getframe(1)
         try:
             held_at, acquiring_at = acquired_where(held, frame, _is_plumbing), _frame_text(frame)
@@ -359,7 +393,7 @@ def _record_order(state: _ThreadState, lock: Any) -> None:
                 "acquiring": _identity_text(key),
                 "held_at": held_at,
                 "acquiring_at": acquiring_at,
-                "thread": threading.current_thread().name,
+                "thread": thread,
                 "gates": [{**_identity_text(gate), "capacity": capacity} for gate, capacity in gates],
             }
         )

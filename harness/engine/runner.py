@@ -90,7 +90,7 @@ def run_trial(
     size: int,
     preemptor: Preemptor,
     instrumenter: Instrumenter | None = None,
-    lock_order: dict[Any, bool] | None = None,
+    lock_order: dict[Any, set[str]] | None = None,
     start_method: str = "fork",
     actors: int | None = None,
     control: Control | None = None,

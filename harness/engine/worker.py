@@ -736,7 +736,7 @@ def _worker_main(
     pool = ActorPool()
     pool.on_parked = beacon.set_parked
     findings = Findings(tmp)
-    lock_orders: dict[str, dict[int, bool]] = {}
+    lock_orders: dict[str, dict[Any, set[str]]] = {}
     #: Controlled mode: (variant, outcome) pairs whose first failure this worker already shrank.
     shrunk: set[tuple[str, Outcome]] = set()
     spool = SpoolWriter(spool_file, beacon)
