@@ -185,5 +185,5 @@ class LockOrder:
 
 def _lock_name(edges: dict[tuple[Identity, Identity], dict[str, Any]], identity: Identity) -> str:
     file, line, ordinal = identity
-    many = any(other[2] for pair in edges for other in pair if other[:2] == (file, line))
-    return describe_site(file, line, ordinal, many=many)
+    count = 1 + max(other[2] for pair in edges for other in pair if other[:2] == (file, line))
+    return describe_site(file, line, ordinal, count=count)

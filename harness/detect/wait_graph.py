@@ -17,6 +17,7 @@ survives, and the trial ends as ``deadlocked`` with the cycle as evidence.
 
 from __future__ import annotations
 
+import ast
 import linecache
 import os
 import queue
@@ -618,11 +619,41 @@ def _base_name(primitive: Any) -> str | None:
     site = getattr(primitive, "_created", None)
     if site is None:
         return None
-    match = _ASSIGNED.match(linecache.getline(site[0], site[1]))
-    return match.group(1).rsplit(".", 1)[-1] if match else None
+    targets = _assigned_to(site[0], site[1])
+    return targets[site[2] % len(targets)].rsplit(".", 1)[-1] if targets else None
 
 
 _ASSIGNED = re.compile(r"^\s*(?:self\.)?([A-Za-z_][\w.]*)\s*(?::[^=]*)?=(?!=)")
+
+
+def _assigned_to(file: str, line: int) -> tuple[str, ...]:
+    """The names the creating line assigns what it makes to: ``(lock_a,)`` for ``lock_a =
+    Lock()``; ``(a, b)`` for ``a, b = Lock(), Lock()``, one per call on the right (the k-th
+    primitive the line makes goes to the (k mod 2)-th; ``lock, n = Lock(), 0`` gives ``(lock,)``);
+    none for a line that assigns to no plain name."""
+    text = linecache.getline(file, line)
+    match = _ASSIGNED.match(text)
+    if match:
+        return (match.group(1),)
+    try:
+        (statement,) = ast.parse(text.strip()).body
+    except (SyntaxError, ValueError):
+        return ()
+    if not isinstance(statement, ast.Assign) or len(statement.targets) != 1:
+        return ()
+    (target,), value = statement.targets, statement.value
+    if not isinstance(target, ast.Tuple | ast.List) or not isinstance(value, ast.Tuple | ast.List):
+        return ()
+    if len(target.elts) != len(value.elts):
+        return ()
+    names = []
+    for name, made in zip(target.elts, value.elts, strict=True):
+        if not isinstance(made, ast.Call):
+            continue
+        if not isinstance(name, ast.Name | ast.Attribute):
+            return ()
+        names.append(ast.unparse(name).removeprefix("self."))
+    return tuple(names)
 
 
 def describe_primitive(primitive: Any) -> str:
@@ -633,13 +664,20 @@ def describe_primitive(primitive: Any) -> str:
     if site is None:
         return kind
     file, line, ordinal, count = site
-    return describe_site(file, line, ordinal, many=count[0] > 1, kind=kind)
+    return describe_site(file, line, ordinal, count=count[0], kind=kind)
 
 
-def describe_site(file: str, line: int, ordinal: int, *, many: bool, kind: str = "lock") -> str:
-    """Name a primitive by its creation site: ``forks#2``, or ``Lock#2 created at x.py:30``."""
-    match = _ASSIGNED.match(linecache.getline(file, line))
-    number = f"#{ordinal}" if many else ""
-    if match:
-        return match.group(1) + number
+def describe_site(file: str, line: int, ordinal: int, *, count: int, kind: str = "lock") -> str:
+    """Name a primitive by its creation site: ``forks#2``, or ``Lock#2 created at x.py:30``.
+
+    Args:
+        ordinal: Which of the primitives made on that line in its trial it was (from 0).
+        count: How many the line made in that trial (at least; more than the line has names
+            for, and each name is numbered by the time the line ran).
+    """
+    targets = _assigned_to(file, line)
+    width = max(1, len(targets))
+    number = f"#{ordinal // width}" if count > width else ""
+    if targets:
+        return targets[ordinal % width] + number
     return f"{kind}{number} created at {short_path(file)}:{line}"

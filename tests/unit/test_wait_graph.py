@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 from _thread import allocate_lock
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from harness.actors import ActorPool
 from harness.detect import primitives
-from harness.detect.wait_graph import WaitGraph, Waiting, _line, _unseen, describe_primitive
+from harness.detect.wait_graph import WaitGraph, Waiting, _line, _unseen, describe_primitive, describe_site
 from harness.scope import Scope
 
 
@@ -273,3 +274,21 @@ def test_threads_threading_does_not_know_are_unseen_and_the_others_are_not() -> 
         release.set()
         known.join()
         pool.close()
+
+
+def test_a_primitive_goes_by_the_name_its_line_assigns_it_to(tmp_path: Path) -> None:
+    source = tmp_path / "made.py"
+    source.write_text(
+        "lock_a = Lock()\n"
+        "a, b = Lock(), Lock()\n"
+        "lock, count = Lock(), 0\n"
+        "self.x, self.y = Lock(), RLock()\n"
+        "a, b = make_pair()\n"
+    )
+    file = str(source)
+    assert describe_site(file, 1, 0, count=1) == "lock_a"
+    assert [describe_site(file, 2, k, count=2) for k in range(2)] == ["a", "b"]
+    assert [describe_site(file, 2, k, count=4) for k in range(4)] == ["a#0", "b#0", "a#1", "b#1"]
+    assert [describe_site(file, 3, k, count=3) for k in range(3)] == ["lock#0", "lock#1", "lock#2"]
+    assert [describe_site(file, 4, k, count=2) for k in range(2)] == ["x", "y"]
+    assert describe_site(file, 5, 1, count=2) == "lock#1 created at made.py:5"
