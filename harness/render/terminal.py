@@ -132,25 +132,49 @@ def _expect_text(expect: Expect) -> Text:
     return Text(expect.value, style="red" if expect is Expect.UNSAFE else "green")
 
 
+#: Least width of a variant's description beside its name in `stress list` (narrower: below it).
+_DESCRIPTION_MIN = 30
+
+
 def print_list(console: Console, registry: Registry) -> None:
-    table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
-    table.add_column("scenario", style="bold cyan", no_wrap=True)
-    table.add_column("variant", no_wrap=True)
-    table.add_column("expect", no_wrap=True)
-    table.add_column("description")
-    for scenario in registry:
+    """Each scenario, its description wrapped under itself, and its variants below it: name,
+    expectation and description in columns, or the description under the name where the terminal
+    is too narrow for three columns."""
+    names = max((len(variant.name) for scenario in registry for variant in scenario), default=7)
+    side_by_side = console.width - 2 - names - 2 - 6 - 2 >= _DESCRIPTION_MIN
+    for number, scenario in enumerate(registry):
+        if number:
+            console.print()
         description = inline_code(scenario.description, "italic")
         if scenario.stress_only:
             description.append(" (stress mode only)", style="dim")
-        table.add_row(scenario.name, "", "", description)
+        heading = Table.grid(padding=(0, 2))
+        heading.add_column(no_wrap=True, style="bold cyan")
+        heading.add_column()
+        heading.add_row(scenario.name, description)
+        console.print(heading)
+        if not side_by_side:
+            for variant in scenario:
+                console.print(Text.assemble("  ", variant.name, ("  expect ", "dim"), _expect_text(variant.expect)))
+                console.print(Padding(inline_code(variant.description), (0, 0, 0, 4)))
+            continue
+        variants = Table.grid(padding=(0, 2))
+        variants.add_column(no_wrap=True, min_width=names)
+        variants.add_column(no_wrap=True, min_width=6)
+        variants.add_column()
         for variant in scenario:
-            table.add_row("", variant.name, _expect_text(variant.expect), inline_code(variant.description))
-    console.print(table)
-    console.print(Text("Run one with:  stress run SCENARIO --iterations 2000", style="dim"))
+            variants.add_row(variant.name, _expect_text(variant.expect), inline_code(variant.description))
+        console.print(Padding(variants, (0, 0, 0, 2)))
+    console.print()
+    hints = [("Run one with:", "stress run SCENARIO --iterations 2000")]
     if any(not scenario.stress_only for scenario in registry):  # offered where it can run
-        console.print(
-            Text("Find the exact failing interleaving with:  stress run SCENARIO --mode controlled", style="dim")
-        )
+        hints.append(("Find the exact failing interleaving with:", "stress run SCENARIO --mode controlled"))
+    for words, command in hints:
+        if len(words) + 2 + len(command) <= console.width:
+            console.print(Text.assemble(words, "  ", command, style="dim"))
+        else:  # a command is never broken in the middle
+            console.print(Text(words, style="dim"))
+            console.print(Padding(_fold_command(command, console.width - 2), (0, 0, 0, 2)))
 
 
 def print_show(console: Console, scenario: Scenario) -> None:
@@ -421,30 +445,103 @@ def _outcomes(summary: VariantSummary) -> Text:
     return text or Text("—", style="dim")
 
 
-def print_report(console: Console, report: RunReport) -> None:
-    """The final ranking, one example per failing variant, and what to worry about."""
+def _stacked_ranking(report: RunReport, names: list[str]) -> Table:
+    """The ranking for a terminal too narrow for its table: a block per variant, its name, what
+    was expected and the verdict on the first line, the rate and the failures below."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(justify="right", no_wrap=True)
+    grid.add_column()
+    unit = report.info.unit
+    for rank, (summary, name) in enumerate(zip(report.variants, names, strict=True), 1):
+        block = Text.assemble(
+            (name, "bold"),
+            " · ",
+            _expect_text(summary.expect),
+            " · ",
+            (summary.verdict.label, _VERDICT_STYLE[summary.verdict]),
+            "\n",
+            f"{summary.rate_text()} of {summary.trials} {unit}s",
+        )
+        failures = _outcomes(summary)
+        if failures.plain != "—":
+            block.append("\n")
+            block.append_text(Text(" · ").join(failures.split("\n")))
+        grid.add_row(str(rank), block)
+    return grid
+
+
+def _wrap_at_hyphens(name: str, width: int) -> str:
+    """``name`` in lines of at most ``width`` (where its hyphen-separated parts allow), broken
+    after a hyphen: ``opposite-order-in-`` / ``turns``, never ``opposite-ord`` / ``er``."""
+    lines: list[str] = []
+    for part in re.findall(r"[^-]*-|[^-]+$", name):
+        if lines and len(lines[-1]) + len(part) <= width:
+            lines[-1] += part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
+
+
+def _failures_width(text: Text) -> int:
+    """Columns a failures cell needs: each of its lines whole, but that ``potential deadlock 1``
+    may break after its first word."""
+    need = 0
+    for line in text.plain.splitlines():
+        words = line.split(" ")
+        need = max(need, len(" ".join(words[-2:])), *(len(word) for word in words[:-2]))
+    return need
+
+
+def _ranking_table(report: RunReport, names: list[str], width: int) -> Table | None:
+    """The ranking as a table, if one fits in ``width`` columns with every cell readable (a long
+    variant name broken after a hyphen, the failures after a word); else None."""
     info = report.info
-    single = len(info.scenarios) == 1
+    summaries = report.variants
+    failures = [_outcomes(summary) for summary in summaries]
+    needs = [
+        len(str(len(summaries))),
+        max(6, *(len(_expect_text(s.expect)) for s in summaries)),
+        max(len(f"{info.unit}s"), *(len(str(s.trials)) for s in summaries)),
+        max(len("failure rate"), *(len(s.rate_text()) for s in summaries)),
+        max(len("verdict"), *(len(s.verdict.label) for s in summaries)),
+        max(len("failures"), *(_failures_width(text) for text in failures)),
+    ]
+    room = width - sum(needs) - 2 * len(needs)  # two columns between each of the 7
+    longest = max(map(len, names), default=7)
+    if room < longest:
+        parts = max((len(part) for name in names for part in re.findall(r"[^-]*-|[^-]+$", name)), default=1)
+        if room < max(parts, len("variant")):
+            return None
+        names = [_wrap_at_hyphens(name, room) for name in names]
     table = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
-    table.add_column("#", justify="right", no_wrap=True, min_width=1)
-    # A long variant name folds before the failures squeeze to a letter (narrow terminals).
-    names = [summary.name if single else summary.variant for summary in report.variants]
-    table.add_column("variant", style="bold", overflow="fold", min_width=min(12, max(map(len, names), default=7)))
-    table.add_column("expect", no_wrap=True, min_width=6)
-    table.add_column(f"{info.unit}s", justify="right", no_wrap=True, min_width=6)
-    table.add_column("failure rate", no_wrap=True, min_width=12)
-    table.add_column("verdict", no_wrap=True, min_width=7)
-    table.add_column("failures", min_width=10)
-    for rank, summary in enumerate(report.variants, 1):
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("variant", style="bold", no_wrap=True)
+    table.add_column("expect", no_wrap=True, min_width=needs[1])
+    table.add_column(f"{info.unit}s", justify="right", no_wrap=True)
+    table.add_column("failure rate", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("failures", min_width=needs[5])
+    for rank, (summary, name, text) in enumerate(zip(summaries, names, failures, strict=True), 1):
         table.add_row(
             str(rank),
-            summary.name if single else summary.variant,
+            name,
             _expect_text(summary.expect),
             str(summary.trials),
             summary.rate_text(),
             Text(summary.verdict.label, style=_VERDICT_STYLE[summary.verdict]),
-            _outcomes(summary),
+            text,
         )
+    return table
+
+
+def print_report(console: Console, report: RunReport) -> None:
+    """The final ranking, one example per failing variant, and what to worry about."""
+    info = report.info
+    single = len(info.scenarios) == 1
+    names = [summary.name if single else summary.variant for summary in report.variants]
+    # A table where it fits; else a block per variant (rich would drop columns, or cut words to a
+    # letter a line, to make a table fit).
+    ranking = _ranking_table(report, names, console.width) or _stacked_ranking(report, names)
     console.print()
     for name, description in info.scenarios.items():
         console.print(Text.assemble((name, "bold cyan"), ": ", inline_code(description)))
@@ -456,7 +553,7 @@ def print_report(console: Console, report: RunReport) -> None:
             (f" · {info.mode_text}", "magenta") if info.config.controlled else "",
         )
     )
-    console.print(table)
+    console.print(ranking)
     for summary in report.variants:
         if summary.exploration is not None:
             exploration = summary.exploration

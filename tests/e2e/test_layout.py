@@ -32,7 +32,7 @@ def _problems(text: str, width: int) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("width", [80, 120, 200])
+@pytest.mark.parametrize("width", [60, 80, 120, 200])
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_output_fits_the_width_with_no_trailing_spaces(tmp_path: Path, command: str, width: int) -> None:
     out = stress(*COMMANDS[command], cwd=tmp_path, env={"COLUMNS": str(width)})
@@ -72,3 +72,23 @@ def test_a_wrapped_source_line_continues_under_its_own_indent(tmp_path: Path) ->
     assert lines[opening + 1].strip().endswith('"""'), lines[opening : opening + 2]
     # The scenario's shape breaks between its parts, never inside one.
     assert any(line.strip() == "controlled mode: size 1, 2 actors" for line in lines[:5]), lines[:5]
+
+
+@pytest.mark.parametrize("width", [50, 60, 80])
+def test_a_narrow_terminal_gets_every_column_of_the_ranking_whole(tmp_path: Path, width: int) -> None:
+    # Rich fits a table by dropping columns and cutting words to a letter a line; the ranking
+    # stacks its columns instead, or breaks a long variant name after a hyphen.
+    out = stress(*COMMANDS["run"], cwd=tmp_path, env={"COLUMNS": str(width)})
+    assert out.code == 0, out.stderr
+    ranking = out.stdout[out.stdout.index("Ranked by") : out.stdout.index("failure rate: observed")]
+    words = ranking.split()
+    for whole in ("opposite-order", "timeout-backoff", "unsafe", "exposed", "held", "deadlocked", "potential"):
+        assert whole in words, ranking
+    assert _problems(out.stdout, width) == []
+
+
+def test_a_narrow_list_keeps_commands_whole(tmp_path: Path) -> None:
+    out = stress("list", cwd=tmp_path, env={"COLUMNS": "50"})
+    assert out.code == 0, out.stderr
+    assert "stress run SCENARIO --mode controlled" in out.stdout
+    assert _problems(out.stdout, 50) == []
