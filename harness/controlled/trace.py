@@ -29,9 +29,9 @@ _EFFECTS = {
     "LOAD_ATTR": "read .{}",
     "STORE_ATTR": "write .{}",
     "DELETE_ATTR": "delete .{}",
-    "BINARY_SUBSCR": "read [ ]",
-    "STORE_SUBSCR": "write [ ]",
-    "DELETE_SUBSCR": "delete [ ]",
+    "BINARY_SUBSCR": "read {}",
+    "STORE_SUBSCR": "write {}",
+    "DELETE_SUBSCR": "delete {}",
     "STORE_GLOBAL": "write {}",
     "STORE_DEREF": "write {}",
     "DELETE_GLOBAL": "delete {}",
@@ -71,7 +71,7 @@ class Row:
             if op.endswith("()"):
                 said = op
             elif said is not None:
-                said = said.format(argument)
+                said = said.format(argument or "an item")  # a subscript too long to show
             if said and said not in out:
                 out.append(said)
         return tuple(out)
@@ -166,16 +166,36 @@ def _op(code: CodeType | None, offset: int) -> str:
         return ""
     table = _ops.get(code)
     if table is None:
-        table = {i.offset: _describe(i) for i in dis.get_instructions(code)}
+        table = {i.offset: _describe(i, code.co_filename) for i in dis.get_instructions(code)}
         _ops[code] = table
     return table.get(offset, "")
 
 
-def _describe(instruction: dis.Instruction) -> str:
+#: Longest subscript shown in a note (``box[0]``, ``self.slots[index]``); a longer one is "an item".
+_SUBSCRIPT_SHOWN = 24
+
+
+def _describe(instruction: dis.Instruction, file: str) -> str:
     if instruction.opcode in dis.hasjrel or instruction.opcode in dis.hasjabs:
         return instruction.opname  # where it jumps says nothing about the race
+    if instruction.opname.endswith("_SUBSCR"):
+        return f"{instruction.opname} {_subscript(instruction, file)}".strip()
     argument = instruction.argrepr.replace("NULL|self + ", "").replace("NULL + ", "").replace(" + NULL|self", "")
     return f"{instruction.opname} {argument}".strip()
+
+
+def _subscript(instruction: dis.Instruction, file: str) -> str:
+    """The source of the item a subscript instruction reads or writes (``box[0]``): its span in
+    the line, which CPython 3.11+ records per instruction (columns in UTF-8 bytes); "" if unknown
+    or too long to show."""
+    where = instruction.positions
+    if where is None or where.lineno is None or where.lineno != where.end_lineno:
+        return ""
+    if where.col_offset is None or where.end_col_offset is None:
+        return ""
+    text = linecache.getline(file, where.lineno).encode()[where.col_offset : where.end_col_offset]
+    shown = text.decode(errors="replace").strip()
+    return shown if 0 < len(shown) <= _SUBSCRIPT_SHOWN and "\n" not in shown else ""
 
 
 def _base(file: str) -> str:

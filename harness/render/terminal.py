@@ -775,18 +775,29 @@ def _print_example(console: Console, report: RunReport, result: TrialResult) -> 
     console.print(_indented(Group(*body), 2))
 
 
+def _schedule_text(schedule: str, width: int | None) -> Text:
+    """A schedule (``v2:2>2,9>1,...``) in lines of at most ``width`` columns, broken after a comma:
+    never inside one switch (``40>`` / ``1``)."""
+    if width is None:
+        return Text(schedule)
+    items = schedule.split(",")
+    return _fold([*(item + "," for item in items[:-1]), items[-1]], width, separator="")
+
+
 def _schedule_lines(record: ScheduleRecord, width: int | None = None) -> list[RenderableType]:
     lines: list[RenderableType] = []
+    room = width - _LABEL if width is not None else None
     if record.schedule is not None:
         switches = f" ({record.switches} switches, {record.steps} steps)" if record.switches is not None else ""
-        lines.append(_labelled("schedule", Text.assemble(record.schedule, (switches, "dim"), overflow="fold")))
+        schedule = Text.assemble(_schedule_text(record.schedule, room), (switches, "dim"), overflow="fold")
+        lines.append(_labelled("schedule", schedule))
     trace = Trace.from_dict(record.trace)
     if record.minimal is not None and trace is not None:
         lines.append(
             _labelled(
                 "shrunk",
                 Text.assemble(
-                    record.minimal,
+                    _schedule_text(record.minimal, room),
                     (
                         f" ({trace.switches} switch{'es' if trace.switches != 1 else ''}; "
                         f"{record.shrink_runs} schedule{'s' if record.shrink_runs != 1 else ''} tried)",

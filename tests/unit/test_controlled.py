@@ -4,6 +4,7 @@ search (against a brute-force count), shrinking, and the scheduler on real threa
 from __future__ import annotations
 
 import dataclasses
+import dis
 import itertools
 import random
 import statistics
@@ -404,3 +405,17 @@ def test_row_effects_say_reads_and_writes_in_words() -> None:
         ("LOAD_DEREF c", "LOAD_ATTR value", "BINARY_OP +=", "STORE_ATTR value"),
     )
     assert row.effects() == ("read .value", "write .value")
+
+
+def _bump(box: list[int], slots: dict[str, int]) -> None:
+    box[0] += 1
+    del slots["a-key-longer-than-a-note-has-room-for"]
+
+
+def test_row_effects_name_the_item_a_subscript_reads_or_writes() -> None:
+    code = _bump.__code__
+    first = code.co_firstlineno
+    steps = [("t", code, i.offset, "") for i in dis.get_instructions(code) if i.opname.endswith("_SUBSCR")]
+    rows = {row.line - first: row for row in build(steps).rows}
+    assert rows[1].effects() == ("read box[0]", "write box[0]")
+    assert rows[2].effects() == ("delete an item",)  # too long to show in a note
