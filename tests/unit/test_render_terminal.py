@@ -178,7 +178,7 @@ EXPECTED = """
 bank: Accounts
 Ranked by failure rate · 20 trials in 2.0 s (10 trials/s) · seed 1
 #  variant  expect  trials  failure rate        verdict  failures
-───────────────────────────────────────────────────────────────────
+─────────────────────────────────────────────────────────────────
 1  unsafe   unsafe      10  50.0 % (23.7–76.3)  exposed  failed 5
 2  lock     safe        10  0 (< 30.0 %)        held     —
 failure rate: observed (95 % Wilson interval); none in N means < 3/N at 95 %
