@@ -10,7 +10,8 @@ Two mechanisms, one per interpreter, never both in one process (mixing them lose
 and 3.13):
 
 * 3.12+: `sys.monitoring`. ``PY_START`` finds each code object once; the ones in `Scope` get local
-  ``INSTRUCTION`` events, every other code location is disabled, so code outside the scope runs at
+  ``LINE`` events (``INSTRUCTION`` events in the code where the countdown is about to run out, and
+  in controlled mode), every other code location is disabled, so code outside the scope runs at
   full speed.
 * 3.11: `sys.settrace` in each actor thread, for frames whose code is in scope. A trace event is a
   Python call, so the countdown goes down a line at a time (each line event takes the number of
@@ -109,6 +110,26 @@ class _Runs(dict[int, int]):
         return count
 
 
+#: 3.12+: a countdown this short keeps instruction events on after a switch (a line rarely runs more
+#: instructions): two switches close together both land on their instructions.
+_ARMED_RUN = 32
+
+
+def _line_runs(code: CodeType) -> dict[int, int]:
+    """For one code object: line -> how many instructions a LINE event there is followed by. A
+    line entered at more than one place (a loop's header: its set-up once, its ``FOR_ITER`` at
+    every turn) takes its shortest run: the countdown then errs toward a switch a little later,
+    never toward more switches than asked."""
+    runs = _Runs(code)
+    counts: dict[int, int] = {}
+    previous: int | None = None
+    for offset, line, _ in runs._code:
+        if line is not None and line != previous:
+            counts[line] = min(counts.get(line, runs[offset]), runs[offset])
+        previous = line if line is not None else previous
+    return counts
+
+
 class Preemptor:
     """Injects forced thread switches into in-scope code during a trial.
 
@@ -124,6 +145,11 @@ class Preemptor:
         self._active = False
         self._tool: int | None = None
         self._instrumented: set[CodeType] = set()
+        #: 3.12+, stress mode: code objects with INSTRUCTION events on, the countdown about to end
+        #: (by id: each is also held by `_instrumented`).
+        self._armed: dict[int, CodeType] = {}
+        #: 3.12+, stress mode: instructions each line runs, per in-scope code object's id.
+        self._line_runs: dict[int, dict[int, int]] = {}
         #: 3.11: whether each code object seen is in scope, by ``id`` (a code object's hash is
         #: computed afresh at each lookup, from its bytecode and constants; generated code is
         #: decided per call, and held by `_generated`). `_kept` holds the others, so that no id is
@@ -261,6 +287,11 @@ class Preemptor:
                 self._note_atomic(code.co_filename, sys._getframe(1).f_back)
             return disable  # each code object is looked at once
 
+        armed = self._armed
+        line_runs = self._line_runs
+        line_events = events.LINE
+        both = events.LINE | events.INSTRUCTION
+
         def on_instruction(code: CodeType, offset: int) -> None:
             callback = self._callback
             if callback is not None:
@@ -269,11 +300,33 @@ class Preemptor:
             self._countdown -= 1
             if self._countdown <= 0:
                 self._switch()
+                if self._countdown > _ARMED_RUN:  # else the next switch may fall in this line
+                    # Other threads arm code while this one is switched out: one at a time (a
+                    # callback that raises would raise in the code under test).
+                    while armed:
+                        try:
+                            _, other = armed.popitem()
+                        except KeyError:
+                            break
+                        set_local(tool, other, line_events)
 
         def on_line(code: CodeType, line: int) -> None:
             callback = self._callback
             if callback is not None:
                 callback(code, -line)
+                return
+            key = id(code)  # a code object's hash is made afresh from its contents at each lookup
+            if key in armed:
+                return  # counted instruction by instruction
+            counts = line_runs.get(key)
+            if counts is None:
+                counts = line_runs[key] = _line_runs(code)
+            count = counts.get(line, 1)
+            if self._countdown > count:
+                self._countdown -= count
+            else:
+                armed[key] = code
+                set_local(tool, code, both)
 
         mon.register_callback(tool, events.PY_START, on_start)
         mon.register_callback(tool, events.INSTRUCTION, on_instruction)
@@ -292,12 +345,20 @@ class Preemptor:
             _monitoring.set_local_events(self._tool, code, wanted)
 
     def _local_events(self) -> int:
+        """Controlled mode: every instruction (or line); stress mode: every line, each taking its
+        run of instructions off the countdown, and instructions only in the code where the
+        countdown is about to run out (`_armed`), so the switch still lands on one instruction.
+        An INSTRUCTION event per instruction cost 8 µs an iteration of a two-lock transfer, five
+        times a LINE event per line."""
         events = _monitoring.events
-        return int(events.LINE if self._callback is not None and self._lines else events.INSTRUCTION)
+        if self._callback is not None:
+            return int(events.LINE if self._lines else events.INSTRUCTION)
+        return int(events.LINE)
 
     def _monitoring_off(self) -> None:
         if self._tool is None:
             return
+        self._armed.clear()
         for code in self._instrumented:
             _monitoring.set_local_events(self._tool, code, 0)
 
