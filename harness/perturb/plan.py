@@ -16,6 +16,10 @@ from typing import Any
 
 from harness.perturb.knobs import Perturbation, format_seconds
 
+#: JSON in one line with no spaces: one encoder for every call (`json.dumps` with any option set
+#: makes a new one each time, and a run writes a line per trial).
+compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
 __all__ = ["ActorStart", "Plan", "make_plan"]
 
 
@@ -83,7 +87,7 @@ class Plan:
     def as_json(self) -> str:
         """`to_dict` as compact JSON, made once: trial K of every variant of a run shares its plan,
         and each of their result lines carries it."""
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+        return compact_json(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:

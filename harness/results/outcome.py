@@ -12,12 +12,11 @@ it has no model of the wait (``select``, a socket, a subprocess).
 from __future__ import annotations
 
 import enum
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.controlled.schedule import ScheduleRecord
-from harness.perturb.plan import ActorStart, Plan
+from harness.perturb.plan import ActorStart, Plan, compact_json
 
 __all__ = ["Evidence", "Outcome", "TrialResult"]
 
@@ -210,7 +209,7 @@ class TrialResult:
     def to_json(self) -> str:
         """`to_dict` as one compact line of JSON (no newline), the plan's part made once per plan."""
         out = self.to_dict(plan=False)
-        text = json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+        text = compact_json(out)
         return f'{text[:-1]},"plan":{self.plan.as_json}}}'
 
     @classmethod
