@@ -158,19 +158,27 @@ _active: dict[int, threading.Thread] = threading._active  # type: ignore[attr-de
 _limbo: dict[threading.Thread, threading.Thread] = threading._limbo  # type: ignore[attr-defined]
 
 
-def _unseen() -> set[int] | None:
-    """OS ids of this process's threads that `threading` does not list (nor are parked actors):
-    ones started with `_thread.start_new_thread`, or by C code. None where ``/proc`` cannot say.
-
-    Every trial asks at its start, so the common answer is cheap: procfs gives ``task/`` two links
-    more than the process has threads, and when there are no more threads than `threading`, the
-    parked actors and stress's own account for, the answer is the empty set without listing them.
-    (Were some of those gone already, the set would be too small: a thread it leaves out counts,
-    later, as one started during the trial, which may end a wait — never the other way round.)"""
+def _unseen_at_start() -> set[int] | None:
+    """`_unseen` at a trial's start, where every trial asks, so the common answer is cheap: procfs
+    gives ``task/`` two links more than the process has threads, and when there are no more
+    threads than `threading`, the parked actors and stress's own account for, the answer is the
+    empty set without listing them. Were some of those gone already (``threading`` keeps the
+    record of a `_thread` thread that ended), the set is too small: a thread it leaves out counts,
+    later, as one started during the trial, which may end a wait — never the other way round. So
+    only the start may take this short cut; a look for who may wake a waiter lists every thread."""
     try:
         count = os.stat("/proc/self/task").st_nlink - 2
-        if count <= len(_active) + len(_limbo) + parked_count() + len(_OWN_THREADS):
-            return set()
+    except OSError:
+        return None
+    if count <= len(_active) + len(_limbo) + parked_count() + len(_OWN_THREADS):
+        return set()
+    return _unseen()
+
+
+def _unseen() -> set[int] | None:
+    """OS ids of this process's threads that `threading` does not list (nor are parked actors):
+    ones started with `_thread.start_new_thread`, or by C code. None where ``/proc`` cannot say."""
+    try:
         tids = {int(name) for name in os.listdir("/proc/self/task")}
     except (OSError, ValueError):
         return None
@@ -232,7 +240,7 @@ class WaitGraph:
         #: a barrier still waits for may be among them.
         self.finished: list[str] = []
         #: Threads of the process `threading` did not know when the trial began (see `_unseen`).
-        self.unseen = _unseen()
+        self.unseen = _unseen_at_start()
         # Re-entrant: a signal handler runs on the main thread between any two bytecodes, inside
         # `check` too, and the handler may itself wait on a primitive (and so come here). With a
         # plain lock that thread would wait for itself — a hang stress made, in code that is safe.
