@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["actor_names", "clip", "decode", "short_path", "short_where"]
+__all__ = ["actor_names", "clip", "decode", "per_second", "short_path", "short_where"]
 
 
 def decode(data: bytes) -> str:
@@ -153,3 +153,8 @@ def fold_frames(text: str, own: Callable[[str], bool]) -> str:
     if run:
         out.append(f"{indent}… {run} frame{'s' if run != 1 else ''} of stress …")
     return "\n".join(out) + ("\n" if text.endswith("\n") else "")
+
+
+def per_second(rate: float) -> str:
+    """A rate for people: ``1,892`` from ten on, two significant digits below (``0.13``, not ``0``)."""
+    return f"{rate:,.0f}" if rate >= 10 else f"{rate:.2g}"

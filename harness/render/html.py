@@ -29,7 +29,7 @@ from harness.results.run_dir import write_text
 from harness.results.stats import KNOBS, ZERO, VariantSummary, bin_bounds, rule_of_three, wilson
 from harness.results.summary import RunReport
 from harness.scope import HARNESS_DIR
-from harness.text import clip, fold_frames, short_where
+from harness.text import clip, fold_frames, per_second, short_where
 
 __all__ = ["render_html", "write_html"]
 
@@ -55,14 +55,28 @@ def _environment() -> Environment:
     env.filters["percent"] = lambda value: f"{value * 100:.3g} %"
     env.filters["code"] = inline_code
     env.filters["command"] = command_words
+    env.filters["schedule"] = schedule_breaks
     return env
 
 
 def command_words(text: str) -> Markup:
-    """A shell command for the page, one ``<span class="word">`` per word: the browser wraps it
-    between words only, never at a word's own hyphens (``--variant`` stays whole); a word wider
-    than the page wraps inside itself. Copied, it is the command as written."""
-    return Markup(" ").join(Markup('<span class="word">%s</span>') % word for word in str(text).split(" "))
+    """A shell command for the page, one ``<span class="word">`` per word (an option with its
+    value, ``--trial 4``, counts as one): the browser wraps it between words only, never at a
+    word's own hyphens (``--variant`` stays whole); a word wider than the page wraps inside
+    itself. Copied, it is the command as written."""
+    words: list[str] = []
+    for word in str(text).split(" "):
+        if words and words[-1].startswith("-") and " " not in words[-1] and not word.startswith("-"):
+            words[-1] += " " + word
+        else:
+            words.append(word)
+    return Markup(" ").join(Markup('<span class="word">%s</span>') % word for word in words)
+
+
+def schedule_breaks(text: str) -> Markup:
+    """A schedule (``v2:2>2,9>1,...``) that the browser may wrap after any comma, never inside a
+    switch: one long line otherwise runs out of its box."""
+    return Markup(",<wbr>").join(escape(part) for part in str(text).split(","))
 
 
 def inline_code(text: str) -> Markup:
@@ -346,7 +360,7 @@ def _metadata(report: RunReport) -> list[tuple[str, str]]:
         ),
         ("started", info.started),
         ("finished", report.finished),
-        ("wall time", f"{report.wall:.1f} s ({report.trials_per_second:,.0f} {info.unit}s/s)"),
+        ("wall time", f"{report.wall:.1f} s ({per_second(report.trials_per_second)} {info.unit}s/s)"),
         (
             "python",
             f"{python.get('implementation', platform.python_implementation())} {python.get('version', '?')}"

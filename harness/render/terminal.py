@@ -32,7 +32,7 @@ from harness.results.stats import VariantStats, VariantSummary, Verdict, percent
 from harness.results.summary import RunInfo, RunReport
 from harness.scenario import Expect, Scenario
 from harness.scope import HARNESS_DIR
-from harness.text import fold_frames, short_path
+from harness.text import fold_frames, per_second, short_path
 
 if TYPE_CHECKING:
     from harness.engine.replay import Expected, Replay
@@ -470,18 +470,6 @@ def _stacked_ranking(report: RunReport, names: list[str]) -> Table:
     return grid
 
 
-def _wrap_at_hyphens(name: str, width: int) -> str:
-    """``name`` in lines of at most ``width`` (where its hyphen-separated parts allow), broken
-    after a hyphen: ``opposite-order-in-`` / ``turns``, never ``opposite-ord`` / ``er``."""
-    lines: list[str] = []
-    for part in re.findall(r"[^-]*-|[^-]+$", name):
-        if lines and len(lines[-1]) + len(part) <= width:
-            lines[-1] += part
-        else:
-            lines.append(part)
-    return "\n".join(lines)
-
-
 def _failures_width(text: Text) -> int:
     """Columns a failures cell needs: each of its lines whole, but that ``potential deadlock 1``
     may break after its first word."""
@@ -493,8 +481,8 @@ def _failures_width(text: Text) -> int:
 
 
 def _ranking_table(report: RunReport, names: list[str], width: int) -> Table | None:
-    """The ranking as a table, if one fits in ``width`` columns with every cell readable (a long
-    variant name broken after a hyphen, the failures after a word); else None."""
+    """The ranking as a table, if one fits in ``width`` columns with every cell readable (every
+    name whole; the failures may break after a word); else None."""
     info = report.info
     summaries = report.variants
     failures = [_outcomes(summary) for summary in summaries]
@@ -507,12 +495,8 @@ def _ranking_table(report: RunReport, names: list[str], width: int) -> Table | N
         max(len("failures"), *(_failures_width(text) for text in failures)),
     ]
     room = width - sum(needs) - 2 * len(needs)  # two columns between each of the 7
-    longest = max(map(len, names), default=7)
-    if room < longest:
-        parts = max((len(part) for name in names for part in re.findall(r"[^-]*-|[^-]+$", name)), default=1)
-        if room < max(parts, len("variant")):
-            return None
-        names = [_wrap_at_hyphens(name, room) for name in names]
+    if room < max(len("variant"), *map(len, names)):
+        return None  # a name is never broken: the stacked layout has room for it
     table = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("variant", style="bold", no_wrap=True)
@@ -548,7 +532,8 @@ def print_report(console: Console, report: RunReport) -> None:
     console.print(
         Text.assemble(
             ("Ranked by failure rate", "bold"),
-            f" · {report.trials} {info.unit}s in {report.wall:.1f} s ({report.trials_per_second:,.0f} {info.unit}s/s)",
+            f" · {report.trials:,} {info.unit}s in {report.wall:.1f} s ({per_second(report.trials_per_second)} "
+            f"{info.unit}s/s)",
             f" · seed {info.config.seed}",
             (f" · {info.mode_text}", "magenta") if info.config.controlled else "",
         )
@@ -652,22 +637,30 @@ def print_comparison(
             " (Fisher's exact test, two-sided, significant below p = 0.05)",
         )
     )
-    table = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
-    for column in ("variant", "before", "after", "change", "p", "verdict"):
-        table.add_column(  # a variant's name is never cut short; a long verdict wraps instead
-            column, no_wrap=column != "verdict", justify="right" if column in ("p", "change") else "left"
-        )
-    for change in changes:
-        style = {"REGRESSION": "bold red", "improved": "green"}.get(change.verdict, "dim")
-        table.add_row(
+    rows = [
+        (
             change.variant,
             f"{change.rate_before * 100:.1f} % of {change.before[1]}",
             f"{change.rate_after * 100:.1f} % of {change.after[1]}",
             f"{(change.rate_after - change.rate_before) * 100:+.1f} pts",
             f"{change.p_value:.2g}",
-            Text(change.verdict, style=style),
+            Text(change.verdict, style={"REGRESSION": "bold red", "improved": "green"}.get(change.verdict, "dim")),
         )
-    console.print(table)
+        for change in changes
+    ]
+    headers = ("variant", "before", "after", "change", "p", "verdict")
+    needs = [max(len(header), *(len(str(row[n])) for row in rows)) for n, header in enumerate(headers)] if rows else []
+    if sum(needs) + 2 * (len(needs) - 1) <= console.width:
+        table = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+        for column in headers:
+            table.add_column(column, no_wrap=True, justify="right" if column in ("p", "change") else "left")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    else:  # too narrow for the table: a block per variant, nothing cut short
+        for variant, was, now, change, p, verdict in rows:
+            console.print(Text.assemble((variant, "bold"), " · ", verdict))
+            console.print(Padding(_fold([f"{was} → {now}", change, f"p {p}"], console.width - 2), (0, 0, 0, 2)))
     for key in gone:
         console.print(Text(f"only in {before.info.run_id}: {key}", style="dim"))
     for key in added:
@@ -714,6 +707,11 @@ def _labelled(label: str, value: RenderableType) -> Table:
     return grid
 
 
+def _duration(seconds: float) -> str:
+    """How long a trial ran: ``2.3 ms`` below a second, ``2.02 s`` from one on."""
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.3g} s"
+
+
 def _fold(parts: list[str], width: int, separator: str = " · ") -> Text:
     """``parts`` joined by ``separator``, lines broken between parts only (a part such as
     ``jitter ≤ 42 µs`` stays whole) where the next would pass ``width`` columns."""
@@ -728,10 +726,16 @@ def _fold(parts: list[str], width: int, separator: str = " · ") -> Text:
 
 def _fold_command(command: str, width: int) -> Text:
     """A shell command in lines of at most ``width`` columns, broken between words with ``\\`` at
-    the end of each line but the last: pasted into a shell, it is still one command."""
-    words = shlex.split(command)
+    the end of each line but the last: pasted into a shell, it is still one command. An option
+    stays on the line of its value (``--trial 4``)."""
+    words: list[str] = []
+    for word in map(shlex.quote, shlex.split(command)):
+        if words and words[-1].startswith("-") and " " not in words[-1] and not word.startswith("-"):
+            words[-1] += " " + word
+        else:
+            words.append(word)
     lines: list[str] = []
-    for word in map(shlex.quote, words):
+    for word in words:
         if lines and len(lines[-1]) + 1 + len(word) + 2 <= width:
             lines[-1] += " " + word
         else:
@@ -747,7 +751,7 @@ def _print_example(console: Console, report: RunReport, result: TrialResult) -> 
             (result.variant, "bold"),
             f" · {report.info.unit} {result.trial} · ",
             (result.outcome.label, _OUTCOME_STYLE[result.outcome]),
-            f" after {result.duration * 1000:.1f} ms",
+            f" after {_duration(result.duration)}",
         )
     )
     body: list[RenderableType] = []

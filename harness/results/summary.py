@@ -221,17 +221,19 @@ class RunReport:
         if stretched:
             notes.append(
                 f"{_count(stretched, unit)} ran past the deadline while still working or sleeping on a timer, and "
-                f"{'was' if stretched == 1 else 'were'} given more time (none of them was judged by the clock alone)"
+                f"{'was' if stretched == 1 else 'were'} given more time before being judged (none by the clock alone)"
             )
         rerun = sum(s.rerun for s in self.variants)
         if rerun:
             notes.append(
-                f"{_count(rerun, unit)} run again: an earlier attempt could not be judged (its worker was not "
+                f"{_count(rerun, unit)} {'was' if rerun == 1 else 'were'} run again: an earlier attempt could not "
+                "be judged (its worker was not "
                 "inside the trial, or left no evidence of a hang)"
             )
         undecided = sum(s.undecided for s in self.variants)
         if undecided:
-            notes.append(f"{_count(undecided, unit)} undecided: stress could not judge them; they count neither way")
+            them, count = ("it", "counts") if undecided == 1 else ("them", "count")
+            notes.append(f"{_count(undecided, unit)} undecided: stress could not judge {them}; {count} neither way")
         for summary in [s for s in self.variants if s.unsupported]:
             why = next(
                 (
