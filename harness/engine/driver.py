@@ -810,6 +810,9 @@ class _Engine:
                 sweep=task.sweep,
                 extra=round(watch.extra, 4),
                 notes=notes if notes is not None else task.notes,
+                # The worker could not say whether the plan's delay acted on anything: it did if
+                # it did in any trial of the variant so far (a thread-only one's plan leaves it out).
+                delay_used=bool(self.stats[task.variant].knobs["delay"]),
             )
         )
         if task.control is not None:

@@ -276,7 +276,7 @@ def _evidence(result: TrialResult) -> list[RenderableType]:
         if trace is not None:
             out.append(trace_table(trace, max_rows=30))
     elif result.plan is not None and result.schedule is None:
-        out.append(Text("plan " + result.plan.describe()))
+        out.append(Text("plan " + result.plan.describe(delay=result.delay_used)))
     return out
 
 

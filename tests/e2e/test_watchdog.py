@@ -46,6 +46,10 @@ def test_blocking_variant_is_hung_with_a_dump_naming_the_line(tmp_path: Path) ->
     assert f'misbehaving.py", line {line} in waiter' in evidence["dump"]
     assert data["complete"] is True
     assert f"misbehaving.py:{line} in waiter" in out.stdout
+    # Its threads ran no process: the plan's process delay did nothing, and its plan says so.
+    assert blocks["example"].get("delay_used") is False
+    plan = next(line for line in out.stdout.splitlines() if line.strip().startswith("plan "))
+    assert " delay " not in plan, plan
     # Each hang cost its timeout and little more: measured against the same number of quick trials run
     # on this machine just now, so a busy machine slows both alike.
     base = stress(
