@@ -632,6 +632,8 @@ def _base_name(primitive: Any) -> str | None:
 
 
 _ASSIGNED = re.compile(r"^\s*(?:self\.)?([A-Za-z_][\w.]*)\s*(?::[^=]*)?=(?!=)")
+#: A line that makes a list of primitives in a comprehension: its k-th is ``name[k]``.
+_LISTED = re.compile(r"^\s*(?:self\.)?[A-Za-z_][\w.]*\s*(?::[^=]*)?=\s*\[.*\bfor\b")
 
 
 def _assigned_to(file: str, line: int) -> tuple[str, ...]:
@@ -666,7 +668,7 @@ def _assigned_to(file: str, line: int) -> tuple[str, ...]:
 
 def describe_primitive(primitive: Any) -> str:
     """How a person knows a primitive: the name its creating line assigned it to (``lock_a``,
-    ``forks#2``), else its type and where it was created."""
+    ``forks[2]``), else its type and where it was created."""
     site = getattr(primitive, "_created", None)
     kind = type(primitive).__name__
     if site is None:
@@ -676,7 +678,7 @@ def describe_primitive(primitive: Any) -> str:
 
 
 def describe_site(file: str, line: int, ordinal: int, *, count: int, kind: str = "lock") -> str:
-    """Name a primitive by its creation site: ``forks#2``, or ``Lock#2 created at x.py:30``.
+    """Name a primitive by its creation site: ``lock_a``, ``forks[2]``, ``a#1``, or ``Lock#2 created at x.py:30``.
 
     Args:
         ordinal: Which of the primitives made on that line in its trial it was (from 0).
@@ -686,6 +688,8 @@ def describe_site(file: str, line: int, ordinal: int, *, count: int, kind: str =
     targets = _assigned_to(file, line)
     width = max(1, len(targets))
     number = f"#{ordinal // width}" if count > width else ""
+    if len(targets) == 1 and count > 1 and _LISTED.match(linecache.getline(file, line)):
+        return f"{targets[0]}[{ordinal}]"  # forks = [Lock() for _ in range(5)]: the code says forks[3]
     if targets:
         return targets[ordinal % width] + number
     return f"{kind}{number} created at {short_path(file)}:{line}"

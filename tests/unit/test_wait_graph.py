@@ -308,6 +308,7 @@ def test_a_primitive_goes_by_the_name_its_line_assigns_it_to(tmp_path: Path) -> 
         "lock, count = Lock(), 0\n"
         "self.x, self.y = Lock(), RLock()\n"
         "a, b = make_pair()\n"
+        "forks = [Lock() for _ in range(5)]\n"
     )
     file = str(source)
     assert describe_site(file, 1, 0, count=1) == "lock_a"
@@ -316,3 +317,4 @@ def test_a_primitive_goes_by_the_name_its_line_assigns_it_to(tmp_path: Path) -> 
     assert [describe_site(file, 3, k, count=3) for k in range(3)] == ["lock#0", "lock#1", "lock#2"]
     assert [describe_site(file, 4, k, count=2) for k in range(2)] == ["x", "y"]
     assert describe_site(file, 5, 1, count=2) == "lock#1 created at made.py:5"
+    assert describe_site(file, 6, 3, count=5) == "forks[3]"  # as the code names it
