@@ -131,7 +131,9 @@ def list_command(files: tuple[str, ...]) -> None:
     from harness.render import terminal
 
     registry = _registry(files)[0] if files else Registry.builtin()
-    terminal.print_list(_console(), registry)
+    # From a file, the command to paste names the file: its scenarios are not built in.
+    target = shlex.join(files) if files else "SCENARIO"
+    terminal.print_list(_console(), registry, target=target)
 
 
 @cli.command("show")

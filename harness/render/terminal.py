@@ -136,10 +136,11 @@ def _expect_text(expect: Expect) -> Text:
 _DESCRIPTION_MIN = 30
 
 
-def print_list(console: Console, registry: Registry) -> None:
+def print_list(console: Console, registry: Registry, *, target: str = "SCENARIO") -> None:
     """Each scenario, its description wrapped under itself, and its variants below it: name,
     expectation and description in columns, or the description under the name where the terminal
-    is too narrow for three columns."""
+    is too narrow for three columns. The footer's commands run ``target`` (a scenario file, when
+    the scenarios came from one)."""
     names = max((len(variant.name) for scenario in registry for variant in scenario), default=7)
     side_by_side = console.width - 2 - names - 2 - 6 - 2 >= _DESCRIPTION_MIN
     for number, scenario in enumerate(registry):
@@ -166,9 +167,9 @@ def print_list(console: Console, registry: Registry) -> None:
             variants.add_row(variant.name, _expect_text(variant.expect), inline_code(variant.description))
         console.print(Padding(variants, (0, 0, 0, 2)))
     console.print()
-    hints = [("Run one with:", "stress run SCENARIO --iterations 2000")]
+    hints = [("Run one with:", f"stress run {target} --iterations 2000")]
     if any(not scenario.stress_only for scenario in registry):  # offered where it can run
-        hints.append(("Find the exact failing interleaving with:", "stress run SCENARIO --mode controlled"))
+        hints.append(("Find the exact failing interleaving with:", f"stress run {target} --mode controlled"))
     for words, command in hints:
         if len(words) + 2 + len(command) <= console.width:
             console.print(Text.assemble(words, "  ", command, style="dim"))
