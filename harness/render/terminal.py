@@ -708,6 +708,21 @@ def _labelled(label: str, value: RenderableType) -> Table:
     return grid
 
 
+def _hanging(console: Console, text: Text, width: int, indent: int = 2) -> Text:
+    """``text`` wrapped to ``width`` columns, its continuation lines ``indent`` columns further in,
+    so that where one evidence line ends and the next begins shows at a glance."""
+    if width <= indent + 10 or text.cell_len <= width:
+        return text
+    lines = text.wrap(console, width)
+    if len(lines) <= 1:
+        return text
+    first = lines[0]
+    rest = text[len(first.plain) :]
+    rest = rest[len(rest.plain) - len(rest.plain.lstrip()) :]
+    folded = [first, *(Text(" " * indent) + line for line in rest.wrap(console, width - indent))]
+    return Text("\n").join(folded)
+
+
 def _duration(seconds: float) -> str:
     """How long a trial ran: ``2.3 ms`` below a second, ``2.02 s`` from one on."""
     return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.3g} s"
@@ -756,10 +771,13 @@ def _print_example(console: Console, report: RunReport, result: TrialResult) -> 
         )
     )
     body: list[RenderableType] = []
+    width = console.width - 2
     if evidence is not None:
-        body.extend(Text(message) for message in evidence.messages[:3])
-        body.extend(Text.assemble(("at ", "yellow"), line) for line in evidence.blocked_at[:6])
-        body.extend(_indented(Text(line, style="bright_red"), 2) for line in evidence.wait_for[:8])
+        body.extend(_hanging(console, Text(message), width) for message in evidence.messages[:3])
+        body.extend(
+            _hanging(console, Text.assemble(("at ", "yellow"), line), width) for line in evidence.blocked_at[:6]
+        )
+        body.extend(_marked(Text("·", style="dim"), Text(line, style="bright_red")) for line in evidence.wait_for[:8])
         if evidence.exit_status is not None:
             body.append(Text(evidence.summary(), style="red"))
         if evidence.tracebacks:
