@@ -92,3 +92,20 @@ def test_a_narrow_list_keeps_commands_whole(tmp_path: Path) -> None:
     assert out.code == 0, out.stderr
     assert "stress run SCENARIO --mode controlled" in out.stdout
     assert _problems(out.stdout, 50) == []
+
+
+def test_a_wrapped_evidence_line_hangs_under_its_own_start(tmp_path: Path) -> None:
+    out = stress(*COMMANDS["run"], cwd=tmp_path, env={"COLUMNS": "80"})
+    assert out.code == 0, out.stderr
+    lines = out.stdout.splitlines()
+    start = next(n for n, line in enumerate(lines) if line.startswith("  · "))
+    block = []
+    for line in lines[start:]:
+        if line.startswith("  plan "):
+            break
+        block.append(line)
+    assert len(block) > 2, "nothing wrapped at 80 columns: nothing to check"
+    for line in block:
+        # each wait-for line starts with a bullet; what wraps from it sits two columns further in
+        assert line.startswith(("  · ", "    ")), block
+        assert not line.startswith("    ·"), block
