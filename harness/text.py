@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["actor_names", "clip", "decode", "per_second", "short_path", "short_where"]
+__all__ = ["EMPHASIS", "actor_names", "clip", "decode", "per_second", "short_path", "short_where"]
 
 
 def decode(data: bytes) -> str:
@@ -158,3 +158,8 @@ def fold_frames(text: str, own: Callable[[str], bool]) -> str:
 def per_second(rate: float) -> str:
     """A rate for people: ``1,892`` from ten on, two significant digits below (``0.13``, not ``0``)."""
     return f"{rate:,.0f}" if rate >= 10 else f"{rate:.2g}"
+
+
+#: Markdown's emphasis in a description, ``*try*`` (not ``a * b``): split on it, the odd pieces
+#: are the emphasised words.
+EMPHASIS = re.compile(r"(?<![\w*])\*([^*\s](?:[^*]*[^*\s])?)\*(?![\w*])")

@@ -29,7 +29,7 @@ from harness.results.run_dir import write_text
 from harness.results.stats import KNOBS, ZERO, VariantSummary, bin_bounds, rule_of_three, wilson
 from harness.results.summary import RunReport
 from harness.scope import HARNESS_DIR
-from harness.text import clip, fold_frames, per_second, short_where
+from harness.text import EMPHASIS, clip, fold_frames, per_second, short_where
 
 __all__ = ["render_html", "write_html"]
 
@@ -86,8 +86,14 @@ def inline_code(text: str) -> Markup:
     if len(parts) % 2 == 0:  # an unpaired backtick: not code, shown as written
         return escape(text)
     return Markup("").join(
-        escape(part) if n % 2 == 0 else Markup("<code>%s</code>") % part for n, part in enumerate(parts)
+        _emphasis(part) if n % 2 == 0 else Markup("<code>%s</code>") % part for n, part in enumerate(parts)
     )
+
+
+def _emphasis(text: str) -> Markup:
+    """Markdown's ``*emphasis*`` as ``<em>``, the rest escaped."""
+    pieces = EMPHASIS.split(text)
+    return Markup("").join(escape(p) if k % 2 == 0 else Markup("<em>%s</em>") % p for k, p in enumerate(pieces))
 
 
 def write_html(report: RunReport, path: Path | None = None) -> Path:

@@ -44,8 +44,8 @@ def render_markdown(report: RunReport) -> str:
             assert summary.example is not None
             example = summary.example
             message = example.evidence.summary() if example.evidence else example.outcome.label
-            lines.append(
-                f"- `{_cell(summary.variant)}` trial {example.trial} ({example.outcome.label}): {_cell(message)}"
+            lines.append(  # a backslash ends the line (a hard break): the command goes below the message
+                f"- `{_cell(summary.variant)}` trial {example.trial} ({example.outcome.label}): {_cell(message)}\\"
             )
             lines.append(f"  `{info.replay(summary.variant, example.trial, sweep=example.sweep)}`")
         lines += ["", "</details>"]

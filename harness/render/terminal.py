@@ -32,7 +32,7 @@ from harness.results.stats import VariantStats, VariantSummary, Verdict, percent
 from harness.results.summary import RunInfo, RunReport
 from harness.scenario import Expect, Scenario
 from harness.scope import HARNESS_DIR
-from harness.text import fold_frames, per_second, short_path
+from harness.text import EMPHASIS, fold_frames, per_second, short_path
 
 if TYPE_CHECKING:
     from harness.engine.replay import Expected, Replay
@@ -124,7 +124,11 @@ def inline_code(text: str, style: str = "") -> Text:
         return Text(text, style=style)
     out = Text(style=style)
     for n, part in enumerate(parts):
-        out.append(part, style="bold cyan" if n % 2 else "")
+        if n % 2:
+            out.append(part, style="bold cyan")
+            continue
+        for k, piece in enumerate(EMPHASIS.split(part)):  # *try*: emphasis, as in Markdown
+            out.append(piece, style="italic" if k % 2 else "")
     return out
 
 
