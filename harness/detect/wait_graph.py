@@ -18,6 +18,7 @@ survives, and the trial ends as ``deadlocked`` with the cycle as evidence.
 from __future__ import annotations
 
 import ast
+import contextlib
 import linecache
 import os
 import queue
@@ -156,6 +157,25 @@ def _running(handler: Any) -> bool:
 
 _active: dict[int, threading.Thread] = threading._active  # type: ignore[attr-defined]
 _limbo: dict[threading.Thread, threading.Thread] = threading._limbo  # type: ignore[attr-defined]
+
+
+def _handler_in(frame: FrameType | None) -> str | None:
+    """The Python signal handler running in the thread whose innermost frame is ``frame``, as
+    ``name()``, if one is on its stack (a signal handler runs on the main thread, between any two
+    of its instructions)."""
+    codes = {}
+    for number in signal.valid_signals():
+        with contextlib.suppress(ValueError, OSError):
+            handler = signal.getsignal(number)
+            code = getattr(handler, "__code__", None) or getattr(getattr(handler, "__func__", None), "__code__", None)
+            if code is not None:
+                codes[code] = getattr(handler, "__name__", "handler")
+    while frame is not None and codes:
+        name = codes.get(frame.f_code)
+        if name is not None:
+            return f"{name}()"
+        frame = frame.f_back
+    return None
 
 
 def _unseen_at_start() -> set[int] | None:
@@ -416,7 +436,16 @@ class WaitGraph:
                     hops.append(f"{waiter} waits for {what} held by {holder}")
                     lines.append(f"{waiter} waits for {what} at {self._where(frames.get(ident))}")
                     continue
-                hops.append(f"{waiter} waits for {what} held by {holder}")
+                handler = _handler_in(frames.get(ident)) if ident == owner else None
+                if handler is not None:
+                    # Only a signal handler, run between two instructions of the thread that holds
+                    # the lock, can make a thread wait for itself this way.
+                    hops.append(
+                        f"{waiter}, in the signal handler {handler}, waits for {what}, which {holder} "
+                        "itself holds: the signal came while it held it"
+                    )
+                else:
+                    hops.append(f"{waiter} waits for {what} held by {holder}")
                 taken = acquired_where(lock, frames.get(owner), self._outside)
                 lines.append(
                     f"{waiter} waits for {what} at {self._where(frames.get(ident))}; {holder} took it at {taken}"
