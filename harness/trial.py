@@ -24,8 +24,8 @@ from harness.perturb.pause import delay as start_delay
 from harness.perturb.pause import nobody_runs, stuck, unstuck
 from harness.perturb.plan import ActorStart, Plan
 from harness.perturb.preempt import resume, suspend
-from harness.scope import HARNESS_DIR
-from harness.text import actor_names, clip, exception_headline
+from harness.scope import HARNESS_DIR, Scope
+from harness.text import actor_names, clip, exception_headline, short_path
 
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
@@ -247,6 +247,18 @@ class Trial:
             self.on_failure(where, exc)
 
 
+def _raised(exc: BaseException, scope: Scope) -> str:
+    """``ValueError at b04.py:37``: what an actor raised, and the innermost line of the code under
+    test it came through."""
+    where = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        if scope.contains_file(tb.tb_frame.f_code.co_filename):
+            where = f" at {short_path(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return f"it raised {type(exc).__name__}{where}"
+
+
 class ActorGroup:
     """Actors registered with `start`, run together when the ``with`` block exits."""
 
@@ -308,6 +320,8 @@ class ActorGroup:
             except BaseException as exc:  # an actor's SystemExit or KeyboardInterrupt is a finding too
                 suspend()
                 trial.record_exception(label, exc)
+                if trial.graph is not None:
+                    trial.graph.raised[label] = _raised(exc, trial.graph.scope)
             finally:
                 suspend()  # the actor's work is over; its thread parks or ends untraced
                 if trial.graph is not None:
@@ -383,6 +397,8 @@ class ActorGroup:
                 raise  # the scheduler unwinds a deadlocked schedule with it: not the actor's doing
             except BaseException as exc:  # an actor's SystemExit is a finding too
                 trial.record_exception(names[index], exc)
+                if trial.graph is not None:
+                    trial.graph.raised[names[index]] = _raised(exc, trial.graph.scope)
             finally:
                 if trial.graph is not None:
                     trial.graph.finished.append(names[index])

@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from _thread import RLock
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -259,6 +259,9 @@ class WaitGraph:
         #: Actors of the trial whose work is over, by name, in the order they finished: a party
         #: a barrier still waits for may be among them.
         self.finished: list[str] = []
+        #: Of those, the ones that ended by raising: what, and where in the code under test
+        #: (``ValueError at b04.py:37``), for a barrier that still waits for them.
+        self.raised: dict[str, str] = {}
         #: Threads of the process `threading` did not know when the trial began (see `_unseen`).
         self.unseen = _unseen_at_start()
         # Re-entrant: a signal handler runs on the main thread between any two bytecodes, inside
@@ -508,7 +511,7 @@ class WaitGraph:
 
     def _why(self, waiters: dict[int, tuple[Any, Waiting, list[str]]], count: int) -> tuple[str, list[str]]:
         reasons = [
-            _why_stuck(primitive, waiting, who, count - len(who), self.finished)
+            _why_stuck(primitive, waiting, who, count - len(who), self.finished, self.raised)
             for primitive, waiting, who in waiters.values()
         ]
         unreleased = [line for line in map(_unreleased, (p for p, _, _ in waiters.values())) if line]
@@ -524,12 +527,21 @@ class WaitGraph:
         return _line_text(inside, _line(inside))
 
 
-def _why_stuck(primitive: Any, waiting: Waiting, who: list[str], others: int, finished: Sequence[str] = ()) -> str:
+def _why_stuck(
+    primitive: Any,
+    waiting: Waiting,
+    who: list[str],
+    others: int,
+    finished: Sequence[str] = (),
+    raised: Mapping[str, str] | None = None,
+) -> str:
     """What would have to happen for the threads ``who``, waiting on ``primitive``, to go on, and
     why it cannot: "barrier needs 3 parties ...". ``others``: how many other threads of the trial
     wait too (elsewhere); none means nobody is left at all. ``finished``: the trial's actors whose
-    work is over (a barrier's missing parties). Empty when stress has nothing true to add to "they
-    wait" (a lock: the lines name its holder)."""
+    work is over (a barrier's missing parties); ``raised``: of those, how the ones that raised
+    ended. Empty when stress has nothing true to add to "they wait" (a lock: the lines name its
+    holder)."""
+    raised = raised or {}
     name = describe_primitive(primitive)
     who = sorted(who)
     they = and_join(who)
@@ -549,9 +561,10 @@ def _why_stuck(primitive: Any, waiting: Waiting, who: list[str], others: int, fi
         gone = [actor for actor in finished if actor not in who]
         have = "has" if arrived == 1 else "have"
         if gone and not others:
+            how = [f"{actor} ({raised[actor]})" if actor in raised else actor for actor in gone]
             return (
                 f"{they} {wait} at {name}, which needs {parties} parties: {arrived} {have} arrived; "
-                f"{and_join(gone)} finished without reaching it, and no other thread of the trial is left"
+                f"{and_join(how)} finished without reaching it, and no other thread of the trial is left"
             )
         return f"{they} {wait} at {name}, which needs {parties} parties: {arrived} {have} arrived, {nobody('reach it')}"
     if isinstance(primitive, threading.Semaphore):

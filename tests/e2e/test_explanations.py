@@ -13,11 +13,22 @@ import pytest
 
 from tests.helpers import FIXTURES, results, stress
 
+
+def _line_of(marker: str) -> int:
+    lines = (FIXTURES / "explained.py").read_text().splitlines()
+    return next(number for number, line in enumerate(lines, 1) if marker in line)
+
+
 HEADLINES = {
     "short-of-parties": (
         "deadlocked",
         "attendee#0 and attendee#1 wait at meeting, which needs 3 parties: 2 have arrived; "
         "planner finished without reaching it, and no other thread of the trial is left",
+    ),
+    "party-raises": (
+        "deadlocked",
+        "attendee#0 and attendee#1 wait at meeting, which needs 3 parties: 2 have arrived; clumsy (it raised "
+        f"ValueError at explained.py:{_line_of('RAISES HERE')}) finished without reaching it",
     ),
     "permit-kept": (
         "deadlocked",
