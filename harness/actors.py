@@ -293,6 +293,14 @@ class _Round:
                 other.gate.release()
 
 
+#: Seconds between the main thread's looks for pending signal handlers while its actors run.
+_HANDLER_SLICE = 0.002
+#: Whether code of this process installed a Python signal handler (the worker sets it): only then
+#: does the main thread wait for its actors in slices — a thread that wakes every few milliseconds
+#: looks busy, and a trial whose actors are blocked for good should look blocked.
+handlers_installed = False
+
+
 class ActorPool:
     """The actor threads of one process, parked between trials.
 
@@ -368,7 +376,14 @@ class ActorPool:
         for actor in actors:
             actor.gate.release()
         try:
-            round_.done.acquire()
+            if handlers_installed and threading.current_thread() is threading.main_thread():
+                # In slices: a signal that reached an actor's thread has its Python handler run
+                # here, on the main thread, only once this wait returns (an untimed one would keep
+                # it waiting for as long as the actors wait for what the handler does).
+                while not round_.done.acquire(True, _HANDLER_SLICE):
+                    pass
+            else:
+                round_.done.acquire()
         except BaseException:
             with self._lock:
                 for actor in actors:

@@ -134,6 +134,17 @@ _alarm_due: float | None = None
 SIGNAL_GRACE = 2.0
 
 
+#: Signals the code under test sent to its own process (``os.kill``, ``signal.raise_signal``,
+#: ``signal.pthread_kill``), by number: when, ``time.monotonic()``.
+_sent: dict[int, float] = {}
+
+
+def note_signal(signum: int) -> None:
+    """The code under test sent signal ``signum`` to its own process just now: its Python handler
+    runs on the main thread, maybe only later (the signal may reach another thread)."""
+    _sent[int(signum)] = time.monotonic()
+
+
 def note_alarm(when: float | None) -> None:
     """A real-time signal timer was armed to fire at ``when`` (``time.monotonic()``), or disarmed."""
     global _alarm_due
@@ -226,6 +237,10 @@ def _unseen_waker(before: set[int] | None, known: Iterable[int] = ()) -> str | N
         due = _alarm_due
         if due is not None and 0 <= time.monotonic() - due < SIGNAL_GRACE and not _running(handler):
             return "a signal timer's handler, which may not have run yet"
+    for signum, when in list(_sent.items()):
+        handler = signal.getsignal(signum)
+        if callable(handler) and time.monotonic() - when < SIGNAL_GRACE and not _running(handler):
+            return "the handler of a signal the trial sent itself, which may not have run yet"
     now = _unseen()
     if before is None or now is None:
         return "a thread stress cannot list"
@@ -568,7 +583,16 @@ def _why_stuck(
             )
         return f"{they} {wait} at {name}, which needs {parties} parties: {arrived} {have} arrived, {nobody('reach it')}"
     if isinstance(primitive, threading.Semaphore):
-        return f"{they} {wait} for {name}, whose count is 0, {nobody('release it')}"
+        taken = list(getattr(primitive, "_taken", []))
+        leaked = ""
+        if taken:
+            count = len(taken)
+            leaked = f": {count} acquire{'s' if count != 1 else ''} {'were' if count != 1 else 'was'} never released"
+            own = sum(1 for _, thread, _ in taken if thread.name in who)
+            if own:
+                itself = "itself" if len(who) == 1 else "themselves"
+                leaked += f" ({own} of them by {they} {itself})" if own != count else f", all by {they} {itself}"
+        return f"{they} {wait} for {name}, whose count is 0{leaked}, {nobody('release it')}"
     if isinstance(primitive, threading.Event):
         return f"{they} {wait} for {name} to be set, {nobody('set it')}"
     if isinstance(primitive, queue.Queue):

@@ -36,6 +36,7 @@ from dataclasses import astuple, dataclass, replace
 from multiprocessing.connection import Connection
 from typing import IO, Any
 
+from harness import actors as actor_threads
 from harness import processes
 from harness.actors import ActorPool
 from harness.controlled.schedule import Schedule
@@ -575,6 +576,36 @@ def _watch_signal_timers(beacon: Beacon) -> None:
 
     signal.setitimer = watched_setitimer
     signal.alarm = watched_alarm
+
+    # A signal the code sends its own process is handled on the main thread, maybe only later:
+    # until then, its handler may yet end a wait.
+    kill, raise_signal, pthread_kill = os.kill, signal.raise_signal, signal.pthread_kill
+
+    def watched_kill(pid: int, signum: int) -> None:
+        if pid in (0, os.getpid()):
+            wait_graph.note_signal(signum)
+        kill(pid, signum)
+
+    def watched_raise_signal(signum: int) -> None:
+        wait_graph.note_signal(signum)
+        raise_signal(signum)
+
+    def watched_pthread_kill(thread_id: int, signum: int) -> None:
+        wait_graph.note_signal(signum)
+        pthread_kill(thread_id, signum)
+
+    os.kill = watched_kill
+    signal.raise_signal = watched_raise_signal
+    signal.pthread_kill = watched_pthread_kill
+
+    install = signal.signal
+
+    def watched_signal(signum: int, handler: Any) -> Any:
+        if callable(handler):
+            actor_threads.handlers_installed = True  # the main thread must be free to run it
+        return install(signum, handler)
+
+    signal.signal = watched_signal  # type: ignore[assignment]
 
 
 _PR_SET_CHILD_SUBREAPER = 36

@@ -781,7 +781,11 @@ def _print_example(console: Console, report: RunReport, result: TrialResult) -> 
         body.extend(
             _hanging(console, Text.assemble(("at ", "yellow"), line), width) for line in evidence.blocked_at[:6]
         )
-        body.extend(_marked(Text("·", style="dim"), Text(line, style="bright_red")) for line in evidence.wait_for[:8])
+        for line in evidence.wait_for[:8]:  # a line indented in the evidence says more of the one above
+            if line.startswith(" "):
+                body.append(_indented(_hanging(console, Text(line.strip(), style="red"), width - 2), 2))
+            else:
+                body.append(_marked(Text("·", style="dim"), Text(line, style="bright_red")))
         if evidence.exit_status is not None:
             body.append(Text(evidence.summary(), style="red"))
         if evidence.tracebacks:

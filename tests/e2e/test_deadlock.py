@@ -139,5 +139,7 @@ def test_controlled_mode_calls_a_wait_only_an_unscheduled_thread_can_end_unsuppo
         "actor-hands-off": "held",
         "signal-handler-releases": "unsupported",
         "one-thread-both-orders": "unsupported",
+        "actor-signals-the-process": "unsupported",
+        "timer-sets-event-actors-wait": "unsupported",
     }, verdicts
     assert out.code == 0, out.stdout[-3000:]

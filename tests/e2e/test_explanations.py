@@ -32,7 +32,8 @@ HEADLINES = {
     ),
     "permit-kept": (
         "deadlocked",
-        "job waits for permits, whose count is 0, and no other thread of the trial is left to release it",
+        "job waits for permits, whose count is 0: 2 acquires were never released, and no other thread of the "
+        "trial is left to release it",
     ),
     "task-never-done": (
         "deadlocked",
