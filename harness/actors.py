@@ -239,7 +239,8 @@ class _Actor(threading.Thread):
             if work is None or round_ is None or self.retired:
                 break
             if mask is not None and _sigmask is not None:
-                _sigmask(signal.SIG_SETMASK, mask)
+                # A new thread starts with its creator's mask: the one the trial's thread has now.
+                _sigmask(signal.SIG_SETMASK, round_.mask if round_.mask is not None else mask)
             if round_.together:
                 round_.arrive(self)
             trace, profile = threading.gettrace(), threading.getprofile()
@@ -279,6 +280,8 @@ class _Round:
         self.lock = _allocate_lock()
         self.done = _allocate_lock()
         self.done.acquire()
+        #: The signal mask of the thread that releases the actors (None where there are none).
+        self.mask: set[int] | None = _sigmask(signal.SIG_BLOCK, ()) if _sigmask is not None and _SIGNALS else None
 
     def arrive(self, actor: _Actor) -> None:
         """The barrier: the last actor to arrive lets the others go, in their start order."""

@@ -373,3 +373,26 @@ def test_a_parked_actor_takes_no_signal_and_its_work_takes_them_as_a_new_thread_
         blocked = int(next(line for line in status if line.startswith("SigBlk:")).split()[1], 16)
     assert blocked & (1 << (signal.SIGALRM - 1))  # parked: SIGALRM goes elsewhere
     pool.close()
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="threads have no signal masks here")
+def test_an_actor_starts_its_work_with_the_signal_mask_of_the_thread_that_runs_the_trial() -> None:
+    # As a new thread inherits its creator's mask: an actor first made while the body blocked a
+    # signal must not keep it blocked in later trials (a handler would never run there).
+    pool = ActorPool()
+
+    def mask() -> set[int]:
+        return {int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])}
+
+    seen: list[set[int]] = []
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        try:
+            pool.run(pool.take(1), ["a"], [lambda: seen.append(mask())])
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        pool.run(pool.take(1), ["a"], [lambda: seen.append(mask())])
+    finally:
+        pool.close()
+    assert int(signal.SIGUSR1) in seen[0]
+    assert int(signal.SIGUSR1) not in seen[1]
