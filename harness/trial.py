@@ -18,6 +18,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from harness.detect import primitives
 from harness.detect.findings import Findings
 from harness.detect.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph
 from harness.perturb.pause import delay as start_delay
@@ -307,10 +308,19 @@ class ActorGroup:
         trial.starts.append(tuple(starts))
         results: list[Any] = [None] * count
         names = self._names()
+        session = primitives.current_session()
+        # Lock order: what the body did so far happens before the actors; they, before what it does next.
+        clocks = session.order_clocks if session is not None else None
+        origin = clocks.fork(threading.current_thread()) if clocks is not None else {}
+        ran: list[threading.Thread] = []
 
         def actor_main(index: int, delay: float) -> None:
             fn, args, _ = self._actors[index]
             label = names[index]
+            if clocks is not None:
+                me = threading.current_thread()
+                clocks.adopt(me, origin, role=label)
+                ran.append(me)
             try:
                 if delay:
                     trace = suspend()
@@ -329,6 +339,10 @@ class ActorGroup:
                 nobody_runs()  # a thread switched out for this one's sake need not stay out
 
         self._start_and_join(starts, actor_main, names, trial.pool)
+        if clocks is not None:
+            body = threading.current_thread()
+            for thread in ran:
+                clocks.joined(body, thread)
         self.results = results
         trial.end_if_deadlocked()
 

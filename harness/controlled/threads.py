@@ -62,6 +62,7 @@ def patched(scheduler: Scheduler) -> Iterator[None]:
     scheduler.in_a_cycle = in_a_cycle
     _submitted.clear()
     _running.clear()
+    saved_start = threading.Thread.start  # the instrumenter's, if it is installed for good
     threading.Thread.start = _start  # type: ignore[method-assign]
     threading.Thread.is_alive = _is_alive  # type: ignore[method-assign]
     futures_thread.ThreadPoolExecutor.submit = _submit  # type: ignore[method-assign]
@@ -77,7 +78,7 @@ def patched(scheduler: Scheduler) -> Iterator[None]:
         futures_thread._WorkItem.run = _real_work_item_run  # type: ignore[method-assign]
         futures_thread.ThreadPoolExecutor.submit = _real_submit  # type: ignore[method-assign]
         threading.Thread.is_alive = _real_is_alive  # type: ignore[method-assign]
-        threading.Thread.start = _real_start  # type: ignore[method-assign]
+        threading.Thread.start = saved_start  # type: ignore[method-assign]
         _scheduler = None
         _submitted.clear()
         _running.clear()
@@ -86,11 +87,13 @@ def patched(scheduler: Scheduler) -> Iterator[None]:
 def _start(self: threading.Thread) -> None:
     scheduler = _scheduler
     if scheduler is None or not scheduler.takes(self):
+        primitives.note_start(self)
         _real_start(self)
         return
     name = _trial_name(scheduler, self.name)
     if name != self.name:
         self.name = name
+    primitives.note_start(self)
     if isinstance(self, threading.Timer) and not isinstance(self.finished, primitives.Event):
         finished = primitives.Event(_created=primitives.creation(sys._getframe(1)))
         if self.finished.is_set():

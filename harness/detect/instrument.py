@@ -106,11 +106,20 @@ for _module, _name, _instrumented in _REPLACED:
 
 
 _real_join = threading.Thread.join
+_real_start = threading.Thread.start
+
+
+def _start(self: threading.Thread) -> None:
+    """``Thread.start`` as the lock-order analysis sees it: what the starting thread did so far
+    happens before everything the new thread does."""
+    primitives.note_start(self)
+    _real_start(self)
 
 
 def _join(self: threading.Thread, timeout: float | None = None) -> None:
     """``Thread.join`` as the wait-for graph sees it: a thread of the trial joining another with no
-    timeout waits for it, and can wake nobody meanwhile (a deadlock among the rest is everyone's)."""
+    timeout waits for it, and can wake nobody meanwhile (a deadlock among the rest is everyone's).
+    A join that returns with the thread over orders it before the joiner (lock order)."""
     session = primitives.current_session()
     scheduler = session.controlled if session is not None else None
     if scheduler is not None:
@@ -122,18 +131,23 @@ def _join(self: threading.Thread, timeout: float | None = None) -> None:
                     _real_join(self)
                 finally:
                     scheduler.harness_wait(-1)
+                primitives.note_join(self)
             return None
     graph = session.graph if session is not None else None
     if graph is None or timeout is not None:
-        return _real_join(self, timeout)
+        _real_join(self, timeout)
+        primitives.note_join(self)
+        return None
     me = threading.get_ident()
     graph.add_joiner(me, self)
     pause.stuck(None)
     try:
-        return _real_join(self, timeout)
+        _real_join(self, timeout)
     finally:
         pause.unstuck()
         graph.remove_joiner(me)
+    primitives.note_join(self)
+    return None
 
 
 class Instrumenter:
@@ -166,6 +180,8 @@ class Instrumenter:
             raise RuntimeError("instrumentation is already installed")
         self._undo.append((threading.Thread, "join", _real_join))
         threading.Thread.join = _join  # type: ignore[method-assign]
+        self._undo.append((threading.Thread, "start", _real_start))
+        threading.Thread.start = _start  # type: ignore[method-assign]
         for stand_in in _STAND_INS.values():
             stand_in._scope = self.scope
         if self._names is None:

@@ -14,9 +14,11 @@ than the cycle needs cannot close either (the waiter who seats four of five phil
 a cycle of N locks without N different threads to take its edges, one each: a thread holds one
 lock of the cycle while it waits for the next, so one thread that takes two locks in both orders
 (possible with plain Locks, which any thread may release) is no deadlock on its own. Which threads
-took an edge is known by name, the actor's, the same in every trial (`Session.thread_key`); lockdep
-and ThreadSanitizer warn about one thread's inversions too, since in their world any code may run
-on many threads — in a trial, only the threads seen may.
+took an edge is known by role, the same in every trial; lockdep and ThreadSanitizer warn about one
+thread's inversions too, since in their world any code may run on many threads — in a trial, only
+the threads seen may. And the N threads must be able to take their edges at the same time: edges
+ordered by thread starts and joins (a phase joined before the next starts) cannot meet, as in
+Bensalem and Havelund's segmentation graph (`harness.detect.happens_before`).
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from harness.detect.happens_before import Clock, parallel
 from harness.detect.wait_graph import describe_site
 from harness.text import short_where
 
 __all__ = ["LockOrder", "PotentialDeadlock"]
 
 Identity = tuple[str, int, int]
+#: Who took an edge: the thread's role in its trial and its start and join clock then.
+Taker = tuple[str, Clock]
 
 
 def _identity(data: dict[str, Any]) -> Identity:
@@ -64,16 +69,19 @@ class LockOrder:
     MAX_CYCLES = 20
     MAX_LENGTH = 12
 
-    #: Threads kept per edge; an edge more threads took may be taken by any thread.
-    MAX_THREADS = 4
+    #: Takers kept per edge; an edge more took may be taken by any thread.
+    MAX_THREADS = 16
+    #: Choices of takers tried per cycle; a cycle not settled within them is reported (as if no
+    #: start or join ordered its edges).
+    MAX_STEPS = 20_000
 
     def __init__(self) -> None:
         self.edges: dict[tuple[Identity, Identity], dict[str, Any]] = {}
         #: Per edge, the gates (identity -> capacity) present in *every* observation of it.
         self.gates: dict[tuple[Identity, Identity], dict[Identity, int]] = {}
-        #: Per edge, the threads seen taking it, each with its first record; None once more than
-        #: `MAX_THREADS` (or a record that names no thread) did: then any thread may.
-        self.takers: dict[tuple[Identity, Identity], dict[str, dict[str, Any]] | None] = {}
+        #: Per edge, its takers, each with its first record; None once more than `MAX_THREADS` (or
+        #: a record that names no thread) did: then any thread may.
+        self.takers: dict[tuple[Identity, Identity], dict[Taker, dict[str, Any]] | None] = {}
 
     def add(self, records: Iterable[dict[str, Any]]) -> None:
         for record in records:
@@ -86,13 +94,14 @@ class LockOrder:
                 self.gates[key] = gates
             self.edges.setdefault(key, record)
             takers = self.takers.setdefault(key, {})
-            thread = record.get("thread")
-            if takers is None or thread in takers:
+            if takers is None:
                 continue
-            if thread is None or len(takers) >= self.MAX_THREADS:
+            role = record.get("role", record.get("thread"))
+            clock: Clock = tuple((str(r), int(n)) for r, n in record.get("clock", ()))
+            if role is None or len(takers) >= self.MAX_THREADS:
                 self.takers[key] = None
             else:
-                takers[str(thread)] = record
+                takers.setdefault((str(role), clock), record)
 
     def cycles(self) -> list[PotentialDeadlock]:
         """Every elementary cycle (up to a bound) that some interleaving could close."""
@@ -105,35 +114,39 @@ class LockOrder:
                 found.append(self._explain(cycle, threads))
         return found
 
-    def _threads_for(self, cycle: list[Identity]) -> list[str | None] | None:
-        """A different thread for each edge of ``cycle``, each one seen taking its edge (None for an
-        edge any thread may take), or None when there are not enough threads to close it: a
-        bipartite matching by augmenting paths (Kuhn's algorithm), over at most `MAX_THREADS`
-        threads per edge."""
+    def _threads_for(self, cycle: list[Identity]) -> list[Taker | None] | None:
+        """A taker for each edge of ``cycle`` (None for an edge any thread may take) such that the
+        cycle could close: different threads, whose clocks are pairwise parallel (no start or join
+        orders one edge before another). None when no such choice exists. A backtracking search,
+        edges with the fewest takers first, of at most `MAX_STEPS` choices."""
         pairs = [(held, cycle[(i + 1) % len(cycle)]) for i, held in enumerate(cycle)]
         choices = [self.takers.get(pair) for pair in pairs]
-        owner: dict[str, int] = {}  # thread -> the edge it is matched to
+        order = sorted(range(len(cycle)), key=lambda edge: len(choices[edge] or ()))
+        chosen: list[Taker | None] = [None] * len(cycle)
+        steps = 0
 
-        def place(edge: int, tried: set[str]) -> bool:
+        def place(at: int) -> bool:
+            nonlocal steps
+            if at == len(order):
+                return True
+            edge = order[at]
             takers = choices[edge]
-            assert takers is not None
-            for thread in takers:
-                if thread in tried:
+            if takers is None:
+                return place(at + 1)
+            picked = [taker for taker in chosen if taker is not None]
+            for taker in takers:
+                steps += 1
+                if steps > self.MAX_STEPS:
+                    return True  # not settled: reported, as without the clocks
+                if any(taker[0] == other[0] or not parallel(taker[1], other[1]) for other in picked):
                     continue
-                tried.add(thread)
-                other = owner.get(thread)
-                if other is None or place(other, tried):
-                    owner[thread] = edge
+                chosen[edge] = taker
+                if place(at + 1):
                     return True
+                chosen[edge] = None
             return False
 
-        for edge, takers in enumerate(choices):
-            if takers is not None and not place(edge, set()):
-                return None
-        chosen: list[str | None] = [None] * len(cycle)
-        for thread, edge in owner.items():
-            chosen[edge] = thread
-        return chosen
+        return chosen if place(0) else None
 
     def _gated(self, cycle: list[Identity]) -> bool:
         """Every edge of the cycle is taken inside one gate that admits fewer threads than the
@@ -168,7 +181,7 @@ class LockOrder:
             extend([start], {start})
         return found
 
-    def _explain(self, cycle: list[Identity], threads: list[str | None]) -> PotentialDeadlock:
+    def _explain(self, cycle: list[Identity], threads: list[Taker | None]) -> PotentialDeadlock:
         names = [_lock_name(self.edges, identity) for identity in cycle]
         paths = []
         for index, held in enumerate(cycle):

@@ -38,6 +38,7 @@ from types import FrameType
 from typing import Any
 
 from harness.detect.findings import Findings
+from harness.detect.happens_before import Clock, StartJoinOrder
 from harness.detect.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph, Waiting, acquired_where
 from harness.perturb import pause as _pause
 from harness.perturb import preempt as _preempt
@@ -59,6 +60,8 @@ __all__ = [
     "creation",
     "creation_at",
     "deactivate",
+    "note_join",
+    "note_start",
 ]
 
 #: First and longest slice of a blocking wait. The first is short so that a deadlock is
@@ -70,10 +73,14 @@ _local = _thread._local()
 
 
 class _ThreadState:
-    """Per thread: its ident and name, the most recently acquired lock it holds (a chain via
-    ``_prev``), and the semaphore permits it holds (identity -> (count, capacity))."""
+    """Per thread: its ident and name, the locks it holds (oldest first), and the semaphore permits
+    it holds (identity -> (count, capacity)).
 
-    __slots__ = ("ident", "name", "permits", "pid", "thread", "top")
+    ``held`` is changed by other threads too: a plain Lock may be released by any thread, which
+    takes it out of its owner's list. Only whole-list operations, each atomic, touch it; an entry
+    whose lock names another owner (a release that raced with the acquire) is stale and skipped."""
+
+    __slots__ = ("held", "ident", "name", "permits", "pid", "thread")
 
     def __init__(self) -> None:
         self.ident = get_ident()
@@ -83,7 +90,7 @@ class _ThreadState:
         #: The thread object (an actor's is new each trial, on a reused OS thread): alive or not.
         self.thread = threading.current_thread()
         self.name = self.thread.name
-        self.top: Any = None
+        self.held: list[Any] = []
         self.permits: dict[int, list[int]] = {}
 
 
@@ -109,7 +116,7 @@ class Session:
     Args:
         graph: The trial's wait-for graph (None: waits are plain and invisible).
         order: The variant's lock-order edges seen so far in this worker, keyed by identity pair,
-            each with the threads seen taking it (see `thread_key`).
+            each with the threads seen taking it: role and clock (see `order_clocks`).
         sync: Probability of a forced switch before and after each primitive operation.
         pause: Length of such a switch (0: a bare yield).
         seed: Seed for where the switches happen.
@@ -120,7 +127,7 @@ class Session:
         self,
         *,
         graph: WaitGraph | None = None,
-        order: dict[Any, set[str]] | None = None,
+        order: dict[Any, set[Any]] | None = None,
         sync: float = 0.0,
         pause: float = 0.0,
         seed: int = 0,
@@ -141,24 +148,9 @@ class Session:
         self.site_counts: dict[tuple[str, int], list[int]] = {}
         #: Controlled mode's scheduler: operations are its scheduling points, waits go through it.
         self.controlled: Any = None
-        self._thread_keys: dict[int, tuple[threading.Thread, str]] = {}
-        self._names_seen: dict[str, int] = {}
-
-    def thread_key(self, state: _ThreadState) -> str:
-        """Which of the trial's threads ``state`` is, for the lock-order analysis: its name, or
-        ``name·2`` for the second thread of the trial to take a lock under that name (two threads
-        the code under test named alike are two threads, even one after the other). The same
-        actor of every trial has the same key, so edges seen in different trials by the same
-        thread count as one thread's."""
-        known = self._thread_keys.get(id(state.thread))
-        if known is not None and known[0] is state.thread:
-            return known[1]
-        seen = self._names_seen.get(state.name, 0)
-        self._names_seen[state.name] = seen + 1
-        key = state.name if not seen else f"{state.name}·{seen + 1}"
-        # The thread object is kept (for the trial's length), so its id names no other thread.
-        self._thread_keys[id(state.thread)] = (state.thread, key)
-        return key
+        #: Which thread of the trial took a lock-order edge (its role, the same in every trial) and
+        #: what its start and join order says ran before it (a cycle needs edges that can overlap).
+        self.order_clocks = StartJoinOrder()
 
     @property
     def rng(self) -> random.Random:
@@ -199,6 +191,9 @@ def activate(session: Session, *, controlled: bool = False) -> None:
     controlled mode every primitive operation is a scheduling point."""
     global _session, _sync
     _session = session
+    # The thread running the trial starts it holding nothing: a lock an earlier trial's body left
+    # held (its objects dropped with that trial) is no lock this trial holds.
+    _new_state()
     _sync = controlled or session.sync > 0
     _use_synced_locks(_sync, controlled=controlled)
 
@@ -206,6 +201,22 @@ def activate(session: Session, *, controlled: bool = False) -> None:
 def current_session() -> Session | None:
     """The running trial's session, if any."""
     return _session
+
+
+def note_start(child: threading.Thread) -> None:
+    """The current thread starts ``child`` (before it runs): for the lock-order analysis, all it
+    did so far happens before all the child does."""
+    session = _session
+    if session is not None:
+        session.order_clocks.started(threading.current_thread(), child)
+
+
+def note_join(ended: threading.Thread) -> None:
+    """The current thread's join of ``ended`` returned: if ``ended`` is over, all it did happens
+    before what the current thread does next."""
+    session = _session
+    if session is not None and not ended.is_alive():
+        session.order_clocks.joined(threading.current_thread(), ended)
 
 
 def _after_fork_in_child() -> None:
@@ -336,9 +347,9 @@ def _frame_text(frame: FrameType | None) -> str:
     return f"{frame.f_code.co_filename}:{line} in {frame.f_code.co_name}"
 
 
-#: Threads recorded per lock-order edge per worker: a cycle of locks taken by more threads than
-#: this is judged as if any thread might take each edge.
-EDGE_THREADS = 4
+#: Takers (a thread's role and clock) recorded per lock-order edge per worker: an edge taken by
+#: more is recorded once more as one any thread may take.
+EDGE_THREADS = 8
 
 
 def _record_order(state: _ThreadState, lock: Any) -> None:
@@ -349,22 +360,20 @@ def _record_order(state: _ThreadState, lock: Any) -> None:
     that needs more threads than the gate admits, cannot close (a waiter admitting four of five
     philosophers); the lock-order analysis uses this to stay quiet about it.
 
-    An edge is recorded once per thread that takes it (up to `EDGE_THREADS` threads): a cycle
-    needs as many threads as it has locks, and one whose edges only ever one thread took cannot
-    close (a plain Lock released by another thread lets one thread take two locks in both orders).
+    An edge is recorded once per *taker* (up to `EDGE_THREADS`): the thread's role in the trial
+    and its clock of thread starts and joins (`harness.detect.happens_before`). A cycle needs as
+    many threads as it has locks, and one whose edges only ever one thread took cannot close (a
+    plain Lock released by another thread lets one thread take two locks in both orders); nor can
+    one whose edges are ordered by starts and joins (one thread's, joined before the next starts).
     """
     session = _session
     if session is None:
         return
     order = session.order
     key = lock._key
-    chain = []
-    node = state.top
-    while node is not None:
-        chain.append(node)
-        node = node._prev
+    chain = [node for node in state.held[:] if node._owner is state]  # a copy: others release into it
     permits = state.permits
-    thread: str | None = None
+    taker: tuple[str, Clock] | None = None
     for held in chain:
         if held._key == key:
             continue
@@ -374,14 +383,16 @@ def _record_order(state: _ThreadState, lock: Any) -> None:
         else:
             gates = [(g._key, 1) for g in chain if g is not held] + [(k, c[1]) for k, c in permits.items()]
             edge = (held._key, key, frozenset(gates))
-        if thread is None:
-            thread = session.thread_key(state)
+        if taker is None:
+            taker = session.order_clocks.taker(state.thread)
         takers = order.get(edge)
         if takers is None:
             takers = order[edge] = set()
-        elif thread in takers or len(takers) >= EDGE_THREADS:
+        elif taker in takers or len(takers) > EDGE_THREADS:
             continue
-        takers.add(thread)
+        takers.add(taker)
+        role, clock = taker
+        thread = state.name if "·" not in role else state.name + role[role.index("·") :]
         frame = sys._getframe(1)
         try:
             held_at, acquiring_at = acquired_where(held, frame, _is_plumbing), _frame_text(frame)
@@ -394,6 +405,9 @@ def _record_order(state: _ThreadState, lock: Any) -> None:
                 "held_at": held_at,
                 "acquiring_at": acquiring_at,
                 "thread": thread,
+                # Past `EDGE_THREADS` takers: any thread may take the edge.
+                "role": role if len(takers) <= EDGE_THREADS else None,
+                "clock": clock,
                 "gates": [{**_identity_text(gate), "capacity": capacity} for gate, capacity in gates],
             }
         )
@@ -450,17 +464,12 @@ def _user_site(frame: FrameType | None) -> str:
     return f"{short_path(frame.f_code.co_filename)}:{frame.f_lineno} in {frame.f_code.co_name}"
 
 
-def _unlink(state: Any, lock: Any) -> None:
-    """Remove ``lock`` from ``state``'s chain of held locks (released out of order)."""
-    if state.top is lock:
-        state.top = lock._prev
-        return
-    node = state.top
-    while node is not None:
-        if node._prev is lock:
-            node._prev = lock._prev
-            return
-        node = node._prev
+def _unlink(held: list[Any], lock: Any) -> None:
+    """Remove ``lock`` from a thread's list of held locks: released out of order, or by another
+    thread (a plain Lock). Not there (a release that raced with the acquire's bookkeeping) is fine:
+    the entry left behind names another owner and is skipped as stale."""
+    with contextlib.suppress(ValueError):
+        held.remove(lock)
 
 
 # -- blocking ------------------------------------------------------------------------------------
@@ -622,7 +631,7 @@ class Lock:
     `activate` swaps in `_synced_acquire` and `_synced_release`, which add them around.
     """
 
-    __slots__ = ("__weakref__", "_created", "_key", "_owner", "_prev", "_quiet", "_real", "_release", "_try")
+    __slots__ = ("__weakref__", "_created", "_key", "_owner", "_quiet", "_real", "_release", "_try")
 
     def __init__(self, *, _created: Any = None, _quiet: bool = False) -> None:
         #: Internal to another primitive: no forced switches of its own (the owner has them).
@@ -632,7 +641,6 @@ class Lock:
         self._try = real.acquire
         self._release = real.release
         self._owner: Any = None
-        self._prev: Any = None
         created, key = creation(sys._getframe(1)) if _created is None else _created
         self._key: int = key
         self._created = created
@@ -644,11 +652,10 @@ class Lock:
             except AttributeError:
                 state = _new_state()
             self._owner = state
-            top = state.top
-            if top is not None and blocking:
+            held = state.held
+            if held and blocking:
                 _record_order(state, self)
-            self._prev = top
-            state.top = self
+            held.append(self)
             return True
         return self._acquire_slow(blocking, timeout)
 
@@ -662,14 +669,13 @@ class Lock:
             state = _current_state()
             if self._owner is None and self._real.locked() and _interrupted_inside(self, sys._getframe(1)):
                 return self._wait_for_itself(state, timeout)
-            if timeout == -1 and state.top is not None:
+            if timeout == -1 and state.held:
                 _record_order(state, self)  # an attempt counts: it may never succeed
             got = self._try(False) or _block(self._try, timeout, Waiting(self, lock=self, timed=timeout != -1))
         if got:
             state = _current_state()
             self._owner = state
-            self._prev = state.top
-            state.top = self
+            state.held.append(self)
         return got
 
     def _wait_for_itself(self, state: Any, timeout: float) -> bool:
@@ -689,10 +695,11 @@ class Lock:
     def release(self) -> None:
         owner = self._owner
         if owner is not None:
-            if owner.top is self:
-                owner.top = self._prev
+            held = owner.held
+            if held and held[-1] is self:  # the usual case, last in first out
+                del held[-1:]
             else:
-                _unlink(owner, self)
+                _unlink(held, self)
             self._owner = None
         self._release()
 
@@ -700,10 +707,11 @@ class Lock:
         # `release`, repeated rather than called: this is every critical section's exit.
         owner = self._owner
         if owner is not None:
-            if owner.top is self:
-                owner.top = self._prev
+            held = owner.held
+            if held and held[-1] is self:  # the usual case, last in first out
+                del held[-1:]
             else:
-                _unlink(owner, self)
+                _unlink(held, self)
             self._owner = None
         self._release()
 
@@ -717,7 +725,7 @@ class Lock:
 
     def _at_fork_reinit(self) -> None:
         self._real._at_fork_reinit()  # type: ignore[attr-defined]
-        self._owner = self._prev = None
+        self._owner = None
 
     def __repr__(self) -> str:
         state = "locked" if self._real.locked() else "unlocked"
@@ -845,7 +853,6 @@ class RLock:
         "_handler_depth",
         "_key",
         "_owner",
-        "_prev",
         "_real",
         "_releasing",
         "_try",
@@ -863,7 +870,6 @@ class RLock:
         #: lock's bookkeeping, and how many times it holds it.
         self._handler: Any = None
         self._handler_depth = 0
-        self._prev: Any = None
         created, key = creation(sys._getframe(1)) if _created is None else _created
         self._key: int = key
         self._created = created
@@ -887,8 +893,7 @@ class RLock:
             return True
         if _sync:
             _sync_point(self, "acquire")
-        top = state.top
-        if top is not None and blocking and timeout == -1:
+        if state.held and blocking and timeout == -1:
             _record_order(state, self)  # the attempt counts: it may never succeed
         if self._try(False):
             got = True
@@ -899,8 +904,7 @@ class RLock:
         if got:
             self._owner = state
             self._count = 1
-            self._prev = top
-            state.top = self
+            state.held.append(self)
             if _sync:
                 _sync_point(self, "acquire")
         return got
@@ -931,11 +935,8 @@ class RLock:
 
     def _let_go(self, state: Any) -> None:
         """The last release; the caller has set ``_releasing`` to this thread first."""
-        if state.top is self:
-            state.top = self._prev
-        else:
-            _unlink(state, self)  # a call: a signal handler may run at its start
-        self._owner = self._prev = self._releasing = None
+        _unlink(state.held, self)  # a call: a signal handler may run at its start
+        self._owner = self._releasing = None
         self._real.release()
 
     def _is_owned(self) -> bool:
@@ -958,7 +959,7 @@ class RLock:
 
     def _at_fork_reinit(self) -> None:
         self._real._at_fork_reinit()  # type: ignore[attr-defined]
-        self._owner = self._prev = None
+        self._owner = None
         self._count = 0
 
     def __repr__(self) -> str:

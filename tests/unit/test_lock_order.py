@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from harness.detect.happens_before import StartJoinOrder, parallel
 from harness.detect.lock_order import LockOrder
-from harness.detect.primitives import Session, _ThreadState
 
 
 def _edge(held: int, acquiring: int, thread: str | None) -> dict[str, Any]:
@@ -60,10 +60,51 @@ def test_an_edge_many_threads_took_or_with_no_thread_named_may_be_anyones() -> N
 
 
 def test_two_threads_named_alike_are_two_threads() -> None:
-    session = Session()
-    first, second = _ThreadState(), _ThreadState()
-    first.name = second.name = "worker"
-    second.thread = threading.Thread(name="worker")  # same ident (unstarted), another thread
-    assert session.thread_key(first) == "worker"
-    assert session.thread_key(second) == "worker·2"
-    assert session.thread_key(first) == "worker"
+    order = StartJoinOrder()
+    first, second = threading.Thread(name="worker"), threading.Thread(name="worker")
+    assert order.role(first) == "worker"
+    assert order.role(second) == "worker·2"
+    assert order.role(first) == "worker"
+
+
+def test_a_started_threads_role_is_the_same_in_every_trial() -> None:
+    # Thread-N and ThreadPoolExecutor-N_M count threads over the whole process: the role does not.
+    roles = []
+    for first, second in (("Thread-3 (forward)", "Thread-4 (forward)"), ("Thread-9 (forward)", "Thread-12 (forward)")):
+        order, body = StartJoinOrder(), threading.main_thread()
+        one, two = threading.Thread(name=first), threading.Thread(name=second)
+        order.started(body, one)
+        order.started(body, two)
+        roles.append((order.role(one), order.role(two)))
+    assert roles == [("Thread-# (forward)", "Thread-# (forward)·2")] * 2
+
+
+def test_a_start_orders_what_the_starter_did_before_it_and_a_join_what_the_thread_did() -> None:
+    order, body = StartJoinOrder(), threading.main_thread()
+    before = order.taker(body)[1]
+    first, second = threading.Thread(name="first"), threading.Thread(name="second")
+    order.started(body, first)
+    concurrent_with_first = order.taker(body)[1]
+    in_first = order.taker(first)[1]
+    order.joined(body, first)
+    order.started(body, second)
+    in_second = order.taker(second)[1]
+    assert not parallel(before, in_first)
+    assert parallel(concurrent_with_first, in_first)
+    assert not parallel(in_first, in_second)  # first was joined before second started
+    assert parallel(in_first, ())  # a record without a clock is never ordered
+
+
+def _timed(held: int, acquiring: int, role: str, clock: dict[str, int]) -> dict[str, Any]:
+    return {**_edge(held, acquiring, role), "role": role, "clock": sorted(clock.items())}
+
+
+def test_opposite_orders_in_phases_joined_before_the_next_starts_cannot_deadlock() -> None:
+    forward = _timed(1, 2, "forward", {"MainThread": 1, "forward": 1})
+    backward = _timed(2, 1, "backward", {"MainThread": 3, "forward": 1, "backward": 1})
+    assert _cycles(forward, backward) == []
+    overlapping = _timed(2, 1, "backward", {"MainThread": 2, "backward": 1})  # started before the join
+    assert len(_cycles(forward, overlapping)) == 1
+    # One thread of each role ran in two phases: the later two overlap, so the cycle stands.
+    later = _timed(1, 2, "forward", {"MainThread": 3, "forward": 1})
+    assert len(_cycles(forward, backward, later, overlapping)) == 1

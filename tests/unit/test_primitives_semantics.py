@@ -1413,3 +1413,71 @@ def test_a_semaphore_shared_by_many_threads_never_fails_its_users_for_stress_own
         primitives.deactivate()
     assert errors == []
     assert seats._taken == []
+
+
+@pytest.mark.timeout(60)
+def test_plain_locks_another_thread_keeps_releasing_never_stall_their_taker() -> None:
+    # Each thread's list of held locks (for lock order) is changed by any thread that releases a
+    # plain Lock it holds. A linked chain through the locks looped when such a release raced with
+    # the holder's next acquire: the holder spun for ever in its next nested acquire.
+    graph = WaitGraph(scope=Scope(files=[__file__]), main=threading.get_ident(), preexisting=set())
+    primitives.activate(primitives.Session(graph=graph))
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    done = threading.Event()
+    try:
+        a, b, c = primitives.Lock(), primitives.Lock(), primitives.Lock()
+
+        def taker() -> None:
+            for i in range(5000):
+                first, second = (a, b) if i % 2 else (b, a)
+                first.acquire()
+                second.acquire()
+                with c:
+                    pass
+
+        def releaser() -> None:
+            while not done.is_set():
+                for lock in (a, b):
+                    if lock.locked():  # only this thread releases them
+                        lock.release()
+
+        taking = threading.Thread(target=taker, daemon=True)
+        releasing = threading.Thread(target=releaser, daemon=True)
+        taking.start()
+        releasing.start()
+        taking.join(30)
+        stalled = taking.is_alive()
+        done.set()
+        releasing.join(30)
+    finally:
+        sys.setswitchinterval(interval)
+        primitives.deactivate()
+    assert not stalled
+
+
+def test_a_lock_an_earlier_trial_left_held_takes_no_part_in_the_next_trials_lock_order() -> None:
+    # The body's thread runs every trial of a worker: a lock one trial's body left held (dropped
+    # with the trial) made lock-order edges in every later trial, of other variants too, and each
+    # nested acquire walked all of them.
+    def trial_session() -> primitives.Session:
+        graph = WaitGraph(scope=Scope(files=[__file__]), main=threading.get_ident(), preexisting=set())
+        session = primitives.Session(graph=graph)
+        primitives.activate(session)
+        return session
+
+    trial_session()
+    try:
+        primitives.Lock().acquire()  # left held
+    finally:
+        primitives.deactivate()
+    session = trial_session()
+    try:
+        outer, inner = primitives.Lock(), primitives.Lock()
+        with outer, inner:
+            pass
+    finally:
+        primitives.deactivate()
+    assert [(edge["held"]["line"], edge["acquiring"]["line"]) for edge in session.new_order] == [
+        (outer._created[1], inner._created[1])
+    ]
