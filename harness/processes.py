@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from harness.detect import primitives
 from harness.detect.instrument import Instrumenter
-from harness.detect.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph
+from harness.detect.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph, forget_ended_records
 from harness.perturb import mp_delays, preempt
 from harness.perturb.pause import delay as start_delay
 from harness.perturb.plan import ActorStart, Plan
@@ -303,6 +303,7 @@ def _child_main(child: _Child) -> None:
         inherited.stop()
     preemptor = inherited or Preemptor(scope)
     instrumenter = Instrumenter(scope)
+    forget_ended_records()
     graph = WaitGraph(
         scope=scope,
         main=threading.get_ident(),

@@ -538,11 +538,16 @@ class Scheduler:
             if jumped:
                 self.strategy.woke_together(chosen.index)
             return chosen
-        outside = self.graph.unseen_waker(m.native_id for m in self.threads)
+        outside = self.graph.unseen_waker(m.native_id for m in self.threads) or self.graph.unscheduled_thread(
+            m.ident for m in self.threads
+        )
         if outside is not None:
             # Nobody the scheduler runs can go on, but somebody it does not run may end a wait.
             self.release(f"every thread it schedules waits, and {outside} may end one of the waits")
             return me
+        enabled = self._enabled(me)  # a thread it does not run may have ended a wait, then itself
+        if enabled:
+            return self._choose(me if me.state == RUNNABLE else None, enabled)
         self._declare_deadlock(me)
         return next((m for m in self.threads if m.state == BLOCKED), self.threads[0])
 

@@ -46,6 +46,7 @@ __all__ = [
     "acquired_where",
     "describe_primitive",
     "describe_site",
+    "forget_ended_records",
 ]
 
 
@@ -189,6 +190,38 @@ def _handler_in(frame: FrameType | None) -> str | None:
     return None
 
 
+def _tasks() -> set[int] | None:
+    """OS ids of this process's threads now (None where ``/proc`` cannot say)."""
+    try:
+        return {int(name) for name in os.listdir("/proc/self/task")}
+    except (OSError, ValueError):
+        return None
+
+
+def forget_ended_records() -> None:
+    """Drop `threading`'s records of ``_thread`` threads that have ended. `threading` makes one
+    (a ``_DummyThread``) the first time such a thread calls into it — asks for the current thread,
+    uses an instrumented primitive — and on 3.11 and 3.12 keeps it after the thread ends, under
+    the thread's ident; a later thread given the same ident inherits the record. Called before a
+    trial counts the threads that were there before it: a `_thread` thread the trial starts must
+    not be taken for one of them (and left out of who may still wake a waiter)."""
+    dummies = [thread for thread in list(_active.values()) if isinstance(thread, _DUMMY)]
+    if not dummies:
+        return
+    tasks = _tasks()
+    if tasks is None:
+        return
+    for thread in dummies:
+        if thread.native_id not in tasks:
+            with _ACTIVE_LIMBO_LOCK:
+                if _active.get(thread.ident or 0) is thread:
+                    del _active[thread.ident or 0]
+
+
+_DUMMY: type[threading.Thread] = threading._DummyThread
+_ACTIVE_LIMBO_LOCK: Any = threading._active_limbo_lock  # type: ignore[attr-defined]
+
+
 def _unseen_at_start() -> set[int] | None:
     """`_unseen` at a trial's start, where every trial asks, so the common answer is cheap: procfs
     gives ``task/`` two links more than the process has threads, and when there are no more
@@ -209,9 +242,8 @@ def _unseen_at_start() -> set[int] | None:
 def _unseen() -> set[int] | None:
     """OS ids of this process's threads that `threading` does not list (nor are parked actors):
     ones started with `_thread.start_new_thread`, or by C code. None where ``/proc`` cannot say."""
-    try:
-        tids = {int(name) for name in os.listdir("/proc/self/task")}
-    except (OSError, ValueError):
+    tids = _tasks()
+    if tids is None:
         return None
     tids.difference_update(t.native_id for t in threading.enumerate())
     tids.difference_update(parked_native_ids())
@@ -359,6 +391,24 @@ class WaitGraph:
         the trial's own threads (see `_unseen_waker`)."""
         return _unseen_waker(self.unseen, known)
 
+    def unscheduled_thread(self, scheduled: Iterable[int]) -> str | None:
+        """A thread `threading` lists that runs beside the ones a controlled trial schedules
+        (``scheduled``: their idents) and may end one of their waits, in words (None: none): started
+        during the trial and not by a scheduled thread — with ``_thread.start_new_thread`` (it is
+        listed once it touches `threading`, an instrumented primitive included), or by such a
+        thread — and still running (`threading` keeps the record of a ``_thread`` thread that
+        ended; its OS thread is gone)."""
+        known = set(scheduled) | self.preexisting | {self.main}
+        tasks: set[int] | None = None
+        for thread in threading.enumerate():
+            if thread.ident in known or thread.native_id in _OWN_THREADS:
+                continue
+            if tasks is None:
+                tasks = _tasks()
+            if tasks is None or thread.native_id in tasks:
+                return f"{thread.name}, a thread it does not schedule,"
+        return None
+
     def has_cycle(self, ident: int) -> bool:
         """Whether ``ident`` waits in a cycle of lock waits (controlled mode: nothing moves)."""
         with self._mutex:
@@ -398,9 +448,11 @@ class WaitGraph:
         return True
 
     def _everyone_stuck(self) -> Snapshot | None:
-        threads = [t.ident for t in threading.enumerate() if t.ident not in self.preexisting]
+        threads = [t for t in threading.enumerate() if t.ident not in self.preexisting]
         state: list[tuple[int, int, int]] = []
-        for ident in threads:
+        tasks: set[int] | None = None
+        for thread in threads:
+            ident = thread.ident
             if ident is None:
                 continue
             if ident == self.main and self.main_joining:
@@ -414,6 +466,11 @@ class WaitGraph:
                     return None
                 continue
             waiting = self.waiting.get(ident)
+            if waiting is None and isinstance(thread, _DUMMY):
+                # A `_thread` thread's record outlives it: one whose OS thread is gone runs nothing.
+                tasks = tasks if tasks is not None else _tasks()
+                if tasks is not None and thread.native_id not in tasks:
+                    continue
             if waiting is None or waiting.timed or waiting.runnable():
                 return None
             owner_ident = 0

@@ -26,7 +26,7 @@ from harness.controlled.session import Control, controlled
 from harness.detect import primitives
 from harness.detect.findings import Findings
 from harness.detect.instrument import Instrumenter
-from harness.detect.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph
+from harness.detect.wait_graph import DeadlockError, ForkedDeadlockError, WaitGraph, forget_ended_records
 from harness.engine.beacon import Phase
 from harness.perturb import mp_delays, pause
 from harness.perturb.plan import ActorStart, Plan
@@ -119,6 +119,7 @@ def run_trial(
             actor; the plan's ``fresh_threads`` asks for that too).
     """
     global _current
+    forget_ended_records()
     graph = WaitGraph(
         scope=preemptor.scope,
         main=threading.get_ident(),

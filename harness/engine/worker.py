@@ -516,12 +516,19 @@ _BLOCK_CODE = primitives._block.__code__
 _DummyThread: type = threading._DummyThread
 
 
+def _started_since(before: set[threading.Thread]) -> list[threading.Thread]:
+    """Threads running now that were not in ``before`` (a `_thread` thread's "dummy" record, which
+    says it is alive for ever, counts while its OS thread runs)."""
+    wait_graph.forget_ended_records()
+    return [t for t in threading.enumerate() if t not in before and t.is_alive()]
+
+
 def _leaked_threads(before: set[threading.Thread], *, grace: float = 0.2) -> tuple[str | None, bool]:
     """Threads the trial started and left running: (what to report, whether the worker must be
     replaced so the next trial starts clean). Threads cannot be stopped, only abandoned with their
     process. A few daemon threads (a queue's feeder, say) are tolerated."""
     deadline = time.monotonic() + grace
-    left = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    left = _started_since(before)
     while left and time.monotonic() < deadline and not all(_waits_for_good(t) for t in left):
         wait = min(LEFT_THREADS_POLL, max(0.0, deadline - time.monotonic()))
         # A thread started with `_thread.start_new_thread` is known to `threading` only as a
@@ -531,8 +538,7 @@ def _leaked_threads(before: set[threading.Thread], *, grace: float = 0.2) -> tup
             joinable[0].join(wait)
         else:
             time.sleep(wait)
-        left = [t for t in left if t.is_alive()]
-    left = [t for t in left if t.is_alive()]
+        left = _started_since(before)
     plain = [t for t in left if not t.daemon]
     if plain:
         names = ", ".join(sorted({t.name for t in plain})[:5])

@@ -61,23 +61,27 @@ def opposite_order_in_turns(trial: Trial) -> None:
 
 @scenario.variant(expect="unsafe")
 def same_name_in_turns(trial: Trial) -> None:
-    \"\"\"Two threads the code names alike, one after the other: still two threads.\"\"\"
+    \"\"\"Two threads the code names alike, taking turns: still two threads.\"\"\"
     lock_a = threading.Lock()
     lock_b = threading.Lock()
+    first_done = threading.Event()
 
     def forward() -> None:
         with lock_a:
             with lock_b:
                 pass
+        first_done.set()
 
     def backward() -> None:
+        first_done.wait()
         with lock_b:
             with lock_a:
                 pass
 
-    for work in (forward, backward):
-        thread = threading.Thread(target=work, name="worker")
+    threads = [threading.Thread(target=work, name="worker") for work in (forward, backward)]
+    for thread in threads:
         thread.start()
+    for thread in threads:
         thread.join()
 """
 
@@ -110,6 +114,21 @@ def test_the_built_in_opposite_order_is_flagged_without_perturbation(tmp_path: P
     assert opposite["verdict"] == "exposed"
 
 
+def test_opposite_orders_a_start_or_join_keeps_apart_are_no_potential_deadlock(tmp_path: Path) -> None:
+    # Phases joined before the next starts, the body's locks before it starts its actor, one
+    # executor worker, one thread handed both orders: no interleaving lets two threads hold one
+    # lock each of the cycle. All were called DEADLOCK-PRONE; the hand-off also stalled its taker.
+    out = stress(
+        "run", str(FIXTURES / "lock_phases.py"), "-n", "300", "--seed", "4", "--out", "run", cwd=tmp_path
+    )  # fmt: skip
+    data = summary(tmp_path / "run")
+    found = {v["name"]: (v["verdict"], len(v["potential_deadlocks"]), v["outcomes"]) for v in data["variants"]}
+    beside = found.pop("body-beside-its-actor")
+    assert beside[:2] == ("exposed", 1), beside  # the cycle the body and its actor can close
+    assert all(verdict == "held" and not potential for verdict, potential, _ in found.values()), found
+    assert out.code == 0, out.stdout[-3000:]
+
+
 @pytest.mark.parametrize("knobs", [(), ("--no-perturbation",)], ids=["default", "no-perturbation"])
 def test_a_lock_another_thread_releases_is_no_deadlock(tmp_path: Path, knobs: tuple[str, ...]) -> None:
     # A thread waiting for a plain lock it took itself is stuck only if nobody else can release it:
@@ -136,6 +155,7 @@ def test_controlled_mode_calls_a_wait_only_an_unscheduled_thread_can_end_unsuppo
     assert verdicts == {
         "timer-releases": "held",
         "raw-thread-latch": "unsupported",
+        "raw-thread-known-to-threading": "unsupported",
         "actor-hands-off": "held",
         "signal-handler-releases": "unsupported",
         "one-thread-both-orders": "unsupported",
