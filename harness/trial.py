@@ -311,16 +311,11 @@ class ActorGroup:
         session = primitives.current_session()
         # Lock order: what the body did so far happens before the actors; they, before what it does next.
         clocks = session.order_clocks if session is not None else None
-        origin = clocks.fork(threading.current_thread()) if clocks is not None else {}
-        ran: list[threading.Thread] = []
+        spawned = clocks.spawn(threading.current_thread(), names) if clocks is not None else 0
 
         def actor_main(index: int, delay: float) -> None:
             fn, args, _ = self._actors[index]
             label = names[index]
-            if clocks is not None:
-                me = threading.current_thread()
-                clocks.adopt(me, origin, role=label)
-                ran.append(me)
             try:
                 if delay:
                     trace = suspend()
@@ -340,9 +335,7 @@ class ActorGroup:
 
         self._start_and_join(starts, actor_main, names, trial.pool)
         if clocks is not None:
-            body = threading.current_thread()
-            for thread in ran:
-                clocks.joined(body, thread)
+            clocks.gather(threading.current_thread(), spawned)
         self.results = results
         trial.end_if_deadlocked()
 

@@ -22,8 +22,10 @@ of its own, parallel to everything: it is never wrongly ordered.
 from __future__ import annotations
 
 import _thread
+import contextlib
 import re
 import threading
+from typing import Any
 
 __all__ = ["Clock", "StartJoinOrder", "parallel"]
 
@@ -50,11 +52,11 @@ def parallel(first: Clock, second: Clock) -> bool:
 
 
 class _Timeline:
-    """One thread's role and clock in the trial."""
+    """One thread's role and clock in the trial (its thread None until the thread shows up)."""
 
     __slots__ = ("clock", "frozen", "role", "thread")
 
-    def __init__(self, thread: threading.Thread, role: str, clock: dict[str, int]) -> None:
+    def __init__(self, thread: threading.Thread | None, role: str, clock: dict[str, int]) -> None:
         self.thread = thread  # kept, so that its id names no other thread during the trial
         self.role = role
         self.clock = clock
@@ -78,7 +80,15 @@ class StartJoinOrder:
     def __init__(self) -> None:
         self._timelines: dict[int, _Timeline] = {}
         self._roles: dict[str, int] = {}
-        self._lock = _thread.allocate_lock()  # actors name themselves at once
+        #: Timelines of threads started under a known name, not yet seen (see `spawn`).
+        self._pending: dict[str, list[_Timeline]] = {}
+        self._lock = _thread.allocate_lock()  # threads of the trial name themselves at once
+        #: Actor groups started and joined, in order, not yet applied to the clocks: most trials
+        #: never ask for a clock, and a trial's cost is mostly its actors' start and join.
+        self._log: list[tuple[threading.Thread, Any]] = []
+        self._applied = 0
+        self._groups: dict[int, list[tuple[str, _Timeline]]] = {}
+        self._replaying = _thread.allocate_lock()
 
     def _role(self, base: str) -> str:
         with self._lock:
@@ -89,38 +99,88 @@ class StartJoinOrder:
     def _timeline(self, thread: threading.Thread) -> _Timeline:
         timeline = self._timelines.get(id(thread))
         if timeline is None or timeline.thread is not thread:
-            role = self._role(thread.name)
-            timeline = self._timelines[id(thread)] = _Timeline(thread, role, {role: 1})
+            waiting = self._pending.get(thread.name)
+            try:
+                timeline = waiting.pop(0) if waiting else None
+            except IndexError:  # another thread of that name took the last one meanwhile
+                timeline = None
+            if timeline is None:
+                role = self._role(thread.name)
+                timeline = _Timeline(thread, role, {role: 1})
+            timeline.thread = thread
+            self._timelines[id(thread)] = timeline
         return timeline
 
-    def fork(self, parent: threading.Thread) -> dict[str, int]:
-        """``parent`` is starting threads: the clock they start from (call `adopt` in each)."""
+    def spawn(self, parent: threading.Thread, names: list[str]) -> int:
+        """``parent`` starts threads called ``names`` (a trial's actors), before they run: each
+        starts from the parent's clock now, as its name (``name·2`` for a second of that name),
+        and is claimed by the first thread of its name to show up. Returns the group's number,
+        for `gather`. Only noted: applied when a clock is first asked for."""
+        self._log.append((parent, names))
+        return len(self._log) - 1
+
+    def gather(self, joiner: threading.Thread, group: int) -> None:
+        """``joiner`` saw every thread of ``group`` (see `spawn`) end."""
+        self._log.append((joiner, group))
+
+    def _catch_up(self) -> None:
+        """Apply the noted `spawn` and `gather` calls, in order."""
+        if self._applied == len(self._log):
+            return
+        with self._replaying:
+            while self._applied < len(self._log):
+                thread, what = self._log[self._applied]
+                if isinstance(what, int):
+                    self._gather_now(thread, self._groups.pop(what))
+                else:
+                    self._groups[self._applied] = self._spawn_now(thread, what)
+                self._applied += 1
+
+    def _spawn_now(self, parent: threading.Thread, names: list[str]) -> list[tuple[str, _Timeline]]:
         timeline = self._timeline(parent)
         origin = dict(timeline.clock)
         timeline.tick()
-        return origin
+        group = []
+        for name in names:
+            role = self._role(name)
+            clock = dict(origin)
+            clock[role] = 1
+            entry = _Timeline(None, role, clock)
+            self._pending.setdefault(name, []).append(entry)
+            group.append((name, entry))
+        return group
 
-    def adopt(self, thread: threading.Thread, origin: dict[str, int], *, role: str | None = None) -> None:
-        """``thread`` starts from ``origin`` (see `fork`), as ``role`` (its name with numbers
-        replaced unless given)."""
-        base = role if role is not None else _NUMBER.sub("#", thread.name)
-        name = self._role(base)
-        clock = dict(origin)
-        clock[name] = 1
-        self._timelines[id(thread)] = _Timeline(thread, name, clock)
+    def _gather_now(self, joiner: threading.Thread, group: list[tuple[str, _Timeline]]) -> None:
+        timeline = self._timeline(joiner)
+        for name, entry in group:
+            if entry.thread is None:  # never showed up: no later thread of that name may claim it
+                with contextlib.suppress(ValueError):
+                    self._pending.get(name, []).remove(entry)
+            timeline.absorb(entry.clock)
 
     def started(self, parent: threading.Thread, child: threading.Thread) -> None:
-        """``parent`` starts ``child`` (called before the child runs)."""
-        self.adopt(child, self.fork(parent))
+        """``parent`` starts ``child`` (called before the child runs): the child's role is its name
+        with numbers replaced, numbered by start order within the trial."""
+        self._catch_up()
+        if self._pending.get(child.name):
+            return  # started for `spawn`, which has its timeline ready
+        timeline = self._timeline(parent)
+        origin = dict(timeline.clock)
+        timeline.tick()
+        role = self._role(_NUMBER.sub("#", child.name))
+        origin[role] = 1
+        self._timelines[id(child)] = _Timeline(child, role, origin)
 
     def joined(self, joiner: threading.Thread, ended: threading.Thread) -> None:
         """``joiner`` saw ``ended`` end (a join that returned with the thread gone)."""
+        self._catch_up()
         timeline = self._timelines.get(id(ended))
         if timeline is not None and timeline.thread is ended:
             self._timeline(joiner).absorb(timeline.clock)
 
     def taker(self, thread: threading.Thread) -> tuple[str, Clock]:
         """``thread``'s role and its clock now, as a lock-order edge records them."""
+        self._catch_up()
         timeline = self._timeline(thread)
         frozen = timeline.frozen
         if frozen is None:
@@ -128,6 +188,7 @@ class StartJoinOrder:
         return timeline.role, frozen
 
     def role(self, thread: threading.Thread) -> str:
+        self._catch_up()
         return self._timeline(thread).role
 
     def __repr__(self) -> str:

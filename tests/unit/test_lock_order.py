@@ -108,3 +108,17 @@ def test_opposite_orders_in_phases_joined_before_the_next_starts_cannot_deadlock
     # One thread of each role ran in two phases: the later two overlap, so the cycle stands.
     later = _timed(1, 2, "forward", {"MainThread": 3, "forward": 1})
     assert len(_cycles(forward, backward, later, overlapping)) == 1
+
+
+def test_actors_of_one_group_overlap_and_a_later_group_follows_them() -> None:
+    order, body = StartJoinOrder(), threading.main_thread()
+    first = order.spawn(body, ["transfer#0", "transfer#1"])
+    one, two = threading.Thread(name="transfer#0"), threading.Thread(name="transfer#1")
+    in_one, in_two = order.taker(one)[1], order.taker(two)[1]
+    order.gather(body, first)
+    order.spawn(body, ["transfer#0", "audit"])  # audit never takes a lock: its entry is never claimed
+    again = threading.Thread(name="transfer#0")
+    in_again = order.taker(again)[1]
+    assert parallel(in_one, in_two)
+    assert not parallel(in_one, in_again) and not parallel(in_two, in_again)
+    assert (order.role(one), order.role(again)) == ("transfer#0", "transfer#0·2")  # two threads of the trial
