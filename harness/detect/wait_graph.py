@@ -754,39 +754,102 @@ def _base_name(primitive: Any) -> str | None:
     return targets[site[2] % len(targets)].rsplit(".", 1)[-1] if targets else None
 
 
-_ASSIGNED = re.compile(r"^\s*(?:self\.)?([A-Za-z_][\w.]*)\s*(?::[^=]*)?=(?!=)")
-#: A line that makes a list of primitives in a comprehension: its k-th is ``name[k]``.
-_LISTED = re.compile(r"^\s*(?:self\.)?[A-Za-z_][\w.]*\s*(?::[^=]*)?=\s*\[.*\bfor\b")
+#: What the code under test calls to make a primitive: a call of another name (``make_lock()``)
+#: makes its primitive on a line of its own, not on the line that calls it.
+_MAKERS = frozenset(
+    {
+        "Lock", "RLock", "Condition", "Semaphore", "BoundedSemaphore", "Event", "Barrier",
+        "Queue", "SimpleQueue", "LifoQueue", "PriorityQueue", "JoinableQueue",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Named:
+    """What a source line's assignments name the primitives it makes: one name per primitive,
+    in the order the line makes them, and whether the line makes a list of them."""
+
+    names: tuple[str, ...]
+    listed: bool = False
+
+
+#: Per file: its text (to see a change) and what each line names.
+_NAMED: dict[str, tuple[str, dict[int, _Named]]] = {}
+
+
+def _named(file: str, line: int) -> _Named:
+    text = "".join(linecache.getlines(file))
+    known = _NAMED.get(file)
+    if known is None or known[0] != text:
+        known = _NAMED[file] = (text, _index_names(text))
+    return known[1].get(line, _Named(()))
+
+
+def _maker(node: ast.expr) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    return (func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else "") in _MAKERS
+
+
+def _index_names(text: str) -> dict[int, _Named]:
+    """Read every assignment of a module's source: which names the primitives made on each line
+    go to. ``a, b = Lock(), Lock()`` names the line's first ``a`` and its second ``b``; ``a, b =
+    make(), Lock()`` its only one ``b``; ``m = Lock(); n = Lock()`` its first ``m``, its second
+    ``n``; a tuple split over lines names each line's by its own target; nested tuples pair up;
+    ``forks = [Lock() for _ in range(5)]`` is a list (its k-th is ``forks[k]``)."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return {}
+    found: dict[int, list[tuple[int, str]]] = {}
+    listed: set[int] = set()
+
+    def name_of(target: ast.expr) -> str | None:
+        if isinstance(target, ast.Name | ast.Attribute):
+            return ast.unparse(target).removeprefix("self.")
+        return None
+
+    def pair(target: ast.expr, value: ast.expr) -> None:
+        if isinstance(target, ast.Tuple | ast.List):
+            if not isinstance(value, ast.Tuple | ast.List) or len(value.elts) != len(target.elts):
+                return
+            any_maker = any(_maker(v) or isinstance(v, ast.Tuple | ast.List) for v in value.elts)
+            for t, v in zip(target.elts, value.elts, strict=True):
+                if isinstance(v, ast.Tuple | ast.List) or _maker(v) or (not any_maker and isinstance(v, ast.Call)):
+                    pair(t, v)
+            return
+        name = name_of(target)
+        if name is None:
+            return
+        calls = [node for node in ast.walk(value) if isinstance(node, ast.Call) and _maker(node)]
+        if isinstance(value, ast.ListComp | ast.List) and calls:
+            listed.update(call.lineno for call in calls)
+        for call in calls:
+            found.setdefault(call.lineno, []).append((call.col_offset, name))
+        if not calls:  # `lock = make_lock()` and the like: the line's, as far as it goes
+            found.setdefault(value.lineno, []).append((value.col_offset, name))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            pair(node.targets[0], node.value)
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            pair(node.target, node.value)
+    named = {}
+    for line, entries in found.items():
+        names = tuple(name for _, name in sorted(entries))
+        if len(set(names)) == 1:
+            names = names[:1]  # one name for all the line makes (`cond = Condition(Lock())`)
+        named[line] = _Named(names, line in listed)
+    return named
 
 
 def _assigned_to(file: str, line: int) -> tuple[str, ...]:
-    """The names the creating line assigns what it makes to: ``(lock_a,)`` for ``lock_a =
-    Lock()``; ``(a, b)`` for ``a, b = Lock(), Lock()``, one per call on the right (the k-th
-    primitive the line makes goes to the (k mod 2)-th; ``lock, n = Lock(), 0`` gives ``(lock,)``);
-    none for a line that assigns to no plain name."""
-    text = linecache.getline(file, line)
-    match = _ASSIGNED.match(text)
-    if match:
-        return (match.group(1),)
-    try:
-        (statement,) = ast.parse(text.strip()).body
-    except (SyntaxError, ValueError):
-        return ()
-    if not isinstance(statement, ast.Assign) or len(statement.targets) != 1:
-        return ()
-    (target,), value = statement.targets, statement.value
-    if not isinstance(target, ast.Tuple | ast.List) or not isinstance(value, ast.Tuple | ast.List):
-        return ()
-    if len(target.elts) != len(value.elts):
-        return ()
-    names = []
-    for name, made in zip(target.elts, value.elts, strict=True):
-        if not isinstance(made, ast.Call):
-            continue
-        if not isinstance(name, ast.Name | ast.Attribute):
-            return ()
-        names.append(ast.unparse(name).removeprefix("self."))
-    return tuple(names)
+    """The names the creating line assigns what it makes to (see `_index_names`): ``(lock_a,)``
+    for ``lock_a = Lock()``; ``(a, b)`` for ``a, b = Lock(), Lock()`` (the k-th primitive the line
+    makes goes to the (k mod 2)-th; ``lock, n = Lock(), 0`` gives ``(lock,)``); none for a line
+    that assigns to no plain name."""
+    return _named(file, line).names
 
 
 def describe_primitive(primitive: Any) -> str:
@@ -811,7 +874,7 @@ def describe_site(file: str, line: int, ordinal: int, *, count: int, kind: str =
     targets = _assigned_to(file, line)
     width = max(1, len(targets))
     number = f"#{ordinal // width}" if count > width else ""
-    if len(targets) == 1 and count > 1 and _LISTED.match(linecache.getline(file, line)):
+    if len(targets) == 1 and count > 1 and _named(file, line).listed:
         return f"{targets[0]}[{ordinal}]"  # forks = [Lock() for _ in range(5)]: the code says forks[3]
     if targets:
         return targets[ordinal % width] + number

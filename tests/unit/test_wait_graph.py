@@ -318,3 +318,25 @@ def test_a_primitive_goes_by_the_name_its_line_assigns_it_to(tmp_path: Path) -> 
     assert [describe_site(file, 4, k, count=2) for k in range(2)] == ["x", "y"]
     assert describe_site(file, 5, 1, count=2) == "lock#1 created at made.py:5"
     assert describe_site(file, 6, 3, count=5) == "forks[3]"  # as the code names it
+
+
+def test_a_primitive_is_named_by_its_own_target_however_the_assignment_is_written(tmp_path: Path) -> None:
+    source = tmp_path / "written.py"
+    source.write_text(
+        "a, b = make(), Lock()\n"  # make() makes its lock on a line of its own
+        "m = Lock(); n = threading.RLock()\n"
+        "(p, q), r = (Lock(), Lock()), Lock()\n"
+        "first, second = (\n"
+        "    Lock(),\n"
+        "    Semaphore(2),\n"
+        ")\n"
+        "class Account:\n"
+        "    def __init__(self):\n"
+        "        self.guard = Lock() if fair else RLock()\n"
+    )
+    file = str(source)
+    assert describe_site(file, 1, 0, count=1) == "b"
+    assert [describe_site(file, 2, k, count=2) for k in range(2)] == ["m", "n"]
+    assert [describe_site(file, 3, k, count=3) for k in range(3)] == ["p", "q", "r"]
+    assert (describe_site(file, 5, 0, count=1), describe_site(file, 6, 0, count=1)) == ("first", "second")
+    assert describe_site(file, 10, 0, count=1) == "guard"
