@@ -241,7 +241,7 @@ def _failure_text(item: pytest.Function, report: RunReport, summary: VariantSumm
     else:
         console.print(
             f"stress: {summary.failures} of {summary.trials} {unit}s failed — failure rate {summary.rate_text()} "
-            f"· seed {config.seed} · {report.info.mode_text}"
+            f"· seed {config.seed}" + (f" · {report.info.mode_text}" if config.controlled else "")
         )
     example = summary.example
     if example is not None:

@@ -114,7 +114,7 @@ def test_an_unlocked_counter_fails_with_rate_evidence_and_replay_and_the_locked_
     done = pytest_run(project, "--stress-seed", "7")
     assert outcome_counts(done.stdout) == {"failed": 1, "passed": 1}, done.stdout + done.stderr
     failure = done.stdout.split("_ test_unlocked _", 1)[1]
-    assert re.search(r"stress: \d+ of 150 trials failed — failure rate \d", failure)
+    assert re.search(r"stress: \d+ of 150 trials failed — failure rate \d.* · seed \d+\n", failure)  # no bare mode
     assert "assert " in failure  # the test's own assertion, with pytest's explanation
     assert (
         "replay (re-runs the plan 20 times): pytest test_counter.py::test_unlocked --stress-seed 7 --stress-trial "
