@@ -7,9 +7,12 @@ programs", Haifa Verification Conference 2005) cut each thread's run into *segme
 and joins and keep a cycle only if the segments of its edges are pairwise parallel; this module
 keeps the same order as vector clocks. Starting a thread makes everything its starter did so far
 happen before everything the new thread does; joining a thread that has ended makes everything it
-did happen before what the joiner does next. Nothing else orders threads here (locks, events and
-queues do, but a cycle whose edges they order is still a cycle some other interleaving could close,
-which is the point of the analysis).
+did happen before what the joiner does next. Nothing else orders threads here. Locks do in one
+trial, but another interleaving takes them in another order, which is the point of the analysis.
+Events, queues and semaphores order threads too, and a cycle only they keep apart is still
+reported: the order they impose may differ from trial to trial (which consumer got which item),
+and clocks compared across trials must count the same points of the program. Starts and joins are
+such points.
 
 Threads are named by *role*, the same in every trial, so that edges of different trials compare: an
 actor's name; for a thread the code under test starts, its name with every number replaced
