@@ -23,7 +23,7 @@ Bensalem and Havelund's segmentation graph (`harness.detect.happens_before`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +68,7 @@ class LockOrder:
     #: Enough for any scenario a person reads; a larger graph reports the first cycles found.
     MAX_CYCLES = 20
     MAX_LENGTH = 12
+    MAX_SEARCH = 200_000
 
     #: Takers kept per edge; an edge more took may be taken by any thread.
     MAX_THREADS = 16
@@ -106,12 +107,17 @@ class LockOrder:
     def cycles(self) -> list[PotentialDeadlock]:
         """Every elementary cycle (up to a bound) that some interleaving could close."""
         found = []
-        for cycle in self._elementary_cycles():
+
+        def closes(cycle: list[Identity]) -> bool:
             if self._gated(cycle):
-                continue
+                return False
             threads = self._threads_for(cycle)
-            if threads is not None:
-                found.append(self._explain(cycle, threads))
+            if threads is None:
+                return False
+            found.append(self._explain(cycle, threads))
+            return True
+
+        self._elementary_cycles(closes)
         return found
 
     def _threads_for(self, cycle: list[Identity]) -> list[Taker | None] | None:
@@ -157,29 +163,44 @@ class LockOrder:
             common = {g: c for g, c in common.items() if g in self.gates[pair]}
         return any(capacity < len(cycle) for capacity in common.values())
 
-    def _elementary_cycles(self) -> list[list[Identity]]:
+    def _elementary_cycles(self, closes: Callable[[list[Identity]], bool]) -> None:
+        """Offer ``closes`` the elementary cycles of the edge graph, shortest first, until it has
+        accepted `MAX_CYCLES` or none of more than `MAX_LENGTH` locks is left; within each strongly
+        connected component only (Tarjan's algorithm): locks always taken in one global order form
+        no component of more than one lock, and are not searched (every path through forty such
+        locks is more than any search finishes). The search stops after `MAX_SEARCH` steps."""
         successors: dict[Identity, list[Identity]] = {}
         for held, acquiring in sorted(self.edges):
             successors.setdefault(held, []).append(acquiring)
-        found: list[list[Identity]] = []
+        component = _components(successors)
+        sizes: dict[int, int] = {}
+        for number in component.values():
+            sizes[number] = sizes.get(number, 0) + 1
+        starts = [start for start in sorted(successors) if sizes[component[start]] > 1 or start in successors[start]]
+        accepted = 0
+        steps = 0
 
-        def extend(path: list[Identity], on_path: set[Identity]) -> None:
+        def extend(path: list[Identity], on_path: set[Identity], length: int) -> None:
+            nonlocal steps, accepted
+            here = component[path[0]]
             for nxt in successors.get(path[-1], ()):
-                if len(found) >= self.MAX_CYCLES:
+                steps += 1
+                if accepted >= self.MAX_CYCLES or steps > self.MAX_SEARCH:
                     return
                 if nxt == path[0]:
-                    found.append(list(path))
-                elif nxt > path[0] and nxt not in on_path and len(path) < self.MAX_LENGTH:
+                    if len(path) == length and closes(list(path)):
+                        accepted += 1
+                elif len(path) < length and nxt > path[0] and component.get(nxt) == here and nxt not in on_path:
                     on_path.add(nxt)
                     path.append(nxt)
-                    extend(path, on_path)
+                    extend(path, on_path, length)
                     path.pop()
                     on_path.discard(nxt)
 
-        # Each cycle is found once: from its smallest lock, through larger ones only.
-        for start in sorted(successors):
-            extend([start], {start})
-        return found
+        # Each cycle is offered once: at its own length, from its smallest lock, through larger ones.
+        for length in range(1, self.MAX_LENGTH + 1):
+            for start in starts:
+                extend([start], {start}, length)
 
     def _explain(self, cycle: list[Identity], threads: list[Taker | None]) -> PotentialDeadlock:
         names = [_lock_name(self.edges, identity) for identity in cycle]
@@ -194,6 +215,48 @@ class LockOrder:
                 f"then {names[(index + 1) % len(cycle)]} at {short_where(record['acquiring_at'])}"
             )
         return PotentialDeadlock(tuple(names), tuple(paths))
+
+
+def _components(successors: dict[Identity, list[Identity]]) -> dict[Identity, int]:
+    """Each lock's strongly connected component, numbered (Tarjan's algorithm, iterative)."""
+    index: dict[Identity, int] = {}
+    low: dict[Identity, int] = {}
+    component: dict[Identity, int] = {}
+    stack: list[Identity] = []
+    on_stack: set[Identity] = set()
+    count = 0
+    nodes = sorted(set(successors) | {n for targets in successors.values() for n in targets})
+    for root in nodes:
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            node, at = work.pop()
+            if at == 0:
+                index[node] = low[node] = len(index)
+                stack.append(node)
+                on_stack.add(node)
+            targets = successors.get(node, [])
+            if at < len(targets):
+                work.append((node, at + 1))
+                nxt = targets[at]
+                if nxt not in index:
+                    work.append((nxt, 0))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            if low[node] == index[node]:
+                count += 1
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component[member] = count
+                    if member == node:
+                        break
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+    return component
 
 
 def _lock_name(edges: dict[tuple[Identity, Identity], dict[str, Any]], identity: Identity) -> str:
