@@ -7,7 +7,9 @@ programs", Haifa Verification Conference 2005) cut each thread's run into *segme
 and joins and keep a cycle only if the segments of its edges are pairwise parallel; this module
 keeps the same order as vector clocks. Starting a thread makes everything its starter did so far
 happen before everything the new thread does; joining a thread that has ended makes everything it
-did happen before what the joiner does next. Nothing else orders threads here. Locks do in one
+did happen before what the joiner does next. A task submitted to an executor is ordered the same
+way: after what its submitter did before submitting it, and before what follows a ``result()`` (or
+``exception()``) that returned its outcome. Nothing else orders threads here. Locks do in one
 trial, but another interleaving takes them in another order, which is the point of the analysis.
 Events, queues and semaphores order threads too, and a cycle only they keep apart is still
 reported: the order they impose may differ from trial to trial (which consumer got which item),
@@ -18,8 +20,9 @@ Threads are named by *role*, the same in every trial, so that edges of different
 actor's name; for a thread the code under test starts, its name with every number replaced
 (``Thread-# (forward)``, ``ThreadPoolExecutor-#_#``: the numbers count threads over the whole
 process), numbered by start order within the trial when several share it (``Thread-# (forward)·2``).
-A thread whose start was not seen (the thread that runs the trial, one left from before) has a clock
-of its own, parallel to everything: it is never wrongly ordered.
+A thread whose start was not seen (the thread that runs the trial, a module-level pool's worker
+started in an earlier trial) goes by its name with numbers replaced too, and has a clock of its own,
+parallel to everything: it is never wrongly ordered.
 """
 
 from __future__ import annotations
@@ -107,8 +110,8 @@ class StartJoinOrder:
                 timeline = waiting.pop(0) if waiting else None
             except IndexError:  # another thread of that name took the last one meanwhile
                 timeline = None
-            if timeline is None:
-                role = self._role(thread.name)
+            if timeline is None:  # a thread from before the trial: numbers count threads of the process
+                role = self._role(_NUMBER.sub("#", thread.name))
                 timeline = _Timeline(thread, role, {role: 1})
             timeline.thread = thread
             self._timelines[id(thread)] = timeline
@@ -180,6 +183,19 @@ class StartJoinOrder:
         timeline = self._timelines.get(id(ended))
         if timeline is not None and timeline.thread is ended:
             self._timeline(joiner).absorb(timeline.clock)
+
+    def send(self, thread: threading.Thread) -> dict[str, int]:
+        """``thread`` hands work on (submits a task, finishes one): its clock now, for `receive`."""
+        self._catch_up()
+        timeline = self._timeline(thread)
+        clock = dict(timeline.clock)
+        timeline.tick()
+        return clock
+
+    def receive(self, thread: threading.Thread, clock: dict[str, int]) -> None:
+        """``thread`` goes on from work that was handed on at ``clock`` (see `send`)."""
+        self._catch_up()
+        self._timeline(thread).absorb(clock)
 
     def taker(self, thread: threading.Thread) -> tuple[str, Clock]:
         """``thread``'s role and its clock now, as a lock-order edge records them."""

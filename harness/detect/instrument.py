@@ -10,6 +10,8 @@ stand-in accepts both kinds. Everything is put back when the trial ends.
 
 from __future__ import annotations
 
+import concurrent.futures
+import concurrent.futures.thread as futures_thread
 import queue
 import sys
 import threading
@@ -107,6 +109,54 @@ for _module, _name, _instrumented in _REPLACED:
 
 _real_join = threading.Thread.join
 _real_start = threading.Thread.start
+_real_work_item_init = futures_thread._WorkItem.__init__
+_real_result = concurrent.futures.Future.result
+_real_exception = concurrent.futures.Future.exception
+
+
+def _work_item_init(self: Any, future: concurrent.futures.Future[Any], fn: Any, args: Any, kwargs: Any) -> None:
+    """An executor's task, made by ``submit`` in the submitting thread: for the lock-order analysis,
+    what the submitter did so far happens before the task, and the task before a ``result()``
+    that returns its outcome (`harness.detect.happens_before`)."""
+    session = primitives.current_session()
+    if session is not None:
+        clocks = session.order_clocks
+        origin = clocks.send(threading.current_thread())
+
+        def task(*args: Any, **kwargs: Any) -> Any:
+            clocks.receive(threading.current_thread(), origin)
+            try:
+                return fn(*args, **kwargs)
+            finally:  # before the outcome is set: a result() may return at once
+                future._stress_clock = (session, clocks.send(threading.current_thread()))  # type: ignore[attr-defined]
+
+        _real_work_item_init(self, future, task, args, kwargs)
+    else:
+        _real_work_item_init(self, future, fn, args, kwargs)
+
+
+def _received(future: concurrent.futures.Future[Any]) -> None:
+    """The current thread has the outcome of ``future``'s task: it goes on after the task."""
+    sent = getattr(future, "_stress_clock", None)
+    session = primitives.current_session()
+    if sent is not None and sent[0] is session and session is not None:
+        session.order_clocks.receive(threading.current_thread(), sent[1])
+
+
+def _result(self: concurrent.futures.Future[Any], timeout: float | None = None) -> Any:
+    try:
+        return _real_result(self, timeout)
+    finally:
+        if self.done():
+            _received(self)
+
+
+def _exception(self: concurrent.futures.Future[Any], timeout: float | None = None) -> BaseException | None:
+    try:
+        return _real_exception(self, timeout)
+    finally:
+        if self.done():
+            _received(self)
 
 
 def _start(self: threading.Thread) -> None:
@@ -182,6 +232,12 @@ class Instrumenter:
         threading.Thread.join = _join  # type: ignore[method-assign]
         self._undo.append((threading.Thread, "start", _real_start))
         threading.Thread.start = _start  # type: ignore[method-assign]
+        self._undo.append((futures_thread._WorkItem, "__init__", _real_work_item_init))
+        futures_thread._WorkItem.__init__ = _work_item_init  # type: ignore[method-assign]
+        self._undo.append((concurrent.futures.Future, "result", _real_result))
+        concurrent.futures.Future.result = _result  # type: ignore[method-assign]
+        self._undo.append((concurrent.futures.Future, "exception", _real_exception))
+        concurrent.futures.Future.exception = _exception  # type: ignore[method-assign]
         for stand_in in _STAND_INS.values():
             stand_in._scope = self.scope
         if self._names is None:

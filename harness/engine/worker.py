@@ -15,12 +15,14 @@ order, and reports each as it finishes. Three things make a worker safe to lose:
 
 from __future__ import annotations
 
+import concurrent.futures.thread as futures_thread
 import contextlib
 import ctypes
 import faulthandler
 import fcntl
 import multiprocessing
 import os
+import queue
 import shutil
 import signal
 import sys
@@ -56,7 +58,7 @@ from harness.perturb.plan import Plan
 from harness.perturb.preempt import Preemptor
 from harness.results.outcome import Evidence, Outcome
 from harness.scenario import Variant
-from harness.scope import Scope
+from harness.scope import HARNESS_DIR, Scope
 from harness.text import clip, decode
 
 __all__ = ["Task", "WorkerHandle"]
@@ -512,6 +514,23 @@ def _waits_for_good(thread: threading.Thread) -> bool:
     return False
 
 
+def _stranded(thread: threading.Thread) -> bool:
+    """Whether ``thread`` waits, with no timeout, for a lock whose holder waits for good too, or is
+    gone (a deadlock the trial left behind among threads that outlive it)."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None and frame.f_code is not _BLOCK_CODE:
+        frame = frame.f_back
+    if frame is None:
+        return False
+    waiting = frame.f_locals.get("waiting")
+    lock = getattr(waiting, "lock", None)
+    if waiting is None or lock is None or waiting.timed or waiting.runnable():
+        return False
+    owner = lock._owner
+    holder = getattr(owner, "thread", None)
+    return holder is None or not holder.is_alive() or holder is thread or _waits_for_good(holder)
+
+
 _BLOCK_CODE = primitives._block.__code__
 _DummyThread: type = threading._DummyThread
 
@@ -523,13 +542,28 @@ def _started_since(before: set[threading.Thread]) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t not in before and t.is_alive()]
 
 
+def _idle_pool_worker(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is a ``ThreadPoolExecutor``'s worker waiting for its next task (its
+    innermost frame outside ``queue`` and stress is the worker loop's ``get``)."""
+    if getattr(thread, "_target", None) is not futures_thread._worker:
+        return False
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None and frame.f_code.co_filename.startswith(_QUEUE_PLUMBING):
+        frame = frame.f_back
+    return frame is not None and frame.f_code is _POOL_WORKER_CODE
+
+
+_POOL_WORKER_CODE = futures_thread._worker.__code__
+_QUEUE_PLUMBING = (HARNESS_DIR, queue.__file__, threading.__file__)
+
+
 def _leaked_threads(before: set[threading.Thread], *, grace: float = 0.2) -> tuple[str | None, bool]:
     """Threads the trial started and left running: (what to report, whether the worker must be
     replaced so the next trial starts clean). Threads cannot be stopped, only abandoned with their
     process. A few daemon threads (a queue's feeder, say) are tolerated."""
     deadline = time.monotonic() + grace
     left = _started_since(before)
-    while left and time.monotonic() < deadline and not all(_waits_for_good(t) for t in left):
+    while left and time.monotonic() < deadline and not all(_waits_for_good(t) or _idle_pool_worker(t) for t in left):
         wait = min(LEFT_THREADS_POLL, max(0.0, deadline - time.monotonic()))
         # A thread started with `_thread.start_new_thread` is known to `threading` only as a
         # "dummy" once it asked for its Thread object: it cannot be joined, only waited out.
@@ -539,7 +573,9 @@ def _leaked_threads(before: set[threading.Thread], *, grace: float = 0.2) -> tup
         else:
             time.sleep(wait)
         left = _started_since(before)
-    plain = [t for t in left if not t.daemon]
+    # An executor's worker waiting for its next task is the executor's, as a module-level pool's
+    # is: it runs again in the next trial that submits, or ends when its executor does.
+    plain = [t for t in left if not t.daemon and not _idle_pool_worker(t)]
     if plain:
         names = ", ".join(sorted({t.name for t in plain})[:5])
         return f"the variant left {len(plain)} thread(s) running ({names}); the worker was replaced", True
@@ -832,6 +868,9 @@ def _worker_main(
             leaked, retire = _leaked_threads(threads_before)
             if leaked is not None:
                 run = _add_problem(run, leaked)
+            # A thread from before the trial (a module-level pool's worker) left waiting for a lock
+            # of the trial that nobody will release: the next trial would find it stuck.
+            retire = retire or any(_stranded(t) for t in threads_before if t.is_alive())
             evidence = run.evidence
             if evidence is not None:
                 printed = output.tail()

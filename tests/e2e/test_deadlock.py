@@ -116,8 +116,10 @@ def test_the_built_in_opposite_order_is_flagged_without_perturbation(tmp_path: P
 
 def test_opposite_orders_a_start_or_join_keeps_apart_are_no_potential_deadlock(tmp_path: Path) -> None:
     # Phases joined before the next starts, the body's locks before it starts its actor, one
-    # executor worker, one thread handed both orders: no interleaving lets two threads hold one
-    # lock each of the cycle. All were called DEADLOCK-PRONE; the hand-off also stalled its taker.
+    # executor worker, tasks awaited before the next is submitted, one thread handed both orders:
+    # no interleaving lets two threads hold one lock each of the cycle. All were called
+    # DEADLOCK-PRONE; the hand-off also stalled its taker, and a module-level executor's idle worker
+    # was called a leaked thread (every trial an error).
     out = stress(
         "run", str(FIXTURES / "lock_phases.py"), "-n", "300", "--seed", "4", "--out", "run", cwd=tmp_path
     )  # fmt: skip
