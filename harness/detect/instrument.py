@@ -281,6 +281,23 @@ class Instrumenter:
         return self._modules
 
 
+#: The primitives `adopt_globals` made: they outlive every trial.
+ADOPTED: list[Any] = []
+
+
+def left_held() -> list[Any]:
+    """Adopted locks (a module's) that a trial left held: by a thread of it that has ended, or
+    by the thread that ran it. The next trial would find them held for ever."""
+    me = threading.current_thread()
+    held = []
+    for lock in ADOPTED:
+        owner = getattr(lock, "_owner", None) if isinstance(lock, primitives.Lock | primitives.RLock) else None
+        thread = getattr(owner, "thread", None)
+        if thread is not None and (thread is me or not thread.is_alive()):
+            held.append(lock)
+    return held
+
+
 def adopt_globals(module: ModuleType) -> list[str]:
     """Replace, for good, the plain primitives a module of the code under test made at import
     (``_registry_lock = threading.Lock()`` at the top of a file) with instrumented ones, so that the
@@ -298,6 +315,7 @@ def adopt_globals(module: ModuleType) -> list[str]:
         if replacement is not None:
             setattr(module, name, replacement)
             adopted.append(name)
+            ADOPTED.append(replacement)
         del value
     return adopted
 

@@ -80,7 +80,7 @@ class _ThreadState:
     takes it out of its owner's list. Only whole-list operations, each atomic, touch it; an entry
     whose lock names another owner (a release that raced with the acquire) is stale and skipped."""
 
-    __slots__ = ("held", "ident", "name", "permits", "pid", "thread")
+    __slots__ = ("held", "ident", "name", "permits", "pid", "session", "thread")
 
     def __init__(self) -> None:
         self.ident = get_ident()
@@ -91,6 +91,8 @@ class _ThreadState:
         self.thread = threading.current_thread()
         self.name = self.thread.name
         self.held: list[Any] = []
+        #: The trial it was made in: a lock it holds may outlive it (a module's, left held).
+        self.session = _session
         self.permits: dict[int, list[int]] = {}
 
 

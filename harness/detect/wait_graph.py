@@ -505,6 +505,13 @@ class WaitGraph:
                 what = describe_primitive(lock) if lock is not None else "a lock"
                 waiter, holder = names.get(ident, str(ident)), names.get(owner, str(owner))
                 owner_state = lock._owner if lock is not None else None
+                earlier = getattr(getattr(owner_state, "session", None), "graph", self) is not self
+                if owner_state is not None and earlier:
+                    # A lock that outlives trials (a module's) left held by one that is over.
+                    holder = f"{owner_state.name} in an earlier trial, which never released it"
+                    hops.append(f"{waiter} waits for {what} held by {holder}")
+                    lines.append(f"{waiter} waits for {what} at {self._where(frames.get(ident))}")
+                    continue
                 if owner_state is not None and not _alive(owner_state):
                     # Its OS thread now runs another actor (threads are reused): the holder is gone.
                     holder = f"{owner_state.name}, which finished without releasing it"

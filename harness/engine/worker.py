@@ -45,7 +45,7 @@ from harness.controlled.schedule import Schedule
 from harness.controlled.session import Control
 from harness.controlled.shrink import Attempt, shrink
 from harness.controlled.trace import build as build_trace
-from harness.detect import primitives, wait_graph
+from harness.detect import instrument, primitives, wait_graph
 from harness.detect.findings import Findings
 from harness.detect.instrument import Instrumenter
 from harness.engine import proc_tree
@@ -871,6 +871,10 @@ def _worker_main(
             # A thread from before the trial (a module-level pool's worker) left waiting for a lock
             # of the trial that nobody will release: the next trial would find it stuck.
             retire = retire or any(_stranded(t) for t in threads_before if t.is_alive())
+            # A module's lock the trial left held would make every later trial wait for it (a
+            # variant that takes a lock once and keeps it, beside one that waits for it): the next
+            # trial starts on a fresh worker, with the module as it was imported.
+            retire = retire or bool(instrument.left_held())
             evidence = run.evidence
             if evidence is not None:
                 printed = output.tail()

@@ -119,7 +119,8 @@ def test_opposite_orders_a_start_or_join_keeps_apart_are_no_potential_deadlock(t
     # executor worker, tasks awaited before the next is submitted, one thread handed both orders:
     # no interleaving lets two threads hold one lock each of the cycle. All were called
     # DEADLOCK-PRONE; the hand-off also stalled its taker, and a module-level executor's idle worker
-    # was called a leaked thread (every trial an error).
+    # was called a leaked thread (every trial an error). And a module's lock one variant keeps
+    # held is not held in another variant's trials (they were called deadlocked).
     out = stress(
         "run", str(FIXTURES / "lock_phases.py"), "-n", "300", "--seed", "4", "--out", "run", cwd=tmp_path
     )  # fmt: skip

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from harness.detect import primitives
-from harness.detect.wait_graph import WaitGraph
+from harness.detect.wait_graph import DeadlockError, WaitGraph
 from harness.scope import Scope
 
 # The standard library's own primitives, for the tests' hand-offs.
@@ -1481,3 +1481,27 @@ def test_a_lock_an_earlier_trial_left_held_takes_no_part_in_the_next_trials_lock
     assert [(edge["held"]["line"], edge["acquiring"]["line"]) for edge in session.new_order] == [
         (outer._created[1], inner._created[1])
     ]
+
+
+@pytest.mark.timeout(30)
+def test_a_wait_for_a_lock_an_earlier_trial_left_held_says_so() -> None:
+    # A lock that outlives its trial (kept in a module) and was never released: the thread that
+    # waits for it in a later trial waits for that trial, not for itself at its current line.
+    def trial_session() -> WaitGraph:
+        graph = WaitGraph(scope=Scope(files=[__file__]), main=threading.get_ident(), preexisting=set())
+        primitives.activate(primitives.Session(graph=graph))
+        return graph
+
+    trial_session()
+    try:
+        kept = primitives.RLock()  # only its owner may release it: the wait is a deadlock at once
+        kept.acquire()
+    finally:
+        primitives.deactivate()
+    trial_session()
+    try:
+        with pytest.raises(DeadlockError) as raised:
+            kept.acquire()
+    finally:
+        primitives.deactivate()
+    assert "held by MainThread in an earlier trial, which never released it" in str(raised.value)
