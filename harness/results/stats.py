@@ -349,7 +349,7 @@ class VariantSummary:
         return self.variant.partition("/")[2]
 
     def rate_text(self) -> str:
-        """``"99.8 % (99.5–99.9)"`` or ``"0 (< 0.15 %)"``."""
+        """``"99.8 % (99.5–99.9)"``, ``"0 (< 0.15 %)"``, or ``"0 of 2 judged"`` when too few were."""
         if not self.trials:
             return "no trials"
         if not self.judged:
@@ -358,7 +358,9 @@ class VariantSummary:
             # Every schedule within the bound ran: the share is exact, not an estimate.
             return f"{_percent(self.rate)} of all" if self.failures else "0 of all"
         if not self.failures:
-            return f"0 (< {_percent(rule_of_three(self.judged))})"
+            bound = rule_of_three(self.judged)
+            # Three or fewer judged bound nothing: "< 100 %" would read as a finding.
+            return f"0 (< {_percent(bound)})" if bound < 1 else f"0 of {self.judged} judged"
         return f"{_percent(self.rate)} ({_percent(self.low, unit=False)}–{_percent(self.high, unit=False)})"
 
     def to_dict(self) -> dict[str, Any]:

@@ -85,6 +85,11 @@ def test_zero_failures_never_reads_as_safe() -> None:
     assert summary.to_dict()["upper_bound_if_clean"] == pytest.approx(3 / 2000)
     assert "safe" not in summary.rate_text()
 
+    few = VariantStats("s/v", Expect.SAFE)
+    for seq in range(2):
+        few.add(_result(seq, Outcome.PASSED))
+    assert few.summary().rate_text() == "0 of 2 judged"  # not "0 (< 100.0 %)", which bounds nothing
+
 
 def test_tiny_knob_values_count_in_the_lowest_bin_of_their_chart() -> None:
     # --jitter 0:100us now and then draws nanoseconds: they share the 1 µs bin, not a bin each.
