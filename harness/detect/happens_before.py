@@ -197,6 +197,44 @@ class StartJoinOrder:
         self._catch_up()
         self._timeline(thread).absorb(clock)
 
+    def submitted(self, submitter: threading.Thread, function: str) -> tuple[str, dict[str, int]]:
+        """``submitter`` hands an executor a task running ``function``: the task's role (the
+        function's name, numbered by submission order in the trial, so the same in every trial
+        whichever worker runs it) and the clock it starts from (see `run_task`)."""
+        return self._role(f"task {function}"), self.send(submitter)
+
+    def run_task(
+        self, worker: threading.Thread, role: str, origin: dict[str, int], *, serial: bool
+    ) -> _Timeline | None:
+        """``worker`` runs the task ``role`` submitted at ``origin``: until `end_task`, what it
+        does is the task's. With ``serial`` (an executor of one worker, which runs its tasks in
+        submission order) the task also comes after the tasks the worker ran before it; with more
+        workers, which ran which varies from trial to trial, and two may run at once. Returns the
+        worker's own timeline, for `end_task`."""
+        self._catch_up()
+        own = self._timelines.get(id(worker))
+        clock = dict(origin)
+        if serial and own is not None and own.thread is worker:
+            for name, count in own.clock.items():  # the tasks it ran: not itself, which worker varies
+                if name != own.role and count > clock.get(name, 0):
+                    clock[name] = count
+        clock[role] = 1
+        self._timelines[id(worker)] = _Timeline(worker, role, clock)
+        return own if own is not None and own.thread is worker else None
+
+    def end_task(self, worker: threading.Thread, own: _Timeline | None) -> dict[str, int]:
+        """The task `run_task` began on ``worker`` is over: its clock at the end, for whoever
+        receives its outcome; the worker goes on from there."""
+        task = self._timelines[id(worker)]
+        end = dict(task.clock)
+        if own is None:
+            own = _Timeline(worker, self._role(_NUMBER.sub("#", worker.name)), {})
+        own.clock = end.copy()
+        own.clock.setdefault(own.role, 1)
+        own.frozen = None
+        self._timelines[id(worker)] = own
+        return end
+
     def taker(self, thread: threading.Thread) -> tuple[str, Clock]:
         """``thread``'s role and its clock now, as a lock-order edge records them."""
         self._catch_up()

@@ -16,6 +16,7 @@ import queue
 import sys
 import threading
 from _thread import get_ident
+from collections.abc import Iterator
 from types import FrameType, ModuleType
 from typing import Any
 
@@ -112,23 +113,32 @@ _real_start = threading.Thread.start
 _real_work_item_init = futures_thread._WorkItem.__init__
 _real_result = concurrent.futures.Future.result
 _real_exception = concurrent.futures.Future.exception
+_real_done = concurrent.futures.Future.done
+_real_wait = concurrent.futures.wait
+_real_as_completed = concurrent.futures.as_completed
+_real_add_done_callback = concurrent.futures.Future.add_done_callback
 
 
 def _work_item_init(self: Any, future: concurrent.futures.Future[Any], fn: Any, args: Any, kwargs: Any) -> None:
     """An executor's task, made by ``submit`` in the submitting thread: for the lock-order analysis,
-    what the submitter did so far happens before the task, and the task before a ``result()``
-    that returns its outcome (`harness.detect.happens_before`)."""
+    the task is a thread of its own, known by its function and submission order (which worker runs
+    it varies from trial to trial), that starts after what its submitter did so far and after the
+    tasks its worker ran before, and ends before what follows a ``result()`` that returns its
+    outcome (`harness.detect.happens_before`)."""
     session = primitives.current_session()
     if session is not None:
         clocks = session.order_clocks
-        origin = clocks.send(threading.current_thread())
+        role, origin = clocks.submitted(threading.current_thread(), getattr(fn, "__qualname__", "task"))
+        executor = sys._getframe(1).f_locals.get("self")  # ThreadPoolExecutor.submit's
+        serial = getattr(executor, "_max_workers", 0) == 1
 
         def task(*args: Any, **kwargs: Any) -> Any:
-            clocks.receive(threading.current_thread(), origin)
+            worker = threading.current_thread()
+            own = clocks.run_task(worker, role, origin, serial=serial)
             try:
                 return fn(*args, **kwargs)
             finally:  # before the outcome is set: a result() may return at once
-                future._stress_clock = (session, clocks.send(threading.current_thread()))  # type: ignore[attr-defined]
+                future._stress_clock = (session, clocks.end_task(worker, own))  # type: ignore[attr-defined]
 
         _real_work_item_init(self, future, task, args, kwargs)
     else:
@@ -141,6 +151,36 @@ def _received(future: concurrent.futures.Future[Any]) -> None:
     session = primitives.current_session()
     if sent is not None and sent[0] is session and session is not None:
         session.order_clocks.receive(threading.current_thread(), sent[1])
+
+
+def _wait(fs: Any, timeout: float | None = None, return_when: str = concurrent.futures.ALL_COMPLETED) -> Any:
+    """``concurrent.futures.wait``: the caller goes on after the tasks it returns as done."""
+    result = _real_wait(fs, timeout, return_when)
+    for future in result.done:
+        _received(future)
+    return result
+
+
+def _as_completed(fs: Any, timeout: float | None = None) -> Iterator[concurrent.futures.Future[Any]]:
+    """``concurrent.futures.as_completed``: the caller goes on after each task it is given."""
+    for future in _real_as_completed(fs, timeout):
+        _received(future)
+        yield future
+
+
+def _done(self: concurrent.futures.Future[Any]) -> bool:
+    done = _real_done(self)
+    if done:
+        _received(self)
+    return done
+
+
+def _add_done_callback(self: concurrent.futures.Future[Any], fn: Any) -> None:
+    def after_the_task(future: concurrent.futures.Future[Any]) -> Any:
+        _received(future)
+        return fn(future)
+
+    _real_add_done_callback(self, after_the_task)
 
 
 def _result(self: concurrent.futures.Future[Any], timeout: float | None = None) -> Any:
@@ -238,6 +278,14 @@ class Instrumenter:
         concurrent.futures.Future.result = _result  # type: ignore[method-assign]
         self._undo.append((concurrent.futures.Future, "exception", _real_exception))
         concurrent.futures.Future.exception = _exception  # type: ignore[method-assign]
+        self._undo.append((concurrent.futures.Future, "done", _real_done))
+        concurrent.futures.Future.done = _done  # type: ignore[method-assign]
+        self._undo.append((concurrent.futures.Future, "add_done_callback", _real_add_done_callback))
+        concurrent.futures.Future.add_done_callback = _add_done_callback  # type: ignore[method-assign]
+        self._undo.append((concurrent.futures, "wait", _real_wait))
+        concurrent.futures.wait = _wait
+        self._undo.append((concurrent.futures, "as_completed", _real_as_completed))
+        concurrent.futures.as_completed = _as_completed
         for stand_in in _STAND_INS.values():
             stand_in._scope = self.scope
         if self._names is None:
@@ -286,14 +334,15 @@ ADOPTED: list[Any] = []
 
 
 def left_held() -> list[Any]:
-    """Adopted locks (a module's) that a trial left held: by a thread of it that has ended, or
-    by the thread that ran it. The next trial would find them held for ever."""
-    me = threading.current_thread()
+    """Adopted locks (a module's) that the trial just over left held: by one of its threads (its
+    actors, the thread that ran it, one it started), or by a thread that has ended. The next trial
+    would find them held for ever."""
+    me, trial = threading.current_thread(), primitives.last_session()
     held = []
     for lock in ADOPTED:
         owner = getattr(lock, "_owner", None) if isinstance(lock, primitives.Lock | primitives.RLock) else None
         thread = getattr(owner, "thread", None)
-        if thread is not None and (thread is me or not thread.is_alive()):
+        if thread is not None and (getattr(owner, "session", None) is trial or thread is me or not thread.is_alive()):
             held.append(lock)
     return held
 

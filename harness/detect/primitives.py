@@ -205,10 +205,21 @@ def current_session() -> Session | None:
     return _session
 
 
+def last_session() -> Session | None:
+    """The session of the trial that ended last (between trials: the one just over)."""
+    return _last_session
+
+
+_last_session: Session | None = None
+
+
 def note_start(child: threading.Thread) -> None:
     """The current thread starts ``child`` (before it runs): for the lock-order analysis, all it
     did so far happens before all the child does."""
     session = _session
+    target = getattr(child, "_target", None)
+    if target is not None and getattr(target, "__module__", None) == "concurrent.futures.thread":
+        return  # an executor's worker: each task it runs is ordered on its own (see instrument)
     if session is not None:
         session.order_clocks.started(threading.current_thread(), child)
 
@@ -245,7 +256,8 @@ wait_hook: Callable[[int], None] | None = None
 
 
 def deactivate() -> None:
-    global _session, _sync
+    global _session, _sync, _last_session
+    _last_session = _session
     _session = None
     if _sync:
         _use_synced_locks(False)
