@@ -77,8 +77,11 @@ def test_scenario_behaves_as_declared(tmp_path: Path, scenario: str) -> None:
             assert entry["failure_rate"] >= FLOOR[entry["variant"]], entry
             assert entry["verdict"] == "exposed"
             # An unsafe variant fails by what it gets wrong, never by crashing the harness; where
-            # the wait-for graph sees every wait, never by hanging either.
-            allowed = {"failed", "error", "deadlocked", "passed"} | ({"hung"} if scenario in MAY_HANG else set())
+            # the wait-for graph sees every wait, never by hanging either. Where it may hang, a
+            # machine too loaded to tell a hang from a slow trial says so (undecided).
+            allowed = {"failed", "error", "deadlocked", "passed"} | (
+                {"hung", "undecided"} if scenario in MAY_HANG else set()
+            )
             assert set(entry["outcomes"]) <= allowed, entry["outcomes"]
 
 
