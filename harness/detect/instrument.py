@@ -122,9 +122,10 @@ _real_add_done_callback = concurrent.futures.Future.add_done_callback
 def _work_item_init(self: Any, future: concurrent.futures.Future[Any], fn: Any, args: Any, kwargs: Any) -> None:
     """An executor's task, made by ``submit`` in the submitting thread: for the lock-order analysis,
     the task is a thread of its own, known by its function and submission order (which worker runs
-    it varies from trial to trial), that starts after what its submitter did so far and after the
-    tasks its worker ran before, and ends before what follows a ``result()`` that returns its
-    outcome (`harness.detect.happens_before`)."""
+    it varies from trial to trial), that starts after what its submitter did so far (and, on an
+    executor of one worker, after the tasks submitted before it), and ends before what follows a
+    ``result()``, ``exception()``, ``done()``, ``wait`` or ``as_completed`` that gives its outcome,
+    and before its done callbacks (`harness.detect.happens_before`)."""
     session = primitives.current_session()
     if session is not None:
         clocks = session.order_clocks
