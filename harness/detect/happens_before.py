@@ -1,4 +1,4 @@
-"""Happens-before between the threads of one trial, through thread start and join only.
+"""Happens-before between the threads of one trial, through thread start and join (and executor tasks).
 
 A lock-order cycle is a potential deadlock only if its edges can be taken at the same time: a thread
 that took ``a`` then ``b`` and was joined before another thread was started to take ``b`` then
@@ -8,8 +8,10 @@ and joins and keep a cycle only if the segments of its edges are pairwise parall
 keeps the same order as vector clocks. Starting a thread makes everything its starter did so far
 happen before everything the new thread does; joining a thread that has ended makes everything it
 did happen before what the joiner does next. A task submitted to an executor is ordered the same
-way: after what its submitter did before submitting it, and before what follows a ``result()`` (or
-``exception()``) that returned its outcome. Nothing else orders threads here. Locks do in one
+way, as a thread of its own known by its function and submission order (`submitted`): after what
+its submitter did before submitting it, and before what follows the call that gave its outcome
+(``result()``, ``wait``, a done callback: `harness.detect.instrument`). Nothing else orders threads
+here. Locks do in one
 trial, but another interleaving takes them in another order, which is the point of the analysis.
 Events, queues and semaphores order threads too, and a cycle only they keep apart is still
 reported: the order they impose may differ from trial to trial (which consumer got which item),
