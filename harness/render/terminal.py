@@ -568,10 +568,11 @@ def print_report(console: Console, report: RunReport) -> None:
                     style="cyan",
                 )
             )
-    legend = "failure rate: observed (95 % Wilson interval); none in N means < 3/N at 95 %"
+    # Broken between its clauses only: rich would break "95 %" before its unit at some widths.
+    legend = ["failure rate: observed (95 % Wilson interval);", "none in N means < 3/N at 95 %"]
     if info.exhaustive:
-        legend = "failure rate: the share of all schedules within the preemption bound that fail (exact)"
-    console.print(Text(legend, style="dim"))
+        legend = ["failure rate: the share of all schedules within the preemption bound that fail (exact)"]
+    console.print(_fold(legend, console.width, separator=" "), style="dim")
     examples = [s for s in report.variants if s.example is not None]
     if examples:
         console.print()

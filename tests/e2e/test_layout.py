@@ -41,6 +41,14 @@ def test_output_fits_the_width_with_no_trailing_spaces(tmp_path: Path, command: 
     assert _problems(out.stdout, width) == []
 
 
+@pytest.mark.parametrize("width", [60, 74, 76])
+def test_no_line_starts_with_a_unit_cut_off_its_number(tmp_path: Path, width: int) -> None:
+    out = stress(*COMMANDS["run"], cwd=tmp_path, env={"COLUMNS": str(width)})
+    assert out.code == 0, out.stderr
+    lines = [line.strip() for line in out.stdout.splitlines()]
+    assert [line for line in lines if line == "%" or line.startswith(("% ", "µs", "ms "))] == [], out.stdout
+
+
 def test_a_wrapped_plan_breaks_between_knobs_and_keeps_its_indent(tmp_path: Path) -> None:
     out = stress(*COMMANDS["run"], cwd=tmp_path, env={"COLUMNS": "60"})
     assert out.code == 0, out.stderr
