@@ -132,6 +132,18 @@ def test_opposite_orders_a_start_or_join_keeps_apart_are_no_potential_deadlock(t
     assert out.code == 0, out.stdout[-3000:]
 
 
+def test_a_variant_that_leaves_a_module_pools_workers_deadlocked_does_not_hang_the_next(tmp_path: Path) -> None:
+    # The workers of a module-level executor outlive every trial: two of them left deadlocked by
+    # one variant made a later trial of a safe variant, on the same worker process, hang (17 of
+    # 200). The worker process is replaced after such a trial.
+    out = stress("run", str(FIXTURES / "stranded.py"), "-n", "200", "--seed", "2", "--out", "run", cwd=tmp_path)
+    data = summary(tmp_path / "run")
+    verdicts = {v["name"]: (v["verdict"], v["outcomes"]) for v in data["variants"]}
+    assert verdicts["one-task-at-a-time"] == ("held", {"passed": 200}), verdicts
+    assert verdicts["opposite-orders-on-the-pool"][0] == "exposed", verdicts
+    assert out.code == 0, out.stdout[-3000:]
+
+
 @pytest.mark.parametrize("knobs", [(), ("--no-perturbation",)], ids=["default", "no-perturbation"])
 def test_a_lock_another_thread_releases_is_no_deadlock(tmp_path: Path, knobs: tuple[str, ...]) -> None:
     # A thread waiting for a plain lock it took itself is stuck only if nobody else can release it:
