@@ -188,7 +188,7 @@ def _result(self: concurrent.futures.Future[Any], timeout: float | None = None) 
     try:
         return _real_result(self, timeout)
     finally:
-        if self.done():
+        if _real_done(self):
             _received(self)
 
 
@@ -196,7 +196,7 @@ def _exception(self: concurrent.futures.Future[Any], timeout: float | None = Non
     try:
         return _real_exception(self, timeout)
     finally:
-        if self.done():
+        if _real_done(self):
             _received(self)
 
 

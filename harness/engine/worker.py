@@ -514,10 +514,11 @@ def _waits_for_good(thread: threading.Thread) -> bool:
     return False
 
 
-def _stranded(thread: threading.Thread) -> bool:
+def _stranded(thread: threading.Thread, frames: Mapping[int, types.FrameType]) -> bool:
     """Whether ``thread`` waits, with no timeout, for a lock whose holder waits for good too, or is
-    gone (a deadlock the trial left behind among threads that outlive it)."""
-    frame = sys._current_frames().get(thread.ident or 0)
+    gone (a deadlock the trial left behind among threads that outlive it). ``frames``: every
+    thread's innermost frame, taken once for all the threads asked about."""
+    frame = frames.get(thread.ident or 0)
     while frame is not None and frame.f_code is not _BLOCK_CODE:
         frame = frame.f_back
     if frame is None:
@@ -870,7 +871,9 @@ def _worker_main(
                 run = _add_problem(run, leaked)
             # A thread from before the trial (a module-level pool's worker) left waiting for a lock
             # of the trial that nobody will release: the next trial would find it stuck.
-            retire = retire or any(_stranded(t) for t in threads_before if t.is_alive())
+            if not retire:
+                frames = sys._current_frames()
+                retire = any(_stranded(t, frames) for t in threads_before if t.is_alive())
             # A module's lock the trial left held would make every later trial wait for it (a
             # variant that takes a lock once and keeps it, beside one that waits for it): the next
             # trial starts on a fresh worker, with the module as it was imported.

@@ -13,6 +13,7 @@ polling is `eventually`, for a barrier's ``n_waiting``, which no hand-off can an
 
 from __future__ import annotations
 
+import contextlib
 import math
 import queue
 import sys
@@ -1382,17 +1383,34 @@ def test_event_wait_with_a_timeout_beyond_timeout_max_raises_overflow_error(
         waiter.result()
 
 
+def _trial() -> primitives.Session:
+    """A trial's session, made the current one (the caller deactivates it)."""
+    graph = WaitGraph(scope=Scope(files=[__file__]), main=threading.get_ident(), preexisting=set())
+    session = primitives.Session(graph=graph)
+    primitives.activate(session)
+    return session
+
+
+@contextlib.contextmanager
+def _trial_switching_often() -> Iterator[None]:
+    """A trial, with the interpreter switching threads every microsecond."""
+    _trial()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
+        primitives.deactivate()
+
+
 @pytest.mark.timeout(60)
 def test_a_semaphore_shared_by_many_threads_never_fails_its_users_for_stress_own_bookkeeping() -> None:
     # The instrumented Semaphore remembers which acquires are not released yet (a deadlock's
     # explanation names them); that bookkeeping, done by every thread at once, must never raise
     # into the code under test, nor lose count.
-    graph = WaitGraph(scope=Scope(files=[__file__]), main=threading.get_ident(), preexisting=set())
-    primitives.activate(primitives.Session(graph=graph))
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
     errors: list[BaseException] = []
-    try:
+    with _trial_switching_often():
         seats = primitives.Semaphore(3)
 
         def diner() -> None:
@@ -1408,9 +1426,6 @@ def test_a_semaphore_shared_by_many_threads_never_fails_its_users_for_stress_own
             thread.start()
         for thread in threads:
             thread.join(60)
-    finally:
-        sys.setswitchinterval(interval)
-        primitives.deactivate()
     assert errors == []
     assert seats._taken == []
 
@@ -1420,12 +1435,8 @@ def test_plain_locks_another_thread_keeps_releasing_never_stall_their_taker() ->
     # Each thread's list of held locks (for lock order) is changed by any thread that releases a
     # plain Lock it holds. A linked chain through the locks looped when such a release raced with
     # the holder's next acquire: the holder spun for ever in its next nested acquire.
-    graph = WaitGraph(scope=Scope(files=[__file__]), main=threading.get_ident(), preexisting=set())
-    primitives.activate(primitives.Session(graph=graph))
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
     done = threading.Event()
-    try:
+    with _trial_switching_often():
         a, b, c = primitives.Lock(), primitives.Lock(), primitives.Lock()
 
         def taker() -> None:
@@ -1450,9 +1461,6 @@ def test_plain_locks_another_thread_keeps_releasing_never_stall_their_taker() ->
         stalled = taking.is_alive()
         done.set()
         releasing.join(30)
-    finally:
-        sys.setswitchinterval(interval)
-        primitives.deactivate()
     assert not stalled
 
 
@@ -1460,18 +1468,12 @@ def test_a_lock_an_earlier_trial_left_held_takes_no_part_in_the_next_trials_lock
     # The body's thread runs every trial of a worker: a lock one trial's body left held (dropped
     # with the trial) made lock-order edges in every later trial, of other variants too, and each
     # nested acquire walked all of them.
-    def trial_session() -> primitives.Session:
-        graph = WaitGraph(scope=Scope(files=[__file__]), main=threading.get_ident(), preexisting=set())
-        session = primitives.Session(graph=graph)
-        primitives.activate(session)
-        return session
-
-    trial_session()
+    _trial()
     try:
         primitives.Lock().acquire()  # left held
     finally:
         primitives.deactivate()
-    session = trial_session()
+    session = _trial()
     try:
         outer, inner = primitives.Lock(), primitives.Lock()
         with outer, inner:
@@ -1487,18 +1489,13 @@ def test_a_lock_an_earlier_trial_left_held_takes_no_part_in_the_next_trials_lock
 def test_a_wait_for_a_lock_an_earlier_trial_left_held_says_so() -> None:
     # A lock that outlives its trial (kept in a module) and was never released: the thread that
     # waits for it in a later trial waits for that trial, not for itself at its current line.
-    def trial_session() -> WaitGraph:
-        graph = WaitGraph(scope=Scope(files=[__file__]), main=threading.get_ident(), preexisting=set())
-        primitives.activate(primitives.Session(graph=graph))
-        return graph
-
-    trial_session()
+    _trial()
     try:
         kept = primitives.RLock()  # only its owner may release it: the wait is a deadlock at once
         kept.acquire()
     finally:
         primitives.deactivate()
-    trial_session()
+    _trial()
     try:
         with pytest.raises(DeadlockError) as raised:
             kept.acquire()
