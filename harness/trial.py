@@ -325,7 +325,7 @@ class ActorGroup:
             except BaseException as exc:  # an actor's SystemExit or KeyboardInterrupt is a finding too
                 suspend()
                 trial.record_exception(label, exc)
-                if trial.graph is not None:
+                if trial.graph is not None and not isinstance(exc, DeadlockError):
                     trial.graph.raised[label] = _raised(exc, trial.graph.scope)
             finally:
                 suspend()  # the actor's work is over; its thread parks or ends untraced

@@ -65,8 +65,12 @@ __all__ = [
 ]
 
 #: First and longest slice of a blocking wait. The first is short so that a deadlock is
-#: confirmed quickly; later ones are longer so that a long legitimate wait costs little.
-SLICE_FIRST = 0.0005
+#: confirmed quickly; later ones are longer so that a long legitimate wait costs little. A deadlock
+#: is the same wait-for state seen at both ends of a slice, nobody having entered or left a wait
+#: between (`WaitGraph.check`); each look is a complete judgement on its own (every thread of the
+#: trial waits, on a primitive whose holder waits too), so the slice's length is no safety margin,
+#: only how soon the second look comes. (0.5 ms cost each deadlocked trial 0.4 ms more.)
+SLICE_FIRST = 0.0001
 SLICE_MAX = 0.008
 
 _local = _thread._local()
@@ -162,6 +166,20 @@ class Session:
             self._rng = random.Random(f"stress-sync/{self._seed}")
         return self._rng
 
+    def unwind(self) -> None:
+        """A deadlock of this trial is confirmed (`WaitGraph.check`): the trial is over, and its
+        threads only unwind now. No more switches are forced, at primitives or in the code under
+        test, and a thread of the trial that asks again for a primitive the deadlock waits on gets
+        `DeadlockError` too (`_unwinding`), rather than run the rest of its work for nothing."""
+        global _unwinding
+        self._gap = _never
+        self.countdown = _NEVER
+        preemptor = _preempt.active()
+        if preemptor is not None:
+            preemptor.hold_off()
+        if self.graph is not None and _session is self:
+            _unwinding = self.graph.deadlocked_on
+
     def due(self) -> None:
         """The countdown to the next ``sync`` switch ran out: switch, and draw the next gap (one
         draw per switch, geometric, rather than a coin flip per operation). The first call, at the
@@ -181,7 +199,18 @@ class Session:
             _preempt.resume(trace)
 
 
+#: A countdown that does not run out within a trial.
+_NEVER = sys.maxsize
+
+
+def _never() -> int:
+    return _NEVER
+
+
 _session: Session | None = None
+#: Identities of the primitives a confirmed deadlock of the current trial waits on (see
+#: `Session.unwind`); empty otherwise, which is all the hot path looks at.
+_unwinding: frozenset[int] = frozenset()
 _sync = False
 _gettrace, _settrace = sys.gettrace, sys.settrace
 _sites: dict[tuple[str, int], int] = {}
@@ -191,8 +220,9 @@ _site_list: list[tuple[str, int]] = []
 def activate(session: Session, *, controlled: bool = False) -> None:
     """Make ``session`` the current trial's (the worker calls this around each trial). In
     controlled mode every primitive operation is a scheduling point."""
-    global _session, _sync
+    global _session, _sync, _unwinding
     _session = session
+    _unwinding = frozenset()
     # The thread running the trial starts it holding nothing: a lock an earlier trial's body left
     # held (its objects dropped with that trial) is no lock this trial holds.
     _new_state()
@@ -256,9 +286,10 @@ wait_hook: Callable[[int], None] | None = None
 
 
 def deactivate() -> None:
-    global _session, _sync, _last_session
+    global _session, _sync, _last_session, _unwinding
     _last_session = _session
     _session = None
+    _unwinding = frozenset()
     if _sync:
         _use_synced_locks(False)
     _sync = False
@@ -492,6 +523,16 @@ def _unlink(held: list[Any], lock: Any) -> None:
 _OUT_OF_RANGE = "timestamp out of range for platform time_t"
 
 
+def _unwind_if_in_trial() -> None:
+    """A primitive a confirmed deadlock waits on is asked for again: raise `DeadlockError` in a
+    thread of the trial. One that was running before it (a module-level pool's worker) is not the
+    trial's to unwind."""
+    session = _session
+    graph = session.graph if session is not None else None
+    if graph is not None and graph.aborting and get_ident() not in graph.preexisting:
+        raise _deadlock(graph)
+
+
 def _validate(blocking: bool, timeout: float) -> None:
     """The argument checks of the C lock's acquire, with its exceptions."""
     if not blocking and timeout != -1:
@@ -601,7 +642,10 @@ def _wait_visibly(try_acquire: Callable[..., bool], timeout: float, waiting: Wai
         _pause.stuck(waiting)
     try:
         deadline = math.inf if timeout < 0 else time.monotonic() + timeout
-        pause = SLICE_FIRST
+        # A timed wait is never judged (it ends by itself); its slices only let it see an abort, so
+        # it takes them long: each slice of a wait may end up to the kernel's timer slack (50 µs)
+        # late, and a 200 µs timeout cut into short slices would last half as long again.
+        pause = SLICE_MAX if waiting.timed else SLICE_FIRST
         # At the start, only a cycle of lock waits is looked for (a few owner links); whether
         # everyone is stuck needs the trial's threads listed, and most waits end within a slice.
         candidate = None if waiting.timed else graph.check(me, None, cycles_only=True)
@@ -625,6 +669,8 @@ def _wait_visibly(try_acquire: Callable[..., bool], timeout: float, waiting: Wai
                     return True
             if not waiting.timed:
                 candidate = graph.check(me, candidate)
+                if graph.finding is not None and session is not None:  # confirmed (this look, or another)
+                    session.unwind()
             pause = min(pause * 2, SLICE_MAX)
     finally:
         graph.leave(me, interrupted)
@@ -660,6 +706,8 @@ class Lock:
         self._created = created
 
     def acquire(self, blocking: bool = True, timeout: float = -1, *, _local: Any = _local) -> bool:
+        if _unwinding and id(self) in _unwinding:
+            _unwind_if_in_trial()
         if timeout == -1 and self._try(False):
             try:
                 state = _local.state
@@ -905,6 +953,8 @@ class RLock:
         if self._owner is state:
             self._count += 1
             return True
+        if _unwinding and id(self) in _unwinding:
+            _unwind_if_in_trial()
         if _sync:
             _sync_point(self, "acquire")
         if state.held and blocking and timeout == -1:

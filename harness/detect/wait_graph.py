@@ -303,6 +303,10 @@ class WaitGraph:
         self.joiners: dict[int, threading.Thread] = {}
         self.aborting = False
         self.finding: Deadlock | None = None
+        #: Once a deadlock is confirmed: the identities of the primitives its threads wait for. The
+        #: trial is over, and a thread of it that asks for one of them again is unwound too, rather
+        #: than left to run the rest of its work for nothing.
+        self.deadlocked_on: frozenset[int] = frozenset()
         #: Actors of the trial whose work is over, by name, in the order they finished: a party
         #: a barrier still waits for may be among them.
         self.finished: list[str] = []
@@ -370,6 +374,7 @@ class WaitGraph:
             # Described before the waits are told to abort, and under the mutex: an aborted wait
             # leaves the graph, and a description made after it would say "a lock" for its lock.
             self.finding = self._described(candidate)
+            self.deadlocked_on = frozenset(link[1] for link in candidate[2])
             self.aborting = True
         return candidate
 

@@ -130,6 +130,14 @@ def _line_runs(code: CodeType) -> dict[int, int]:
     return counts
 
 
+#: A countdown that does not run out within a trial.
+_NEVER = sys.maxsize
+
+
+def _never() -> int:
+    return _NEVER
+
+
 class Preemptor:
     """Injects forced thread switches into in-scope code during a trial.
 
@@ -248,6 +256,12 @@ class Preemptor:
             mon.register_callback(self._tool, mon.events.PY_START, None)
             mon.free_tool_id(self._tool)
             self._tool = None
+
+    def hold_off(self) -> None:
+        """Force no more switches until the next `start` (the trial's outcome is decided: its threads
+        are unwinding a deadlock, and a switch would only keep them longer). The tracing stays on."""
+        self._gap = _never
+        self._countdown = _NEVER
 
     def _switch(self) -> None:
         self._countdown = self._gap()

@@ -89,6 +89,26 @@ def test_in_scope_code_counts_switches(backend: str) -> None:
     assert switches > 20  # every instruction of the loop was a switch point
 
 
+def test_a_preemptor_held_off_forces_no_more_switches_until_it_starts_again(backend: str) -> None:
+    # A confirmed deadlock holds it off: the trial's threads only unwind, and a switch would only
+    # keep them longer.
+    preemptor = Preemptor(Scope(files=[HERE]), backend=backend)
+    try:
+        preemptor.start(1.0, seed=1)
+        try:
+            preemptor.hold_off()
+            _straight_loop([0], 50)
+        finally:
+            held_off = preemptor.stop()
+        lost = _lost_updates(preemptor, 1.0, threads=1, size=20)
+        again = preemptor._switches
+    finally:
+        preemptor.close()
+    assert held_off == 0
+    assert lost == 0
+    assert again > 20  # the next trial's start switches as asked again
+
+
 def test_tracing_is_removed_after_the_trial(backend: str) -> None:
     preemptor = Preemptor(Scope(files=[HERE]), backend=backend)
     try:

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from harness.detect import primitives
-from harness.detect.wait_graph import DeadlockError, WaitGraph
+from harness.detect.wait_graph import DeadlockError, WaitGraph, Waiting
 from harness.scope import Scope
 
 # The standard library's own primitives, for the tests' hand-offs.
@@ -1502,3 +1502,89 @@ def test_a_wait_for_a_lock_an_earlier_trial_left_held_says_so() -> None:
     finally:
         primitives.deactivate()
     assert "held by MainThread in an earlier trial, which never released it" in str(raised.value)
+
+
+@pytest.mark.timeout(60, method="thread")  # a signal timer's handler could end any wait: no deadlock then
+def test_once_a_deadlock_is_confirmed_the_trial_threads_asking_for_its_locks_again_unwind() -> None:
+    # The trial is over at the deadlock: the thread that got its lock when the other unwound does
+    # not run the rest of its work, but a thread from before the trial (a module pool's worker)
+    # still takes the lock, and a lock the deadlock does not wait on is unaffected.
+    go_on = threading.Event()
+    before: list[str] = []
+    outside = primitives.Lock()
+
+    def earlier_thread() -> None:
+        go_on.wait(30)
+        with a:
+            before.append("took a")
+
+    a, b = primitives.Lock(), primitives.Lock()
+    waiting = threading.Thread(target=earlier_thread, daemon=True)
+    waiting.start()
+    graph = WaitGraph(
+        scope=Scope(files=[__file__]),
+        main=threading.get_ident(),
+        preexisting={t.ident for t in threading.enumerate() if t.ident is not None},
+    )
+    primitives.activate(primitives.Session(graph=graph))
+    both_hold_one = threading.Barrier(2)
+    ended: dict[str, str] = {}
+    rounds = {"a_then_b": 0, "b_then_a": 0}
+
+    def actor(first: primitives.Lock, second: primitives.Lock, name: str) -> None:
+        try:
+            with first:
+                both_hold_one.wait(10)
+                with second:
+                    pass
+            for _ in range(1000):
+                with first, second:
+                    rounds[name] += 1
+            ended[name] = "finished"
+        except DeadlockError:
+            ended[name] = "unwound"
+        if name == "a_then_b":
+            with outside:
+                ended["outside"] = "taken"
+
+    actors = [
+        threading.Thread(target=actor, args=(a, b, "a_then_b"), daemon=True),
+        threading.Thread(target=actor, args=(b, a, "b_then_a"), daemon=True),
+    ]
+    try:
+        for thread in actors:
+            thread.start()
+        graph.set_joining(True)
+        for thread in actors:
+            thread.join(30)
+        graph.set_joining(False)
+        go_on.set()
+        waiting.join(30)
+    finally:
+        primitives.deactivate()
+    assert graph.finding is not None
+    assert ended == {"a_then_b": "unwound", "b_then_a": "unwound", "outside": "taken"}
+    assert rounds == {"a_then_b": 0, "b_then_a": 0}
+    assert before == ["took a"]
+
+
+def test_a_timed_wait_waits_out_its_timeout_in_one_slice() -> None:
+    # A timed wait is never judged a deadlock; cut into the short slices an untimed wait starts
+    # with, each ending up to the kernel's timer slack late, a 200 µs timeout lasted 300 µs.
+    calls: list[float] = []
+
+    def never(blocking: bool = True, timeout: float = -1) -> bool:
+        calls.append(timeout if blocking else 0.0)
+        time.sleep(max(timeout, 0.0) if blocking else 0.0)
+        return False
+
+    lock = primitives.Lock()
+    _trial()
+    try:
+        got = primitives._block(never, 0.0002, Waiting(lock, lock=lock, timed=True))
+    finally:
+        primitives.deactivate()
+    assert got is False
+    assert len(calls) == 2, calls  # one wait for the whole timeout, then one last try
+    assert calls[0] == pytest.approx(0.0002, abs=5e-5)
+    assert calls[1] == 0.0

@@ -56,6 +56,7 @@ def test_a_cycle_is_a_candidate_first_and_a_deadlock_when_seen_again() -> None:
     assert graph.finding is not None
     assert graph.finding.kind == "cycle"
     assert len(graph.finding.lines) == 2
+    assert graph.deadlocked_on == {id(lock_a), id(lock_b)}
 
 
 def test_a_changed_graph_is_not_confirmed() -> None:
