@@ -69,7 +69,7 @@ def _console() -> Console:
 def cli() -> None:
     """Find and measure concurrency bugs in Python synchronization code.
 
-    Each scenario has variants (strategies) tagged safe or unsafe. `stress run` executes every
+    Each scenario has variants (strategies) tagged safe or unsafe. stress run executes every
     variant thousands of times under perturbation and ranks them by how often they fail.
     """
 
@@ -268,7 +268,7 @@ def run_command(
 ) -> int:
     """Run every variant of SCENARIO under perturbation (or those picked with --variant).
 
-    SCENARIO is a built-in name (see `stress list`), a file of scenarios (FILE.py) or one
+    SCENARIO is a built-in name (see stress list), a file of scenarios (FILE.py) or one
     scenario in a file (FILE.py::NAME).
     """
     # From here on a first Ctrl-C or SIGTERM is noted, never raised: raised in the middle of an
@@ -329,7 +329,7 @@ def run_command(
         where = "the run finished, but" if finished else "the run stopped there:"
         _error(
             f"{where} {report.output_error}. Every line of results.jsonl is whole: "
-            f"`stress report {report.info.run_dir}` renders what reached the disk once there is room"
+            f"'stress report {report.info.run_dir}' renders what reached the disk once there is room"
         )
     return report.exit_code()
 

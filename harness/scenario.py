@@ -249,6 +249,18 @@ class Scenario:
     def variants(self) -> Mapping[str, Variant]:
         return dict(self._variants)
 
+    @property
+    def starts_processes(self) -> bool:
+        """Whether the scenario's file visibly starts processes (``trial.mp``, process actors,
+        ``multiprocessing``, ``ProcessPoolExecutor``, ``os.fork``, ``subprocess``): a guess from its
+        text, used only to decide what to offer (`stress list`). A controlled schedule in which a
+        process starts is unsupported whatever the guess said (`harness.controlled.session`)."""
+        try:
+            text = Path(self.file).read_text(encoding="utf-8") if self.file else ""
+        except OSError:
+            return False
+        return _PROCESS_USE.search(text) is not None
+
     def __iter__(self) -> Iterator[Variant]:
         return iter(self._variants.values())
 
@@ -265,6 +277,13 @@ class Scenario:
                 + did_you_mean(name, self._variants)
                 + f"; its variants: {', '.join(sorted(self._variants))}"
             ) from None
+
+
+#: What in a scenario file's text starts processes (see `Scenario.starts_processes`).
+_PROCESS_USE = re.compile(
+    r"\btrial\.(mp|processes|run_processes)\b|\bmultiprocessing\b|\bProcessPoolExecutor\b|"
+    r"\bos\.fork\b|\bsubprocess\b"
+)
 
 
 def _code_file(fn: Callable[..., Any]) -> str | None:

@@ -124,9 +124,14 @@ def fold_frames(text: str, own: Callable[[str], bool]) -> str:
     """A traceback or a thread dump with each run of frames from files ``own`` says are stress's
     folded into one line (``  … 3 frames of stress …``): the code under test's frames stay in view.
     A frame is its ``File "...", line N`` line and the more indented lines under it (its source
-    and ``^^^`` marks); a traceback's last frame (where its exception came from) is never folded."""
+    and ``^^^`` marks). A traceback whose exception came from inside stress's stand-in for a
+    primitive (``lock.release()`` of an unheld lock) ends in the user's call, the stand-in folded,
+    as the C primitive shows no frame; only a traceback with no frame of the user's keeps its last
+    one (where the exception came from)."""
     lines = text.splitlines()
-    traceback = "Traceback (most recent call last)" in text
+    traceback = "Traceback (most recent call last)" in text and not any(
+        (match := _FILE_LINE.match(line)) is not None and not own(match["file"]) for line in lines
+    )
     out: list[str] = []
     run = 0
     indent = ""

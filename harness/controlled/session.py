@@ -13,8 +13,12 @@ from __future__ import annotations
 import contextlib
 import dis
 import gc
+import multiprocessing.process
+import os
 import random
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -94,7 +98,7 @@ def controlled(
         record_decisions=control.record_decisions,
     )
     session.controlled = scheduler
-    undo = _patch_sleep(scheduler)
+    undo = _patch_sleep(scheduler) + _patch_process_starts(scheduler)
     collecting = gc.isenabled()
     gc.disable()
     point = scheduler.point if control.granularity == "line" else _visible_only(scheduler.point)
@@ -224,6 +228,34 @@ def _patch_sleep(scheduler: Scheduler) -> list[tuple[Any, str, Any]]:
         if getattr(module, name, None) is real:
             undo.append((module, name, real))
             setattr(module, name, sleep)
+    return undo
+
+
+def _patch_process_starts(scheduler: Scheduler) -> list[tuple[Any, str, Any]]:
+    """A process the trial starts (``multiprocessing``, ``os.fork``, ``subprocess``) runs outside
+    the schedule: nothing it does is a scheduling point, and a wait for it is one the scheduler
+    cannot see. The schedule is unsupported from then on (`Scheduler.release`), rather than judged
+    as if the process had been scheduled: a variant that only starts processes would otherwise be
+    \"held\" by schedules that never ran its processes."""
+    undo: list[tuple[Any, str, Any]] = []
+
+    def guarded(namespace: Any, name: str, what: Callable[[tuple[Any, ...]], str]) -> None:
+        real = getattr(namespace, name)
+
+        def start(*args: Any, **kwargs: Any) -> Any:
+            if not scheduler.released:
+                scheduler.release(
+                    f"{threading.current_thread().name} started {what(args)}, which the controlled "
+                    "scheduler does not run"
+                )
+            return real(*args, **kwargs)
+
+        undo.append((namespace, name, real))
+        setattr(namespace, name, start)
+
+    guarded(multiprocessing.process.BaseProcess, "start", lambda args: f"the process {args[0].name}")
+    guarded(subprocess.Popen, "__init__", lambda args: "a subprocess")
+    guarded(os, "fork", lambda args: "a process with os.fork()")
     return undo
 
 

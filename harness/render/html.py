@@ -165,7 +165,7 @@ def _variant(report: RunReport, summary: VariantSummary) -> dict[str, Any]:
         "ci": svg.ci_bar(summary.rate, summary.low, summary.high, label=summary.variant),
         "kinds": svg.stacked_bar(kinds, label=summary.variant),
         "kind_counts": [(label, count) for label, count in kinds if count],
-        "durations": svg.histogram(durations, label=summary.variant),
+        "durations": svg.histogram(durations, label=summary.variant, unit=report.info.unit),
         "duration_range": (
             f"{format_seconds(bin_bounds(bins[0])[0])} – {format_seconds(bin_bounds(bins[-1])[1])}" if bins else ""
         ),

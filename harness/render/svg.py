@@ -13,6 +13,8 @@ from html import escape
 
 from markupsafe import Markup
 
+from harness.results.stats import percent
+
 __all__ = ["OUTCOME_COLORS", "Series", "ci_bar", "histogram", "line_chart", "stacked_bar"]
 
 OUTCOME_COLORS = {
@@ -37,7 +39,7 @@ def _svg(kind: str, title: str, width: int, height: int, body: str) -> Markup:
 
 
 def _pct(value: float) -> str:
-    return f"{value * 100:.3g} %"
+    return percent(value)  # the format of every rate in every report
 
 
 def ci_bar(rate: float, low: float, high: float, *, label: str, width: int = 180, height: int = 18) -> Markup:
@@ -79,8 +81,11 @@ def stacked_bar(segments: Sequence[tuple[str, int]], *, label: str, width: int =
     return _svg("kinds", f"outcomes of {label}", width, height, "".join(parts))
 
 
-def histogram(bins: Sequence[tuple[str, int]], *, label: str, width: int = 260, height: int = 40) -> Markup:
-    """Counts per bin, as columns (``bins`` are (bin label, count), in order)."""
+def histogram(
+    bins: Sequence[tuple[str, int]], *, label: str, unit: str = "trial", width: int = 260, height: int = 40
+) -> Markup:
+    """Counts per bin, as columns (``bins`` are (bin label, count), in order; ``unit`` is what is
+    counted: ``trial``, or ``schedule`` in controlled mode)."""
     if not bins:
         return _svg("durations", f"durations of {label}: none", width, height, "")
     top = max(count for _, count in bins) or 1
@@ -91,9 +96,9 @@ def histogram(bins: Sequence[tuple[str, int]], *, label: str, width: int = 260, 
         parts.append(
             f'<rect x="{index * w + 1:.2f}" y="{height - h:.2f}" width="{max(w - 2, 1):.2f}" '
             f'height="{h:.2f}" fill="#5c6bc0">'
-            f"<title>{escape(name)}: {count} trials</title></rect>"
+            f"<title>{escape(name)}: {count} {unit}{'' if count == 1 else 's'}</title></rect>"
         )
-    return _svg("durations", f"distribution of trial durations of {label}", width, height, "".join(parts))
+    return _svg("durations", f"distribution of {unit} durations of {label}", width, height, "".join(parts))
 
 
 @dataclass(frozen=True)

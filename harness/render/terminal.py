@@ -151,7 +151,7 @@ def print_list(console: Console, registry: Registry, *, target: str = "SCENARIO"
         if number:
             console.print()
         description = inline_code(scenario.description, "italic")
-        if scenario.stress_only:
+        if scenario.stress_only or scenario.starts_processes:
             description.append(" (stress mode only)", style="dim")
         heading = Table.grid(padding=(0, 2))
         heading.add_column(no_wrap=True, style="bold cyan")
@@ -172,7 +172,7 @@ def print_list(console: Console, registry: Registry, *, target: str = "SCENARIO"
         console.print(Padding(variants, (0, 0, 0, 2)))
     console.print()
     hints = [("Run one with:", f"stress run {target} --iterations 2000")]
-    if any(not scenario.stress_only for scenario in registry):  # offered where it can run
+    if any(not (scenario.stress_only or scenario.starts_processes) for scenario in registry):  # where it can run
         hints.append(("Find the exact failing interleaving with:", f"stress run {target} --mode controlled"))
     for words, command in hints:
         if len(words) + 2 + len(command) <= console.width:

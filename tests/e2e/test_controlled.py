@@ -207,3 +207,31 @@ def test_a_schedule_that_fails_before_any_step_shows_no_empty_interleaving(tmp_p
     assert "─" * 20 not in out.stdout.split("Example failures", 1)[1].split("replay", 1)[0]  # no empty table
     html = (tmp_path / "run" / "report.html").read_text()
     assert '<table class="trace">' not in html
+
+
+def test_a_schedule_in_which_a_process_starts_is_unsupported_and_not_offered(tmp_path: Path) -> None:
+    # The child runs outside the schedule: its variant's schedules prove nothing, and a variant
+    # that only starts processes was reported "held" by schedules that never ran them.
+    (tmp_path / "child.py").write_text(
+        "from harness import Scenario\n\n"
+        "scenario = Scenario('child', 'The body starts a process and joins it')\n\n\n"
+        "def work(results):\n"
+        "    results.put(1)\n\n\n"
+        "@scenario.variant(expect='safe')\n"
+        "def get_then_join(trial):\n"
+        "    results = trial.mp.Queue()\n"
+        "    child = trial.mp.Process(target=work, args=(results,))\n"
+        "    child.start()\n"
+        "    trial.check(results.get() == 1, 'no result')\n"
+        "    child.join()\n"
+    )
+    listed = stress("list", "child.py", cwd=tmp_path)
+    assert listed.code == 0, listed.stderr
+    assert "(stress mode only)" in listed.stdout
+    assert "--mode controlled" not in listed.stdout
+    out = stress("run", "child.py", "--mode", "controlled", "-n", "3", "--seed", "1", "--out", "run", cwd=tmp_path)
+    entry = variant(summary(tmp_path / "run"), "get-then-join")
+    assert entry["verdict"] == "unsupported", out.stdout
+    words = " ".join(out.stdout.split())  # the health note folds at the terminal's width
+    assert "started the process" in words
+    assert "which the controlled scheduler does not run" in words
