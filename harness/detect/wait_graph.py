@@ -18,6 +18,7 @@ survives, and the trial ends as ``deadlocked`` with the cycle as evidence.
 from __future__ import annotations
 
 import ast
+import concurrent.futures.thread as futures_thread
 import contextlib
 import linecache
 import os
@@ -34,7 +35,7 @@ from types import FrameType
 from typing import Any
 
 from harness.actors import parked_count, parked_native_ids
-from harness.scope import Scope
+from harness.scope import HARNESS_DIR, Scope
 from harness.text import and_join, short_path
 
 __all__ = [
@@ -219,6 +220,27 @@ def forget_ended_records() -> None:
 
 
 _DUMMY: type[threading.Thread] = threading._DummyThread
+
+_POOL_WORKER_CODE = futures_thread._worker.__code__
+_QUEUE_PLUMBING = (HARNESS_DIR, queue.__file__, threading.__file__)
+
+
+def idle_executor_worker(thread: threading.Thread, frames: Mapping[int, FrameType]) -> bool:
+    """Whether ``thread`` is a ``ThreadPoolExecutor``'s worker waiting for its next task, with none
+    queued: its innermost frame outside ``queue`` and stress is the worker loop's ``get``, and its
+    work queue is empty (a task just queued wakes it, however late the OS runs it). It can do
+    nothing until someone submits. ``frames``: `sys._current_frames`."""
+    if getattr(thread, "_target", None) is not futures_thread._worker:
+        return False
+    frame = frames.get(thread.ident or 0)
+    while frame is not None and frame.f_code.co_filename.startswith(_QUEUE_PLUMBING):
+        frame = frame.f_back
+    if frame is None or frame.f_code is not _POOL_WORKER_CODE:
+        return False
+    work = [arg for arg in getattr(thread, "_args", ()) if callable(getattr(arg, "empty", None))]
+    return bool(work) and all(queued.empty() for queued in work)
+
+
 _ACTIVE_LIMBO_LOCK: Any = threading._active_limbo_lock  # type: ignore[attr-defined]
 
 
@@ -403,6 +425,9 @@ class WaitGraph:
         listed once it touches `threading`, an instrumented primitive included), or by such a
         thread — and still running (`threading` keeps the record of a ``_thread`` thread that
         ended; its OS thread is gone)."""
+        earlier = self._earlier_thread_may_act()
+        if earlier is not None:
+            return f"{earlier.name}, a thread from before the trial,"
         known = set(scheduled) | self.preexisting | {self.main}
         tasks: set[int] | None = None
         for thread in threading.enumerate():
@@ -485,9 +510,36 @@ class WaitGraph:
                     return None
                 owner_ident = owner.ident
             state.append((ident, id(waiting.primitive), owner_ident))
-        if not state or _may_wake_unseen(self.unseen):
+        if not state or _may_wake_unseen(self.unseen) or self._earlier_thread_may_act() is not None:
             return None
         return ("stuck", self.version, tuple(sorted(state)))
+
+    def _earlier_thread_may_act(self) -> threading.Thread | None:
+        """A thread from before the trial that may yet end a wait of it (None: none may). A module's
+        background thread — a flusher on a queue, a pool's worker running a task — sets the event
+        the trial waits for when its work is done: it is not the trial's, but it is not stuck. Only
+        one waiting, untimed, in the graph, an executor's idle worker with nothing queued, or a
+        `_thread` record whose thread is gone, cannot."""
+        if not self.preexisting:
+            return None
+        frames: Mapping[int, FrameType] | None = None
+        tasks: set[int] | None = None
+        for thread in threading.enumerate():
+            ident = thread.ident
+            if ident is None or ident not in self.preexisting or thread.native_id in _OWN_THREADS:
+                continue
+            waiting = self.waiting.get(ident)
+            if waiting is not None and not waiting.timed and not waiting.runnable():
+                continue
+            if isinstance(thread, _DUMMY):
+                tasks = tasks if tasks is not None else _tasks()
+                if tasks is not None and thread.native_id not in tasks:
+                    continue
+            frames = frames if frames is not None else sys._current_frames()
+            if waiting is None and idle_executor_worker(thread, frames):
+                continue
+            return thread
+        return None
 
     # -- evidence --------------------------------------------------------------------------------
 

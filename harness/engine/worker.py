@@ -15,14 +15,12 @@ order, and reports each as it finishes. Three things make a worker safe to lose:
 
 from __future__ import annotations
 
-import concurrent.futures.thread as futures_thread
 import contextlib
 import ctypes
 import faulthandler
 import fcntl
 import multiprocessing
 import os
-import queue
 import shutil
 import signal
 import sys
@@ -58,7 +56,7 @@ from harness.perturb.plan import Plan
 from harness.perturb.preempt import Preemptor
 from harness.results.outcome import Evidence, Outcome
 from harness.scenario import Variant
-from harness.scope import HARNESS_DIR, Scope
+from harness.scope import Scope
 from harness.text import clip, decode
 
 __all__ = ["Task", "WorkerHandle"]
@@ -544,18 +542,7 @@ def _started_since(before: set[threading.Thread]) -> list[threading.Thread]:
 
 
 def _idle_pool_worker(thread: threading.Thread) -> bool:
-    """Whether ``thread`` is a ``ThreadPoolExecutor``'s worker waiting for its next task (its
-    innermost frame outside ``queue`` and stress is the worker loop's ``get``)."""
-    if getattr(thread, "_target", None) is not futures_thread._worker:
-        return False
-    frame = sys._current_frames().get(thread.ident or 0)
-    while frame is not None and frame.f_code.co_filename.startswith(_QUEUE_PLUMBING):
-        frame = frame.f_back
-    return frame is not None and frame.f_code is _POOL_WORKER_CODE
-
-
-_POOL_WORKER_CODE = futures_thread._worker.__code__
-_QUEUE_PLUMBING = (HARNESS_DIR, queue.__file__, threading.__file__)
+    return wait_graph.idle_executor_worker(thread, sys._current_frames())
 
 
 def _leaked_threads(before: set[threading.Thread], *, grace: float = 0.2) -> tuple[str | None, bool]:

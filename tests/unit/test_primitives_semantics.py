@@ -1509,29 +1509,20 @@ def test_once_a_deadlock_is_confirmed_the_trial_threads_asking_for_its_locks_aga
     # The trial is over at the deadlock: the thread that got its lock when the other unwound does
     # not run the rest of its work, but a thread from before the trial (a module pool's worker)
     # still takes the lock, and a lock the deadlock does not wait on is unaffected.
-    go_on = threading.Event()
-    before: list[str] = []
-    outside = primitives.Lock()
-
-    def earlier_thread() -> None:
-        go_on.wait(30)
-        with a:
-            before.append("took a")
-
-    a, b = primitives.Lock(), primitives.Lock()
-    waiting = threading.Thread(target=earlier_thread, daemon=True)
-    waiting.start()
     graph = WaitGraph(
         scope=Scope(files=[__file__]),
         main=threading.get_ident(),
         preexisting={t.ident for t in threading.enumerate() if t.ident is not None},
     )
     primitives.activate(primitives.Session(graph=graph))
+    # RLocks: only their holders may release them, so their cycle is a deadlock whatever the test
+    # runner's own threads do.
+    a, b, outside = primitives.RLock(), primitives.RLock(), primitives.Lock()
     both_hold_one = threading.Barrier(2)
     ended: dict[str, str] = {}
     rounds = {"a_then_b": 0, "b_then_a": 0}
 
-    def actor(first: primitives.Lock, second: primitives.Lock, name: str) -> None:
+    def actor(first: primitives.RLock, second: primitives.RLock, name: str) -> None:
         try:
             with first:
                 both_hold_one.wait(10)
@@ -1547,6 +1538,14 @@ def test_once_a_deadlock_is_confirmed_the_trial_threads_asking_for_its_locks_aga
             with outside:
                 ended["outside"] = "taken"
 
+    go_on = threading.Event()
+    before: list[str] = []
+
+    def earlier_thread() -> None:
+        go_on.wait(30)
+        with a:
+            before.append("took a")
+
     actors = [
         threading.Thread(target=actor, args=(a, b, "a_then_b"), daemon=True),
         threading.Thread(target=actor, args=(b, a, "b_then_a"), daemon=True),
@@ -1558,8 +1557,13 @@ def test_once_a_deadlock_is_confirmed_the_trial_threads_asking_for_its_locks_aga
         for thread in actors:
             thread.join(30)
         graph.set_joining(False)
+        # As if it had been running before the trial: the deadlock is not its to unwind.
+        earlier = threading.Thread(target=earlier_thread, daemon=True)
+        earlier.start()
+        assert earlier.ident is not None
+        graph.preexisting.add(earlier.ident)
         go_on.set()
-        waiting.join(30)
+        earlier.join(30)
     finally:
         primitives.deactivate()
     assert graph.finding is not None
