@@ -172,6 +172,9 @@ class Scheduler:
         self.released = False
         #: The body has ended: the threads still here are being unwound one at a time.
         self.unwinding = False
+        #: Threads the code under test started and left running, which the end of the schedule
+        #: ended (`end_body`): the process is not the one the code built, and runs no more trials.
+        self.abandoned: list[str] = []
         #: Non-daemon threads still blocked when the body ended (and its grace was over).
         self.left_running: list[str] = []
         #: Threads that did not unwind in time: they run on, unscheduled.
@@ -282,6 +285,9 @@ class Scheduler:
             self._declare_deadlock(stuck[0])
         if not self.aborting:
             self.left_running = [m.name for m in left if not m.daemon and not _idle_pool_worker(m)]
+            # Ended by the unwinding below, though the code under test meant them to go on: a
+            # module's background thread started on first use, which its module still counts on.
+            self.abandoned = [m.name for m in left]
         self.unwinding = True
         for managed in left:
             if managed.state == DONE:

@@ -65,6 +65,9 @@ class TrialRun:
     diverged: int | None = None
     #: Controlled mode: the scheduled threads' names, by the number a schedule gives them.
     threads: tuple[str, ...] = ()
+    #: Controlled mode: threads the code under test left running, which the schedule's end ended
+    #: (`Scheduler.abandoned`): the worker is replaced, as its modules may count on them.
+    abandoned: tuple[str, ...] = ()
 
 
 _current: Trial | None = None
@@ -219,6 +222,7 @@ def run_trial(
         choices=scheduler.choices,
         diverged=getattr(scheduler.strategy, "diverged", None),
         threads=tuple(m.name for m in sorted(scheduler.threads, key=lambda m: m.index)),
+        abandoned=tuple(scheduler.abandoned),
     )
 
 

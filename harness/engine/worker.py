@@ -865,6 +865,9 @@ def _worker_main(
             # variant that takes a lock once and keeps it, beside one that waits for it): the next
             # trial starts on a fresh worker, with the module as it was imported.
             retire = retire or bool(instrument.left_held())
+            # Controlled mode ended threads the code left running (a module's lazily started
+            # flusher): the module would go on counting on a thread that is gone.
+            retire = retire or bool(run.abandoned)
             evidence = run.evidence
             if evidence is not None:
                 printed = output.tail()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import results, stress, summary, variant
+from tests.helpers import FIXTURES, results, stress, summary, variant
 
 
 @pytest.fixture(scope="module")
@@ -235,3 +235,14 @@ def test_a_schedule_in_which_a_process_starts_is_unsupported_and_not_offered(tmp
     words = " ".join(out.stdout.split())  # the health note folds at the terminal's width
     assert "started the process" in words
     assert "which the controlled scheduler does not run" in words
+
+
+def test_a_thread_the_code_left_running_ends_with_its_schedule_and_its_worker(tmp_path: Path) -> None:
+    # A module's flusher, started on first use, is ended when the schedule that started it ends;
+    # the module still counted on it, and every later schedule in that process was deadlocked
+    # (98 of 100). The worker is replaced instead.
+    args = ("--mode", "controlled", "-n", "20", "--seed", "1", "--out", "run")
+    out = stress("run", str(FIXTURES / "flusher.py"), *args, cwd=tmp_path)
+    entry = variant(summary(tmp_path / "run"), "flush-and-wait")
+    assert entry["verdict"] == "held", out.stdout
+    assert entry["failures"] == 0, out.stdout

@@ -184,31 +184,7 @@ def test_a_thread_from_before_the_trial_that_will_set_the_event_is_no_deadlock(t
     # A module starts a background flusher on first use; each actor asks it to flush and waits
     # for its event. The flusher is not the trial's thread, but it is not stuck either: with the
     # deadlock's second look 0.1 ms after the first, this was called deadlocked in 198 of 200 trials.
-    (tmp_path / "flusher.py").write_text(
-        "import queue, threading, time\n"
-        "from harness import Scenario\n\n"
-        "scenario = Scenario('flusher', 'A module flushes on a background thread started on first use', size=1)\n"
-        "_jobs = None\n\n\n"
-        "def submit(fn):\n"
-        "    global _jobs\n"
-        "    if _jobs is None:\n"
-        "        _jobs = queue.SimpleQueue()\n\n"
-        "        def run():\n"
-        "            while True:\n"
-        "                job = _jobs.get()\n"
-        "                time.sleep(0.001)\n"
-        "                job()\n\n"
-        "        threading.Thread(target=run, name='flusher', daemon=True).start()\n"
-        "    _jobs.put(fn)\n\n\n"
-        "@scenario.variant(expect='safe')\n"
-        "def flush_and_wait(trial):\n"
-        "    def actor():\n"
-        "        done = threading.Event()\n"
-        "        submit(done.set)\n"
-        "        done.wait()\n\n"
-        "    trial.run_threads(actor, count=2)\n"
-    )
-    out = stress("run", "flusher.py", "-n", "200", "--seed", "1", "--out", "run", cwd=tmp_path)
+    out = stress("run", str(FIXTURES / "flusher.py"), "-n", "200", "--seed", "1", "--out", "run", cwd=tmp_path)
     entry = variant(summary(tmp_path / "run"), "flush-and-wait")
     assert entry["verdict"] == "held", out.stdout
     assert entry["failures"] == 0, out.stdout
