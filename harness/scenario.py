@@ -252,7 +252,8 @@ class Scenario:
     @property
     def starts_processes(self) -> bool:
         """Whether the scenario's file visibly starts processes (``trial.mp``, process actors,
-        ``multiprocessing``, ``ProcessPoolExecutor``, ``os.fork``, ``subprocess``): a guess from its
+        ``multiprocessing``, ``ProcessPoolExecutor``, ``os.fork`` or ``os.posix_spawn`` however
+        imported, ``subprocess``): a guess from its
         text, used only to decide what to offer (`stress list`). A controlled schedule in which a
         process starts is unsupported whatever the guess said (`harness.controlled.session`)."""
         try:
@@ -282,7 +283,7 @@ class Scenario:
 #: What in a scenario file's text starts processes (see `Scenario.starts_processes`).
 _PROCESS_USE = re.compile(
     r"\btrial\.(mp|processes|run_processes)\b|\bmultiprocessing\b|\bProcessPoolExecutor\b|"
-    r"\bos\.fork\b|\bsubprocess\b"
+    r"\bos\.(fork|posix_spawnp?)\b|\bimport\b[^\n]*\b(fork|posix_spawnp?)\b|\bsubprocess\b"
 )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dis
+import functools
 import gc
 import multiprocessing.process
 import os
@@ -224,7 +225,7 @@ def _patch_sleep(scheduler: Scheduler) -> list[tuple[Any, str, Any]]:
 
     undo: list[tuple[Any, str, Any]] = [(time, "sleep", real)]
     time.sleep = sleep
-    for module, name in _sleep_bindings(real):
+    for module, name in _bindings(real):
         if getattr(module, name, None) is real:
             undo.append((module, name, real))
             setattr(module, name, sleep)
@@ -252,31 +253,46 @@ def _patch_process_starts(scheduler: Scheduler) -> list[tuple[Any, str, Any]]:
 
         undo.append((namespace, name, real))
         setattr(namespace, name, start)
+        if namespace is os:  # and its names bound at import: ``from os import fork``
+            # (bound before the worker wrapped the function, they hold the one it wraps)
+            for original in {real, getattr(real, "__wrapped__", real)}:
+                for module, bound in _bindings(original):
+                    undo.append((module, bound, original))
+                    setattr(module, bound, start)
 
     guarded(multiprocessing.process.BaseProcess, "start", lambda args: f"the process {args[0].name}")
     guarded(subprocess.Popen, "__init__", lambda args: "a subprocess")
     guarded(os, "fork", lambda args: "a process with os.fork()")
+    for spawn in ("posix_spawn", "posix_spawnp"):
+        if hasattr(os, spawn):
+            guarded(os, spawn, functools.partial(_spawned_with, spawn))
     return undo
 
 
-#: Modules already searched for globals bound to ``time.sleep``, and the names found.
-_searched: dict[str, tuple[Any, list[str]]] = {}
+def _spawned_with(call: str, args: tuple[Any, ...]) -> str:
+    return f"a process with os.{call}()"
 
 
-def _sleep_bindings(real: Any) -> Iterator[tuple[Any, str]]:
-    """The module globals bound to ``time.sleep``, but stress's own: the watchdog and the
-    scheduler keep their real sleep (a raw thread that slept through the virtual one would be
-    taken for a managed thread the moment the running one finished)."""
+#: Modules already searched for globals bound to a function (by the function's id and the
+#: module's name), and the names found.
+_searched: dict[tuple[int, str], tuple[Any, list[str]]] = {}
+
+
+def _bindings(real: Any) -> Iterator[tuple[Any, str]]:
+    """The module globals bound to ``real`` (``from time import sleep``, ``from os import fork``),
+    but stress's own: the watchdog and the scheduler keep their real sleep (a raw thread that
+    slept through the virtual one would be taken for a managed thread the moment the running one
+    finished)."""
     for key, module in list(sys.modules.items()):
         if key == "harness" or key.startswith("harness."):
             continue
-        known = _searched.get(key)
+        known = _searched.get((id(real), key))
         if known is None or known[0] is not module:
             try:
                 names = [name for name, value in list(vars(module).items()) if value is real]
             except TypeError:  # no __dict__
                 names = []
-            known = _searched[key] = (module, names)
+            known = _searched[id(real), key] = (module, names)
         for name in known[1]:
             yield module, name
 

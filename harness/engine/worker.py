@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import faulthandler
 import fcntl
+import functools
 import multiprocessing
 import os
 import shutil
@@ -671,6 +672,7 @@ def _unpin_children(allowed: set[int] | None) -> None:
     os.register_at_fork(after_in_child=unpin)
 
     def unpinned(start: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(start)
         def call(*args: Any, **kwargs: Any) -> Any:
             try:
                 mine = os.sched_getaffinity(0)
