@@ -17,12 +17,14 @@ def _cell(text: str) -> str:
 def render_markdown(report: RunReport) -> str:
     info = report.info
     status = "" if report.complete else (" (interrupted)" if report.interrupted else " (incomplete)")
+    unit = info.unit  # "trial", or "schedule" in controlled mode
     lines = [
         f"### stress: {', '.join(info.scenarios)}{status}",
         "",
-        f"{report.trials} trials in {report.wall:.1f} s · seed `{info.config.seed}` · `{info.command or 'stress'}`",
+        f"{report.trials} {unit}{'' if report.trials == 1 else 's'} in {report.wall:.1f} s"
+        f" · seed `{info.config.seed}` · `{info.command or 'stress'}`",
         "",
-        "| # | variant | expect | trials | failure rate (95 % CI) | verdict | failures |",
+        f"| # | variant | expect | {unit}s | failure rate (95 % CI) | verdict | failures |",
         "|---:|---|---|---:|---|---|---|",
     ]
     for rank, summary in enumerate(report.variants, 1):
@@ -39,13 +41,13 @@ def render_markdown(report: RunReport) -> str:
         lines += ["", *(f"> {_cell(note)}  " for note in health)]
     failing = [s for s in report.variants if s.example is not None]
     if failing:
-        lines += ["", "<details><summary>Replay a failing trial</summary>", ""]
+        lines += ["", f"<details><summary>Replay a failing {unit}</summary>", ""]
         for summary in failing:
             assert summary.example is not None
             example = summary.example
             message = example.evidence.summary() if example.evidence else example.outcome.label
             lines.append(  # a backslash ends the line (a hard break): the command goes below the message
-                f"- `{_cell(summary.variant)}` trial {example.trial} ({example.outcome.label}): {_cell(message)}\\"
+                f"- `{_cell(summary.variant)}` {unit} {example.trial} ({example.outcome.label}): {_cell(message)}\\"
             )
             lines.append(f"  `{info.replay(summary.variant, example.trial, sweep=example.sweep)}`")
         lines += ["", "</details>"]

@@ -200,8 +200,16 @@ def test_a_schedule_that_fails_before_any_step_shows_no_empty_interleaving(tmp_p
         "def fails(trial):\n"
         "    trial.check(False, 'broken from the start')\n"
     )
-    out = stress("run", "at_once.py", "--mode", "controlled", "-n", "2", "--seed", "1", "--out", "run", cwd=tmp_path)
+    out = stress(
+        "run", "at_once.py", "--mode", "controlled", "-n", "2", "--seed", "1", "--out", "run",
+        "--markdown", "summary.md", cwd=tmp_path,
+    )  # fmt: skip
     assert out.code == 0, out.stdout + out.stderr
+    markdown = (tmp_path / "summary.md").read_text()  # counts schedules, as the terminal does
+    assert "2 schedules in" in markdown
+    assert "| expect | schedules |" in markdown
+    assert "Replay a failing schedule" in markdown
+    assert "trials" not in markdown  # (stress replay's option is still --trial)
     assert "broken from the start" in out.stdout
     assert "schedules tried" not in out.stdout  # one was: "1 schedule tried"
     assert "─" * 20 not in out.stdout.split("Example failures", 1)[1].split("replay", 1)[0]  # no empty table
