@@ -567,13 +567,13 @@ class WaitGraph:
                     # A lock that outlives trials (a module's) left held by one that is over.
                     holder = f"{owner_state.name} in an earlier trial, which never released it"
                     hops.append(f"{waiter} waits for {what} held by {holder}")
-                    lines.append(f"{waiter} waits for {what} at {self._where(frames.get(ident))}")
+                    lines.append(f"{waiter} waits for {what} at {self._where(frames.get(ident))}, held by {holder}")
                     continue
                 if owner_state is not None and not _alive(owner_state):
                     # Its OS thread now runs another actor (threads are reused): the holder is gone.
                     holder = f"{owner_state.name}, which finished without releasing it"
                     hops.append(f"{waiter} waits for {what} held by {holder}")
-                    lines.append(f"{waiter} waits for {what} at {self._where(frames.get(ident))}")
+                    lines.append(f"{waiter} waits for {what} at {self._where(frames.get(ident))}, held by {holder}")
                     continue
                 handler = _handler_in(frames.get(ident)) if ident == owner else None
                 if handler is not None:
@@ -610,7 +610,9 @@ class WaitGraph:
                     holder = f" held by {getattr(owner, 'name', 'a thread')}, which finished without releasing it"
             where = self._where(frames.get(ident))
             short.append(f"{names.get(ident, ident)} waits for {what}{holder}")
-            lines.append(f"{names.get(ident, ident)} waits for {what}{holder} at {where}")
+            # Where it waits, then who holds it: "held by X, which finished ..." followed by a place
+            # read as the place X finished.
+            lines.append(f"{names.get(ident, ident)} waits for {what} at {where}{',' if holder else ''}{holder}")
             if holder.endswith("does not have"):
                 lines.append("  (the lock was copied, held, when this process was forked from its parent)")
         count = len(links)

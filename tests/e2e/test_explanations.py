@@ -121,6 +121,10 @@ def test_a_lock_whose_holder_finished_is_not_blamed_on_a_fork(tmp_path: Path) ->
         "victim waits for lock held by leaker, which finished without releasing it"
     )
     assert "forked" not in " ".join(evidence.get("wait_for", []))
+    # The place is the victim's; the line does not read as if the leaker finished there.
+    assert evidence["wait_for"][0] == (
+        "victim waits for lock at leak.py:14 in victim, held by leaker, which finished without releasing it"
+    )
 
 
 # (The signal handler's self-deadlock has no actors to wait for: the body is the one stuck.)
