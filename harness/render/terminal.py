@@ -790,11 +790,11 @@ def _print_example(console: Console, report: RunReport, result: TrialResult) -> 
         if evidence.exit_status is not None:
             body.append(Text(evidence.summary(), style="red"))
         if evidence.tracebacks:
-            body.append(_tail(_folded(evidence.tracebacks[0]), 12, "magenta"))
+            body.append(_own_indents(_tail(_folded(evidence.tracebacks[0]), 12, "magenta")))
             if len(evidence.tracebacks) > 1:
                 body.append(Text(f"(and {len(evidence.tracebacks) - 1} more exceptions in this trial)", style="dim"))
         elif evidence.dump and not evidence.blocked_at:
-            body.append(_tail(_folded(evidence.dump), 12, "yellow"))
+            body.append(_own_indents(_tail(_folded(evidence.dump), 12, "yellow")))
         if evidence.output:
             body.append(Text.assemble(("printed: ", "dim"), _tail(evidence.output, 3, "")))
     if result.schedule is not None:
@@ -916,7 +916,7 @@ def print_replay(console: Console, replay: Replay) -> None:
         for where in evidence.blocked_at[:6]:
             console.print(Text.assemble(("  at ", "yellow"), where))
         if evidence.tracebacks:
-            console.print(Padding(_tail(evidence.tracebacks[0], 12, "magenta"), (0, 0, 0, 2)))
+            console.print(Padding(_own_indents(_tail(evidence.tracebacks[0], 12, "magenta")), (0, 0, 0, 2)))
 
 
 def replay_verdict(runs: list[Replay], expected: Expected | None, mismatches: int) -> Text:
@@ -953,6 +953,16 @@ def _tail(text: str, lines: int, style: str) -> Text:
     if cut > 0 and head:
         prefix = f"{head[0]}\n{more(cut - 1)}"
     return Text(prefix + shown, style=style)
+
+
+def _own_indents(text: Text) -> Group:
+    """Each line of ``text`` (a traceback, a thread dump) wrapped under its own indentation: a
+    frame's long source line folds under itself, not at the left edge among the frames."""
+    lines = []
+    for line in text.split("\n"):
+        indent = len(line.plain) - len(line.plain.lstrip(" "))
+        lines.append(_indented(line[indent:], indent) if indent else line)
+    return Group(*lines)
 
 
 def _print_health(console: Console, report: RunReport) -> None:

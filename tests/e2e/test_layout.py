@@ -117,3 +117,27 @@ def test_a_wrapped_evidence_line_hangs_under_its_own_start(tmp_path: Path) -> No
         # each wait-for line starts with a bullet; what wraps from it sits two columns further in
         assert line.startswith(("  · ", "    ")), block
         assert not line.startswith("    ·"), block
+
+
+def test_a_wrapped_traceback_line_continues_under_its_own_indent(tmp_path: Path) -> None:
+    # A frame's "File ..., line N, in f" and its source line fold under themselves: at the left
+    # edge, a fold reads as a frame of its own.
+    (tmp_path / "raising_with_a_long_name.py").write_text(
+        "from harness import Scenario\n\nscenario = Scenario('raising', 'An actor raises')\n\n\n"
+        "def a_function_whose_name_is_long_enough_to_fold_any_frame_line_that_names_it(values):\n"
+        "    return values['a key that is not there, with a long name to make the source line fold']\n\n\n"
+        "@scenario.variant(expect='unsafe')\n"
+        "def raises(trial):\n"
+        "    trial.run_threads(lambda: a_function_whose_name_is_long_enough_to_fold_any_frame_line_that_names_it({}),"
+        " count=1)\n"
+    )
+    out = stress("run", "raising_with_a_long_name.py", "-n", "2", "--seed", "1", "--out", "run", cwd=tmp_path,
+                 env={"COLUMNS": "80"})  # fmt: skip
+    lines = out.stdout.splitlines()
+    start = next(n for n, line in enumerate(lines) if line.strip() == "Traceback (most recent call last):")
+    end = next(n for n, line in enumerate(lines) if n > start and line.lstrip().startswith("KeyError"))
+    block = lines[start + 1 : end]
+    frames = [line for line in block if line.startswith("    File")]
+    assert frames, block
+    assert len(block) > 2 * len(frames), block  # something folded
+    assert all(line.startswith("    ") for line in block), block  # no fold falls back to the edge
