@@ -683,7 +683,8 @@ def _print_potential_deadlocks(console: Console, report: RunReport) -> None:
         for potential in summary.potential_deadlocks:
             console.print()
             console.print(Text.assemble((summary.variant, "bold"), " · ", (potential.summary(), "bright_red")))
-            console.print(_indented(Group(*(Text(path) for path in potential.paths)), 2))
+            paths = (_hanging(console, Text(path), console.width - 2) for path in potential.paths)
+            console.print(_indented(Group(*paths), 2))  # a wrapped path hangs under its own start
 
 
 #: Width of the labels of an example failure's lines (``plan``, ``replay``), with their gap.

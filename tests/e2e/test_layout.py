@@ -117,6 +117,13 @@ def test_a_wrapped_evidence_line_hangs_under_its_own_start(tmp_path: Path) -> No
         # each wait-for line starts with a bullet; what wraps from it sits two columns further in
         assert line.startswith(("  · ", "    ")), block
         assert not line.startswith("    ·"), block
+    # The potential deadlock's paths, one per thread: what wraps from one hangs under it.
+    paths = lines[next(n for n, line in enumerate(lines) if line.startswith("Potential deadlocks")) + 3 :]
+    paths = paths[: paths.index("")]
+    assert len(paths) > 2, "no path wrapped at 80 columns: nothing to check"
+    for line in paths:
+        assert line.startswith(("  thread_", "    ")), paths
+        assert not line.startswith("    thread_"), paths
 
 
 def test_a_wrapped_traceback_line_continues_under_its_own_indent(tmp_path: Path) -> None:
