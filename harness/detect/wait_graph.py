@@ -711,10 +711,12 @@ def _why_stuck(
         if taken:
             count = len(taken)
             leaked = f": {count} acquire{'s' if count != 1 else ''} {'were' if count != 1 else 'was'} never released"
+            makers = sorted({thread.name for _, thread, _ in taken if thread.name in who})
             own = sum(1 for _, thread, _ in taken if thread.name in who)
             if own:
-                itself = "itself" if len(who) == 1 else "themselves"
-                leaked += f" ({own} of them by {they} {itself})" if own != count else f", all by {they} {itself}"
+                # by the waiters that made them, by name: not all of them need have
+                by = f"{and_join(makers)} {'itself' if len(makers) == 1 else 'themselves'}"
+                leaked += f" ({own} of them by {by})" if own != count else f", all by {by}"
         return f"{they} {wait} for {name}, whose count is 0{leaked}, {nobody('release it')}"
     if isinstance(primitive, threading.Event):
         return f"{they} {wait} for {name} to be set, {nobody('set it')}"

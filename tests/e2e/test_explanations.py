@@ -146,3 +146,22 @@ def test_a_controlled_schedule_that_deadlocks_says_why_too(tmp_path: Path, varia
         message = record["evidence"]["messages"][0]
         assert message.startswith(headline), message
         assert message.endswith("(MainThread waits in join() for them)"), message
+
+
+def test_a_semaphore_leak_names_the_waiters_that_made_the_acquires(tmp_path: Path) -> None:
+    # Two threads wait on a semaphore whose two permits one of them took and kept: the headline
+    # names that one, not both of the waiters.
+    (tmp_path / "keeper.py").write_text(
+        "import threading\nfrom harness import Scenario\ns = Scenario('keeper', 'permits kept')\n\n\n"
+        "@s.variant(expect='unsafe')\ndef kept(trial):\n    seats = threading.Semaphore(2)\n"
+        "    taken = threading.Event()\n\n"
+        "    def keeper():\n        seats.acquire()\n        seats.acquire()\n        taken.set()\n"
+        "        seats.acquire()\n\n"
+        "    def latecomer():\n        taken.wait()\n        seats.acquire()\n\n"
+        "    with trial.threads() as group:\n        group.start(keeper)\n        group.start(latecomer)\n"
+    )
+    out = stress("run", "keeper.py", "-n", "3", "--seed", "1", "--out", "run", cwd=tmp_path)
+    assert out.code == 0, out.stdout + out.stderr
+    for record in results(tmp_path / "run"):
+        headline = record["evidence"]["messages"][0]
+        assert "2 acquires were never released, all by keeper itself" in headline, headline
