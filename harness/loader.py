@@ -15,6 +15,7 @@ just in the scenario file, since the code under test is usually imported from el
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.abc
@@ -23,7 +24,10 @@ import importlib.util
 import os
 import re
 import sys
+import sysconfig
+import threading
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -31,7 +35,16 @@ from harness.errors import ScenarioError, ScenarioNotFound, Terminated, did_you_
 from harness.registry import scenarios_in
 from harness.scenario import Scenario
 
-__all__ = ["is_file_target", "is_module_target", "load_file", "load_module", "load_target", "project_root"]
+__all__ = [
+    "STARTED_AT_IMPORT",
+    "is_file_target",
+    "is_module_target",
+    "load_file",
+    "load_module",
+    "load_target",
+    "project_root",
+    "start_import_threads_again",
+]
 
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
@@ -72,7 +85,8 @@ def load_module(target: str) -> list[Scenario]:
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     try:
-        module = importlib.import_module(module_name)
+        with _threads_started(module_name):
+            module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
             raise ScenarioNotFound(
@@ -118,7 +132,8 @@ def load_file(path: Path) -> ModuleType:
             sys.path.insert(0, folder)
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        with _threads_started(name):
+            spec.loader.exec_module(module)
     except (KeyboardInterrupt, Terminated):
         del sys.modules[name]
         raise  # the user stopped stress: not the file's fault
@@ -138,6 +153,58 @@ def load_file(path: Path) -> ModuleType:
         ) from None
     _remember_for_children(name, resolved)
     return module
+
+
+#: Modules of the user's project whose import started threads (a server, a ticker, a flusher at the
+#: top of a file), in import order, with the threads' names. A worker is forked after the import,
+#: and a fork copies no thread: it runs these imports again (`start_import_threads_again`), or the
+#: trials would wait for threads that are not there, in code that is safe where they are.
+STARTED_AT_IMPORT: dict[str, list[str]] = {}
+
+
+@contextlib.contextmanager
+def _threads_started(loaded: str) -> Iterator[None]:
+    """Note in `STARTED_AT_IMPORT` the threads the import of ``loaded`` starts, under the module of
+    the user's project that each one runs (its target's, else ``loaded``)."""
+    before = set(threading.enumerate())
+    try:
+        yield
+    finally:
+        for thread in threading.enumerate():
+            if thread in before:
+                continue
+            target = getattr(thread, "_target", None)
+            owner = getattr(target, "__module__", None) if target is not None else type(thread).__module__
+            if owner not in sys.modules or not _in_project(sys.modules[owner]):
+                owner = loaded
+            STARTED_AT_IMPORT.setdefault(owner, []).append(thread.name)
+
+
+def _in_project(module: ModuleType) -> bool:
+    """Whether ``module`` is the user's (not the standard library's, an installed package's or
+    stress's own): only such a module's import is run again in a worker."""
+    file = getattr(module, "__file__", None)
+    if not isinstance(file, str):
+        return False
+    installed = {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    path = str(Path(file).resolve())
+    harness_dir = str(Path(__file__).resolve().parent)
+    return not path.startswith(harness_dir) and not any(path.startswith(str(Path(p).resolve())) for p in installed)
+
+
+def start_import_threads_again() -> None:
+    """In a forked worker: run again the imports that started threads (`STARTED_AT_IMPORT`), in the
+    modules' own namespaces, so that the module-level threads the code under test counts on run
+    here too, with fresh module-level state (a lock copied held by the fork is made anew). The
+    scenarios' functions read their module's globals, so they see the new ones. An import that
+    fails the second time is left as the first one made it (its trials run without its threads)."""
+    for name in STARTED_AT_IMPORT:
+        module = sys.modules.get(name)
+        spec = getattr(module, "__spec__", None)
+        if module is None or spec is None or spec.loader is None:
+            continue
+        with contextlib.suppress(Exception):  # it imported once: the first import's state stays
+            spec.loader.exec_module(module)
 
 
 #: Where a process started with ``spawn`` or ``forkserver`` (a fresh interpreter) finds the user's

@@ -316,6 +316,8 @@ class ActorGroup:
         def actor_main(index: int, delay: float) -> None:
             fn, args, _ = self._actors[index]
             label = names[index]
+            if trial.graph is not None:
+                trial.graph.actors.add(threading.get_ident())
             try:
                 if delay:
                     trace = suspend()

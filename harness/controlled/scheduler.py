@@ -285,9 +285,9 @@ class Scheduler:
             self._declare_deadlock(stuck[0])
         if not self.aborting:
             self.left_running = [m.name for m in left if not m.daemon and not _idle_pool_worker(m)]
-            # Ended by the unwinding below, though the code under test meant them to go on: a
-            # module's background thread started on first use, which its module still counts on.
-            self.abandoned = [m.name for m in left]
+        # Ended by the unwinding below (after a deadlock too), though the code under test may have
+        # meant them to go on: a module's background thread started on first use.
+        self.abandoned = [m.name for m in left]
         self.unwinding = True
         for managed in left:
             if managed.state == DONE:

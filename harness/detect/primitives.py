@@ -530,7 +530,15 @@ def _unwind_if_in_trial() -> None:
     session = _session
     graph = session.graph if session is not None else None
     if graph is not None and graph.aborting and get_ident() not in graph.preexisting:
-        raise _deadlock(graph)
+        raise _unwind(graph, get_ident())
+
+
+def _unwind(graph: WaitGraph, me: int) -> BaseException:
+    """`_deadlock`'s exception, for thread ``me`` of a trial whose deadlock is confirmed; a thread
+    the code under test started itself is noted (`WaitGraph.unwound`)."""
+    if me != graph.main and me not in graph.actors:
+        graph.unwound.append(threading.current_thread().name)
+    return _deadlock(graph)
 
 
 def _validate(blocking: bool, timeout: float) -> None:
@@ -627,9 +635,12 @@ def _wait_visibly(try_acquire: Callable[..., bool], timeout: float, waiting: Wai
         raise OverflowError(_OUT_OF_RANGE)
     if session is not None and session.controlled is not None:
         return _block_controlled(session.controlled, graph, try_acquire, timeout, waiting)
-    if graph.aborting:
-        raise _deadlock(graph)
     me = get_ident()
+    # A thread from before the trial (a module's flusher, a module pool's worker) is not the
+    # trial's to unwind: ended, it would be missing from every later trial that counts on it.
+    unwinds = me not in graph.preexisting
+    if graph.aborting and unwinds:
+        raise _unwind(graph, me)
     interrupted = graph.enter(me, waiting)
     hook = wait_hook if not waiting.timed else None
     if hook is not None:
@@ -650,8 +661,8 @@ def _wait_visibly(try_acquire: Callable[..., bool], timeout: float, waiting: Wai
         # everyone is stuck needs the trial's threads listed, and most waits end within a slice.
         candidate = None if waiting.timed else graph.check(me, None, cycles_only=True)
         while True:
-            if graph.aborting:
-                raise _deadlock(graph)
+            if graph.aborting and unwinds:
+                raise _unwind(graph, me)
             if _session is not session:
                 # The trial is over and nobody judges this wait any more (a daemon thread it left
                 # parked on a queue, say): wait plainly, not in slices that would keep every such

@@ -335,6 +335,12 @@ class WaitGraph:
         #: Of those, the ones that ended by raising: what, and where in the code under test
         #: (``ValueError at b04.py:37``), for a barrier that still waits for them.
         self.raised: dict[str, str] = {}
+        #: Idents of the trial's actors (the threads its groups run its work on).
+        self.actors: set[int] = set()
+        #: Threads the code under test started (no actor, not the body) that a deadlock's abort
+        #: ended: a module may count on one (a flusher started on first use), and its process
+        #: runs no more trials (`harness.engine.worker`).
+        self.unwound: list[str] = []
         #: Threads of the process `threading` did not know when the trial began (see `_unseen`).
         self.unseen = _unseen_at_start()
         # Re-entrant: a signal handler runs on the main thread between any two bytecodes, inside
@@ -387,8 +393,15 @@ class WaitGraph:
             if self.aborting:
                 return previous
             candidate = self._cycle_through(ident)
-            if candidate is not None and not self._owners_only(candidate) and self._everyone_stuck() is None:
-                candidate = None  # a plain lock of the cycle may yet be released by a thread outside it
+            if (
+                candidate is not None
+                and not self._owners_only(candidate)
+                and self._everyone_stuck(earlier=False) is None
+            ):
+                # A plain lock of the cycle may yet be released by a thread of the trial outside it.
+                # One from before the trial is not counted: releasing a lock a thread of the trial
+                # holds is no thing a module's heartbeat, flusher or pool does.
+                candidate = None
             if candidate is None and not cycles_only:
                 candidate = self._everyone_stuck()
             if candidate is None or candidate != previous:
@@ -477,7 +490,10 @@ class WaitGraph:
                 return False
         return True
 
-    def _everyone_stuck(self) -> Snapshot | None:
+    def _everyone_stuck(self, *, earlier: bool = True) -> Snapshot | None:
+        """Every thread of the trial waits, untimed, on a primitive no one can move, and nobody the
+        graph does not see may end a wait; with ``earlier``, no thread from before the trial may
+        either (`_earlier_thread_may_act`)."""
         threads = [t for t in threading.enumerate() if t.ident not in self.preexisting]
         state: list[tuple[int, int, int]] = []
         tasks: set[int] | None = None
@@ -510,7 +526,7 @@ class WaitGraph:
                     return None
                 owner_ident = owner.ident
             state.append((ident, id(waiting.primitive), owner_ident))
-        if not state or _may_wake_unseen(self.unseen) or self._earlier_thread_may_act() is not None:
+        if not state or _may_wake_unseen(self.unseen) or (earlier and self._earlier_thread_may_act() is not None):
             return None
         return ("stuck", self.version, tuple(sorted(state)))
 

@@ -65,8 +65,9 @@ class TrialRun:
     diverged: int | None = None
     #: Controlled mode: the scheduled threads' names, by the number a schedule gives them.
     threads: tuple[str, ...] = ()
-    #: Controlled mode: threads the code under test left running, which the schedule's end ended
-    #: (`Scheduler.abandoned`): the worker is replaced, as its modules may count on them.
+    #: Threads the code under test started and stress ended: unwound by a deadlock's abort
+    #: (`WaitGraph.unwound`), or left running at a controlled schedule's end (`Scheduler.abandoned`).
+    #: The worker is replaced, as the code's modules may count on them.
     abandoned: tuple[str, ...] = ()
 
 
@@ -205,6 +206,7 @@ def run_trial(
             switches=switches + session.switches + delays,
             lock_order=tuple(session.new_order),
             delay_used=delays > 0 or delay_touched or trial.ran_processes,
+            abandoned=tuple(graph.unwound),
         )
     return TrialRun(
         outcome=outcome,

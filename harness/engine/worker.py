@@ -38,7 +38,7 @@ from multiprocessing.connection import Connection
 from typing import IO, Any
 
 from harness import actors as actor_threads
-from harness import processes
+from harness import loader, processes
 from harness.actors import ActorPool
 from harness.controlled.schedule import Schedule
 from harness.controlled.session import Control
@@ -796,6 +796,9 @@ def _worker_main(
     preemptor = Preemptor(scope)
     instrumenter = Instrumenter(scope)
     instrumenter.hold()
+    # Threads the scenarios' modules started at import are not in this forked process: start them
+    # again (instrumented now, the modules' new locks are visible to the wait-for graph).
+    loader.start_import_threads_again()
     pool = ActorPool()
     pool.on_parked = beacon.set_parked
     findings = Findings(tmp)
@@ -867,8 +870,8 @@ def _worker_main(
             # variant that takes a lock once and keeps it, beside one that waits for it): the next
             # trial starts on a fresh worker, with the module as it was imported.
             retire = retire or bool(instrument.left_held())
-            # Controlled mode ended threads the code left running (a module's lazily started
-            # flusher): the module would go on counting on a thread that is gone.
+            # Stress ended threads the code started (a module's lazily started flusher, unwound by
+            # a deadlock's abort or left at a schedule's end): the module would count on them.
             retire = retire or bool(run.abandoned)
             evidence = run.evidence
             if evidence is not None:

@@ -264,7 +264,7 @@ def test_a_thread_the_code_left_running_ends_with_its_schedule_and_its_worker(tm
     # A module's flusher, started on first use, is ended when the schedule that started it ends;
     # the module still counted on it, and every later schedule in that process was deadlocked
     # (98 of 100). The worker is replaced instead.
-    args = ("--mode", "controlled", "-n", "20", "--seed", "1", "--out", "run")
+    args = ("-V", "flush-and-wait", "--mode", "controlled", "-n", "20", "--seed", "1", "--out", "run")
     out = stress("run", str(FIXTURES / "flusher.py"), *args, cwd=tmp_path)
     entry = variant(summary(tmp_path / "run"), "flush-and-wait")
     assert entry["verdict"] == "held", out.stdout

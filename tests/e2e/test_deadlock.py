@@ -184,7 +184,31 @@ def test_a_thread_from_before_the_trial_that_will_set_the_event_is_no_deadlock(t
     # A module starts a background flusher on first use; each actor asks it to flush and waits
     # for its event. The flusher is not the trial's thread, but it is not stuck either: with the
     # deadlock's second look 0.1 ms after the first, this was called deadlocked in 198 of 200 trials.
-    out = stress("run", str(FIXTURES / "flusher.py"), "-n", "200", "--seed", "1", "--out", "run", cwd=tmp_path)
+    args = ("-V", "flush-and-wait", "-n", "200", "--seed", "1", "--out", "run")
+    out = stress("run", str(FIXTURES / "flusher.py"), *args, cwd=tmp_path)
     entry = variant(summary(tmp_path / "run"), "flush-and-wait")
     assert entry["verdict"] == "held", out.stdout
     assert entry["failures"] == 0, out.stdout
+
+
+def test_threads_a_module_starts_at_import_run_in_every_worker(tmp_path: Path) -> None:
+    # Workers are forked after the scenario file is imported, and a fork copies no thread: each
+    # trial waited for a server that was not there (deadlocked, 300 of 300), or for a lock the fork
+    # copied held. The import that started them runs again in each worker.
+    out = stress("run", str(FIXTURES / "import_threads.py"), "-n", "200", "--seed", "1", "--out", "run", cwd=tmp_path)
+    data = summary(tmp_path / "run")
+    for name in ("reply", "share-the-ticker-lock"):
+        assert variant(data, name)["verdict"] == "held", out.stdout
+
+
+@pytest.mark.parametrize("mode", ["stress", "controlled"])
+def test_a_deadlock_beside_a_module_thread_leaves_it_to_the_next_trial(tmp_path: Path, mode: str) -> None:
+    # A deadlock's abort unwound every wait of the trial, the module's flusher's too: every later
+    # trial of its process put work into a queue nobody read, and a safe variant was deadlocked in
+    # 100 of 100 trials. A thread from before the trial is left waiting; one the trial started and
+    # the abort ended sends the next trial to a fresh worker.
+    args = ("-n", "15", "--seed", "2", "--mode", mode, "--out", "run")
+    out = stress("run", str(FIXTURES / "flusher.py"), *args, cwd=tmp_path)
+    data = summary(tmp_path / "run")
+    assert variant(data, "wait-for-nobody")["verdict"] == "exposed", out.stdout
+    assert variant(data, "flush-and-wait")["verdict"] == "held", out.stdout
