@@ -8,6 +8,7 @@ implementation strategy, declared with the `Scenario.variant` decorator on a fun
 
 from __future__ import annotations
 
+import ast
 import enum
 import inspect
 import re
@@ -251,16 +252,17 @@ class Scenario:
 
     @property
     def starts_processes(self) -> bool:
-        """Whether the scenario's file visibly starts processes (``trial.mp``, process actors,
-        ``multiprocessing``, ``ProcessPoolExecutor``, ``os.fork`` or ``os.posix_spawn`` however
-        imported, ``subprocess``): a guess from its
-        text, used only to decide what to offer (`stress list`). A controlled schedule in which a
-        process starts is unsupported whatever the guess said (`harness.controlled.session`)."""
+        """Whether the scenario's file visibly starts processes: its code (not its comments or
+        docstrings) uses ``trial.mp`` or process actors, ``multiprocessing``'s processes and pools,
+        ``ProcessPoolExecutor``, ``subprocess``, or ``os.fork``, ``forkpty``, ``posix_spawn`` or
+        ``system``, however imported. A guess, used only to decide what to offer (`stress list`):
+        a controlled schedule in which a process starts is unsupported whatever the guess said
+        (`harness.controlled.session`)."""
         try:
-            text = Path(self.file).read_text(encoding="utf-8") if self.file else ""
-        except OSError:
+            tree = ast.parse(Path(self.file).read_text(encoding="utf-8")) if self.file else None
+        except (OSError, SyntaxError, ValueError):
             return False
-        return _PROCESS_USE.search(text) is not None
+        return tree is not None and any(_starts_a_process(node) for node in ast.walk(tree))
 
     def __iter__(self) -> Iterator[Variant]:
         return iter(self._variants.values())
@@ -280,11 +282,27 @@ class Scenario:
             ) from None
 
 
-#: What in a scenario file's text starts processes (see `Scenario.starts_processes`).
-_PROCESS_USE = re.compile(
-    r"\btrial\.(mp|processes|run_processes)\b|\bmultiprocessing\b|\bProcessPoolExecutor\b|"
-    r"\bos\.(fork|posix_spawnp?)\b|\bimport\b[^\n]*\b(fork|posix_spawnp?)\b|\bsubprocess\b"
+#: Names whose use starts a process (see `Scenario.starts_processes`): ``os``'s, ``multiprocessing``'s,
+#: ``concurrent.futures``' and ``subprocess``'s.
+_PROCESS_STARTERS = frozenset(
+    {"fork", "forkpty", "posix_spawn", "posix_spawnp", "system", "Process", "Pool", "ProcessPoolExecutor", "Popen"}
 )
+#: The trial's own ways to start processes (``trial.mp``, ``trial.processes()``).
+_TRIAL_PROCESSES = frozenset({"mp", "processes", "run_processes"})
+
+
+def _starts_a_process(node: ast.AST) -> bool:
+    if isinstance(node, ast.Attribute):
+        return node.attr in _PROCESS_STARTERS or (
+            node.attr in _TRIAL_PROCESSES and isinstance(node.value, ast.Name) and node.value.id == "trial"
+        )
+    if isinstance(node, ast.Name):
+        return node.id in _PROCESS_STARTERS
+    if isinstance(node, ast.Import):
+        return any(alias.name == "subprocess" for alias in node.names)
+    if isinstance(node, ast.ImportFrom):
+        return node.module == "subprocess" or any(alias.name in _PROCESS_STARTERS for alias in node.names)
+    return False
 
 
 def _code_file(fn: Callable[..., Any]) -> str | None:

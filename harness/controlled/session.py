@@ -263,7 +263,7 @@ def _patch_process_starts(scheduler: Scheduler) -> list[tuple[Any, str, Any]]:
     guarded(multiprocessing.process.BaseProcess, "start", lambda args: f"the process {args[0].name}")
     guarded(subprocess.Popen, "__init__", lambda args: "a subprocess")
     guarded(os, "fork", lambda args: "a process with os.fork()")
-    for spawn in ("posix_spawn", "posix_spawnp"):
+    for spawn in ("posix_spawn", "posix_spawnp", "forkpty", "system"):
         if hasattr(os, spawn):
             guarded(os, spawn, functools.partial(_spawned_with, spawn))
     return undo

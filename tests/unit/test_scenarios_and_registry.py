@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ScenarioError, ScenarioNotFound
-from harness.loader import is_file_target, load_target
-from harness.registry import Registry
+from harness.loader import is_file_target, load_file, load_target
+from harness.registry import Registry, scenarios_in
 from harness.scenario import Expect, Scenario
 
 
@@ -94,3 +94,27 @@ def test_load_target_from_a_file(tmp_path: Path) -> None:
     assert [s.name for s in load_target(f"{tmp_path / 'mine.py'}::two")] == ["two"]
     with pytest.raises(ScenarioNotFound, match="did you mean 'two'"):
         load_target(f"{tmp_path / 'mine.py'}::tow")
+
+
+@pytest.mark.parametrize(
+    ("code", "starts"),
+    [
+        ("import subprocess\n", True),
+        ("from os import forkpty\n", True),
+        ("def v(trial):\n    trial.mp.Queue()\n", True),
+        ("import os\n\ndef v(trial):\n    os.system('true')\n", True),
+        ("from multiprocessing.pool import ThreadPool\n", False),  # threads, in multiprocessing's clothes
+        ('"""Unlike a subprocess, or os.fork(), this runs threads."""\n# no multiprocessing here\n', False),
+    ],
+)
+def test_a_file_that_starts_processes_is_told_by_its_code_not_its_words(
+    tmp_path: Path, code: str, starts: bool
+) -> None:
+
+    path = tmp_path / "guess.py"
+    path.write_text(
+        code + "\nfrom harness import Scenario\n\nscenario = Scenario('guess', 'a guess')\n\n\n"
+        "@scenario.variant(expect='safe')\ndef fine(trial):\n    pass\n"
+    )
+    (scenario,) = scenarios_in(load_file(path))
+    assert scenario.starts_processes is starts
