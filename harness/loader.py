@@ -170,14 +170,18 @@ def _threads_started(loaded: str) -> Iterator[None]:
     try:
         yield
     finally:
-        for thread in threading.enumerate():
-            if thread in before:
-                continue
+        started = [thread for thread in threading.enumerate() if thread not in before]
+        for thread in started:
             target = getattr(thread, "_target", None)
             owner = getattr(target, "__module__", None) if target is not None else type(thread).__module__
             if owner not in sys.modules or not _in_project(sys.modules[owner]):
                 owner = loaded
             STARTED_AT_IMPORT.setdefault(owner, []).append(thread.name)
+        if started:
+            # ``loaded`` last, whoever owns the threads: it may have started one of a helper's
+            # (``SRV = helper.Server(); SRV.start()``), or bound a helper's globals at import
+            # (``from helper import jobs``), which must be the helper's new ones.
+            STARTED_AT_IMPORT[loaded] = STARTED_AT_IMPORT.pop(loaded, [])
 
 
 def _in_project(module: ModuleType) -> bool:
@@ -197,14 +201,19 @@ def start_import_threads_again() -> None:
     modules' own namespaces, so that the module-level threads the code under test counts on run
     here too, with fresh module-level state (a lock copied held by the fork is made anew). The
     scenarios' functions read their module's globals, so they see the new ones. An import that
-    fails the second time is left as the first one made it (its trials run without its threads)."""
+    fails the second time (it made a folder that now exists) gets its first import's globals back:
+    its trials run without its threads, as before."""
     for name in STARTED_AT_IMPORT:
         module = sys.modules.get(name)
         spec = getattr(module, "__spec__", None)
         if module is None or spec is None or spec.loader is None:
             continue
-        with contextlib.suppress(Exception):  # it imported once: the first import's state stays
+        first = dict(vars(module))
+        try:
             spec.loader.exec_module(module)
+        except Exception:
+            vars(module).clear()
+            vars(module).update(first)
 
 
 #: Where a process started with ``spawn`` or ``forkserver`` (a fresh interpreter) finds the user's
