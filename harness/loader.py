@@ -37,13 +37,13 @@ from harness.scenario import Scenario
 
 __all__ = [
     "STARTED_AT_IMPORT",
+    "import_again",
     "is_file_target",
     "is_module_target",
     "load_file",
     "load_module",
     "load_target",
     "project_root",
-    "start_import_threads_again",
 ]
 
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -85,7 +85,7 @@ def load_module(target: str) -> list[Scenario]:
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     try:
-        with _threads_started(module_name):
+        with _threads_started(module_name, ("module", target)):
             module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
@@ -132,7 +132,7 @@ def load_file(path: Path) -> ModuleType:
             sys.path.insert(0, folder)
     sys.modules[name] = module
     try:
-        with _threads_started(name):
+        with _threads_started(name, ("file", str(path))):
             spec.loader.exec_module(module)
     except (KeyboardInterrupt, Terminated):
         del sys.modules[name]
@@ -155,40 +155,48 @@ def load_file(path: Path) -> ModuleType:
     return module
 
 
-#: Modules of the user's project whose import started threads (a server, a ticker, a flusher at the
-#: top of a file), in import order, with the threads' names. A worker is forked after the import,
-#: and a fork copies no thread: it runs these imports again (`start_import_threads_again`), or the
-#: trials would wait for threads that are not there, in code that is safe where they are.
+#: The loads of this process whose import started threads (a server, a ticker, a flusher at the top
+#: of a file), with the threads' names: ``load name -> [thread name, ...]``. A worker is forked after
+#: the import, and a fork copies no thread: it imports the user's project again (`import_again`), or
+#: the trials would wait for threads that are not there, in code that is safe where they are.
 STARTED_AT_IMPORT: dict[str, list[str]] = {}
+
+#: Every load of this process, in order: ``("file", path)`` or ``("module", name)``.
+_LOADS: list[tuple[str, str]] = []
+
+#: The names of the modules of the user's project that the loads imported.
+_PROJECT_MODULES: list[str] = []
+
+#: True while `import_again` runs the loads again: they record nothing.
+_again = False
 
 
 @contextlib.contextmanager
-def _threads_started(loaded: str) -> Iterator[None]:
-    """Note in `STARTED_AT_IMPORT` the threads the import of ``loaded`` starts, under the module of
-    the user's project that each one runs (its target's, else ``loaded``)."""
-    before = set(threading.enumerate())
+def _threads_started(loaded: str, load: tuple[str, str]) -> Iterator[None]:
+    """Note the load, the modules of the user's project it imports (``loaded`` among them) and, in
+    `STARTED_AT_IMPORT`, the threads it starts."""
+    if _again:
+        yield
+        return
+    threads = set(threading.enumerate())
+    modules = set(sys.modules) - {loaded}
     try:
         yield
     finally:
-        started = [thread for thread in threading.enumerate() if thread not in before]
-        for thread in started:
-            target = getattr(thread, "_target", None)
-            owner = getattr(target, "__module__", None) if target is not None else type(thread).__module__
-            if owner not in sys.modules or not _in_project(sys.modules[owner]):
-                owner = loaded
-            STARTED_AT_IMPORT.setdefault(owner, []).append(thread.name)
+        _LOADS.append(load)
+        for name in [n for n in sys.modules if n not in modules]:
+            if name not in _PROJECT_MODULES and _in_project(sys.modules[name]):
+                _PROJECT_MODULES.append(name)
+        started = [thread.name for thread in threading.enumerate() if thread not in threads]
         if started:
-            # ``loaded`` last, whoever owns the threads: it may have started one of a helper's
-            # (``SRV = helper.Server(); SRV.start()``), or bound a helper's globals at import
-            # (``from helper import jobs``), which must be the helper's new ones.
-            STARTED_AT_IMPORT[loaded] = STARTED_AT_IMPORT.pop(loaded, [])
+            STARTED_AT_IMPORT.setdefault(loaded, []).extend(started)
 
 
 def _in_project(module: ModuleType) -> bool:
-    """Whether ``module`` is the user's (not the standard library's, an installed package's or
-    stress's own): only such a module's import is run again in a worker."""
+    """Whether ``module`` is the user's Python source (not the standard library's, an installed
+    package's or stress's own): only such a module is imported again in a worker."""
     file = getattr(module, "__file__", None)
-    if not isinstance(file, str):
+    if not isinstance(file, str) or not file.endswith(".py"):
         return False
     installed = {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")}
     path = str(Path(file).resolve())
@@ -196,24 +204,41 @@ def _in_project(module: ModuleType) -> bool:
     return not path.startswith(harness_dir) and not any(path.startswith(str(Path(p).resolve())) for p in installed)
 
 
-def start_import_threads_again() -> None:
-    """In a forked worker: run again the imports that started threads (`STARTED_AT_IMPORT`), in the
-    modules' own namespaces, so that the module-level threads the code under test counts on run
-    here too, with fresh module-level state (a lock copied held by the fork is made anew). The
-    scenarios' functions read their module's globals, so they see the new ones. An import that
-    fails the second time (it made a folder that now exists) gets its first import's globals back:
-    its trials run without its threads, as before."""
-    for name in STARTED_AT_IMPORT:
-        module = sys.modules.get(name)
-        spec = getattr(module, "__spec__", None)
-        if module is None or spec is None or spec.loader is None:
-            continue
-        first = dict(vars(module))
-        try:
-            spec.loader.exec_module(module)
-        except Exception:
-            vars(module).clear()
-            vars(module).update(first)
+def import_again() -> dict[str, Scenario]:
+    """In a forked worker, when a load started threads (`STARTED_AT_IMPORT`): import the user's
+    project again from scratch, as the program would in a process of its own, and return the fresh
+    scenarios by name ({} when no load started threads).
+
+    Every module of the project the loads imported is dropped from ``sys.modules`` and the loads
+    run again in their order, so the module-level threads the code under test counts on run here,
+    with fresh module-level state everywhere in the project: a lock copied held by the fork is made
+    anew, and an entry the scenario file adds to a helper's registry is added once, not twice. What
+    the import did to the standard library or an installed package (a handler added to ``logging``)
+    is done twice.
+
+    Raises:
+        ScenarioError: importing again failed (the import made a folder that now exists); the first
+            import's modules are back in ``sys.modules``.
+    """
+    global _again
+    if not STARTED_AT_IMPORT:
+        return {}
+    first = {name: sys.modules.pop(name) for name in _PROJECT_MODULES if name in sys.modules}
+    _again = True
+    try:
+        fresh = [s for kind, target in _LOADS for s in (load_target(target) if kind == "file" else load_module(target))]
+    except ScenarioError as exc:
+        for name in [n for n in sys.modules if n not in first and _in_project(sys.modules[n])]:
+            del sys.modules[name]
+        sys.modules.update(first)
+        raise ScenarioError(
+            f"{exc} when imported again in a worker: the import starts threads "
+            f"({', '.join(n for names in STARTED_AT_IMPORT.values() for n in names)}), and a fork copies none, "
+            "so each worker imports the project again; the import must succeed twice"
+        ) from None
+    finally:
+        _again = False
+    return {s.name: s for s in fresh}
 
 
 #: Where a process started with ``spawn`` or ``forkserver`` (a fresh interpreter) finds the user's

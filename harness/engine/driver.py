@@ -40,7 +40,7 @@ from harness.engine.beacon import Phase
 from harness.engine.deadline import AdaptiveTimeout, Verdict, Watch
 from harness.engine.janitor import Janitor
 from harness.engine.worker import Task, WorkerHandle
-from harness.errors import InternalError, OutputError, Terminated
+from harness.errors import InternalError, OutputError, ScenarioError, Terminated
 from harness.perturb.knobs import Perturbation
 from harness.perturb.plan import ActorStart, make_plan
 from harness.results.outcome import Evidence, Outcome, TrialResult
@@ -577,6 +577,8 @@ class _Engine:
         for message in messages:
             if message[0] == "internal":
                 raise InternalError(f"a worker failed outside any trial:\n{message[1]}")
+            if message[0] == "import":
+                raise ScenarioError(message[1])
             if message[0] == "retire":
                 # The last trial left threads behind that only a fresh process gets rid of.
                 self._replace(worker)

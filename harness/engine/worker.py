@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import faulthandler
 import fcntl
 import functools
@@ -52,6 +53,7 @@ from harness.engine.beacon import Beacon, Phase
 from harness.engine.deadline import Watch
 from harness.engine.runner import TrialRun, run_trial
 from harness.engine.spool import SpoolReader, SpoolWriter
+from harness.errors import ScenarioError
 from harness.perturb import mp_delays, pause
 from harness.perturb.plan import Plan
 from harness.perturb.preempt import Preemptor
@@ -796,9 +798,22 @@ def _worker_main(
     preemptor = Preemptor(scope)
     instrumenter = Instrumenter(scope)
     instrumenter.hold()
-    # Threads the scenarios' modules started at import are not in this forked process: start them
-    # again (instrumented now, the modules' new locks are visible to the wait-for graph).
-    loader.start_import_threads_again()
+    # Threads the scenarios' imports started are not in this forked process: import the user's
+    # project again (instrumented now, the modules' new locks are visible to the wait-for graph).
+    try:
+        fresh = loader.import_again()
+    except ScenarioError as exc:
+        conn.send(("import", str(exc)))
+        with contextlib.suppress(EOFError, OSError):
+            while conn.recv() is not None:  # the parent stops the run: wait for it, as an idle worker
+                pass
+        return
+    variants = {
+        key: dataclasses.replace(v, fn=fresh[v.scenario].variants[v.name].fn)
+        if v.scenario in fresh and v.name in fresh[v.scenario].variants
+        else v
+        for key, v in variants.items()
+    }
     pool = ActorPool()
     pool.on_parked = beacon.set_parked
     findings = Findings(tmp)

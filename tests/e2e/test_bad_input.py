@@ -97,3 +97,19 @@ def test_bad_environment_is_one_line_and_exit_2(tmp_path: Path, variable: str, v
     assert out.code == 2, out.stdout
     assert out.stderr.strip().splitlines() == [out.stderr.strip()]
     assert message in out.stderr
+
+
+def test_an_import_with_threads_that_fails_the_second_time_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    # A fork copies no thread, so each worker imports the file again; an import that cannot run
+    # twice would leave the trials without the threads they count on. The run stops with the reason.
+    (tmp_path / "once.py").write_text(
+        "import os, threading, time\nfrom harness import Scenario\ns = Scenario('once', 'x')\n"
+        "os.mkdir('made')\nthreading.Thread(target=time.sleep, args=(60,), name='ticker', daemon=True).start()\n"
+        "s.variant('x', expect='safe')(lambda trial: None)\n"
+    )
+    out = stress("run", "once.py", "-n", "5", cwd=tmp_path)
+    assert out.code == 2, (out.code, out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("stress: error: once.py:4: importing it raised FileExistsError"), lines[0]
+    assert "imported again in a worker: the import starts threads (ticker)" in lines[0], lines[0]
