@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import os
 import re
+import sys
+import sysconfig
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -128,7 +130,7 @@ def fold_frames(text: str, own: Callable[[str], bool]) -> str:
     primitive (``lock.release()`` of an unheld lock) ends in the user's call, the stand-in folded,
     as the C primitive shows no frame; only a traceback with no frame of the user's keeps its last
     one (where the exception came from)."""
-    lines = text.splitlines()
+    lines = _fold_callers(text.splitlines(), own)
     traceback = "Traceback (most recent call last)" in text and not any(
         (match := _FILE_LINE.match(line)) is not None and not own(match["file"]) for line in lines
     )
@@ -158,6 +160,62 @@ def fold_frames(text: str, own: Callable[[str], bool]) -> str:
     if run:
         out.append(f"{indent}… {run} frame{'s' if run != 1 else ''} of stress …")
     return "\n".join(out) + ("\n" if text.endswith("\n") else "")
+
+
+#: The heading of one thread's frames in a ``faulthandler`` dump, innermost first.
+_DUMP_THREAD = re.compile(r"^(Current thread|Thread) 0x[0-9a-f]+ .*most recent call first\):$")
+
+
+def _fold_callers(lines: list[str], own: Callable[[str], bool]) -> list[str]:
+    """In a thread dump, each thread's frames outside its outermost frame of the user's (stress's
+    worker loop, ``threading``'s bootstrap, the ``stress`` command's own callers, ``click``) as one
+    line: ``… 20 frames that called it (stress, multiprocessing, click) …``. A thread that runs no
+    code of the user's (a ``Thread(target=event.wait)``) keeps its innermost frame outside stress."""
+    out: list[str] = []
+    index = 0
+    while index < len(lines):
+        out.append(lines[index])
+        index += 1
+        if not _DUMP_THREAD.match(out[-1]):
+            continue
+        frames: list[tuple[str, str]] = []
+        while index < len(lines) and (match := _FILE_LINE.match(lines[index])) is not None:
+            frames.append((lines[index], match["file"]))
+            index += 1
+        users = [i for i, (_, file) in enumerate(frames) if not own(file) and _origin(file) is None]
+        others = [i for i, (_, file) in enumerate(frames) if not own(file)]
+        keep = users[-1] if users else others[0] if others else len(frames) - 1
+        out.extend(line for line, _ in frames[: keep + 1])
+        callers = frames[keep + 1 :]
+        if callers:
+            indent = _FILE_LINE.match(callers[0][0])["indent"]  # type: ignore[index]
+            origins = dict.fromkeys("stress" if own(file) else _origin(file) or "?" for _, file in callers)
+            count = f"{len(callers)} frame{'s' if len(callers) != 1 else ''}"
+            out.append(f"{indent}… {count} that called it ({', '.join(origins)}) …")
+    return out
+
+
+@functools.cache
+def _library_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    found = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    found |= {os.path.join(prefix, "bin") for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    return tuple(sorted({os.path.realpath(d) + os.sep for d in found} | {d + os.sep for d in found}))
+
+
+def _origin(file: str) -> str | None:
+    """The library ``file`` belongs to (``threading``, ``multiprocessing``, ``click``, the ``stress``
+    command's script), None for the user's own code."""
+    if file.startswith("<"):  # <frozen importlib._bootstrap>
+        return file.strip("<>").split()[-1].split(".")[0]
+    for marker in (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}"):
+        _, found, rest = file.partition(marker)
+        if found:
+            return rest.split(os.sep, 1)[0].removesuffix(".py")
+    for folder in _library_dirs():
+        if file.startswith(folder):
+            return file[len(folder) :].split(os.sep, 1)[0].removesuffix(".py")
+    return None
 
 
 def per_second(rate: float) -> str:

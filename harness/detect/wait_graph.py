@@ -676,6 +676,10 @@ class WaitGraph:
 
     def _where(self, frame: FrameType | None) -> str:
         inside = _innermost_in_scope(frame, self.scope)
+        while inside is None and frame is not None:  # a thread whose target is a library's (queue.get)
+            if not frame.f_code.co_filename.startswith(HARNESS_DIR) and frame.f_code.co_filename != threading.__file__:
+                inside = frame
+            frame = frame.f_back
         if inside is None:
             return "an unknown place"
         return _line_text(inside, _line(inside))

@@ -84,6 +84,8 @@ def test_real_hangs_are_still_found_and_what_cannot_be_judged_says_so(tmp_path: 
     joins = variant(data, "joins-a-stuck-thread")
     assert joins["outcomes"] == {"deadlocked": 3}
     assert joins["example"]["duration"] < 1.0
+    # Its target is a library's (``work.get``): the wait is where that code is, not "an unknown place".
+    assert any("queue.py" in line for line in joins["example"]["evidence"]["wait_for"]), joins["example"]
     # Polling looks the same whether it waits for nothing or for the world: stress does not guess.
     polls = variant(data, "polls-for-nothing")
     assert polls["outcomes"] == {"undecided": 3}
@@ -91,6 +93,12 @@ def test_real_hangs_are_still_found_and_what_cannot_be_judged_says_so(tmp_path: 
     records = {r["variant"]: r for r in results(tmp_path / "run")}
     assert "READS HERE" not in json.dumps(records)  # the dump names the line, not the marker
     assert any("stuck.py" in line for line in records["stuck/reads-a-silent-pipe"]["evidence"]["blocked_at"])
+    # The dump's frames that only called the variant (stress's worker, multiprocessing, click) are one line.
+    dump = records["stuck/waits-beside-a-reader"]["evidence"]["dump"]
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "popen_fork.py" in dump
+    assert "popen_fork.py" not in page
+    assert "frames that called it (stress, multiprocessing" in page
 
 
 def _start(*args: str, cwd: Path) -> subprocess.Popen[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -250,4 +251,30 @@ def test_stress_frames_are_folded_out_of_the_way_of_the_code_under_test() -> Non
     )
     assert fold_frames(dump, own) == (
         'Thread 0x01 (most recent call first):\n  … 2 frames of stress …\n  File "/app/jobs.py", line 31 in outer\n'
+    )
+    # What called the user's outermost frame (stress's worker, threading's bootstrap, the stress
+    # command and click) is one line; a thread that runs no code of the user's keeps its innermost
+    # frame outside stress (where it waits).
+    stdlib = sysconfig.get_paths()["stdlib"]
+    site = sysconfig.get_paths()["purelib"]
+    callers = [
+        f'  File "{stdlib}/threading.py", line 982 in run\n',
+        '  File "/site/harness/engine/worker.py", line 872 in _worker_main\n',
+        f'  File "{stdlib}/multiprocessing/process.py", line 108 in run\n',
+        f'  File "{site}/click/core.py", line 911 in invoke\n',
+    ]
+    assert fold_frames(dump + "".join(callers), own).endswith(
+        '  File "/app/jobs.py", line 31 in outer\n'
+        "  … 4 frames that called it (threading, stress, multiprocessing, click) …\n"
+    )
+    waiter = (
+        "Current thread 0x02 (most recent call first):\n"
+        '  File "/site/harness/detect/primitives.py", line 520 in _wait_visibly\n'
+        f'  File "{stdlib}/threading.py", line 629 in wait\n'
+        f'  File "{stdlib}/threading.py", line 982 in run\n'
+        '  File "/site/harness/actors.py", line 252 in run\n'
+    )
+    assert fold_frames(waiter, own) == (
+        "Current thread 0x02 (most recent call first):\n  … 1 frame of stress …\n"
+        f'  File "{stdlib}/threading.py", line 629 in wait\n  … 2 frames that called it (threading, stress) …\n'
     )
