@@ -39,7 +39,12 @@ window.addEventListener("load", () => {
     return out; };
   const links = [...document.querySelectorAll("nav.contents a, a.jump")].map(a => a.getAttribute("href"));
   const width = document.documentElement.clientWidth;
+  // Whatever reaches past the page's right edge (outside a block that scrolls on purpose).
+  const scrolls = e => e.closest("pre, .wide");
+  const overflow = [...document.querySelectorAll("body *")].filter(e => !scrolls(e))
+    .filter(e => e.getBoundingClientRect().right > width + 1).map(e => e.tagName + "." + e.className);
   document.body.setAttribute("data-check", JSON.stringify({
+    overflow, page_scrolls: document.documentElement.scrollWidth > width,
     links, missing: links.filter(h => !document.querySelector(h)),
     replays: [...document.querySelectorAll(".replay")].map(e => ({scrolls: e.scrollWidth > e.clientWidth + 1,
       right: e.getBoundingClientRect().right, chars: e.textContent.length,
@@ -51,12 +56,12 @@ window.addEventListener("load", () => {
 </script>"""
 
 
-def _measure(report: Path) -> dict[str, Any]:
+def _measure(report: Path, width: int = 1400) -> dict[str, Any]:
     probed = report.with_name("probed.html")
     probed.write_text(report.read_text().replace("</body>", PROBE + "</body>"))
     assert BROWSER is not None
     done = subprocess.run(
-        [BROWSER, "--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,900",
+        [BROWSER, "--headless=new", "--no-sandbox", "--disable-gpu", f"--window-size={width},900",
          "--virtual-time-budget=3000", "--dump-dom", probed.as_uri()],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
@@ -98,3 +103,8 @@ def test_the_report_in_a_browser_links_fits_and_shows_only_knobs_that_acted(tmp_
     assert all(lines == 1 for lines in page["rate_lines"]), page["rate_lines"]
     assert "knob-preempt" in page["charts"]
     assert not page["delay_chart"]  # threads only: --delay acted on nothing
+    # Nothing is wider than the page, at 1400 px or on a narrow window (the ranking's interval bars
+    # shrink; it overflowed an 800 px window by 18 px).
+    for shown in (page, _measure(tmp_path / "run" / "report.html", 800)):
+        assert shown["overflow"] == [], shown["overflow"]
+        assert not shown["page_scrolls"]
