@@ -410,7 +410,10 @@ def _schedule_info(
     if not run.outcome.is_failure:
         return info
     info["schedule"] = run.schedule
-    info["switches"] = run.switches
+    # Counted as the interleaving trace marks them (a change of the running thread between the
+    # trial's steps), as the shrunk schedule's and a replay's are: the scheduler's own count also
+    # has its hand-overs to and from the variant body as it starts and ends the actors.
+    info["switches"] = build_trace(run.trace).switches if run.trace else run.switches
     if not minimize or run.schedule is None:
         return info
 

@@ -905,17 +905,18 @@ def print_replay(console: Console, replay: Replay) -> None:
     run = replay.run
     line = Text.assemble(
         (run.outcome.label, _OUTCOME_STYLE[run.outcome]),
-        f" after {run.steps} steps, {run.switches} context switch{'es' if run.switches != 1 else ''}",
+        f" after {run.steps} steps, {replay.trace.switches} context switch{'es' if replay.trace.switches != 1 else ''}",
     )
     console.print(line)
     evidence = run.evidence
     if evidence is not None:
+        # Each line wraps under its own indentation, never back to the first column.
         for message in evidence.messages[:3]:
-            console.print(Text("  " + message))
+            console.print(Padding(Text(message), (0, 0, 0, 2)))
         for wait in evidence.wait_for[:8]:
-            console.print(Text("    " + wait, style="bright_red"))
+            console.print(Padding(Text(wait, style="bright_red"), (0, 0, 0, 4)))
         for where in evidence.blocked_at[:6]:
-            console.print(Text.assemble(("  at ", "yellow"), where))
+            console.print(Padding(Text.assemble(("at ", "yellow"), where), (0, 0, 0, 2)))
         if evidence.tracebacks:
             console.print(Padding(_own_indents(_tail(evidence.tracebacks[0], 12, "magenta")), (0, 0, 0, 2)))
 

@@ -75,6 +75,13 @@ def test_replay_of_the_original_schedule_and_of_a_given_one(counter_run: tuple[P
     assert out.code == 0, out.stdout + out.stderr
     assert record["schedule"]["schedule"] in out.stdout
     assert "reproduced 1/1" in out.stdout
+    # One count of switches everywhere: the replay of the shrunk schedule says as many as the run's
+    # "shrunk" line and its trace's marks (it said 4 where they said 2: it also counted the scheduler's
+    # hand-overs to and from the variant body).
+    shrunk = stress("replay", "run", "--variant", "no-lock", "--trial", str(record["trial"]), cwd=work)
+    switches = record["schedule"]["trace"]["switches"]
+    assert f"{switches} context switch{'es' if switches != 1 else ''}" in shrunk.stdout, shrunk.stdout
+    assert shrunk.stdout.count("⇄") == switches, shrunk.stdout
     default = stress("replay", "run", "--variant", "no-lock", "--schedule", "v2:", cwd=work)
     assert default.code == 0, default.stderr
     assert "passed" in default.stdout  # the non-preemptive schedule loses nothing
