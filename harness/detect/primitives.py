@@ -32,6 +32,7 @@ import random
 import sys
 import threading
 import time
+import types
 from _thread import allocate_lock, get_ident
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -1231,8 +1232,26 @@ class Barrier(threading.Barrier):
         created = creation(sys._getframe(1)) if _created is None else _created
         self._created = created[0]
         self._cond = _internal_condition(self, created)
+        #: Each thread that waited here: the outermost frame of its own code (its actor function,
+        #: its thread's target) and how many times it came. Once the thread is gone, the frame says
+        #: where that function returned: where a party left without coming back.
+        self._came: dict[str, tuple[types.FrameType, int]] = {}
 
-    wait = _around(threading.Barrier.wait)
+    _passing = _around(threading.Barrier.wait)  # (threading.Barrier has a _wait of its own)
+
+    def wait(self, timeout: float | None = None) -> int:
+        frame: types.FrameType | None = sys._getframe(1)
+        outermost = None
+        while frame is not None and not (
+            frame.f_code.co_filename.startswith(HARNESS_DIR) or frame.f_code.co_filename == threading.__file__
+        ):
+            outermost, frame = frame, frame.f_back
+        name = threading.current_thread().name
+        if outermost is not None:
+            self._came[name] = (outermost, self._came.get(name, (outermost, 0))[1] + 1)
+        return int(self._passing(timeout))
+
+    wait.__doc__ = threading.Barrier.wait.__doc__
 
 
 class Queue(queue.Queue):  # type: ignore[type-arg]

@@ -685,6 +685,20 @@ class WaitGraph:
         return _line_text(inside, _line(inside))
 
 
+def _how_it_left(actor: str, raised: str | None, came: tuple[FrameType, int] | None) -> str:
+    """``worker#2 returned at jobs.py:44 in worker without reaching it (it had passed it 1 time)``:
+    how a party of a barrier left (``raised``: the exception it ended with, if any)."""
+    if raised is not None:
+        return f"{actor} ({raised}) finished without reaching it"
+    if came is None:
+        return f"{actor} finished without ever reaching it"
+    frame, times = came
+    return (
+        f"{actor} returned at {_line_text(frame, _line(frame))} without reaching it "
+        f"(it had passed it {times} time{'s' if times != 1 else ''})"
+    )
+
+
 def _why_stuck(
     primitive: Any,
     waiting: Waiting,
@@ -719,10 +733,11 @@ def _why_stuck(
         gone = [actor for actor in finished if actor not in who]
         have = "has" if arrived == 1 else "have"
         if gone and not others:
-            how = [f"{actor} ({raised[actor]})" if actor in raised else actor for actor in gone]
+            came: Mapping[str, tuple[FrameType, int]] = getattr(primitive, "_came", {})
+            how = [_how_it_left(actor, raised.get(actor), came.get(actor)) for actor in gone]
             return (
                 f"{they} {wait} at {name}, which needs {parties} parties: {arrived} {have} arrived; "
-                f"{and_join(how)} finished without reaching it, and no other thread of the trial is left"
+                f"{and_join(how)}, and no other thread of the trial is left"
             )
         return f"{they} {wait} at {name}, which needs {parties} parties: {arrived} {have} arrived, {nobody('reach it')}"
     if isinstance(primitive, threading.Semaphore):

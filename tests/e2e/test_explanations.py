@@ -23,7 +23,12 @@ HEADLINES = {
     "short-of-parties": (
         "deadlocked",
         "attendee#0 and attendee#1 wait at meeting, which needs 3 parties: 2 have arrived; "
-        "planner finished without reaching it, and no other thread of the trial is left",
+        "planner finished without ever reaching it, and no other thread of the trial is left",
+    ),
+    "party-gives-up": (
+        "deadlocked",
+        "attendee#0 and attendee#1 wait at meeting, which needs 3 parties: 2 have arrived; quitter returned at "
+        f"explained.py:{_line_of('GIVES UP HERE')} in quitter without reaching it (it had passed it 1 time)",
     ),
     "party-raises": (
         "deadlocked",
