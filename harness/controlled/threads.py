@@ -32,7 +32,7 @@ from typing import Any
 
 from harness.controlled.scheduler import Managed, Scheduler, ThreadAbandoned
 from harness.detect import primitives
-from harness.detect.wait_graph import Deadlock, DeadlockError, describe_primitive
+from harness.detect.wait_graph import POOL_NAME, Deadlock, DeadlockError, describe_primitive, pool_name, task_name
 from harness.text import and_join
 
 __all__ = ["describe_deadlock", "patched", "wait_edge"]
@@ -43,7 +43,6 @@ _real_submit = futures_thread.ThreadPoolExecutor.submit
 _real_work_item_run = futures_thread._WorkItem.run
 
 _DEFAULT_NAME = re.compile(r"Thread-(\d+)( \(.*\))?$")
-_POOL_NAME = re.compile(r"(ThreadPoolExecutor-)(\d+)(_\d+)$")
 
 #: The running controlled trial's scheduler (None between trials).
 _scheduler: Scheduler | None = None
@@ -153,7 +152,7 @@ def _trial_name(scheduler: Scheduler, name: str) -> str:
     if match is not None:
         names["Thread"] = names.get("Thread", 0) + 1
         return f"Thread-{names['Thread']}{match.group(2) or ''}"
-    match = _POOL_NAME.match(name)
+    match = POOL_NAME.match(name)
     if match is not None:
         key = f"pool-{match.group(2)}"
         if key not in names:
@@ -164,7 +163,7 @@ def _trial_name(scheduler: Scheduler, name: str) -> str:
 
 def _submit(self: Any, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
     future = _real_submit(self, fn, *args, **kwargs)
-    _submitted[id(future)] = (future, getattr(fn, "__qualname__", None) or repr(fn), self)
+    _submitted[id(future)] = (future, task_name(getattr(fn, "__qualname__", None) or repr(fn)), self)
     return future
 
 
@@ -216,7 +215,7 @@ def _future_edge(
     if runner is not None:
         return f"{managed.name} waits for the result of {fn}(), which {runner.name} runs", runner
     workers = [m for t in list(getattr(executor, "_threads", ())) if (m := scheduler.managed(t)) is not None]
-    pool = _pool_name(workers)
+    pool = pool_name([m.name for m in workers])
     busy = [m for m in workers if m.state != "done"]
     if len(busy) == 1:
         worker = busy[0]
@@ -226,14 +225,6 @@ def _future_edge(
             worker,
         )
     return f"{managed.name} waits for the result of {fn}(), queued on {pool}, all of whose workers are busy", None
-
-
-def _pool_name(workers: list[Managed]) -> str:
-    for worker in workers:
-        match = _POOL_NAME.match(worker.name)
-        if match is not None:
-            return f"{match.group(1)}{match.group(2)}"
-    return "its executor"
 
 
 def describe_deadlock(scheduler: Scheduler, blocked: list[Managed]) -> Deadlock:

@@ -21,6 +21,7 @@ from types import FrameType, ModuleType
 from typing import Any
 
 from harness.detect import primitives
+from harness.detect.wait_graph import FutureWaiting
 from harness.perturb import pause
 from harness.scope import HARNESS_DIR, Scope
 
@@ -132,9 +133,13 @@ def _work_item_init(self: Any, future: concurrent.futures.Future[Any], fn: Any, 
         role, origin = clocks.submitted(threading.current_thread(), getattr(fn, "__qualname__", "task"))
         executor = sys._getframe(1).f_locals.get("self")  # ThreadPoolExecutor.submit's
         serial = getattr(executor, "_max_workers", 0) == 1
+        # For a deadlock's explanation: what the future is the result of, and whose queue it is in.
+        future._stress_task = getattr(fn, "__qualname__", "a task")  # type: ignore[attr-defined]
+        future._stress_executor = executor  # type: ignore[attr-defined]
 
         def task(*args: Any, **kwargs: Any) -> Any:
             worker = threading.current_thread()
+            future._stress_runner = worker  # type: ignore[attr-defined]
             own = clocks.run_task(worker, role, origin, serial=serial)
             try:
                 return fn(*args, **kwargs)
@@ -184,7 +189,27 @@ def _add_done_callback(self: concurrent.futures.Future[Any], fn: Any) -> None:
     _real_add_done_callback(self, after_the_task)
 
 
+def _outcome_waited(future: concurrent.futures.Future[Any], timeout: float | None) -> None:
+    """Before an untimed ``result()`` or ``exception()``: wait for ``future`` to be done where the
+    wait-for graph sees it, so that a task waiting for a task that cannot start (its executor's
+    only worker is the one waiting) is a deadlock at once, not a hang at the deadline."""
+    waiting = FutureWaiting(future)
+    session = primitives.current_session()
+    if timeout is not None or session is None or session.controlled is not None or waiting.runnable():
+        return  # (controlled mode runs the future's own wait: its scheduler knows executors)
+    condition = future._condition
+
+    def done(seconds: float) -> bool:
+        with condition:
+            if not waiting.runnable() and seconds != 0:
+                condition.wait(None if seconds < 0 else seconds)
+            return waiting.runnable()
+
+    primitives.wait_in_graph(done, waiting)
+
+
 def _result(self: concurrent.futures.Future[Any], timeout: float | None = None) -> Any:
+    _outcome_waited(self, timeout)
     try:
         return _real_result(self, timeout)
     finally:
@@ -193,6 +218,7 @@ def _result(self: concurrent.futures.Future[Any], timeout: float | None = None) 
 
 
 def _exception(self: concurrent.futures.Future[Any], timeout: float | None = None) -> BaseException | None:
+    _outcome_waited(self, timeout)
     try:
         return _real_exception(self, timeout)
     finally:

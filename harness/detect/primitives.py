@@ -610,6 +610,17 @@ def _block(try_acquire: Callable[..., bool], timeout: float, waiting: Waiting) -
         _preempt.resume(trace)
 
 
+def wait_in_graph(done: Callable[[float], bool], waiting: Waiting) -> None:
+    """Wait, untimed, until ``done(seconds)`` — which waits up to ``seconds`` (``-1``: for ever)
+    and says whether the wait is over — returns True, registered in the wait-for graph as
+    ``waiting`` (outside a trial, plainly). A confirmed deadlock ends it with
+    `DeadlockError`. For waits on what stress does not replace: a `concurrent.futures.Future`."""
+    if _session is None:
+        done(-1)
+        return
+    _block(lambda blocking=True, timeout=-1: done(timeout if blocking else 0.0), -1, waiting)
+
+
 def _untraced(function: Callable[..., Any]) -> Callable[..., Any]:
     """``function``, run with 3.11's preemption tracer suspended: a primitive's operation is
     stress's code (and the standard library's), where no switch is forced, and under the tracer it

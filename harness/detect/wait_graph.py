@@ -42,12 +42,15 @@ __all__ = [
     "Deadlock",
     "DeadlockError",
     "ForkedDeadlockError",
+    "FutureWaiting",
     "WaitGraph",
     "Waiting",
     "acquired_where",
     "describe_primitive",
     "describe_site",
     "forget_ended_records",
+    "pool_name",
+    "task_name",
 ]
 
 
@@ -111,6 +114,25 @@ class Waiting:
                 except RuntimeError:  # the list changed while we looked: somebody is moving
                     return True
         return self.lock is not None and self.lock._owner is None
+
+
+#: A future's states once its outcome is there (``concurrent.futures._base``'s).
+_OUTCOME_STATES = frozenset({"CANCELLED", "CANCELLED_AND_NOTIFIED", "FINISHED"})
+
+
+class FutureWaiting(Waiting):
+    """An untimed wait for a `concurrent.futures.Future`'s outcome (``result()``, ``exception()``):
+    over once the future is done. Whoever completes it — the executor's worker that runs its task,
+    or any thread that calls ``set_result`` — is not known in advance, so it never closes a cycle;
+    it is a deadlock only when every thread of the trial is stuck, as for an event."""
+
+    __slots__ = ()
+
+    def __init__(self, future: Any) -> None:
+        super().__init__(future, timed=False)
+
+    def runnable(self) -> bool:
+        return getattr(self.primitive, "_state", "FINISHED") in _OUTCOME_STATES
 
 
 Snapshot = tuple[Any, ...]
@@ -769,7 +791,39 @@ def _why_stuck(
         return f"{they} {wait} to get from {name}, which is empty, {nobody('put into it')}"
     if isinstance(primitive, threading.Condition):
         return f"{they} {wait} on {name}, {nobody('notify it')}"
+    if isinstance(waiting, FutureWaiting):
+        task = f"the result of {task_name(getattr(primitive, '_stress_task', 'a task'))}()"
+        runner = getattr(primitive, "_stress_runner", None)
+        if getattr(primitive, "_state", "") == "RUNNING" and runner is not None:
+            return f"{they} {wait} for {task}, which {runner.name} runs"
+        executor = getattr(primitive, "_stress_executor", None)
+        if getattr(primitive, "_state", "") != "PENDING" or executor is None:
+            return f"{they} {wait} for {name}, which nothing has completed, {nobody('complete it')}"
+        workers = sorted(getattr(executor, "_threads", ()), key=lambda thread: thread.name)
+        pool = pool_name([thread.name for thread in workers])
+        if len(workers) == 1:
+            whose = "itself" if workers[0].name in who else workers[0].name
+            return f"{they} {wait} for {task}, queued on {pool} behind {whose}, its only worker"
+        return f"{they} {wait} for {task}, queued on {pool}, all of whose workers are busy"
     return ""
+
+
+def task_name(qualname: str) -> str:
+    """``lookup`` for ``variant.<locals>.lookup``: an executor's task as the code names it."""
+    return qualname.rpartition("<locals>.")[2]
+
+
+#: An executor's default worker name: ``ThreadPoolExecutor-0_1``.
+POOL_NAME = re.compile(r"(ThreadPoolExecutor-)(\d+)(_\d+)$")
+
+
+def pool_name(workers: Sequence[str]) -> str:
+    """``ThreadPoolExecutor-0`` for workers named ``ThreadPoolExecutor-0_0``…; else "its executor"."""
+    for worker in workers:
+        match = POOL_NAME.match(worker)
+        if match is not None:
+            return f"{match.group(1)}{match.group(2)}"
+    return "its executor"
 
 
 def _unreleased(primitive: Any) -> str | None:
@@ -958,6 +1012,9 @@ def _assigned_to(file: str, line: int) -> tuple[str, ...]:
 def describe_primitive(primitive: Any) -> str:
     """How a person knows a primitive: the name its creating line assigned it to (``lock_a``,
     ``forks[2]``), else its type and where it was created."""
+    task = getattr(primitive, "_stress_task", None)
+    if task is not None:
+        return f"the result of {task_name(task)}()"  # a future made by an executor's submit
     site = getattr(primitive, "_created", None)
     kind = type(primitive).__name__
     if site is None:

@@ -520,7 +520,8 @@ def _waits_for_good(thread: threading.Thread) -> bool:
 
 def _stranded(thread: threading.Thread, frames: Mapping[int, types.FrameType]) -> bool:
     """Whether ``thread`` waits, with no timeout, for a lock whose holder waits for good too, or is
-    gone (a deadlock the trial left behind among threads that outlive it). ``frames``: every
+    gone, or for a future not done (a deadlock the trial left behind among threads that outlive
+    it). ``frames``: every
     thread's innermost frame, taken once for all the threads asked about."""
     frame = frames.get(thread.ident or 0)
     while frame is not None and frame.f_code is not _BLOCK_CODE:
@@ -528,6 +529,10 @@ def _stranded(thread: threading.Thread, frames: Mapping[int, types.FrameType]) -
     if frame is None:
         return False
     waiting = frame.f_locals.get("waiting")
+    if isinstance(waiting, wait_graph.FutureWaiting):
+        # Its task is queued behind it, on a module-level executor whose only worker it is: a
+        # deadlock the abort left it in (it is not the trial's to unwind).
+        return not waiting.runnable()
     lock = getattr(waiting, "lock", None)
     if waiting is None or lock is None or waiting.timed or waiting.runnable():
         return False

@@ -214,3 +214,25 @@ def test_a_deadlock_beside_a_module_thread_leaves_it_to_the_next_trial(tmp_path:
     data = summary(tmp_path / "run")
     assert variant(data, "wait-for-nobody")["verdict"] == "exposed", out.stdout
     assert variant(data, "flush-and-wait")["verdict"] == "held", out.stdout
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_task_waiting_on_its_own_executor_is_a_deadlock_and_safe_futures_are_not(tmp_path: Path, jobs: str) -> None:
+    # A future's result() is a wait the graph sees: a task waiting for a task queued behind it on
+    # its one-worker executor was a hang at the deadline (2 s a trial); it is a deadlock at once.
+    # The module pool's worker is not the trial's to unwind: its worker process is replaced, or
+    # every later trial of it (the safe flat variant's) waited behind the stuck task.
+    args = ("-n", "30", "--seed", "3", "-j", jobs, "--out", "run")
+    out = stress("run", str(FIXTURES / "futures.py"), *args, cwd=tmp_path, timeout=600)
+    data = summary(tmp_path / "run")
+    nested = variant(data, "nested-on-the-module-pool")
+    assert nested["outcomes"] == {"deadlocked": 30}, out.stdout
+    assert (
+        "queued on ThreadPoolExecutor-0 behind itself, its only worker" in nested["example"]["evidence"]["messages"][0]
+    )
+    assert variant(data, "never-set")["outcomes"] == {"deadlocked": 30}, out.stdout
+    for name in ("flat-on-the-module-pool", "nested-on-two-workers", "set-by-a-timer",
+                 "set-by-an-actor-after-an-event", "process-pool"):  # fmt: skip
+        entry = variant(data, name)
+        assert entry["verdict"] == "held", (name, out.stdout)
+        assert entry["outcomes"] == {"passed": 30}, (name, out.stdout)
