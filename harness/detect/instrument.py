@@ -21,7 +21,7 @@ from types import FrameType, ModuleType
 from typing import Any
 
 from harness.detect import primitives
-from harness.detect.wait_graph import FutureWaiting
+from harness.detect.wait_graph import FuturesWaiting, FutureWaiting
 from harness.perturb import pause
 from harness.scope import HARNESS_DIR, Scope
 
@@ -160,7 +160,19 @@ def _received(future: concurrent.futures.Future[Any]) -> None:
 
 
 def _wait(fs: Any, timeout: float | None = None, return_when: str = concurrent.futures.ALL_COMPLETED) -> Any:
-    """``concurrent.futures.wait``: the caller goes on after the tasks it returns as done."""
+    """``concurrent.futures.wait``: the caller goes on after the tasks it returns as done. With no
+    timeout, a wait the wait-for graph sees (as `_outcome_waited`)."""
+    session = primitives.current_session()
+    if timeout is None and session is not None and session.controlled is None:
+        fs = futures = list(fs)  # (an iterator is read once)
+        waiting = FuturesWaiting(futures, return_when) if futures else None
+        if waiting is not None and not waiting.runnable():
+
+            def done(seconds: float) -> bool:
+                _real_wait(futures, None if seconds < 0 else seconds, return_when)
+                return waiting.runnable()
+
+            primitives.wait_in_graph(done, waiting)
     result = _real_wait(fs, timeout, return_when)
     for future in result.done:
         _received(future)
@@ -267,6 +279,22 @@ def _join(self: threading.Thread, timeout: float | None = None) -> None:
     return None
 
 
+#: ``concurrent.futures``' functions an in-scope module bound at import (``from concurrent.futures
+#: import wait``), by the original's id: (original, stand-in). The module's own names are swapped
+#: in `Instrumenter.install` whatever the scope.
+_FUNCTIONS: dict[int, tuple[Any, Any]] = {
+    id(_real_wait): (_real_wait, _wait),
+    id(_real_as_completed): (_real_as_completed, _as_completed),
+}
+
+
+def _is_original(value: Any) -> bool:
+    """Whether ``value`` is one of the originals stress swaps: a primitive's class or factory, or
+    ``concurrent.futures.wait`` or ``as_completed``."""
+    key = id(value)
+    return (key in _ORIGINALS and _ORIGINALS[key] is value) or (key in _FUNCTIONS and _FUNCTIONS[key][0] is value)
+
+
 class Instrumenter:
     """Installs the stand-ins for one trial at a time; reused across a worker's trials.
 
@@ -320,7 +348,8 @@ class Instrumenter:
         for module, name, original in self._names:
             if getattr(module, name, None) is original:  # unless rebound since (then left alone)
                 self._undo.append((module, name, original))
-                setattr(module, name, _STAND_INS[id(original)])
+                replacement = _STAND_INS.get(id(original))
+                setattr(module, name, _FUNCTIONS[id(original)][1] if replacement is None else replacement)
         if not self._adopted:
             self._adopted = True
             for module in self._in_scope_modules():
@@ -328,13 +357,14 @@ class Instrumenter:
 
     def _find_names(self) -> list[tuple[Any, str, Any]]:
         """``threading``'s and ``queue``'s names, and every global of an in-scope module bound to
-        one of their originals (``from threading import Lock``)."""
+        one of their originals (``from threading import Lock``) or to ``concurrent.futures``'
+        ``wait`` or ``as_completed``."""
         found = [(module, name, getattr(module, name)) for module, name, _ in _REPLACED]
         for module in self._in_scope_modules():
             for name, value in list(vars(module).items()):
-                if id(value) in _STAND_INS and _ORIGINALS.get(id(value)) is value:
+                if _is_original(value):
                     found.append((module, name, value))
-        return [(m, n, v) for m, n, v in found if _ORIGINALS.get(id(v)) is v]
+        return [(m, n, v) for m, n, v in found if _is_original(v)]
 
     def uninstall(self) -> None:
         if self._held:

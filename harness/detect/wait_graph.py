@@ -43,6 +43,7 @@ __all__ = [
     "DeadlockError",
     "ForkedDeadlockError",
     "FutureWaiting",
+    "FuturesWaiting",
     "WaitGraph",
     "Waiting",
     "acquired_where",
@@ -133,6 +134,28 @@ class FutureWaiting(Waiting):
 
     def runnable(self) -> bool:
         return getattr(self.primitive, "_state", "FINISHED") in _OUTCOME_STATES
+
+
+class FuturesWaiting(FutureWaiting):
+    """An untimed ``concurrent.futures.wait(futures, return_when=...)``: over once all of them are
+    done, or the first (``FIRST_COMPLETED``), or the first to raise (``FIRST_EXCEPTION``). Its
+    primitive, for the explanation, is the first that is not done yet."""
+
+    __slots__ = ("futures", "return_when")
+
+    def __init__(self, futures: Sequence[Any], return_when: str) -> None:
+        pending = [f for f in futures if getattr(f, "_state", "FINISHED") not in _OUTCOME_STATES]
+        super().__init__(pending[0] if pending else futures[0])
+        self.futures = tuple(futures)
+        self.return_when = return_when
+
+    def runnable(self) -> bool:
+        done = [f for f in self.futures if getattr(f, "_state", "FINISHED") in _OUTCOME_STATES]
+        if len(done) == len(self.futures) or (self.return_when == "FIRST_COMPLETED" and done):
+            return True
+        return self.return_when == "FIRST_EXCEPTION" and any(
+            f._state == "FINISHED" and getattr(f, "_exception", None) is not None for f in done
+        )
 
 
 Snapshot = tuple[Any, ...]

@@ -231,8 +231,9 @@ def test_a_task_waiting_on_its_own_executor_is_a_deadlock_and_safe_futures_are_n
         "queued on ThreadPoolExecutor-0 behind itself, its only worker" in nested["example"]["evidence"]["messages"][0]
     )
     assert variant(data, "never-set")["outcomes"] == {"deadlocked": 30}, out.stdout
+    assert variant(data, "waits-for-all-on-its-own-pool")["outcomes"] == {"deadlocked": 30}, out.stdout
     for name in ("flat-on-the-module-pool", "nested-on-two-workers", "set-by-a-timer",
-                 "set-by-an-actor-after-an-event", "process-pool"):  # fmt: skip
+                 "set-by-an-actor-after-an-event", "process-pool", "waits-for-the-first-from-outside"):  # fmt: skip
         entry = variant(data, name)
         assert entry["verdict"] == "held", (name, out.stdout)
         assert entry["outcomes"] == {"passed": 30}, (name, out.stdout)
