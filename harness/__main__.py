@@ -8,8 +8,11 @@ not a traceback from whichever import it interrupted.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
+import threading
 from types import FrameType
 
 from harness.errors import Terminated
@@ -47,6 +50,13 @@ def entry() -> None:
         code = _stopped("interrupted", EXIT_INTERRUPTED)
     except Terminated:
         code = _stopped("terminated (SIGTERM)", EXIT_TERMINATED)
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        # A module of the code under test started a thread that never ends (a server, at import):
+        # its program would wait for it at exit; stress, done, does not.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code if isinstance(code, int) else 1)
     sys.exit(code)
 
 

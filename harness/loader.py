@@ -15,6 +15,7 @@ just in the scenario file, since the code under test is usually imported from el
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import hashlib
 import importlib
@@ -30,6 +31,7 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from harness.errors import ScenarioError, ScenarioNotFound, Terminated, did_you_mean
 from harness.registry import scenarios_in
@@ -180,14 +182,28 @@ def _threads_started(loaded: str, load: tuple[str, str]) -> Iterator[None]:
         return
     threads = set(threading.enumerate())
     modules = set(sys.modules) - {loaded}
+    # A thread started with ``_thread.start_new_thread`` is in no list of `threading`'s (and may
+    # not have run yet when the import returns): count the calls (threading's own go through its
+    # private alias, not through the module's name).
+    raw: list[object] = []
+    real = _thread.start_new_thread
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        raw.append(args[0] if args else None)
+        return real(*args, **kwargs)
+
+    _thread.start_new_thread = counted
     try:
         yield
     finally:
+        if _thread.start_new_thread is counted:
+            _thread.start_new_thread = real
         _LOADS.append(load)
         for name in [n for n in sys.modules if n not in modules]:
             if name not in _PROJECT_MODULES and _in_project(sys.modules[name]):
                 _PROJECT_MODULES.append(name)
         started = [thread.name for thread in threading.enumerate() if thread not in threads]
+        started += [f"{getattr(target, '__name__', 'a function')} started with _thread" for target in raw]
         if started:
             STARTED_AT_IMPORT.setdefault(loaded, []).extend(started)
 

@@ -59,8 +59,8 @@ from harness.perturb.plan import Plan
 from harness.perturb.preempt import Preemptor
 from harness.results.outcome import Evidence, Outcome
 from harness.scenario import Variant
-from harness.scope import Scope
-from harness.text import clip, decode
+from harness.scope import HARNESS_DIR, Scope
+from harness.text import clip, decode, short_path
 
 __all__ = ["Task", "WorkerHandle"]
 
@@ -387,9 +387,51 @@ def _reset(fd: int) -> None:
         os.lseek(fd, 0, os.SEEK_SET)
 
 
+#: Processes the user's modules started at import in this worker (a module-level ``Pool``, a
+#: helper started with ``subprocess``): the program's, not any trial's (see `_note_program_processes`).
+_program_pids: set[int] = set()
+
+
+def _note_program_processes() -> None:
+    """Remember the processes this worker has now, before its first trial: an import run again
+    here (`harness.loader.import_again`) started them, as the program does at its start, and no
+    trial may be blamed for them, nor have them stopped."""
+    _program_pids.update(p.pid for p in multiprocessing.active_children() if p.pid is not None)
+    if _has_children():
+        helpers = _own_helpers()
+        _program_pids.update(c for c in proc_tree.children(os.getpid()) if c not in helpers)
+
+
+#: Seconds a worker may take to import the user's project again (`harness.loader.import_again`).
+IMPORT_LIMIT = 30.0
+
+
+def _import_stuck(conn: Connection, importer: int) -> None:
+    """The worker's import of the user's project has not ended in `IMPORT_LIMIT`: tell the parent
+    where it waits. The parent stops the run (and this process, still stuck in the import)."""
+    frame = sys._current_frames().get(importer)
+    where = ""
+    while frame is not None:
+        if not frame.f_code.co_filename.startswith(HARNESS_DIR) and not frame.f_code.co_filename.startswith("<"):
+            where = f"{short_path(frame.f_code.co_filename)}:{frame.f_lineno} in {frame.f_code.co_name}"
+            break
+        frame = frame.f_back
+    threads = ", ".join(name for names in loader.STARTED_AT_IMPORT.values() for name in names)
+    with contextlib.suppress(OSError, ValueError):
+        conn.send(
+            (
+                "import",
+                f"importing the project again in a worker did not end in {IMPORT_LIMIT:.0f} s"
+                + (f": it waits at {where}" if where else "")
+                + f" (for something the first import still holds?); the import starts threads ({threads}), "
+                "and a fork copies none, so each worker imports the project again; the import must succeed twice",
+            )
+        )
+
+
 def _reap_leftovers(run: TrialRun) -> TrialRun:
     """Processes the variant started and did not join are stopped, and the trial says so."""
-    leftovers = multiprocessing.active_children()
+    leftovers = [p for p in multiprocessing.active_children() if p.pid not in _program_pids]
     if not leftovers:
         return run
     for process in leftovers:
@@ -455,7 +497,7 @@ def _stray_processes(run: TrialRun) -> TrialRun:
     strays = []
     helpers = _own_helpers()
     for child in proc_tree.children(me):
-        if child in helpers or proc_tree.is_helper(child):
+        if child in helpers or child in _program_pids or proc_tree.is_helper(child):
             continue
         if proc_tree.alive(child):
             strays.append(child)
@@ -808,14 +850,22 @@ def _worker_main(
     instrumenter.hold()
     # Threads the scenarios' imports started are not in this forked process: import the user's
     # project again (instrumented now, the modules' new locks are visible to the wait-for graph).
+    # An import that waits for what the first one holds (a file lock taken at import, in stress's
+    # own process) would never end: after `IMPORT_LIMIT` the run stops, saying where it waits.
+    stuck = threading.Timer(IMPORT_LIMIT, _import_stuck, (conn, threading.get_ident()))
+    stuck.daemon = True
+    stuck.start()
     try:
         fresh = loader.import_again()
     except ScenarioError as exc:
+        stuck.cancel()
         conn.send(("import", str(exc)))
         with contextlib.suppress(EOFError, OSError):
             while conn.recv() is not None:  # the parent stops the run: wait for it, as an idle worker
                 pass
         return
+    stuck.cancel()
+    _note_program_processes()
     variants = {
         key: dataclasses.replace(v, fn=fresh[v.scenario].variants[v.name].fn)
         if v.scenario in fresh and v.name in fresh[v.scenario].variants
