@@ -309,7 +309,8 @@ class Watch:
                 )
             return self._more(now, look, step=max(self.probe, 0.25 * self.timeout))
         if self._quiet < CONFIRM:
-            return self._more(now, look, step=self.probe)  # see it twice: a snapshot is not an instant
+            # See it twice (a snapshot is not an instant): stress's own look, not more time given.
+            return self._more(now, look, step=self.probe, stretch=False)
         return Decision(
             Verdict.HUNG,
             message=f"blocked: still running after {elapsed:.3g} s, its threads waiting with no timeout "
@@ -317,10 +318,13 @@ class Watch:
             f"{window * self._quiet * 1000:.0f} ms",
         )
 
-    def _more(self, now: float, look: Snapshot, *, step: float) -> Decision:
+    def _more(self, now: float, look: Snapshot, *, step: float, stretch: bool = True) -> Decision:
+        """Look again in ``step`` seconds; with ``stretch``, the trial is given that time (`extra`)."""
         self._before = look
         self._next = now + step
-        self.extra = max(self.extra, self._next - ((self.started if self.started is not None else now) + self.timeout))
+        if stretch:
+            start = self.started if self.started is not None else now
+            self.extra = max(self.extra, self._next - (start + self.timeout))
         return Decision(Verdict.WAIT, self._next)
 
     def _capped(self, elapsed: float, look: Snapshot) -> Decision:
