@@ -44,7 +44,7 @@ from harness.errors import InternalError, OutputError, ScenarioError, Terminated
 from harness.perturb.knobs import Perturbation
 from harness.perturb.plan import ActorStart, make_plan
 from harness.results.outcome import Evidence, Outcome, TrialResult
-from harness.results.run_dir import RUN, SUMMARY, ResultsWriter, make_run_dir, write_json
+from harness.results.run_dir import RESULTS, RUN, SUMMARY, ResultsWriter, make_run_dir, write_json
 from harness.results.stats import Exploration, VariantStats
 from harness.results.summary import RunInfo, RunReport, VariantInfo, python_info, ranked
 from harness.scenario import Variant
@@ -195,7 +195,19 @@ def run(
         clock=clock,
         now=now,
     )
-    return engine.run(noted_signal)
+    try:
+        return engine.run(noted_signal)
+    except ScenarioError:
+        # The scenario cannot be set up in a worker (its import fails there): no trial ran, and
+        # the run folder would hold nothing but the run's settings. Only stress's own files go.
+        if not any(stats.trials for stats in engine.stats.values()):
+            folder = engine.info.run_dir
+            for name in (RUN, RESULTS):
+                with contextlib.suppress(OSError):
+                    (folder / name).unlink()
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when nothing else is in it
+        raise
 
 
 class _Engine:

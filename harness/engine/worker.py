@@ -969,7 +969,8 @@ def _worker_main(
                     run.duration,
                     evidence.to_dict() if evidence is not None else None,
                     [[(s.actor, s.delay) for s in group] for group in run.starts],
-                    run.switches,
+                    # Controlled mode: counted as its schedule's are (the trace's changes of thread).
+                    schedule.get("switches", run.switches) if schedule is not None else run.switches,
                     run.lock_order,
                     schedule,
                     run.delay_used,

@@ -113,3 +113,4 @@ def test_an_import_with_threads_that_fails_the_second_time_is_one_line_and_exit_
     assert len(lines) == 1, out.stderr
     assert lines[0].startswith("stress: error: once.py:4: importing it raised FileExistsError"), lines[0]
     assert "imported again in a worker: the import starts threads (ticker)" in lines[0], lines[0]
+    assert list((tmp_path / "reports").glob("*")) == []  # no run folder with nothing in it is left

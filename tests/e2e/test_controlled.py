@@ -78,6 +78,7 @@ def test_replay_of_the_original_schedule_and_of_a_given_one(counter_run: tuple[P
     # One count of switches everywhere: the replay of the shrunk schedule says as many as the run's
     # "shrunk" line and its trace's marks (it said 4 where they said 2: it also counted the scheduler's
     # hand-overs to and from the variant body).
+    assert record["switches"] == record["schedule"]["switches"]  # results.jsonl's two fields agree
     shrunk = stress("replay", "run", "--variant", "no-lock", "--trial", str(record["trial"]), cwd=work)
     switches = record["schedule"]["trace"]["switches"]
     assert f"{switches} context switch{'es' if switches != 1 else ''}" in shrunk.stdout, shrunk.stdout
