@@ -721,10 +721,13 @@ class WaitGraph:
 
     def _where(self, frame: FrameType | None) -> str:
         inside = _innermost_in_scope(frame, self.scope)
-        while inside is None and frame is not None:  # a thread whose target is a library's (queue.get)
-            if not frame.f_code.co_filename.startswith(HARNESS_DIR) and frame.f_code.co_filename != threading.__file__:
-                inside = frame
-            frame = frame.f_back
+        # A thread whose target is a library's (``work.get``), or ``threading``'s own (``done.wait``).
+        for library in (lambda file: file != threading.__file__, lambda file: True):
+            outer = frame
+            while inside is None and outer is not None:
+                if not outer.f_code.co_filename.startswith(HARNESS_DIR) and library(outer.f_code.co_filename):
+                    inside = outer
+                outer = outer.f_back
         if inside is None:
             return "an unknown place"
         return _line_text(inside, _line(inside))
