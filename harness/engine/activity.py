@@ -245,7 +245,7 @@ def snapshot(pid: int) -> Snapshot:
                     timed += 1
                     left = max(0.0, wait.wake - at)
                     wakes_in = min(wakes_in, left)
-                    waits.append(f"{wait.what} for {format_seconds(left)}")
+                    waits.append(f"{wait.what} that ends in {format_seconds(left)}")
     return Snapshot(at, cpu, runs, waited, threads, active, wakes_in, unknown, timed, external, tuple(waits))
 
 
@@ -433,9 +433,12 @@ class _UnixSockets:
         return self._unnamed
 
 
-def describe(waits: Iterable[str]) -> str:
-    """``"2 in a lock, condition or join, 1 in a read"``."""
+def describe(waits: Iterable[str], *, ends: bool = True) -> str:
+    """``"2 in a lock, condition or join, 1 in a read"``; without ``ends``, no wait says when it
+    ends (an instrumented waiter's slice is stress's, not a timeout of the trial's)."""
     counts: dict[str, int] = {}
     for what in waits:
+        if not ends:
+            what = what.partition(" that ends in ")[0]
         counts[what] = counts.get(what, 0) + 1
     return ", ".join(f"{n} in {what}" for what, n in sorted(counts.items(), key=lambda kv: -kv[1]))

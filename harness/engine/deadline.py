@@ -314,7 +314,7 @@ class Watch:
         return Decision(
             Verdict.HUNG,
             message=f"blocked: still running after {elapsed:.3g} s, its threads waiting with no timeout "
-            f"({describe(look.waits) or 'none left'}), none of them put on a CPU for the last "
+            f"({describe(look.waits, ends=False) or 'none left'}), none of them put on a CPU for the last "
             f"{window * self._quiet * 1000:.0f} ms",
         )
 
