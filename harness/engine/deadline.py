@@ -286,7 +286,9 @@ class Watch:
         timers = look.wakes_in if look.timed > look.waiters else math.inf
         wake = min(timers, look.alarm_in)
         if not math.isinf(wake):
-            if elapsed + wake <= self.hard_cap:
+            # A timer that fires soon keeps the trial waking, up to the cap and across it (a heartbeat
+            # beside a trial that waits for good): too slow to judge, never hung for its sake.
+            if elapsed + wake <= self.hard_cap or wake <= self.sleep_grace:
                 if elapsed < self.hard_cap:
                     return self._more(now, look, step=max(wake + 0.005, self.probe))  # never before its timers fire
                 return Decision(

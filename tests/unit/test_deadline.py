@@ -314,3 +314,15 @@ def test_stress_s_own_pauses_are_progress() -> None:
     assert verdict is Verdict.UNDECIDED
     assert at >= watch.hard_cap
     assert "too slow to judge" in message
+
+
+def test_a_timer_that_keeps_coming_back_at_the_cap_is_undecided_never_hung() -> None:
+    # Nothing of the trial runs, but a timer fires every 0.8 s (a heartbeat thread beside a trial
+    # that waits for good): when the cap comes between two of its wake-ups, the trial was called
+    # hung, "the first of them to wake by itself would do so only in 0.6 s".
+    watch = Watch(timeout=0.05, dispatched=0.0)
+    watch.begin(0.0)
+    ticking = Machine(lambda now: snap(now, wakes_in=0.8 - (now % 0.8), waits=("a sleep that ends in 0.8 s",)))
+    verdict, at, message = ticking.run(watch)
+    assert verdict is Verdict.UNDECIDED, message
+    assert at >= watch.hard_cap
