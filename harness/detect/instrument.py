@@ -243,6 +243,11 @@ def _start(self: threading.Thread) -> None:
     happens before everything the new thread does."""
     primitives.note_start(self)
     _real_start(self)
+    session = primitives.current_session()
+    if session is not None and session.graph is not None:
+        # The trial's own: its ident may be one a thread from before the trial had, which ended
+        # since (the OS reuses them), and that thread's exemptions (never unwound) are not its.
+        session.graph.preexisting.discard(self.ident)
 
 
 def _join(self: threading.Thread, timeout: float | None = None) -> None:

@@ -341,3 +341,38 @@ def test_a_primitive_is_named_by_its_own_target_however_the_assignment_is_writte
     assert [describe_site(file, 3, k, count=3) for k in range(3)] == ["p", "q", "r"]
     assert (describe_site(file, 5, 0, count=1), describe_site(file, 6, 0, count=1)) == ("first", "second")
     assert describe_site(file, 10, 0, count=1) == "guard"
+
+
+def test_a_thread_the_trial_starts_is_the_trials_even_with_an_ident_an_earlier_thread_had() -> None:
+    # The OS reuses a thread's ident once it ends: a pool thread of the last trial, still ending as
+    # this one began, gave its ident to this trial's new executor thread, which then counted as
+    # "from before the trial" and was never unwound (the executor's nested wait hung, 5 % of trials).
+    from harness.detect.instrument import Instrumenter
+
+    class EveryIdent(set[int]):
+        """Idents of threads from before the trial: as if each new thread reused one of them."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.dropped: set[int] = set()
+
+        def __contains__(self, ident: object) -> bool:
+            return ident not in self.dropped
+
+        def discard(self, ident: int) -> None:
+            self.dropped.add(ident)
+
+    instrumenter = Instrumenter(Scope(files=[__file__]))
+    instrumenter.install()
+    graph = _graph()
+    graph.preexisting = EveryIdent()
+    primitives.activate(primitives.Session(graph=graph))
+    try:
+        thread = threading.Thread(target=lambda: None)
+        thread.start()
+        thread.join()
+        assert thread.ident not in graph.preexisting
+        assert threading.get_ident() in graph.preexisting  # (the test's own thread was there before)
+    finally:
+        primitives.deactivate()
+        instrumenter.uninstall()
