@@ -21,6 +21,9 @@ from harness.text import short_path
 
 __all__ = ["Frame", "ThreadStack", "blocked_at", "parse_dump"]
 
+#: The line a worker writes at a trial's start, before any dump: the threads running before it.
+BEFORE = "stress: threads from before the trial: "
+
 _THREAD = re.compile(r"^(Current thread|Thread) (0x[0-9a-fA-F]+)")
 _HEADER = re.compile(r"^--- (process|worker) (\d+) ---$")
 _ANNOUNCE = re.compile(r"^stress: process (\d+) is (.+)$")
@@ -44,15 +47,20 @@ class ThreadStack:
     frames: tuple[Frame, ...]
     #: The process actor the thread belongs to ("" for the worker's own threads).
     process: str = ""
+    #: Whether it was running before the trial began (a module's server, not the trial's).
+    before: bool = False
 
 
 def parse_dump(text: str) -> list[ThreadStack]:
     """The threads of a dump, in the order faulthandler wrote them."""
     names: dict[str, str] = {}
+    before: set[str] = set()
     for line in text.splitlines():
         announced = _ANNOUNCE.match(line)
         if announced:
             names[announced.group(1)] = announced.group(2)
+        if line.startswith(BEFORE):
+            before.update(ident.strip().lower() for ident in line[len(BEFORE) :].split(","))
     threads: list[ThreadStack] = []
     ident: str | None = None
     current = False
@@ -62,7 +70,7 @@ def parse_dump(text: str) -> list[ThreadStack]:
         header = _HEADER.match(line)
         head = _THREAD.match(line)
         if (header or head) and ident is not None:
-            threads.append(ThreadStack(ident, current, tuple(frames), process))
+            threads.append(ThreadStack(ident, current, tuple(frames), process, not process and ident.lower() in before))
             ident = None
         if header:
             kind, pid = header.groups()
@@ -76,13 +84,13 @@ def parse_dump(text: str) -> list[ThreadStack]:
             number = frame.group("line")
             frames.append(Frame(frame.group("file"), int(number) if number.isdigit() else 0, frame.group("function")))
     if ident is not None:
-        threads.append(ThreadStack(ident, current, tuple(frames), process))
+        threads.append(ThreadStack(ident, current, tuple(frames), process, not process and ident.lower() in before))
     return threads
 
 
 def blocked_at(text: str, scope: Scope) -> tuple[str, ...]:
     """One line per thread that is inside the code under test: where it is, and what it waits in."""
-    lines: list[tuple[bool, str]] = []
+    lines: list[tuple[tuple[bool, bool], str]] = []
     for thread in parse_dump(text):
         inside = next((f for f in thread.frames if scope.contains_file(f.file)), None)
         if inside is None:
@@ -94,7 +102,9 @@ def blocked_at(text: str, scope: Scope) -> tuple[str, ...]:
             line += f" (waiting in {innermost.function}, {Path(innermost.file).name}:{innermost.line})"
         if thread.process:
             line = f"{thread.process}: {line}"
-        lines.append((not thread.process and thread.current, line))
-    # Process actors and actor threads first; the thread that ran the variant body (the worker's
-    # faulthandler "current" thread) last.
+        if thread.before:
+            line += " (a thread from before the trial)"
+        lines.append(((thread.before, not thread.process and thread.current), line))
+    # Process actors and actor threads first; then the thread that ran the variant body (the
+    # worker's faulthandler "current" thread); threads from before the trial last.
     return tuple(line for _, line in sorted(lines, key=lambda item: item[0]))

@@ -45,7 +45,7 @@ from harness.controlled.schedule import Schedule
 from harness.controlled.session import Control
 from harness.controlled.shrink import Attempt, shrink
 from harness.controlled.trace import build as build_trace
-from harness.detect import instrument, primitives, wait_graph
+from harness.detect import instrument, primitives, thread_dump, wait_graph
 from harness.detect.findings import Findings
 from harness.detect.instrument import Instrumenter
 from harness.engine import proc_tree
@@ -385,6 +385,25 @@ def _reset(fd: int) -> None:
     if os.fstat(fd).st_size:
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
+
+
+def _note_threads_before(fd: int) -> None:
+    """Write into the emptied dump file which threads were running before the trial (a module's
+    server or ticker; not stress's own, nor its parked actors): a hang's dump labels their lines,
+    which are not the trial's (`harness.detect.thread_dump`)."""
+    main = threading.main_thread()
+    parked = actor_threads._parked
+    idents = [
+        t.ident
+        for t in threading.enumerate()
+        if t is not main
+        and t.ident is not None
+        and t.ident not in parked
+        and t.native_id not in wait_graph._OWN_THREADS
+    ]
+    if idents:
+        with contextlib.suppress(OSError):
+            os.write(fd, f"{thread_dump.BEFORE}{', '.join(f'0x{i:016x}' for i in idents)}\n".encode())
 
 
 #: Processes the user's modules started at import in this worker (a module-level ``Pool``, a
@@ -899,6 +918,7 @@ def _worker_main(
             ticket, key, plan, size, actors, control = queue.popleft()
             output.reset()
             _reset(dump.fileno())
+            _note_threads_before(dump.fileno())
 
             def phases(phase: Phase, ticket: int = ticket) -> None:
                 beacon.set(ticket, phase)

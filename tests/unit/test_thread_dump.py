@@ -53,3 +53,16 @@ def test_blocked_at_names_the_line_and_the_wait() -> None:
 def test_blocked_at_ignores_threads_outside_scope() -> None:
     text, _ = _dump_with_a_blocked_thread()
     assert blocked_at(text, Scope(files=["/elsewhere.py"])) == ()
+
+
+def test_a_thread_from_before_the_trial_is_labelled_and_listed_last() -> None:
+    # A module's ticker, running before the trial, is in a hang's dump too: its line is not the
+    # trial's, and read as one it sent people looking at the wrong code.
+    text, line = _dump_with_a_blocked_thread()
+    waiter = next(t for t in parse_dump(text) if any(f.function == "waiter" for f in t.frames))
+    from harness.detect.thread_dump import BEFORE
+
+    labelled = blocked_at(f"{BEFORE}{waiter.ident}\n{text}", Scope(files=[__file__]))
+    assert f"test_thread_dump.py:{line} in waiter" in labelled[-1], labelled
+    assert labelled[-1].endswith("(a thread from before the trial)"), labelled
+    assert sum("before the trial" in entry for entry in labelled) == 1
