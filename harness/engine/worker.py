@@ -871,9 +871,12 @@ def _worker_main(
     # project again (instrumented now, the modules' new locks are visible to the wait-for graph).
     # An import that waits for what the first one holds (a file lock taken at import, in stress's
     # own process) would never end: after `IMPORT_LIMIT` the run stops, saying where it waits.
+    # (The timer's thread is gone before the first trial: one left running, from before the trial,
+    # would count as a thread that may end the trial's waits, and no deadlock would be confirmed.)
     stuck = threading.Timer(IMPORT_LIMIT, _import_stuck, (conn, threading.get_ident()))
     stuck.daemon = True
-    stuck.start()
+    if loader.STARTED_AT_IMPORT:
+        stuck.start()
     try:
         fresh = loader.import_again()
     except ScenarioError as exc:
@@ -883,7 +886,10 @@ def _worker_main(
             while conn.recv() is not None:  # the parent stops the run: wait for it, as an idle worker
                 pass
         return
-    stuck.cancel()
+    finally:
+        if stuck.is_alive():
+            stuck.cancel()
+            stuck.join()
     _note_program_processes()
     variants = {
         key: dataclasses.replace(v, fn=fresh[v.scenario].variants[v.name].fn)
