@@ -334,7 +334,9 @@ def _unseen_waker(before: set[int] | None, known: Iterable[int] = ()) -> str | N
         if signal.getitimer(signal.ITIMER_REAL)[0] > 0:
             return "a signal timer's handler"
         due = _alarm_due
-        if due is not None and 0 <= time.monotonic() - due < SIGNAL_GRACE and not _running(handler):
+        # (Also before it is due by our clock: the timer reads 0 the moment it fires, which can be
+        # a little before the time noted when it was armed, with the handler still to run.)
+        if due is not None and time.monotonic() - due < SIGNAL_GRACE and not _running(handler):
             return "a signal timer's handler, which may not have run yet"
     for signum, when in list(_sent.items()):
         handler = signal.getsignal(signum)

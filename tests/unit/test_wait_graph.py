@@ -376,3 +376,18 @@ def test_a_thread_the_trial_starts_is_the_trials_even_with_an_ident_an_earlier_t
     finally:
         primitives.deactivate()
         instrumenter.uninstall()
+
+
+def test_a_signal_timer_that_fired_before_its_noted_time_may_still_wake(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The timer's due time is noted just after it is armed; on a loaded machine the note can come
+    # later than the timer fires. Between the two, the timer reads 0 and its handler has not run:
+    # the actors waiting for the event it sets were called deadlocked (1 of 300 trials).
+    from harness.detect import wait_graph
+
+    monkeypatch.setattr(wait_graph, "_alarm_due", time.monotonic() + 0.5)
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: None)
+    try:
+        assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
+        assert wait_graph._unseen_waker(set()) == "a signal timer's handler, which may not have run yet"
+    finally:
+        signal.signal(signal.SIGALRM, previous)
