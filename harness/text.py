@@ -16,7 +16,7 @@ import sysconfig
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["EMPHASIS", "actor_names", "clip", "decode", "per_second", "short_path", "short_where"]
+__all__ = ["EMPHASIS", "actor_names", "clip", "decode", "per_second", "plural", "short_path", "short_where"]
 
 
 def decode(data: bytes) -> str:
@@ -216,6 +216,11 @@ def _origin(file: str) -> str | None:
         if file.startswith(folder):
             return file[len(folder) :].split(os.sep, 1)[0].removesuffix(".py")
     return None
+
+
+def plural(count: int, word: str) -> str:
+    """``1 trial``, ``2 trials``, ``1,000 schedules``: a count and its noun, agreeing."""
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
 def per_second(rate: float) -> str:

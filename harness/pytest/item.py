@@ -35,6 +35,7 @@ from harness.results.stats import VariantSummary
 from harness.results.summary import RunReport
 from harness.scenario import Expect, Variant
 from harness.scope import Scope, resolve_patterns
+from harness.text import plural
 from harness.trial import Trial
 
 __all__ = ["run_item"]
@@ -234,13 +235,14 @@ def _failure_text(item: pytest.Function, report: RunReport, summary: VariantSumm
     config = report.info.config
     if config.trial is not None and not config.controlled:
         console.print(
-            f"stress: re-ran trial {config.trial}'s plan {summary.trials} times: failed {summary.failures} of "
+            f"stress: re-ran trial {config.trial}'s plan {plural(summary.trials, 'time')}: "
+            f"failed {summary.failures} of "
             f"{summary.trials} · seed {config.seed} (a plan fixes stress's perturbation, not how the operating "
             "system schedules threads: a failure comes back some of the time)"
         )
     else:
         console.print(
-            f"stress: {summary.failures} of {summary.trials} {unit}s failed — failure rate {summary.rate_text()} "
+            f"stress: {summary.failures} of {plural(summary.trials, unit)} failed — failure rate {summary.rate_text()} "
             f"· seed {config.seed}" + (f" · {report.info.mode_text}" if config.controlled else "")
         )
     example = summary.example

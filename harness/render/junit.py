@@ -14,6 +14,7 @@ from pathlib import Path
 from harness.results.run_dir import write_text
 from harness.results.stats import Verdict, percent, rule_of_three
 from harness.results.summary import RunReport
+from harness.text import plural
 
 __all__ = ["write_junit"]
 
@@ -60,7 +61,7 @@ def write_junit(report: RunReport, path: Path) -> Path:
             ET.SubElement(
                 case,
                 "skipped",
-                message=f"expected unsafe, but not exposed in {summary.judged} {unit}s "
+                message=f"expected unsafe, but not exposed in {plural(summary.judged, unit)} "
                 f"(failure rate < {percent(rule_of_three(summary.judged))} at 95 %)",
             )
         elif summary.verdict is Verdict.NOT_RUN:

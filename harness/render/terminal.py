@@ -32,7 +32,7 @@ from harness.results.stats import VariantStats, VariantSummary, Verdict, percent
 from harness.results.summary import RunInfo, RunReport
 from harness.scenario import Expect, Scenario
 from harness.scope import HARNESS_DIR
-from harness.text import EMPHASIS, fold_frames, per_second, short_path
+from harness.text import EMPHASIS, fold_frames, per_second, plural, short_path
 
 if TYPE_CHECKING:
     from harness.engine.replay import Expected, Replay
@@ -412,7 +412,7 @@ def _run_heading(info: RunInfo) -> Text:
     if info.exhaustive:
         amount = f"every schedule within {config.max_preemptions} preemptions"
     else:
-        amount = f"{config.iterations} {info.unit}s per variant"
+        amount = f"{plural(config.iterations, info.unit)} per variant"
     return Text.assemble(
         ("stress ", "bold"),
         (names, "bold cyan"),
@@ -537,7 +537,7 @@ def print_report(console: Console, report: RunReport) -> None:
     console.print(
         Text.assemble(
             ("Ranked by failure rate", "bold"),
-            f" · {report.trials:,} {info.unit}s in {report.wall:.1f} s ({per_second(report.trials_per_second)} "
+            f" · {plural(report.trials, info.unit)} in {report.wall:.1f} s ({per_second(report.trials_per_second)} "
             f"{info.unit}s/s)",
             f" · seed {info.config.seed}",
             (f" · {info.mode_text}", "magenta") if info.config.controlled else "",
@@ -562,7 +562,8 @@ def print_report(console: Console, report: RunReport) -> None:
         for summary in report.variants:
             console.print(
                 Text(
-                    f"{summary.variant}: re-ran {info.unit} {config.trial}'s plan {summary.trials} times: failed "
+                    f"{summary.variant}: re-ran {info.unit} {config.trial}'s plan {plural(summary.trials, 'time')}: "
+                    "failed "
                     f"{summary.failures} of {summary.trials} (a plan fixes stress's perturbation, not how the "
                     "operating system schedules threads: a failure comes back some of the time)",
                     style="cyan",
@@ -678,7 +679,7 @@ def _print_potential_deadlocks(console: Console, report: RunReport) -> None:
     if not risky:
         return
     console.print()
-    console.print(Text("Potential deadlocks (lock order, over all trials)", style="bold underline"))
+    console.print(Text(f"Potential deadlocks (lock order, over all {report.info.unit}s)", style="bold underline"))
     for summary in risky:
         for potential in summary.potential_deadlocks:
             console.print()
@@ -1005,7 +1006,7 @@ def _print_verdicts(console: Console, report: RunReport) -> None:
             Text.assemble(
                 ("! ", "bold yellow"),
                 (summary.variant, "bold"),
-                f" is expected unsafe but was not exposed in {summary.trials} {report.info.unit}s "
+                f" is expected unsafe but was not exposed in {plural(summary.trials, report.info.unit)} "
                 f"(failure rate < {percent(bound)} at 95 %); more iterations or stronger perturbation may expose it",
                 style="yellow",
             )

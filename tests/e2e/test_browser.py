@@ -41,8 +41,10 @@ window.addEventListener("load", () => {
   const width = document.documentElement.clientWidth;
   // Whatever reaches past the content column's right edge (outside a block that scrolls on purpose).
   const scrolls = e => e.closest("pre, .wide");
-  const edge = Math.min(width, (document.querySelector("main") || document.body).getBoundingClientRect().right);
-  const overflow = [...document.querySelectorAll("body *")].filter(e => !scrolls(e))
+  const column = document.querySelector("main") || document.body;
+  const padding = parseFloat(getComputedStyle(column).paddingRight);
+  const edge = Math.min(width, column.getBoundingClientRect().right - padding);
+  const overflow = [...column.querySelectorAll("*")].filter(e => !scrolls(e))
     .filter(e => e.getBoundingClientRect().right > edge + 1)
     .map(e => e.tagName + "." + (e.dataset.chart || e.getAttribute("class") || ""));
   document.body.setAttribute("data-check", JSON.stringify({
