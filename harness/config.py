@@ -383,8 +383,9 @@ def build_config(
             )
     trial = _bounded("trial", chosen["trial"], minimum=0) if "trial" in chosen else None
     if trial is not None and "seed" not in chosen:
+        seed_flag = "--stress-seed" if str(chosen["trial"][1]).startswith("--stress-") else "--seed"
         raise ConfigError(
-            f"{chosen['trial'][1]} needs --seed: a trial's plan is derived from the run seed, "
+            f"{chosen['trial'][1]} needs {seed_flag}: a trial's plan is derived from the run seed, "
             "so replay with the seed of the run that failed"
         )
     if "iterations" in chosen:

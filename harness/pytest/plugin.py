@@ -22,6 +22,7 @@ environment variables, ``stress_*`` ini options, ``[tool.stress]`` of the projec
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -77,15 +78,22 @@ def _check_options(config: pytest.Config) -> None:
         flags.pop("trial", None)  # a schedule's replay takes its trial number itself, as each test does
     ini = {key: config.getini(f"stress_{key}") for key in _INI}
     ini = {key: value for key, value in ini.items() if value not in (None, "")}
-    if not flags and not ini:
+    schedule = config.getoption("stress_schedule")
+    environment = any(name.startswith("STRESS_") for name in os.environ)
+    if not flags and not ini and schedule is None and not environment:
         return
-    from harness.config import Layer, build_config  # only when stress options are used
+    from harness import settings  # only when stress options are used
+    from harness.config import Layer, build_config
+    from harness.controlled.schedule import Schedule
     from harness.errors import UserError
 
     try:
+        if schedule is not None:
+            Schedule.parse(schedule)
         build_config(
             [
                 Layer(flags, lambda key, value: f"--stress-{key} {value}"),
+                settings.environment_layer(),
                 Layer(ini, lambda key, value: f"stress_{key} = {value} in the pytest configuration"),
             ]
         )

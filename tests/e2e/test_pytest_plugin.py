@@ -86,8 +86,10 @@ def test_trial_without_marker(stress_trial):
 """
 
 
-def pytest_run(folder: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRESS_", "PYTEST_"))}
+def pytest_run(
+    folder: Path, *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("STRESS_", "PYTEST_"))}, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
         cwd=folder,
@@ -267,10 +269,14 @@ def test_the_plugin_costs_nothing_to_tests_that_do_not_use_it() -> None:
         (["--stress-iterations", "-3"], "--stress-iterations -3: must be an integer >= 1"),
         (["--stress-mode", "fast"], "--stress-mode fast: use one of stress, controlled"),
         (["-o", "stress_jobs=many"], "stress_jobs = many in the pytest configuration"),
+        (["--stress-schedule", "garbage"], "schedule 'garbage': not a stress schedule"),
+        (["--stress-trial", "2"], "--stress-trial 2 needs --stress-seed"),
+        (["STRESS_ITERATIONS=abc"], "STRESS_ITERATIONS=abc (environment): not an integer"),
     ],
 )
 def test_a_bad_stress_option_is_a_usage_error_not_a_failed_test(project: Path, args: list[str], said: str) -> None:
-    done = pytest_run(project, *args, timeout=60)
+    env = dict(arg.split("=", 1) for arg in args if arg.startswith("STRESS_"))
+    done = pytest_run(project, *[arg for arg in args if arg not in {f"{k}={v}" for k, v in env.items()}], env=env)
     assert done.returncode == 4, done.stdout + done.stderr  # pytest's "usage error"
     assert said in done.stderr
     assert "failed" not in done.stdout
