@@ -105,6 +105,18 @@ def _knobs(report: RunReport) -> dict[str, str]:
         out.update(strategy=config.strategy, **{"pct-depth": str(config.pct_depth)})
     if config.sweep is not None:
         out["sweep"] = config.sweep.text()
+    # The work and the threads of a trial, its deadline, and a replay of one trial's plan change
+    # the rate as surely as a knob does.
+    for name, value in (
+        ("size", config.size),
+        ("actors", getattr(config, "actors", None)),
+        ("timeout", config.timeout),
+    ):
+        out[name] = "default" if value is None else str(value)
+    out["trial"] = "every trial its own plan" if config.trial is None else f"trial {config.trial}'s plan only"
+    for name, value in list(out.items()):
+        if value in ("True", "False"):
+            out[name] = "on" if value == "True" else "off"
     return out
 
 

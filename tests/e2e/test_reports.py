@@ -179,6 +179,8 @@ def test_compare_refuses_runs_that_measure_different_things_and_names_differing_
         "stress": ("app.py", "-n", "20"),
         "controlled": ("app.py", "-n", "20", "--mode", "controlled"),
         "knobs": ("app.py", "-n", "20", "--preempt", "0.05"),
+        "work": ("app.py", "-n", "20", "--size", "1", "--timeout", "1"),
+        "replay": ("app.py", "-n", "20", "--trial", "1"),
         "other": ("other.py", "-n", "20"),
     }
     for name, args in runs.items():
@@ -196,6 +198,11 @@ def test_compare_refuses_runs_that_measure_different_things_and_names_differing_
     knobs = stress("compare", "stress", "knobs", cwd=tmp_path)
     assert knobs.code in (0, 1), knobs.stdout + knobs.stderr
     assert "settings differ (preempt 0.001:0.02 → 0.05)" in knobs.stdout
+    # The work of a trial, its deadline and a replay of one plan change a rate as a knob does.
+    work = stress("compare", "stress", "work", cwd=tmp_path)
+    assert "size default → 1; timeout default → 1.0" in work.stdout, work.stdout
+    replay = stress("compare", "stress", "replay", cwd=tmp_path)
+    assert "trial every trial its own plan → trial 1's plan only" in replay.stdout, replay.stdout
     same = stress("compare", "stress", "stress", cwd=tmp_path)
     assert "differ" not in same.stdout
 
