@@ -876,7 +876,9 @@ def trace_table(trace: Trace, *, max_rows: int | None = None, width: int | None 
         if effects:
             note = "← " + ", ".join(effects)
             fits = room is None or cell.cell_len + 2 + len(note) <= room
-            cell.append(("  " if fits else "\n" + " " * (len(where) + 1)) + note, style="cyan")
+            # Under the code, indented under it as far as the note still fits on its line.
+            indent = len(where) + 1 if room is None else max(0, min(len(where) + 1, room - len(note)))
+            cell.append(("  " if fits else "\n" + " " * indent) + note, style="cyan")
         cells: list[RenderableType] = [Text("")] * len(trace.threads)
         cells[column[row.thread]] = cell
         marker = Text("⇄", style="bold magenta") if row.switch else Text(str(step + 1))

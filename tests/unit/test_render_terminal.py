@@ -278,3 +278,20 @@ def test_stress_frames_are_folded_out_of_the_way_of_the_code_under_test() -> Non
         "Current thread 0x02 (most recent call first):\n  … 1 frame of stress …\n"
         f'  File "{stdlib}/threading.py", line 629 in wait\n  … 2 frames that called it (threading, stress) …\n'
     )
+
+
+def test_a_trace_note_under_a_long_place_stays_whole() -> None:
+    # Three threads at 120 columns give each 36: a note put under a long file name, indented to
+    # the code's column, broke in the middle ("← read" / ".size").
+    from harness.controlled.trace import Row, Trace
+    from harness.render.terminal import trace_table
+
+    code = "for round_no in range(trial.size):"
+    rows = tuple(
+        Row(thread, "b04_barrier_no_abort.py", 35, code, 1, thread != "a", ("LOAD_ATTR size",)) for thread in "abc"
+    )
+    trace = Trace(("a", "b", "c"), rows, 2, 0)
+    console = Console(width=120, file=io.StringIO(), no_color=True, highlight=False)
+    console.print(trace_table(trace, width=120))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert sum(line.strip() == "← read .size" for line in text.splitlines()) == 3, text
