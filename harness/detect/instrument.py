@@ -21,7 +21,7 @@ from types import FrameType, ModuleType
 from typing import Any
 
 from harness.detect import primitives
-from harness.detect.wait_graph import FuturesWaiting, FutureWaiting
+from harness.detect.wait_graph import FutureWaiting
 from harness.perturb import pause
 from harness.scope import HARNESS_DIR, Scope
 
@@ -161,18 +161,10 @@ def _received(future: concurrent.futures.Future[Any]) -> None:
 
 def _wait(fs: Any, timeout: float | None = None, return_when: str = concurrent.futures.ALL_COMPLETED) -> Any:
     """``concurrent.futures.wait``: the caller goes on after the tasks it returns as done. With no
-    timeout, a wait the wait-for graph sees (as `_outcome_waited`)."""
-    session = primitives.current_session()
-    if timeout is None and session is not None and session.controlled is None:
-        fs = futures = list(fs)  # (an iterator is read once)
-        waiting = FuturesWaiting(futures, return_when) if futures else None
-        if waiting is not None and not waiting.runnable():
-
-            def done(seconds: float) -> bool:
-                _real_wait(futures, None if seconds < 0 else seconds, return_when)
-                return waiting.runnable()
-
-            primitives.wait_in_graph(done, waiting)
+    timeout, a wait the wait-for graph sees (`_waited_visibly`)."""
+    if timeout is None:
+        fs = list(fs)  # (an iterator is read once)
+        _waited_visibly(fs, return_when)
     result = _real_wait(fs, timeout, return_when)
     for future in result.done:
         _received(future)
@@ -201,27 +193,28 @@ def _add_done_callback(self: concurrent.futures.Future[Any], fn: Any) -> None:
     _real_add_done_callback(self, after_the_task)
 
 
-def _outcome_waited(future: concurrent.futures.Future[Any], timeout: float | None) -> None:
-    """Before an untimed ``result()`` or ``exception()``: wait for ``future`` to be done where the
-    wait-for graph sees it, so that a task waiting for a task that cannot start (its executor's
-    only worker is the one waiting) is a deadlock at once, not a hang at the deadline."""
-    waiting = FutureWaiting(future)
+def _waited_visibly(futures: list[concurrent.futures.Future[Any]], return_when: str) -> None:
+    """Before an untimed ``result()``, ``exception()`` or ``wait``: wait for ``futures`` (as
+    ``return_when`` says) where the wait-for graph sees it, so that a task waiting for a task that
+    cannot start (its executor's only worker is the one waiting) is a deadlock at once, not a hang
+    at the deadline. Controlled mode runs the futures' own wait: its scheduler knows executors."""
     session = primitives.current_session()
-    if timeout is not None or session is None or session.controlled is not None or waiting.runnable():
-        return  # (controlled mode runs the future's own wait: its scheduler knows executors)
-    condition = future._condition
+    if not futures or session is None or session.controlled is not None:
+        return
+    waiting = FutureWaiting(futures, return_when)
+    if waiting.runnable():
+        return
 
     def done(seconds: float) -> bool:
-        with condition:
-            if not waiting.runnable() and seconds != 0:
-                condition.wait(None if seconds < 0 else seconds)
-            return waiting.runnable()
+        _real_wait(futures, None if seconds < 0 else seconds, return_when)
+        return waiting.runnable()
 
     primitives.wait_in_graph(done, waiting)
 
 
 def _result(self: concurrent.futures.Future[Any], timeout: float | None = None) -> Any:
-    _outcome_waited(self, timeout)
+    if timeout is None:
+        _waited_visibly([self], concurrent.futures.ALL_COMPLETED)
     try:
         return _real_result(self, timeout)
     finally:
@@ -230,7 +223,8 @@ def _result(self: concurrent.futures.Future[Any], timeout: float | None = None) 
 
 
 def _exception(self: concurrent.futures.Future[Any], timeout: float | None = None) -> BaseException | None:
-    _outcome_waited(self, timeout)
+    if timeout is None:
+        _waited_visibly([self], concurrent.futures.ALL_COMPLETED)
     try:
         return _real_exception(self, timeout)
     finally:

@@ -43,7 +43,6 @@ __all__ = [
     "DeadlockError",
     "ForkedDeadlockError",
     "FutureWaiting",
-    "FuturesWaiting",
     "WaitGraph",
     "Waiting",
     "acquired_where",
@@ -122,30 +121,19 @@ _OUTCOME_STATES = frozenset({"CANCELLED", "CANCELLED_AND_NOTIFIED", "FINISHED"})
 
 
 class FutureWaiting(Waiting):
-    """An untimed wait for a `concurrent.futures.Future`'s outcome (``result()``, ``exception()``):
-    over once the future is done. Whoever completes it — the executor's worker that runs its task,
-    or any thread that calls ``set_result`` — is not known in advance, so it never closes a cycle;
-    it is a deadlock only when every thread of the trial is stuck, as for an event."""
-
-    __slots__ = ()
-
-    def __init__(self, future: Any) -> None:
-        super().__init__(future, timed=False)
-
-    def runnable(self) -> bool:
-        return getattr(self.primitive, "_state", "FINISHED") in _OUTCOME_STATES
-
-
-class FuturesWaiting(FutureWaiting):
-    """An untimed ``concurrent.futures.wait(futures, return_when=...)``: over once all of them are
-    done, or the first (``FIRST_COMPLETED``), or the first to raise (``FIRST_EXCEPTION``). Its
-    primitive, for the explanation, is the first that is not done yet."""
+    """An untimed wait for `concurrent.futures.Future` outcomes: ``result()`` or ``exception()``
+    of one, or ``concurrent.futures.wait(futures, return_when=...)``. Over once all of them are
+    done, or the first (``FIRST_COMPLETED``), or the first to raise (``FIRST_EXCEPTION``). Whoever
+    completes a future — the executor's worker that runs its task, or any thread that calls
+    ``set_result`` — is not known in advance, so it never closes a cycle; it is a deadlock only
+    when every thread of the trial is stuck, as for an event. Its primitive, for the explanation,
+    is the first future not done yet."""
 
     __slots__ = ("futures", "return_when")
 
-    def __init__(self, futures: Sequence[Any], return_when: str) -> None:
+    def __init__(self, futures: Sequence[Any], return_when: str = "ALL_COMPLETED") -> None:
         pending = [f for f in futures if getattr(f, "_state", "FINISHED") not in _OUTCOME_STATES]
-        super().__init__(pending[0] if pending else futures[0])
+        super().__init__(pending[0] if pending else futures[0], timed=False)
         self.futures = tuple(futures)
         self.return_when = return_when
 
