@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -290,13 +290,7 @@ def run_command(
             late.raising = False
         selected = registry.select(names, variants)
         if config.controlled:
-            refused = {v.scenario: v.stress_only for v in selected if v.stress_only}
-            if refused:
-                why = "; ".join(f"{name}: {reason}" for name, reason in refused.items())
-                raise UserError(
-                    f"controlled mode runs the trial's own thread actors, one at a time, and cannot run {why}. "
-                    "Run those scenarios in stress mode"
-                )
+            _refuse_processes(selected)
         for path, flag in ((junit_xml, "--junit-xml"), (markdown, "--markdown")):
             if path:
                 _check_writable(Path(path), flag)
@@ -357,7 +351,8 @@ def replay_command(
 
     Same interleaving, same final state, same failure, every time: the trace shows it step by step,
     and --pdb opens the debugger where the check failed. Exit 0 when every replay matched the
-    stored run, 1 when one did not.
+    stored run, 1 when one did not. A schedule that did not fix what happened (a process or a
+    signal timer decided it) repeats its failure only by chance: exit 0 when one replay did.
     """
     from harness.controlled.schedule import Schedule
     from harness.engine import replay as rp
@@ -377,15 +372,21 @@ def replay_command(
     target = registry.get(scenario).get(name)
     console = _console()
     mismatches = 0
+    by_chance = expected is not None and expected.unscheduled is not None
+    shown: list[rp.Replay] = []
 
     def each(index: int, done: rp.Replay) -> None:
         nonlocal mismatches
         differences = done.differences(expected) if expected is not None else []
         mismatches += bool(differences)
-        if index == 0:
+        if not by_chance:
+            if index == 0:
+                terminal.print_replay(console, done)
+            if differences:
+                console.print(f"[red]replay {index + 1} differs:[/red] " + "; ".join(differences))
+        elif not shown and not differences:  # the first replay that failed as stored
+            shown.append(done)
             terminal.print_replay(console, done)
-        if differences:
-            console.print(f"[red]replay {index + 1} differs:[/red] " + "; ".join(differences))
 
     scope = Scope.from_dict(info.scope) if info.scope else None
     if expected is None:  # a schedule given by hand: check it can be followed before showing a run of it
@@ -394,8 +395,32 @@ def replay_command(
             raise UserError(f"schedule {chosen}: {problem}")
     console.print(terminal.replay_heading(result, chosen, record, times=times))
     runs = rp.replay(target, info.config, result, chosen, debug=debug, times=times, each=each, scope=scope)
+    if by_chance and not shown:
+        terminal.print_replay(console, runs[0])
     console.print(terminal.replay_verdict(runs, expected, mismatches))
+    if expected is not None and expected.unscheduled is not None:
+        return EXIT_FINDINGS if mismatches == len(runs) else EXIT_OK  # by chance: once is a reproduction
     return EXIT_FINDINGS if mismatches else EXIT_OK
+
+
+def _refuse_processes(selected: Sequence[Variant]) -> None:
+    """Controlled mode runs the trial's threads one at a time: refuse, before anything runs, the
+    scenarios that say they cannot run there and the variants whose code visibly starts processes
+    (a process none of its schedules would run)."""
+    refused = {v.scenario: v.stress_only for v in selected if v.stress_only}
+    starting = {v.key: site for v in selected if v.scenario not in refused and (site := v.process_start())}
+    if not refused and not starting:
+        return
+    why = [f"{name}: {reason}" for name, reason in refused.items()]
+    why += [f"{key}, which starts a process at {site}" for key, site in starting.items()]
+    others = sorted({v.key for v in selected} - set(starting) - {v.key for v in selected if v.scenario in refused})
+    rest = (
+        f"; the others run in controlled mode with {' '.join(f'--variant {key}' for key in others)}" if others else ""
+    )
+    raise UserError(
+        f"controlled mode runs the trial's own threads, one at a time, and cannot run {'; '.join(why)}. "
+        f"Run {'those' if len(why) > 1 else 'it'} in stress mode{rest}"
+    )
 
 
 @cli.command("report")
@@ -488,6 +513,9 @@ def _write_artifacts(
     console: Console, report: RunReport, *, junit_xml: str | None, markdown: str | None
 ) -> OutputError | None:
     """Write every report file that can be written; the first that could not, if any."""
+    from rich.text import Text
+
+    from harness.render import terminal
     from harness.render.html import write_html
     from harness.render.junit import write_junit
     from harness.render.markdown import write_markdown
@@ -507,7 +535,7 @@ def _write_artifacts(
         except OSError as exc:
             problem = problem or OutputError(target, exc)
             continue
-        console.print(f"[dim]wrote[/dim] {path}", highlight=False)
+        terminal.print_unbroken(console, Text.assemble(("wrote ", "dim"), str(path)))
     return problem
 
 

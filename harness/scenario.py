@@ -9,6 +9,7 @@ implementation strategy, declared with the `Scenario.variant` decorator on a fun
 from __future__ import annotations
 
 import ast
+import contextlib
 import enum
 import inspect
 import re
@@ -113,6 +114,36 @@ class Variant:
                 elif inspect.isclass(value):
                     found[name] = value
         return [value for value in found.values() if value is not fn]
+
+    def process_start(self) -> str | None:
+        """Where the variant, or a function or class of its module that it uses (`helpers`),
+        visibly starts a process — ``procs.py:14 (mp.Process)`` — or None: ``trial.mp`` or process
+        actors, ``multiprocessing``'s processes, pools and managers, ``ProcessPoolExecutor``,
+        ``subprocess``, ``os.fork``, ``forkpty``, ``posix_spawn``, ``system`` or ``popen``, however
+        imported. Read from the code, not run: a process started some other way is still seen when
+        it starts (a controlled schedule in which one starts is unsupported,
+        `harness.controlled.session`)."""
+        code = getattr(self.fn, "__code__", None)
+        if code is None:
+            return None
+        tree = _parsed(code.co_filename)
+        if tree is None:
+            return None
+        imported = _imports(tree)
+        firsts = {code.co_firstlineno}
+        for helper in self.helpers():
+            with contextlib.suppress(OSError, TypeError):
+                firsts.add(inspect.getsourcelines(helper)[1])
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue
+            first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+            if first not in firsts and node.lineno not in firsts:
+                continue
+            for inner in ast.walk(node):
+                if _starts_a_process(inner, imported):
+                    return f"{short_path(code.co_filename)}:{inner.lineno} ({ast.unparse(inner)})"  # type: ignore[attr-defined]
+        return None
 
 
 def _check_name(name: str, what: str) -> str:
@@ -252,17 +283,8 @@ class Scenario:
 
     @property
     def starts_processes(self) -> bool:
-        """Whether the scenario's file visibly starts processes: its code (not its comments or
-        docstrings) uses ``trial.mp`` or process actors, ``multiprocessing``'s processes and pools,
-        ``ProcessPoolExecutor``, ``subprocess``, or ``os.fork``, ``forkpty``, ``posix_spawn`` or
-        ``system``, however imported. A guess, used only to decide what to offer (`stress list`):
-        a controlled schedule in which a process starts is unsupported whatever the guess said
-        (`harness.controlled.session`)."""
-        try:
-            tree = ast.parse(Path(self.file).read_text(encoding="utf-8")) if self.file else None
-        except (OSError, SyntaxError, ValueError):
-            return False
-        return tree is not None and any(_starts_a_process(node) for node in ast.walk(tree))
+        """Whether a variant of the scenario visibly starts processes (`Variant.process_start`)."""
+        return any(variant.process_start() is not None for variant in self)
 
     def __iter__(self) -> Iterator[Variant]:
         return iter(self._variants.values())
@@ -282,26 +304,57 @@ class Scenario:
             ) from None
 
 
-#: Names whose use starts a process (see `Scenario.starts_processes`): ``os``'s, ``multiprocessing``'s,
-#: ``concurrent.futures``' and ``subprocess``'s.
-_PROCESS_STARTERS = frozenset(
-    {"fork", "forkpty", "posix_spawn", "posix_spawnp", "system", "Process", "Pool", "ProcessPoolExecutor", "Popen"}
+#: Attributes that start a process whatever they are read from (``ctx.Process``, ``os.fork``).
+_PROCESS_ATTRIBUTES = frozenset(
+    {"Process", "ProcessPoolExecutor", "Popen", "fork", "forkpty", "posix_spawn", "posix_spawnp"}
 )
+#: Names that start a process when they come from these modules (``mp.Pool``, ``from subprocess
+#: import run``); by the module's top-level package.
+_MODULE_STARTERS = {
+    "multiprocessing": frozenset({"Process", "Pool", "Manager", "get_context", "ProcessPoolExecutor"}),
+    "concurrent": frozenset({"ProcessPoolExecutor"}),
+    "subprocess": frozenset({"Popen", "run", "call", "check_call", "check_output", "getoutput", "getstatusoutput"}),
+    "os": frozenset({"fork", "forkpty", "posix_spawn", "posix_spawnp", "system", "popen"}),
+}
 #: The trial's own ways to start processes (``trial.mp``, ``trial.processes()``).
 _TRIAL_PROCESSES = frozenset({"mp", "processes", "run_processes"})
 
 
-def _starts_a_process(node: ast.AST) -> bool:
+def _parsed(path: str) -> ast.Module | None:
+    try:
+        return ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def _imports(tree: ast.Module) -> dict[str, tuple[str, str | None]]:
+    """Every name an import in ``tree`` binds: the top-level package it comes from, and the name
+    imported from it (None for a module: ``import multiprocessing as mp``)."""
+    bound: dict[str, tuple[str, str | None]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                bound[alias.asname or alias.name.partition(".")[0]] = (alias.name.partition(".")[0], None)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                bound[alias.asname or alias.name] = (node.module.partition(".")[0], alias.name)
+    return bound
+
+
+def _starts_a_process(node: ast.AST, imported: Mapping[str, tuple[str, str | None]]) -> bool:
     if isinstance(node, ast.Attribute):
-        return node.attr in _PROCESS_STARTERS or (
-            node.attr in _TRIAL_PROCESSES and isinstance(node.value, ast.Name) and node.value.id == "trial"
-        )
-    if isinstance(node, ast.Name):
-        return node.id in _PROCESS_STARTERS
-    if isinstance(node, ast.Import):
-        return any(alias.name == "subprocess" for alias in node.names)
-    if isinstance(node, ast.ImportFrom):
-        return node.module == "subprocess" or any(alias.name in _PROCESS_STARTERS for alias in node.names)
+        if node.attr in _PROCESS_ATTRIBUTES:
+            return True
+        if not isinstance(node.value, ast.Name):
+            return False
+        if node.value.id == "trial":
+            return node.attr in _TRIAL_PROCESSES
+        module, name = imported.get(node.value.id, ("", ""))
+        # ``mp.Pool``; and ``concurrent.futures.ProcessPoolExecutor`` by its last name above.
+        return name is None and node.attr in _MODULE_STARTERS.get(module, ())
+    if isinstance(node, ast.Name) and node.id in imported:
+        module, name = imported[node.id]
+        return name is not None and name in _MODULE_STARTERS.get(module, ())
     return False
 
 

@@ -86,6 +86,9 @@ class ScheduleRecord:
         shrink_runs: Schedules run to shrink it.
         minimal_steps: The shrunk schedule's steps.
         minimal_messages: What the shrunk schedule's failure said.
+        unscheduled: Why the schedule did not fix what happened (a process started, a signal
+            timer armed, a wait the scheduler cannot see): the failure is real, but running the
+            schedule again repeats it only by chance, so it is not shrunk. None: it is exact.
     """
 
     steps: int
@@ -96,6 +99,12 @@ class ScheduleRecord:
     shrink_runs: int | None = None
     minimal_steps: int | None = None
     minimal_messages: tuple[str, ...] | None = None
+    unscheduled: str | None = None
+
+    @property
+    def exact(self) -> bool:
+        """Whether running the schedule again repeats the same interleaving (see ``unscheduled``)."""
+        return self.unscheduled is None
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in vars(self).items() if v is not None}
@@ -107,7 +116,7 @@ class ScheduleRecord:
     def from_dict(cls, data: dict[str, Any] | None) -> ScheduleRecord | None:
         if not data:
             return None
-        names = ("steps", "schedule", "switches", "minimal", "trace", "shrink_runs", "minimal_steps")
+        names = ("steps", "schedule", "switches", "minimal", "trace", "shrink_runs", "minimal_steps", "unscheduled")
         known: dict[str, Any] = {k: data[k] for k in names if k in data}
         known.setdefault("steps", 0)
         if "minimal_messages" in data:

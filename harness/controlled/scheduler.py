@@ -355,11 +355,19 @@ class Scheduler:
         if me is not None:
             me.harness += delta
 
-    def block(self, ready: Callable[[], bool], deadline: float | None) -> bool:
+    def block(
+        self,
+        ready: Callable[[], bool],
+        deadline: float | None,
+        *,
+        released: Callable[[float | None], bool] | None = None,
+    ) -> bool:
         """Wait until ``ready()`` (True) or, with a deadline, until virtual time reaches it (False).
         Raises `DeadlockError` when the trial is being unwound after a deadlock (`ThreadAbandoned`
         when the body has ended). A thread the scheduler does not run makes the schedule
-        unsupported, and waits for real."""
+        unsupported, and waits for real. Once the scheduler has let go of the threads (`release`),
+        the wait is ``released(seconds)`` — the real time left, None for none — if given (a wait
+        the wait-for graph watches, as in stress mode), else a plain real one."""
         me = self.by_ident.get(get_ident())
         if me is None and not self.released:
             name = threading.current_thread().name
@@ -368,7 +376,7 @@ class Scheduler:
                 "not with threading.Thread), waited on a primitive of the code under test"
             )
         if me is None or self.released:
-            return self._real_wait(ready, deadline)
+            return self._after_release(ready, deadline, released)
         self._raise_if_unwinding()
         if self.aborting:
             raise DeadlockError(*self._deadlock_args())
@@ -381,7 +389,7 @@ class Scheduler:
                 if nxt is not me:
                     self._hand_over(me, nxt)
                 if self.let_go():  # the watchdog released the threads while this one was parked
-                    return self._real_wait(ready, deadline)
+                    return self._after_release(ready, deadline, released)
                 self._raise_if_unwinding()
                 if self.aborting:
                     raise DeadlockError(*self._deadlock_args())
@@ -490,6 +498,13 @@ class Scheduler:
     def let_go(self) -> bool:
         """Whether `release` was called."""
         return self.released
+
+    def _after_release(
+        self, ready: Callable[[], bool], deadline: float | None, released: Callable[[float | None], bool] | None
+    ) -> bool:
+        if released is None:
+            return self._real_wait(ready, deadline)
+        return released(None if deadline is None else max(0.0, deadline - self.now))
 
     def _real_wait(self, ready: Callable[[], bool], deadline: float | None) -> bool:
         """After `release`: wait for ``ready()`` in real time (a virtual deadline counts from now)."""

@@ -17,6 +17,7 @@ import gc
 import multiprocessing.process
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -99,7 +100,7 @@ def controlled(
         record_decisions=control.record_decisions,
     )
     session.controlled = scheduler
-    undo = _patch_sleep(scheduler) + _patch_process_starts(scheduler)
+    undo = _patch_sleep(scheduler) + _patch_process_starts(scheduler) + _patch_signals(scheduler)
     collecting = gc.isenabled()
     gc.disable()
     point = scheduler.point if control.granularity == "line" else _visible_only(scheduler.point)
@@ -273,16 +274,133 @@ def _spawned_with(call: str, args: tuple[Any, ...]) -> str:
     return f"a process with os.{call}()"
 
 
+def _patch_signals(scheduler: Scheduler) -> list[tuple[Any, str, Any]]:
+    """A signal's Python handler runs on the main thread between two of its instructions, at a
+    moment the signal's arrival decides, not the schedule: a timer (``signal.setitimer``,
+    ``signal.alarm``; or a Python handler set for a timer armed already), or a signal a thread
+    other than the main one sends its own process (``os.kill``, ``signal.raise_signal``,
+    ``signal.pthread_kill``; from the main thread the handler runs at once, at a point of the
+    schedule). Only a signal whose handler is Python code counts. The schedule is unsupported from then on
+    (`Scheduler.release`): a failure it finds is real, but the schedule does not repeat it."""
+    undo: list[tuple[Any, str, Any]] = []
+
+    def let_go(what: str) -> None:
+        if not scheduler.released:
+            scheduler.release(
+                f"{threading.current_thread().name} {what} at {primitives.user_site(sys._getframe(2))}, "
+                "and the controlled scheduler does not choose when a signal's handler runs"
+            )
+
+    def timer(which: int, seconds: float, *rest: Any) -> str | None:
+        if seconds <= 0 or not _handled(_TIMER_SIGNALS.get(which)):
+            return None
+        return f"armed a signal timer ({_TIMERS.get(which, which)}) whose handler is Python code"
+
+    def alarm(seconds: int) -> str | None:
+        if seconds <= 0 or not _handled(signal.SIGALRM):
+            return None
+        return "armed a signal timer (signal.alarm) whose handler is Python code"
+
+    def handler(signum: int, action: Any) -> str | None:
+        # A Python handler for a timer armed already (say, before the trial).
+        timers = [which for which, number in _TIMER_SIGNALS.items() if number == signum]
+        if not callable(action) or not any(signal.getitimer(which)[0] > 0 for which in timers):
+            return None
+        return f"set a Python handler for {signal.Signals(signum).name}, whose timer is armed,"
+
+    def kill(pid: int, signum: int) -> str | None:
+        return _sent(signum) if pid in (0, os.getpid()) else None
+
+    def raised(signum: int) -> str | None:
+        return _sent(signum)
+
+    def pthread_kill(thread_id: int, signum: int) -> str | None:
+        return _sent(signum) if signum else None  # signal 0 only checks the thread exists
+
+    def guarded(namespace: Any, name: str, why: Callable[..., str | None]) -> None:
+        real = getattr(namespace, name, None)
+        if real is None:
+            return
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            what = why(*args, **kwargs)
+            if what is not None:
+                let_go(what)
+            return real(*args, **kwargs)
+
+        undo.append((namespace, name, real))
+        setattr(namespace, name, call)
+        for module, bound in _bindings(real):  # ``from signal import alarm``
+            undo.append((module, bound, real))
+            setattr(module, bound, call)
+
+    guarded(signal, "setitimer", timer)
+    guarded(signal, "signal", handler)
+    guarded(signal, "alarm", alarm)
+    guarded(os, "kill", kill)
+    guarded(signal, "raise_signal", raised)
+    guarded(signal, "pthread_kill", pthread_kill)
+    return undo
+
+
+#: ``signal.setitimer``'s timers by number.
+_TIMERS = {
+    getattr(signal, name): f"signal.setitimer({name})"
+    for name in ("ITIMER_REAL", "ITIMER_VIRTUAL", "ITIMER_PROF")
+    if hasattr(signal, name)
+}
+
+
+#: The signal each of ``signal.setitimer``'s timers sends.
+_TIMER_SIGNALS = {
+    getattr(signal, timer): getattr(signal, number)
+    for timer, number in (("ITIMER_REAL", "SIGALRM"), ("ITIMER_VIRTUAL", "SIGVTALRM"), ("ITIMER_PROF", "SIGPROF"))
+    if hasattr(signal, timer) and hasattr(signal, number)
+}
+
+
+def _handled(signum: int | None) -> bool:
+    """Whether signal ``signum``'s handler is Python code (not the default action, not ignored)."""
+    if signum is None:
+        return False
+    try:
+        return callable(signal.getsignal(signum))
+    except (ValueError, OSError):
+        return False
+
+
+def _sent(signum: int) -> str | None:
+    """What sending ``signum`` to this process from the calling thread does to a schedule: None
+    from the main thread (its handler runs at once, where the schedule has it), else a reason."""
+    if threading.current_thread() is threading.main_thread() or not _handled(signum):
+        return None
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    return f"sent {name} to its own process"
+
+
 #: Modules already searched for globals bound to a function (by the function's id and the
 #: module's name), and the names found.
 _searched: dict[tuple[int, str], tuple[Any, list[str]]] = {}
+#: By the function's id: how many modules there were at the last walk, and what it found.
+_walked: dict[int, tuple[int, list[tuple[Any, str]]]] = {}
 
 
 def _bindings(real: Any) -> Iterator[tuple[Any, str]]:
     """The module globals bound to ``real`` (``from time import sleep``, ``from os import fork``),
     but stress's own: the watchdog and the scheduler keep their real sleep (a raw thread that
     slept through the virtual one would be taken for a managed thread the moment the running one
-    finished)."""
+    finished).
+
+    Every schedule asks again for a dozen functions; while no module was imported since the last
+    walk for ``real``, its answer stands (each module's names are cached by the module anyway)."""
+    walked = _walked.get(id(real))
+    if walked is not None and walked[0] == len(sys.modules):
+        yield from walked[1]
+        return
+    found: list[tuple[Any, str]] = []
     for key, module in list(sys.modules.items()):
         if key == "harness" or key.startswith("harness."):
             continue
@@ -293,8 +411,9 @@ def _bindings(real: Any) -> Iterator[tuple[Any, str]]:
             except TypeError:  # no __dict__
                 names = []
             known = _searched[id(real), key] = (module, names)
-        for name in known[1]:
-            yield module, name
+        found.extend((module, name) for name in known[1])
+    _walked[id(real)] = (len(sys.modules), found)
+    yield from found
 
 
 def _ident() -> int:

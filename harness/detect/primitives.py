@@ -35,7 +35,7 @@ import time
 import types
 from _thread import allocate_lock, get_ident
 from collections.abc import Callable, Iterator
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 from harness.detect.findings import Findings
@@ -85,7 +85,7 @@ class _ThreadState:
     takes it out of its owner's list. Only whole-list operations, each atomic, touch it; an entry
     whose lock names another owner (a release that raced with the acquire) is stale and skipped."""
 
-    __slots__ = ("held", "ident", "name", "permits", "pid", "session", "thread")
+    __slots__ = ("entry", "held", "ident", "name", "permits", "pid", "session", "thread")
 
     def __init__(self) -> None:
         self.ident = get_ident()
@@ -99,6 +99,24 @@ class _ThreadState:
         #: The trial it was made in: a lock it holds may outlive it (a module's, left held).
         self.session = _session
         self.permits: dict[int, list[int]] = {}
+        #: The code the thread began in, the outermost of the code under test on its stack (its
+        #: target): where to look for the line that took a lock it finished holding.
+        self.entry = _entry_code(sys._getframe(2))
+
+
+def _entry_code(frame: FrameType | None) -> CodeType | None:
+    """The outermost code of the innermost run of frames of ``frame``'s stack that are not
+    stress's or ``threading``'s: the code a thread's target (or the variant) began in. Once per
+    thread (its state is made at its first operation on a primitive): a few frames' walk."""
+    entry = None
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not name.startswith(HARNESS_DIR) and name != threading.__file__:
+            entry = frame.f_code
+        elif entry is not None:
+            break
+        frame = frame.f_back
+    return entry
 
 
 def _new_state() -> _ThreadState:
@@ -468,7 +486,7 @@ def _took_permit(semaphore: Any, got: bool) -> None:
         else:
             held[0] += 1
         taken = semaphore._taken
-        taken.append((get_ident(), threading.current_thread(), _user_site(sys._getframe(1))))
+        taken.append((get_ident(), threading.current_thread(), user_site(sys._getframe(1))))
         if len(taken) > _TAKEN_KEPT:  # acquired here, released elsewhere, over and over: keep the latest
             with contextlib.suppress(IndexError):
                 del taken[0]
@@ -498,7 +516,7 @@ def _returned_permits(semaphore: Any, count: int) -> None:
 _TAKEN_KEPT = 64
 
 
-def _user_site(frame: FrameType | None) -> str:
+def user_site(frame: FrameType | None) -> str:
     """``file.py:40 in worker``: the innermost frame of ``frame``'s stack that is not stress's or
     ``threading``'s (where the code under test called the primitive)."""
     while frame is not None and (
@@ -584,19 +602,33 @@ def _block_controlled(
     scheduler: Any, graph: WaitGraph, try_acquire: Callable[..., bool], timeout: float, waiting: Waiting
 ) -> bool:
     """Controlled mode: the thread blocks in the scheduler (others run meanwhile) until the lock
-    is free — then takes it at once, nobody else running — or its virtual deadline passes."""
+    is free — then takes it at once, nobody else running — or its virtual deadline passes. Once the
+    scheduler has let go of the threads (a process started, a signal timer armed), the wait is a
+    stress-mode one, judged by the wait-for graph: a deadlock after that is still found."""
     real = try_acquire.__self__  # type: ignore[attr-defined]
     me = get_ident()
+    left: list[float | None] = []  # the real time left when the scheduler let go
+
+    def let_go(seconds: float | None) -> bool:
+        left.append(seconds)
+        return False
+
     interrupted = graph.enter(me, waiting)
     try:
         deadline = scheduler.timeout_deadline(timeout)
-        while True:
-            if not scheduler.block(lambda: not real.locked(), deadline):
-                return False
+        while not scheduler.released:
+            if not scheduler.block(lambda: not real.locked(), deadline, released=let_go):
+                if not left:
+                    return False
+                break
             if try_acquire(False):
                 return True
+        if not left:
+            left.append(None if deadline is None else max(0.0, deadline - scheduler.now))
     finally:
         graph.leave(me, interrupted)
+    seconds = left[0]
+    return _wait_in_slices(_session, graph, try_acquire, -1 if seconds is None else seconds, waiting)
 
 
 def _block(try_acquire: Callable[..., bool], timeout: float, waiting: Waiting) -> bool:
@@ -645,8 +677,15 @@ def _wait_visibly(try_acquire: Callable[..., bool], timeout: float, waiting: Wai
         return bool(try_acquire(True, timeout))
     if timeout > threading.TIMEOUT_MAX:  # the real lock would refuse it; slices would hide that
         raise OverflowError(_OUT_OF_RANGE)
-    if session is not None and session.controlled is not None:
+    if session is not None and session.controlled is not None and not session.controlled.released:
         return _block_controlled(session.controlled, graph, try_acquire, timeout, waiting)
+    return _wait_in_slices(session, graph, try_acquire, timeout, waiting)
+
+
+def _wait_in_slices(
+    session: Session | None, graph: WaitGraph, try_acquire: Callable[..., bool], timeout: float, waiting: Waiting
+) -> bool:
+    """Stress mode's wait: in slices, registered in the graph, each slice a look for a deadlock."""
     me = get_ident()
     # A thread from before the trial (a module's flusher, a module pool's worker) is not the
     # trial's to unwind: ended, it would be missing from every later trial that counts on it.

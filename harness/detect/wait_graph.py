@@ -622,7 +622,7 @@ class WaitGraph:
                     continue
                 if owner_state is not None and not _alive(owner_state):
                     # Its OS thread now runs another actor (threads are reused): the holder is gone.
-                    holder = f"{owner_state.name}, which finished without releasing it"
+                    holder = f"{owner_state.name}, which {_took_in(lock, owner_state)}finished without releasing it"
                     hops.append(f"{waiter} waits for {what} held by {holder}")
                     lines.append(f"{waiter} waits for {what} at {self._where(frames.get(ident))}, held by {holder}")
                     continue
@@ -658,7 +658,8 @@ class WaitGraph:
                 elif getattr(owner, "pid", os.getpid()) != os.getpid():  # copied by a fork
                     holder = f" held by {getattr(owner, 'name', 'a thread')}, a thread this process does not have"
                 else:
-                    holder = f" held by {getattr(owner, 'name', 'a thread')}, which finished without releasing it"
+                    took = _took_in(waiting.lock, owner)
+                    holder = f" held by {getattr(owner, 'name', 'a thread')}, which {took}finished without releasing it"
             where = self._where(frames.get(ident))
             short.append(f"{names.get(ident, ident)} waits for {what}{holder}")
             # Where it waits, then who holds it: "held by X, which finished ..." followed by a place
@@ -711,16 +712,20 @@ class WaitGraph:
 
     def _where(self, frame: FrameType | None) -> str:
         inside = _innermost_in_scope(frame, self.scope)
-        # A thread whose target is a library's (``work.get``), or ``threading``'s own (``done.wait``).
-        for library in (lambda file: file != threading.__file__, lambda file: True):
-            outer = frame
-            while inside is None and outer is not None:
-                if not outer.f_code.co_filename.startswith(HARNESS_DIR) and library(outer.f_code.co_filename):
-                    inside = outer
-                outer = outer.f_back
-        if inside is None:
+        if inside is not None:
+            return _line_text(inside, _line(inside))
+        # A thread whose target is a library's (``work.get``), or ``threading``'s own
+        # (``gate.wait``): no line of the code under test is on its stack, only the call it made.
+        target = None
+        while frame is not None:
+            if not frame.f_code.co_filename.startswith(HARNESS_DIR):
+                target = frame
+            elif target is not None:
+                break
+            frame = frame.f_back
+        if target is None:
             return "an unknown place"
-        return _line_text(inside, _line(inside))
+        return f"{target.f_code.co_qualname}(), the thread's target"
 
 
 def _how_it_left(actor: str, raised: str | None, came: tuple[FrameType, int] | None) -> str:
@@ -777,7 +782,12 @@ def _why_stuck(
                 f"{they} {wait} at {name}, which needs {parties} parties: {arrived} {have} arrived; "
                 f"{and_join(how)}, and no other thread of the trial is left"
             )
-        return f"{they} {wait} at {name}, which needs {parties} parties: {arrived} {have} arrived, {nobody('reach it')}"
+        made = getattr(primitive, "_created", None)
+        where = f"; it was made for {parties} at {short_path(made[0])}:{made[1]}" if made and not others else ""
+        return (
+            f"{they} {wait} at {name}, which needs {parties} parties: {arrived} {have} arrived, "
+            f"{nobody('reach it')}{where}"
+        )
     if isinstance(primitive, threading.Semaphore):
         taken = list(getattr(primitive, "_taken", []))
         leaked = ""
@@ -906,6 +916,23 @@ def acquired_where(lock: Any, frame: FrameType | None, skip: Callable[[FrameType
     if nearest is not None:
         return _line_text(*nearest)
     return _line_text(innermost, _line(innermost)) if innermost is not None else "an unknown place"
+
+
+def _took_in(lock: Any, owner: Any) -> str:
+    """``took it at x.py:12 in worker and ``: where a thread that has finished took ``lock`` — a
+    line of the code it began in (`primitives._ThreadState.entry`) that acquires it by name (or,
+    the lock having none, the only line there that acquires anything); '' when no line says."""
+    code = getattr(owner, "entry", None)
+    if code is None:
+        return ""
+    name = _base_name(lock)
+    lines = sorted({line for _, _, line in code.co_lines() if line is not None and line > code.co_firstlineno})
+    found = [n for n in lines if _ACQUIRING.search(linecache.getline(code.co_filename, n))]
+    if name:
+        found = [n for n in found if re.search(rf"\b{re.escape(name)}\b", linecache.getline(code.co_filename, n))]
+    if len(found) != 1:
+        return ""  # none, or several: stress does not guess which
+    return f"took it at {short_path(code.co_filename)}:{found[0]} in {code.co_name} and "
 
 
 def _line(frame: FrameType) -> int:

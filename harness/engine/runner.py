@@ -69,6 +69,10 @@ class TrialRun:
     #: (`WaitGraph.unwound`), or left running at a controlled schedule's end (`Scheduler.abandoned`).
     #: The worker is replaced, as the code's modules may count on them.
     abandoned: tuple[str, ...] = ()
+    #: Controlled mode: why the schedule did not fix what happened (the scheduler let go of the
+    #: threads: a process started, a signal timer armed, a wait it cannot see), or None. A
+    #: failure of such a schedule is real, but running the schedule again repeats it only by chance.
+    unscheduled: str | None = None
 
 
 _current: Trial | None = None
@@ -225,6 +229,7 @@ def run_trial(
         diverged=getattr(scheduler.strategy, "diverged", None),
         threads=tuple(m.name for m in sorted(scheduler.threads, key=lambda m: m.index)),
         abandoned=tuple(scheduler.abandoned),
+        unscheduled=scheduler.unsupported,
     )
 
 
@@ -244,7 +249,9 @@ def _judge(trial: Trial, graph: WaitGraph, scheduler: Scheduler | None = None) -
         return Outcome.HUNG, Evidence(
             messages=(summary, *messages), tracebacks=tracebacks, blocked_at=scheduler.livelock
         )
-    finding = graph.finding if scheduler is None else scheduler.finding
+    # A controlled schedule's deadlock is the scheduler's finding; once it let go of the threads
+    # (a process, a signal timer), their waits are stress mode's, judged by the graph.
+    finding = scheduler.finding if scheduler is not None and scheduler.finding is not None else graph.finding
     if finding is not None:
         # An exception an actor raised first (leaving the others waiting for it) comes right after.
         return Outcome.DEADLOCKED, Evidence(

@@ -475,6 +475,10 @@ def _schedule_info(
     # trial's steps), as the shrunk schedule's and a replay's are: the scheduler's own count also
     # has its hand-overs to and from the variant body as it starts and ends the actors.
     info["switches"] = build_trace(run.trace).switches if run.trace else run.switches
+    if run.unscheduled is not None:
+        # Something outside the schedule decided the run: a shrunk form would fail or pass by chance.
+        info["unscheduled"] = run.unscheduled
+        return info
     if not minimize or run.schedule is None:
         return info
 

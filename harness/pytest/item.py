@@ -46,13 +46,14 @@ _MARKER_ONLY = ("threads", "expect", "shared_fixtures")
 _NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def run_item(item: pytest.Function, marker: pytest.Mark, *, lines: list[str]) -> None:
+def run_item(item: pytest.Function, marker: pytest.Mark, *, lines: list[tuple[str, str]]) -> None:
     """Run ``item`` as stress trials; `pytest.fail` with the evidence if it fails.
 
     Args:
         item: The marked test.
         marker: Its ``@pytest.mark.stress``.
-        lines: Lines for the session's terminal summary; one is appended per completed run.
+        lines: The session's terminal summary: a test's node id and its figures are appended per
+            completed run.
     """
     if marker.args:
         pytest.fail(f"@pytest.mark.stress takes keyword arguments only, not {marker.args!r}", pytrace=False)
@@ -231,7 +232,7 @@ def replay_command(item: pytest.Function, report: RunReport, result: TrialResult
 
 def _failure_text(item: pytest.Function, report: RunReport, summary: VariantSummary) -> str:
     unit = report.info.unit
-    console = Console(file=io.StringIO(), width=110, no_color=True, highlight=False, emoji=False)
+    console = _console(item)
     config = report.info.config
     if config.trial is not None and not config.controlled:
         console.print(
@@ -248,11 +249,27 @@ def _failure_text(item: pytest.Function, report: RunReport, summary: VariantSumm
     example = summary.example
     if example is not None:
         console.print(f"example: {unit} {example.trial}, {example.outcome.label}")
-        console.print(Padding(Group(*_evidence(example)), (0, 0, 0, 2)))
-        how = "exact" if config.controlled else f"re-runs the plan {REPLAY_ITERATIONS} times"
+        console.print(Padding(Group(*_evidence(example, console.width)), (0, 0, 0, 2)))
+        if not config.controlled:
+            how = f"re-runs the plan {REPLAY_ITERATIONS} times"
+        elif example.schedule is not None and example.schedule.unscheduled is not None:
+            console.print(f"not exact: {example.schedule.unscheduled}; the schedule fails again only by chance")
+            how = "once; it may pass"
+        else:
+            how = "exact"
         console.print(f"replay ({how}): {replay_command(item, report, example)}", soft_wrap=True)  # copied whole
     console.print(f"report: {report.info.run_dir / 'report.html'}", soft_wrap=True)
     return _text(console)
+
+
+def _console(item: pytest.Item) -> Console:
+    """A console for a failure's text, as wide as pytest's terminal (80 columns when its output
+    is not one), to be read in its failure section."""
+    try:
+        width = item.config.get_terminal_writer().fullwidth
+    except (AttributeError, AssertionError):  # no terminal reporter (-p no:terminal)
+        width = 80
+    return Console(file=io.StringIO(), width=max(width, 40), no_color=True, highlight=False, emoji=False)
 
 
 def _text(console: Console) -> str:
@@ -262,7 +279,7 @@ def _text(console: Console) -> str:
     return "\n".join(line.rstrip() for line in file.getvalue().rstrip().splitlines())
 
 
-def _evidence(result: TrialResult) -> list[RenderableType]:
+def _evidence(result: TrialResult, width: int | None = None) -> list[RenderableType]:
     out: list[RenderableType] = []
     evidence = result.evidence
     if evidence is not None:
@@ -276,16 +293,19 @@ def _evidence(result: TrialResult) -> list[RenderableType]:
 
         trace = Trace.from_dict(result.schedule.trace)
         if trace is not None:
-            out.append(trace_table(trace, max_rows=30))
+            out.append(trace_table(trace, max_rows=30, width=width - 2 if width else None))
     elif result.plan is not None and result.schedule is None:
         out.append(Text("plan " + result.plan.describe(delay=result.delay_used)))
     return out
 
 
-def _remember(item: pytest.Function, summary: VariantSummary, report: RunReport, lines: list[str]) -> None:
+def _remember(item: pytest.Function, summary: VariantSummary, report: RunReport, lines: list[tuple[str, str]]) -> None:
     lines.append(
-        f"{item.nodeid}: {summary.trials} {report.info.unit}s, {summary.failures} failed, "
-        f"failure rate {summary.rate_text()}, {report.wall:.1f} s"
+        (
+            item.nodeid,
+            f"{plural(summary.trials, report.info.unit)}, {summary.failures} failed, "
+            f"failure rate {summary.rate_text()}, {report.wall:.1f} s",
+        )
     )
 
 
@@ -296,7 +316,7 @@ def _replay_schedule(item: pytest.Function, variant: Variant, config: RunConfig,
     from harness.controlled.session import Control
     from harness.controlled.trace import build
     from harness.engine.local import LocalRunner
-    from harness.engine.replay import _stop_in_debugger
+    from harness.engine.replay import Replay, _stop_in_debugger
 
     if not config.controlled:
         pytest.fail(
@@ -315,12 +335,20 @@ def _replay_schedule(item: pytest.Function, variant: Variant, config: RunConfig,
     debug = bool(item.config.getoption("usepdb", False))
     with LocalRunner(variant, config, scope=scope) as runner:
         run = runner.run(control, plan, on_failure=_stop_in_debugger if debug else None)
+    unfollowed = Replay(schedule, run, build(run.trace)).unfollowed()
+    if unfollowed is not None:
+        pytest.fail(f"stress: schedule {schedule}: {unfollowed}", pytrace=False)
+    if run.outcome is Outcome.UNSUPPORTED:
+        pytest.skip(f"stress: schedule {schedule} was not checked: {run.unscheduled}")
     if run.outcome is Outcome.PASSED:
         return
-    console = Console(file=io.StringIO(), width=110, no_color=True, highlight=False, emoji=False)
+    console = _console(item)
     console.print(f"stress: schedule {schedule} {run.outcome.label} after {run.steps} steps")
+    if run.unscheduled is not None:
+        console.print(f"  not exact: {run.unscheduled}; the schedule fails so only by chance")
     if run.evidence is not None:
         for message in run.evidence.messages[:3]:
             console.print("  " + message)
-    console.print(trace_table(build(run.trace), max_rows=60))
+    if run.trace:
+        console.print(trace_table(build(run.trace), max_rows=60, width=console.width))
     pytest.fail(_text(console), pytrace=False)

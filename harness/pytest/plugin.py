@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 #: One line per stress test that ran in this process, for the terminal summary.
-_LINES: pytest.StashKey[list[str]] = pytest.StashKey()
+_LINES: pytest.StashKey[list[tuple[str, str]]] = pytest.StashKey()
 
 _OPTIONS = {
     "iterations": "trials per stress test (stress mode) or schedules (controlled mode)",
@@ -116,8 +116,13 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     lines = terminalreporter.config.stash.get(_LINES, [])
     if lines:
         terminalreporter.section("stress")
-        for line in lines:
-            terminalreporter.write_line(line)
+        width = terminalreporter.config.get_terminal_writer().fullwidth
+        for test, figures in lines:
+            if len(test) + 2 + len(figures) <= width:
+                terminalreporter.write_line(f"{test}: {figures}")
+            else:  # the figures under the test's id, not folded into it
+                terminalreporter.write_line(f"{test}:")
+                terminalreporter.write_line(f"  {figures}")
 
 
 class _Placeholder:

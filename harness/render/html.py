@@ -27,7 +27,7 @@ from harness.render import svg
 from harness.results.outcome import Outcome, TrialResult
 from harness.results.run_dir import write_text
 from harness.results.stats import KNOBS, ZERO, VariantSummary, bin_bounds, rule_of_three, wilson
-from harness.results.summary import RunReport
+from harness.results.summary import INEXACT_TIMES, RunReport
 from harness.scope import HARNESS_DIR
 from harness.text import EMPHASIS, clip, fold_frames, per_second, short_where
 
@@ -113,6 +113,7 @@ def _context(report: RunReport) -> dict[str, Any]:
     return {
         "report": report,
         "info": info,
+        "inexact_times": INEXACT_TIMES,
         "atomic": report.atomic,
         "status": _status(report),
         "variants": [_variant(report, summary) for summary in report.variants],
@@ -288,7 +289,7 @@ def _example(report: RunReport, result: TrialResult) -> dict[str, Any]:
         "wait_for": [short_where(line) for line in wait_for],
         "blocked": blocked,
         "blocks": blocks,
-        "replay": report.info.replay(result.variant, result.trial, sweep=result.sweep),
+        "replay": report.info.replay(result),
     }
     if result.schedule is not None:
         example["schedule"] = result.schedule

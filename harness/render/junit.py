@@ -8,6 +8,7 @@ escapes everything that came from the code under test.
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -25,7 +26,11 @@ _UNJUDGED = (Verdict.UNDECIDED, Verdict.UNSUPPORTED)
 def write_junit(report: RunReport, path: Path) -> Path:
     info = report.info
     unit = info.unit
-    times = {s.variant: s.trials / s.trials_per_second if s.trials_per_second else 0.0 for s in report.variants}
+    # Variants run side by side on the workers: each case's time is its share of the run's wall
+    # time (by the worker time its trials took), so that the cases add up to the suite's.
+    busy = {s.variant: s.trials / s.trials_per_second if s.trials_per_second else 0.0 for s in report.variants}
+    total = sum(busy.values())
+    times = {variant: report.wall * spent / total if total else 0.0 for variant, spent in busy.items()}
     suite = ET.Element(
         "testsuite",
         name="stress " + ", ".join(info.scenarios),
@@ -38,8 +43,7 @@ def write_junit(report: RunReport, path: Path) -> Path:
                 if s.verdict in (Verdict.NOT_EXPOSED, Verdict.UNDECIDED, Verdict.UNSUPPORTED, Verdict.NOT_RUN)
             )
         ),
-        # Variants run side by side on the workers: the suite's time is never less than its cases'.
-        time=f"{max(report.wall, sum(times.values())):.3f}",
+        time=f"{report.wall:.3f}",
         timestamp=info.started,
     )
     properties = ET.SubElement(suite, "properties")
@@ -51,7 +55,7 @@ def write_junit(report: RunReport, path: Path) -> Path:
             "testcase",
             classname=f"stress.{summary.scenario}",
             name=summary.name,
-            time=f"{times[summary.variant]:.3f}",
+            time=f"{math.floor(times[summary.variant] * 1000) / 1000:.3f}",  # rounded, never above the suite's
         )
         ET.SubElement(case, "system-out").text = (
             f"expect {summary.expect.value}; {summary.trials} {unit}s; failure rate {summary.rate_text()}; "
@@ -87,6 +91,6 @@ def _details(report: RunReport, summary: object) -> str:
     if example is not None and example.evidence is not None:
         lines.append(f"trial {example.trial}: {example.outcome.label}: {example.evidence.summary()}")
         lines.extend(example.evidence.wait_for)
-        lines.append("replay: " + report.info.replay(summary.variant, example.trial, sweep=example.sweep))
+        lines.append("replay: " + report.info.replay(example))
     lines.extend(f"potential deadlock: {p.summary()}" for p in summary.potential_deadlocks)
     return "\n".join(lines)

@@ -49,7 +49,7 @@ def render_markdown(report: RunReport) -> str:
             lines.append(  # a backslash ends the line (a hard break): the command goes below the message
                 f"- `{_cell(summary.variant)}` {unit} {example.trial} ({example.outcome.label}): {_cell(message)}\\"
             )
-            lines.append(f"  `{info.replay(summary.variant, example.trial, sweep=example.sweep)}`")
+            lines.append(f"  `{info.replay(example)}`")
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
 

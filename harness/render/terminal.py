@@ -16,7 +16,7 @@ import time
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
 from rich.padding import Padding
 from rich.progress_bar import ProgressBar
@@ -179,7 +179,7 @@ def print_list(console: Console, registry: Registry, *, target: str = "SCENARIO"
             console.print(Text.assemble(words, "  ", command, style="dim"))
         else:  # a command is never broken in the middle
             console.print(Text(words, style="dim"))
-            console.print(Padding(_fold_command(command, console.width - 2), (0, 0, 0, 2)))
+            _print_command(console, Text("  "), command)
 
 
 def print_show(console: Console, scenario: Scenario) -> None:
@@ -465,7 +465,7 @@ def _stacked_ranking(report: RunReport, names: list[str]) -> Table:
             " · ",
             (summary.verdict.label, _VERDICT_STYLE[summary.verdict]),
             "\n",
-            f"{summary.rate_text()} of {summary.trials} {unit}s",
+            f"{summary.rate_text()} of {plural(summary.trials, unit)}",
         )
         failures = _outcomes(summary)
         if failures.plain != "—":
@@ -591,12 +591,12 @@ def print_report(console: Console, report: RunReport) -> None:
         else f" (stopped: {report.trials} {info.unit}s ran; results.jsonl holds those that fitted on the disk)"
         if report.output_error is not None
         else (
-            f" (interrupted: {report.trials} of {info.total_trials} trials ran)"
+            f" (interrupted: {report.trials} of {plural(info.total_trials, info.unit)} ran)"
             if report.interrupted
-            else f" (incomplete: {report.trials} of {info.total_trials} trials reached the disk)"
+            else f" (incomplete: {report.trials} of {plural(info.total_trials, info.unit)} reached the disk)"
         )
     )
-    console.print(Text.assemble(("results: ", "dim"), str(info.run_dir), (state, "yellow")))
+    print_unbroken(console, Text.assemble(("results: ", "dim"), str(info.run_dir), (state, "yellow")))
 
 
 def _print_sweep(console: Console, report: RunReport) -> None:
@@ -766,6 +766,27 @@ def _fold_command(command: str, width: int) -> Text:
     return Text(" \\\n".join(lines), style="cyan", overflow="fold")  # a word wider than the page folds
 
 
+def print_unbroken(console: Console, text: Text) -> None:
+    """Print ``text`` wrapped between words; but if one of its words (a path) is wider than the
+    console, as one line for the terminal to wrap: folded, the path would no longer copy whole."""
+    console.print(text, soft_wrap=max(map(len, text.plain.split()), default=0) > console.width)
+
+
+def _print_command(console: Console, lead: Text, command: str) -> None:
+    """``lead`` and the shell ``command`` after it, in lines that fit the console (`_fold_command`)
+    — but a command with a word wider than the room left (a long path) is printed as one line
+    for the terminal to wrap: broken inside a word, it would no longer paste into a shell."""
+    room = console.width - lead.cell_len
+    if max(map(len, map(shlex.quote, shlex.split(command))), default=0) + 2 > room:
+        console.print(Text.assemble(lead, (command, "cyan")), soft_wrap=True)
+        return
+    grid = Table.grid()
+    grid.add_column(no_wrap=True, width=lead.cell_len)
+    grid.add_column()
+    grid.add_row(lead, _fold_command(command, room))
+    console.print(grid)
+
+
 def _print_example(console: Console, report: RunReport, result: TrialResult) -> None:
     evidence = result.evidence
     console.print()
@@ -804,9 +825,10 @@ def _print_example(console: Console, report: RunReport, result: TrialResult) -> 
     else:
         plan = result.plan.describe(delay=result.delay_used)
         body.append(_labelled("plan", _fold(plan.split(" · "), console.width - 2 - _LABEL)))
-    replay = report.info.replay(result.variant, result.trial, sweep=result.sweep)
-    body.append(_labelled("replay", _fold_command(replay, console.width - 2 - _LABEL)))
     console.print(_indented(Group(*body), 2))
+    _print_command(
+        console, Text.assemble("  ", ("replay", "dim"), " " * (_LABEL - len("replay"))), report.info.replay(result)
+    )
 
 
 def _schedule_text(schedule: str, width: int | None) -> Text:
@@ -825,6 +847,8 @@ def _schedule_lines(record: ScheduleRecord, width: int | None = None) -> list[Re
         switches = f" ({record.switches} switches, {record.steps} steps)" if record.switches is not None else ""
         schedule = Text.assemble(_schedule_text(record.schedule, room), (switches, "dim"), overflow="fold")
         lines.append(_labelled("schedule", schedule))
+    if record.unscheduled is not None:
+        lines.append(_labelled("inexact", Text(f"{record.unscheduled}: a replay repeats this failure only by chance")))
     trace = Trace.from_dict(record.trace)
     if record.minimal is not None and trace is not None:
         lines.append(
@@ -904,7 +928,8 @@ def replay_heading(result: TrialResult, schedule: Schedule, record: ScheduleReco
 
 def print_replay(console: Console, replay: Replay) -> None:
     """What one replay did: its interleaving, its outcome and what it said."""
-    console.print(trace_table(replay.trace, width=console.width))
+    if replay.trace.rows:  # else no thread took a step: there is no interleaving to draw
+        console.print(trace_table(replay.trace, width=console.width))
     run = replay.run
     line = Text.assemble(
         (run.outcome.label, _OUTCOME_STYLE[run.outcome]),
@@ -929,6 +954,18 @@ def replay_verdict(runs: list[Replay], expected: Expected | None, mismatches: in
         return Text(
             f"ran {len(runs)} time{'s' if len(runs) > 1 else ''} (a schedule given by hand: nothing to compare)"
         )
+    if expected.unscheduled is not None:
+        same = len(runs) - mismatches
+        verdict = Text(
+            f"{'✓' if same else '✗'} {expected.outcome} in {same} of {len(runs)} replays, as stored",
+            style="bold green" if same else "bold red",
+        )
+        verdict.append(
+            f"\nnot exact: {expected.unscheduled}, so the schedule repeats this failure only by chance"
+            + ("" if len(runs) > 1 else " (--times N runs it N times)"),
+            style="yellow",
+        )
+        return verdict
     if mismatches:
         return Text(f"✗ {mismatches} of {len(runs)} replays differed from the stored run", style="bold red")
     what = f"same outcome ({expected.outcome})"
@@ -960,13 +997,34 @@ def _tail(text: str, lines: int, style: str) -> Text:
     return Text(prefix + shown, style=style)
 
 
+class _Hanging:
+    """One line of text, ``indent`` columns in, wrapped to the width it is drawn at with its
+    continuation lines ``deeper`` columns further in: a wrapped line never looks like the start of
+    the next one."""
+
+    def __init__(self, text: Text, indent: int, deeper: int = 2) -> None:
+        self.text, self.indent, self.deeper = text, indent, deeper
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        room = options.max_width - self.indent
+        if room - self.deeper < 10 or self.text.cell_len <= room:
+            yield _indented(self.text, self.indent)
+            return
+        first = self.text.wrap(console, room)[0]
+        rest = self.text[len(first.plain) :]
+        rest = rest[len(rest.plain) - len(rest.plain.lstrip()) :]
+        yield _indented(first, self.indent)
+        yield _indented(rest, self.indent + self.deeper)
+
+
 def _own_indents(text: Text) -> Group:
-    """Each line of ``text`` (a traceback, a thread dump) wrapped under its own indentation: a
-    frame's long source line folds under itself, not at the left edge among the frames."""
+    """Each line of ``text`` (a traceback, a thread dump) wrapped under its own indentation, its
+    continuation two columns deeper: a frame's long source line folds under itself, not at the
+    left edge among the frames, and not where the next line of the traceback would start."""
     lines = []
     for line in text.split("\n"):
         indent = len(line.plain) - len(line.plain.lstrip(" "))
-        lines.append(_indented(line[indent:], indent) if indent else line)
+        lines.append(_Hanging(line[indent:], indent))
     return Group(*lines)
 
 
@@ -986,7 +1044,7 @@ def _print_verdicts(console: Console, report: RunReport) -> None:
         Text.assemble(
             ("✗ ", "bold red"),
             (summary.variant, "bold"),
-            f" is expected safe but failed {summary.failures} of {summary.trials} {report.info.unit}s",
+            f" is expected safe but failed {summary.failures} of {plural(summary.trials, report.info.unit)}",
             style="red",
         )
         for summary in report.broken

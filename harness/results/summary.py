@@ -16,12 +16,15 @@ from typing import Any
 
 from harness.config import RunConfig
 from harness.perturb.knobs import Perturbation
-from harness.results.outcome import Outcome
+from harness.results.outcome import Outcome, TrialResult
 from harness.results.stats import VariantSummary, Verdict
 
 __all__ = ["SCHEMA", "RunInfo", "RunReport", "VariantInfo", "python_info", "ranked", "replay_command"]
 
 SCHEMA = 1
+#: How many times the replay command of a controlled schedule that did not fix what happened
+#: runs it: such a failure comes back only by chance.
+INEXACT_TIMES = 20
 
 
 def python_info() -> dict[str, Any]:
@@ -96,12 +99,18 @@ class RunInfo:
         """What one trial is called: a schedule in controlled mode."""
         return "schedule" if self.config.controlled else "trial"
 
-    def replay(self, variant: str, trial: int, *, sweep: float | None = None) -> str:
-        """The command that re-runs trial ``trial`` of ``variant``: in controlled mode its exact
-        schedule (``stress replay``), else its plan."""
+    def replay(self, result: TrialResult) -> str:
+        """The command that re-runs ``result``'s trial: in controlled mode its schedule (``stress
+        replay``; a schedule that did not fix what happened is run `INEXACT_TIMES` times), else its
+        plan."""
+        variant, trial = result.variant, result.trial
         if self.config.controlled:
             name = variant.partition("/")[2]
-            return shlex.join(["stress", "replay", str(self.run_dir), "--variant", name, "--trial", str(trial)])
+            words = ["stress", "replay", str(self.run_dir), "--variant", name, "--trial", str(trial)]
+            if result.schedule is not None and not result.schedule.exact:
+                words += ["--times", str(INEXACT_TIMES)]
+            return shlex.join(words)
+        sweep = result.sweep
         scenario = variant.partition("/")[0]
         return replay_command(self.config, variant, trial, target=self.targets.get(scenario), sweep=sweep)
 
@@ -292,9 +301,7 @@ class RunReport:
     def _variant_dict(self, summary: VariantSummary) -> dict[str, Any]:
         data = summary.to_dict()
         if summary.example is not None:
-            data["example"]["replay"] = self.info.replay(
-                summary.variant, summary.example.trial, sweep=summary.example.sweep
-            )
+            data["example"]["replay"] = self.info.replay(summary.example)
         return data
 
 

@@ -249,9 +249,8 @@ _BY_A_NAME_BOUND_AT_IMPORT = (
 
 
 @pytest.mark.parametrize("body", [_BY_MULTIPROCESSING, _BY_A_NAME_BOUND_AT_IMPORT], ids=["mp", "from-os-import-fork"])
-def test_a_schedule_in_which_a_process_starts_is_unsupported_and_not_offered(tmp_path: Path, body: str) -> None:
-    # The child runs outside the schedule: its variant's schedules prove nothing, and a variant
-    # that only starts processes was reported "held" by schedules that never ran them.
+def test_a_variant_that_starts_a_process_is_not_offered_and_refused(tmp_path: Path, body: str) -> None:
+    # The child would run outside every schedule: they would prove nothing about it.
     (tmp_path / "child.py").write_text(
         "from harness import Scenario\n\nscenario = Scenario('child', 'The body starts a process and waits')\n\n\n"
         + body
@@ -260,12 +259,88 @@ def test_a_schedule_in_which_a_process_starts_is_unsupported_and_not_offered(tmp
     assert listed.code == 0, listed.stderr
     assert "(stress mode only)" in listed.stdout
     assert "--mode controlled" not in listed.stdout
-    out = stress("run", "child.py", "--mode", "controlled", "-n", "3", "--seed", "1", "--out", "run", cwd=tmp_path)
-    entry = variant(summary(tmp_path / "run"), "get-then-join")
-    assert entry["verdict"] == "unsupported", out.stdout
-    words = " ".join(out.stdout.split())  # the health note folds at the terminal's width
-    assert "started " in words
-    assert "which the controlled scheduler does not run" in words
+    out = stress("run", "child.py", "--mode", "controlled", "-n", "3", "--out", "run", cwd=tmp_path)
+    assert out.code == 2, out.stdout
+    assert "cannot run child/get-then-join, which starts a process at child.py:" in out.stderr
+    assert "Run it in stress mode" in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_file_offers_controlled_mode_for_its_thread_scenarios_and_refuses_only_its_process_variants(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "mixed.py").write_text(
+        "import multiprocessing\nimport threading\n\nfrom harness import Scenario\n\n"
+        "threads = Scenario('threads', 'Only threads')\nmixed = Scenario('mixed', 'Threads and a process')\n\n\n"
+        "@threads.variant(expect='safe')\ndef locked(trial):\n    with threading.Lock():\n        pass\n\n\n"
+        "@mixed.variant(expect='safe')\ndef thread(trial):\n    trial.run_threads(lambda: None)\n\n\n"
+        "def _spawn():\n    child = multiprocessing.Process(target=print)\n    child.start()\n    child.join()\n\n\n"
+        "@mixed.variant(expect='safe')\ndef process(trial):\n    _spawn()\n"
+    )
+    listed = stress("list", "mixed.py", cwd=tmp_path)
+    assert "Only threads" in listed.stdout
+    assert "Only threads (stress mode only)" not in listed.stdout
+    assert "Threads and a process (stress mode only)" in listed.stdout
+    assert "--mode controlled" in listed.stdout
+    out = stress("run", "mixed.py", "--mode", "controlled", "-n", "3", cwd=tmp_path)
+    assert out.code == 2
+    assert "cannot run mixed/process, which starts a process at mixed.py:22 (multiprocessing.Process)" in out.stderr
+    others = "--variant mixed/thread --variant threads/locked"
+    assert f"the others run in controlled mode with {others}" in out.stderr
+    ok = stress("run", "mixed.py", "--mode", "controlled", "-n", "3", *others.split(), cwd=tmp_path)
+    assert ok.code == 0, ok.stdout + ok.stderr
+
+
+UNSCHEDULED = str(FIXTURES / "unscheduled.py")
+
+
+@pytest.fixture(scope="module")
+def unscheduled_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    work = tmp_path_factory.mktemp("unscheduled")
+    out = stress("run", UNSCHEDULED, "--mode", "controlled", "-n", "6", "--seed", "1", "--out", "run", cwd=work)
+    return work, out
+
+
+def test_a_schedule_that_a_process_or_a_signal_timer_decides_is_unsupported_not_held(
+    unscheduled_run: tuple[Path, Any],
+) -> None:
+    # What the scheduler does not run or time — a process started out of the code's sight, the
+    # handler of a signal timer — makes the schedule prove nothing: never "held".
+    work, out = unscheduled_run
+    report = summary(work / "run")
+    assert variant(report, "process-started-out-of-sight")["verdict"] == "unsupported", out.stdout
+    assert variant(report, "timer-then-one-order")["verdict"] == "unsupported", out.stdout
+    assert variant(report, "ignored-timer")["verdict"] == "held"  # an ignored signal runs no handler
+    words = " ".join(out.stdout.split())
+    assert (
+        "armed a signal timer (signal.setitimer(ITIMER_REAL)) whose handler is Python code at unscheduled.py:" in words
+    )
+    assert "the controlled scheduler does not choose when a signal's handler runs" in words
+
+
+def test_a_deadlock_after_the_scheduler_let_go_is_found_and_its_replay_is_not_called_exact(
+    unscheduled_run: tuple[Path, Any],
+) -> None:
+    # Let go of, the threads wait as in stress mode, judged by the wait-for graph: the deadlock is
+    # found at once (it was left to the deadline, and judged undecided). Its schedule did not fix
+    # it, so it is not shrunk, and a replay says how often it failed, not "exact".
+    work, out = unscheduled_run
+    entry = variant(summary(work / "run"), "process-then-opposite-orders")
+    assert entry["verdict"] == "exposed", out.stdout
+    assert entry["outcomes"].get("deadlocked", 0) == entry["trials"], entry
+    record = next(r for r in results(work / "run") if r["variant"] == "unscheduled/process-then-opposite-orders")
+    assert "started the process" in record["schedule"]["unscheduled"]
+    assert "minimal" not in record["schedule"]
+    assert record["duration"] < 5, record  # not left to a deadline
+    text = " ".join(out.stdout.split())
+    assert "inexact MainThread started the process" in text
+    assert "a replay repeats this failure only by chance" in text
+    assert "--trial 0 --times 20" in text
+    again = stress("replay", "run", "--variant", "process-then-opposite-orders", "--times", "3", cwd=work)
+    assert again.code == 0, again.stdout + again.stderr
+    assert "deadlocked in 3 of 3 replays, as stored" in again.stdout
+    assert "not exact: MainThread started the process" in " ".join(again.stdout.split())
+    assert "reproduced" not in again.stdout
 
 
 def test_a_thread_the_code_left_running_ends_with_its_schedule_and_its_worker(tmp_path: Path) -> None:

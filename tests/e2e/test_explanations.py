@@ -25,6 +25,11 @@ HEADLINES = {
         "attendee#0 and attendee#1 wait at meeting, which needs 3 parties: 2 have arrived; "
         "planner finished without ever reaching it, and no other thread of the trial is left",
     ),
+    "a-party-never-started": (
+        "deadlocked",
+        "wait#0 and wait#1 wait at gate, which needs 3 parties: 2 have arrived, and no other thread of the trial "
+        f"is left to reach it; it was made for 3 at explained.py:{_line_of('MADE FOR THREE')}",
+    ),
     "party-gives-up": (
         "deadlocked",
         "attendee#0 and attendee#1 wait at meeting, which needs 3 parties: 2 have arrived; quitter returned at "
@@ -83,6 +88,8 @@ def test_the_headline_says_why_the_trial_broke(tmp_path: Path, variant: str) -> 
     assert [r["outcome"] for r in records] == [outcome] * 3
     for record in records:
         assert record["evidence"]["messages"][0].startswith(headline), record["evidence"]
+    if variant == "a-party-never-started":  # no line of the scenario's is on their stacks: the call is
+        assert "wait#0 waits for gate at Barrier.wait(), the thread's target" in records[0]["evidence"]["wait_for"]
 
 
 def test_the_check_made_after_an_exception_comes_second(tmp_path: Path) -> None:
@@ -127,13 +134,15 @@ def test_a_lock_whose_holder_finished_is_not_blamed_on_a_fork(tmp_path: Path) ->
     out = stress("run", "leak.py", "-n", "2", "--out", "run", cwd=tmp_path)
     assert out.code == 0, out.stdout + out.stderr
     evidence = results(tmp_path / "run")[0]["evidence"]
+    # Where the holder took it: a line of the code it ran, though its stack is gone.
     assert evidence["messages"][0].startswith(
-        "victim waits for lock held by leaker, which finished without releasing it"
+        "victim waits for lock held by leaker, which took it at leak.py:11 in leaker and finished without releasing it"
     )
     assert "forked" not in " ".join(evidence.get("wait_for", []))
     # The place is the victim's; the line does not read as if the leaker finished there.
     assert evidence["wait_for"][0] == (
-        "victim waits for lock at leak.py:14 in victim, held by leaker, which finished without releasing it"
+        "victim waits for lock at leak.py:14 in victim, held by leaker, which took it at leak.py:11 in leaker "
+        "and finished without releasing it"
     )
 
 

@@ -84,8 +84,11 @@ def test_real_hangs_are_still_found_and_what_cannot_be_judged_says_so(tmp_path: 
     joins = variant(data, "joins-a-stuck-thread")
     assert joins["outcomes"] == {"deadlocked": 3}
     assert joins["example"]["duration"] < 1.0
-    # Its target is a library's (``work.get``): the wait is where that code is, not "an unknown place".
-    assert any("queue.py" in line for line in joins["example"]["evidence"]["wait_for"]), joins["example"]
+    # Its target is a library's (``work.get``): the wait is that call, not "an unknown place".
+    assert any(
+        "waits for work at Queue.get(), the thread's target" in line
+        for line in joins["example"]["evidence"]["wait_for"]
+    ), joins["example"]
     # Polling looks the same whether it waits for nothing or for the world: stress does not guess.
     polls = variant(data, "polls-for-nothing")
     assert polls["outcomes"] == {"undecided": 3}

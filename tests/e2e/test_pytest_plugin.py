@@ -96,7 +96,7 @@ def pytest_run(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**env, "COLUMNS": "120"},
+        env={"COLUMNS": "120", **env},
         check=False,
     )
 
@@ -155,6 +155,27 @@ def test_actor_style_controlled_mode_expect_unsafe_and_bad_markers(project: Path
     again = pytest_run(project, *shlex.split(replay.group(1))[1:])
     assert outcome_counts(again.stdout) == {"failed": 1}, again.stdout
     assert "assert 1 == 2" in again.stdout
+
+
+def test_a_controlled_failure_fits_the_terminal_and_a_schedule_naming_no_thread_is_refused(project: Path) -> None:
+    (project / "test_more.py").write_text(MORE)
+    test = "test_more.py::test_unlocked_controlled"
+    done = pytest_run(project, test, "--stress-seed", "3", env={"COLUMNS": "80"})
+    assert outcome_counts(done.stdout) == {"failed": 1}, done.stdout
+    section = done.stdout.split("_ test_unlocked_controlled _", 1)[1].split("short test summary", 1)[0]
+    assert "⇄" in section  # the interleaving, drawn to the terminal's width
+    wide = [line for line in section.splitlines() if len(line) > 80 and not line.startswith(("replay (", "report: "))]
+    assert not wide, "\n".join(wide)  # only the replay command and the report's path are left whole, to be copied
+    summary = done.stdout.split(" stress ", 1)[1]
+    assert f"{test}:\n  60 schedules, " in summary
+    replay = re.search(r"replay \(exact\): (pytest .*)", section)
+    assert replay
+    words = shlex.split(replay.group(1))[1:]
+    at = words.index("--stress-schedule") + 1
+    words[at] = "v2:0>7"
+    wrong = pytest_run(project, *words)
+    assert outcome_counts(wrong.stdout) == {"failed": 1}, wrong.stdout
+    assert "stress: schedule v2:0>7: there is no thread 7 (the threads: 0 MainThread" in wrong.stdout
 
 
 def test_settings_come_from_options_markers_ini_and_pyproject(project: Path) -> None:

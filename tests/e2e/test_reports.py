@@ -122,7 +122,7 @@ def test_report_of_a_run_killed_halfway(tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "summary.json").exists()
     out = stress("report", "run", cwd=tmp_path)
     assert out.code == 0, out.stdout + out.stderr
-    assert f"incomplete: {finished} of 400000 trials reached the disk" in out.stdout
+    assert f"incomplete: {finished} of 400,000 trials reached the disk" in out.stdout
     data = summary(tmp_path / "run")
     assert data["complete"] is False
     assert data["trials"] == finished
@@ -239,6 +239,8 @@ def test_junit_and_markdown(tmp_path: Path) -> None:
     assert cases["fine"].find("failure") is None
     assert suite.get("failures") == "1"
     assert float(suite.get("time", "0")) >= sum(float(case.get("time", "0")) for case in cases.values())
+    # The run's wall time, not its workers' added up (they run side by side).
+    assert float(suite.get("time", "0")) == pytest.approx(summary(tmp_path / "run")["wall_seconds"], abs=0.002)
     text = (tmp_path / "junit.xml").read_text()
     assert text.endswith("</testsuite>\n")
     assert "\n  <testcase " in text  # indented, one element per line

@@ -295,3 +295,39 @@ def test_a_trace_note_under_a_long_place_stays_whole() -> None:
     console.print(trace_table(trace, width=120))
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert sum(line.strip() == "← read .size" for line in text.splitlines()) == 3, text
+
+
+def test_a_wrapped_traceback_line_continues_deeper_than_the_line_it_continues() -> None:
+    traceback = (
+        "Traceback (most recent call last):\n"
+        '  File "/app/jobs.py", line 4, in deep\n'
+        '    raise ValueError("this message goes on past the width of a narrow terminal, and on, and on")\n'
+        "ValueError: this message goes on past the width of a narrow terminal, and on, and on"
+    )
+    console = Console(file=io.StringIO(), width=60, no_color=True, highlight=False)
+    console.print(terminal._own_indents(terminal.Text(traceback)))
+    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert all(len(line) <= 60 for line in lines), lines
+    source = next(i for i, line in enumerate(lines) if line.startswith('    raise ValueError("'))
+    indent = len(lines[source + 1]) - len(lines[source + 1].lstrip())
+    assert indent == 6, lines  # the source line's 4, and 2 deeper
+    last = next(i for i, line in enumerate(lines) if line.startswith("ValueError:"))
+    assert len(lines[last + 1]) - len(lines[last + 1].lstrip()) == 2, lines
+
+
+def test_a_path_wider_than_the_terminal_is_never_broken_inside() -> None:
+    path = "/tmp/" + "a-very-long-folder-name/" * 4 + "reports/run"
+    console = Console(file=io.StringIO(), width=60, no_color=True, highlight=False)
+    terminal.print_unbroken(console, terminal.Text("results: " + path))
+    terminal._print_command(console, terminal.Text("  replay   "), f"stress replay {path} --variant x --trial 3")
+    terminal._print_command(
+        console, terminal.Text("  replay   "), "stress run counter --variant no-lock --seed 1 --trial 2"
+    )
+    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert lines[0] == f"results: {path}"  # whole, for the terminal to wrap: it still copies as one path
+    assert lines[1] == f"  replay   stress replay {path} --variant x --trial 3"
+    # A command of short words folds between them, each line but the last ending in a backslash.
+    assert [line.rstrip() for line in lines[2:]] == [
+        "  replay   stress run counter --variant no-lock --seed 1 \\",
+        "           --trial 2",
+    ]

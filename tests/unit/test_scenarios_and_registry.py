@@ -97,24 +97,40 @@ def test_load_target_from_a_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("code", "starts"),
+    ("imports", "body", "site"),
     [
-        ("import subprocess\n", True),
-        ("from os import forkpty\n", True),
-        ("def v(trial):\n    trial.mp.Queue()\n", True),
-        ("import os\n\ndef v(trial):\n    os.system('true')\n", True),
-        ("from multiprocessing.pool import ThreadPool\n", False),  # threads, in multiprocessing's clothes
-        ('"""Unlike a subprocess, or os.fork(), this runs threads."""\n# no multiprocessing here\n', False),
+        ("import subprocess\n", "subprocess.run(['true'])", "subprocess.run"),
+        ("from os import forkpty\n", "forkpty()", "forkpty"),
+        ("", "trial.mp.Queue()", "trial.mp"),
+        ("import os\n", "os.system('true')", "os.system"),
+        ("import multiprocessing as mp\n", "mp.Pool(2)", "mp.Pool"),
+        ("import subprocess\n", "_helper()", "subprocess.run"),  # in a function of the module it calls
+        (
+            "from multiprocessing.pool import ThreadPool\n",
+            "ThreadPool(2)",
+            None,
+        ),  # threads, in multiprocessing's clothes
+        ("import subprocess\n", "print('no subprocess here')", None),  # imported, not used by this variant
+        ("", "'Unlike a subprocess, or os.fork(), this runs threads.'", None),
+        ("class Pool:\n    pass\n", "Pool()", None),  # the module's own Pool
     ],
 )
-def test_a_file_that_starts_processes_is_told_by_its_code_not_its_words(
-    tmp_path: Path, code: str, starts: bool
+def test_a_variant_that_starts_processes_is_told_by_its_code_not_its_words(
+    tmp_path: Path, imports: str, body: str, site: str | None
 ) -> None:
-
     path = tmp_path / "guess.py"
     path.write_text(
-        code + "\nfrom harness import Scenario\n\nscenario = Scenario('guess', 'a guess')\n\n\n"
-        "@scenario.variant(expect='safe')\ndef fine(trial):\n    pass\n"
+        imports + "\nfrom harness import Scenario\n\nscenario = Scenario('guess', 'a guess')\n\n\n"
+        "def _helper():\n    subprocess.run(['true'])\n\n\n"
+        f"@scenario.variant(expect='safe')\ndef guessed(trial):\n    {body}\n"
     )
     (scenario,) = scenarios_in(load_file(path))
-    assert scenario.starts_processes is starts
+    found = scenario.get("guessed").process_start()
+    if site is None:
+        assert found is None
+        assert not scenario.starts_processes
+    else:
+        assert found is not None
+        assert found.startswith("guess.py:"), found
+        assert found.endswith(f"({site})"), found
+        assert scenario.starts_processes
