@@ -89,14 +89,14 @@ def test_trial_without_marker(stress_trial):
 def pytest_run(
     folder: Path, *args: str, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("STRESS_", "PYTEST_"))}, **(env or {})}
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("STRESS_", "PYTEST_"))}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
         cwd=folder,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={"COLUMNS": "120", **env},
+        env={**inherited, "COLUMNS": "120", **(env or {})},  # a test's own COLUMNS wins, the shell's does not
         check=False,
     )
 
