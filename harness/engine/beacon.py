@@ -131,13 +131,16 @@ class Beacon:
     def read(self) -> Reading:
         """The parent: where the worker is now."""
         buffer = self._map
-        for _ in range(10_000):  # a worker killed in the middle of a write leaves an odd generation
+        for _ in range(10_000):
             (before,) = _GENERATION.unpack_from(buffer, 0)
             seq, phase, since = _DATA.unpack_from(buffer, _GENERATION.size)
             (after,) = _GENERATION.unpack_from(buffer, 0)
             if before == after and before % 2 == 0:
-                break
-        return Reading(seq, Phase(phase) if phase in Phase.__members__.values() else Phase.IDLE, since)
+                return Reading(seq, Phase(phase) if phase in Phase.__members__.values() else Phase.IDLE, since)
+        # A worker stopped (frozen to be looked at, or killed) in the middle of a write: what is
+        # there may be half old, half new — a start time of 0 read as "running since the machine
+        # booted". No trial is at any phase as far as this reading can say.
+        return Reading(-1, Phase.IDLE, time.monotonic())
 
     def close(self) -> None:
         self._map.close()

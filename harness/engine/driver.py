@@ -722,8 +722,9 @@ class _Engine:
         reading = worker.beacon.read()
         if not worker.pending or reading.seq != worker.pending[0].ticket:
             return
-        # The beacon's times are the machine's monotonic clock; the watch keeps the engine's.
-        at = self.clock() - max(0.0, time.monotonic() - reading.since)
+        # The beacon's times are the machine's monotonic clock; the watch keeps the engine's. A body
+        # cannot have started before its trial was sent.
+        at = max(self.clock() - max(0.0, time.monotonic() - reading.since), watch.dispatched)
         if reading.phase is Phase.BODY:
             watch.begin(at)
         elif reading.phase is Phase.AFTER or reading.phase is Phase.IDLE:

@@ -152,3 +152,22 @@ def test_a_beacon_is_shared_with_a_forked_child() -> None:
         assert 0 <= time.monotonic() - reading.since < 10
     finally:
         beacon.close()
+
+
+def test_a_beacon_caught_in_the_middle_of_a_write_says_nothing_of_any_trial() -> None:
+    # A worker frozen (SIGSTOP, to be looked at) inside a write leaves the generation odd and the
+    # data half written: a start time of 0 made a safe trial "still running after 1.3e+04 s" (the
+    # machine's uptime), judged undecided with that duration.
+    from harness.engine import beacon as module
+
+    beacon = Beacon()
+    try:
+        beacon.set(7, Phase.BODY)
+        module._GENERATION.pack_into(beacon._map, 0, 3)  # odd: being written
+        module._DATA.pack_into(beacon._map, module._GENERATION.size, 8, Phase.BODY, 0.0)
+        reading = beacon.read()
+        assert reading.seq == -1  # no trial's
+        assert reading.phase is Phase.IDLE
+        assert 0 <= time.monotonic() - reading.since < 10
+    finally:
+        beacon.close()
