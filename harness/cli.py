@@ -290,7 +290,7 @@ def run_command(
             late.raising = False
         selected = registry.select(names, variants)
         if config.controlled:
-            _refuse_processes(selected)
+            _refuse_unschedulable(selected)
         for path, flag in ((junit_xml, "--junit-xml"), (markdown, "--markdown")):
             if path:
                 _check_writable(Path(path), flag)
@@ -403,16 +403,16 @@ def replay_command(
     return EXIT_FINDINGS if mismatches else EXIT_OK
 
 
-def _refuse_processes(selected: Sequence[Variant]) -> None:
+def _refuse_unschedulable(selected: Sequence[Variant]) -> None:
     """Controlled mode runs the trial's threads one at a time: refuse, before anything runs, the
-    scenarios that say they cannot run there and the variants whose code visibly starts processes
-    (a process none of its schedules would run)."""
+    scenarios that say they cannot run there and the variants whose code visibly does what no
+    schedule decides (starts a process, arms a signal timer: `Variant.outside_schedules`)."""
     refused = {v.scenario: v.stress_only for v in selected if v.stress_only}
-    starting = {v.key: site for v in selected if v.scenario not in refused and (site := v.process_start())}
+    starting = {v.key: what for v in selected if v.scenario not in refused and (what := v.outside_schedules())}
     if not refused and not starting:
         return
     why = [f"{name}: {reason}" for name, reason in refused.items()]
-    why += [f"{key}, which starts a process at {site}" for key, site in starting.items()]
+    why += [f"{key}, which {what}" for key, what in starting.items()]
     others = sorted({v.key for v in selected} - set(starting) - {v.key for v in selected if v.scenario in refused})
     rest = (
         f"; the others run in controlled mode with {' '.join(f'--variant {key}' for key in others)}" if others else ""

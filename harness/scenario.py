@@ -115,14 +115,15 @@ class Variant:
                     found[name] = value
         return [value for value in found.values() if value is not fn]
 
-    def process_start(self) -> str | None:
-        """Where the variant, or a function or class of its module that it uses (`helpers`),
-        visibly starts a process — ``procs.py:14 (mp.Process)`` — or None: ``trial.mp`` or process
-        actors, ``multiprocessing``'s processes, pools and managers, ``ProcessPoolExecutor``,
-        ``subprocess``, ``os.fork``, ``forkpty``, ``posix_spawn``, ``system`` or ``popen``, however
-        imported. Read from the code, not run: a process started some other way is still seen when
-        it starts (a controlled schedule in which one starts is unsupported,
-        `harness.controlled.session`)."""
+    def outside_schedules(self) -> str | None:
+        """What the variant, or a function or class of its module that it uses (`helpers`),
+        visibly does that no controlled schedule decides, and where — ``starts a process at
+        procs.py:14 (mp.Process)``, ``arms a signal timer at logs.py:9 (signal.setitimer)`` — or
+        None. A process: ``trial.mp`` or process actors, ``multiprocessing``'s processes, pools and
+        managers, ``ProcessPoolExecutor``, ``subprocess``, ``os.fork``, ``forkpty``, ``posix_spawn``,
+        ``system`` or ``popen``; a signal timer: ``signal.setitimer`` or ``signal.alarm``; however
+        imported. Read from the code, not run: what is done some other way is still seen when it
+        happens (the schedule is then unsupported, `harness.controlled.session`)."""
         code = getattr(self.fn, "__code__", None)
         if code is None:
             return None
@@ -141,8 +142,10 @@ class Variant:
             if first not in firsts and node.lineno not in firsts:
                 continue
             for inner in ast.walk(node):
-                if _starts_a_process(inner, imported):
-                    return f"{short_path(code.co_filename)}:{inner.lineno} ({ast.unparse(inner)})"  # type: ignore[attr-defined]
+                what = _outside_schedules(inner, imported)
+                if what is not None:
+                    where = f"{short_path(code.co_filename)}:{inner.lineno}"  # type: ignore[attr-defined]
+                    return f"{what} at {where} ({ast.unparse(inner)})"
         return None
 
 
@@ -282,9 +285,10 @@ class Scenario:
         return dict(self._variants)
 
     @property
-    def starts_processes(self) -> bool:
-        """Whether a variant of the scenario visibly starts processes (`Variant.process_start`)."""
-        return any(variant.process_start() is not None for variant in self)
+    def outside_schedules(self) -> bool:
+        """Whether a variant of the scenario visibly does what no controlled schedule decides (starts
+        a process, arms a signal timer: `Variant.outside_schedules`)."""
+        return any(variant.outside_schedules() is not None for variant in self)
 
     def __iter__(self) -> Iterator[Variant]:
         return iter(self._variants.values())
@@ -318,6 +322,21 @@ _MODULE_STARTERS = {
 }
 #: The trial's own ways to start processes (``trial.mp``, ``trial.processes()``).
 _TRIAL_PROCESSES = frozenset({"mp", "processes", "run_processes"})
+#: ``signal``'s timers: their handler runs when the timer fires, not where a schedule puts it.
+_SIGNAL_TIMERS = frozenset({"setitimer", "alarm"})
+_TIMER_IMPORTS = frozenset(("signal", name) for name in _SIGNAL_TIMERS)
+
+
+def _outside_schedules(node: ast.AST, imported: Mapping[str, tuple[str, str | None]]) -> str | None:
+    if _starts_a_process(node, imported):
+        return "starts a process"
+    timer = (
+        isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.attr in _SIGNAL_TIMERS
+        and imported.get(node.value.id) == ("signal", None)
+    ) or (isinstance(node, ast.Name) and node.id in imported and imported[node.id] in _TIMER_IMPORTS)
+    return "arms a signal timer" if timer else None
 
 
 def _parsed(path: str) -> ast.Module | None:

@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import sysconfig
+import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -219,8 +220,10 @@ def _origin(file: str) -> str | None:
 
 
 def plural(count: int, word: str) -> str:
-    """``1 trial``, ``2 trials``, ``1,000 schedules``: a count and its noun, agreeing."""
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
+    """``1 trial``, ``2 trials``, ``1,000 schedules``, ``3 switches``: a count and its noun, agreeing."""
+    if count == 1:
+        return f"{count:,} {word}"
+    return f"{count:,} {word}{'es' if word.endswith(('s', 'x', 'ch', 'sh')) else 's'}"
 
 
 def per_second(rate: float) -> str:
@@ -231,3 +234,26 @@ def per_second(rate: float) -> str:
 #: Markdown's emphasis in a description, ``*try*`` (not ``a * b``): split on it, the odd pieces
 #: are the emphasised words.
 EMPHASIS = re.compile(r"(?<![\w*])\*([^*\s](?:[^*]*[^*\s])?)\*(?![\w*])")
+
+
+#: An absolute path in a message (up to a quote, a space or a bracket).
+_PATH = re.compile(r"/[^\s'\"()\[\]]+")
+#: What `tempfile` adds to a name it makes up (``mkdtemp(prefix="logs-")`` -> ``logs-k3j_x9q2``).
+_TEMP_SUFFIX = re.compile(r"(?<=[-_.])[a-z0-9_]{8}$|^tmp[a-z0-9_]{8}$")
+
+
+def untemp(message: str) -> str:
+    """``message`` with its temporary paths made alike, to compare two runs' messages: the temp
+    root and stress's worker folder dropped (``<tmp>/``), and each random name `tempfile` made up
+    starred (``bug02-*``). Two runs of the same code in different temporary folders say the same."""
+    roots = sorted({tempfile.gettempdir(), "/tmp", "/var/tmp"}, key=len, reverse=True)
+
+    def plain(match: re.Match[str]) -> str:
+        path = match.group(0)
+        root = next((r for r in roots if path == r or path.startswith(r.rstrip("/") + "/")), None)
+        if root is None:
+            return path
+        parts = [p for p in path[len(root) :].split("/") if p and not p.startswith("stress-worker-")]
+        return "<tmp>/" + "/".join(_TEMP_SUFFIX.sub("*", p) for p in parts)
+
+    return _PATH.sub(plain, message)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import UserError
+from harness.text import untemp
 
 __all__ = ["Decision", "Schedule", "ScheduleRecord"]
 
@@ -100,6 +101,12 @@ class ScheduleRecord:
     minimal_steps: int | None = None
     minimal_messages: tuple[str, ...] | None = None
     unscheduled: str | None = None
+
+    def differs_from(self, found: str | None) -> bool:
+        """Whether the shrunk schedule's failure says something else than ``found``, what the
+        schedule as found said first (the same outcome, other details: ``value 2``, ``value 3``)."""
+        said = self.minimal_messages[0] if self.minimal is not None and self.minimal_messages else None
+        return said is not None and found is not None and untemp(said) != untemp(found)
 
     @property
     def exact(self) -> bool:

@@ -324,8 +324,9 @@ class Scheduler:
         seen = self._seen.get(key, 0) + 1
         self._seen[key] = seen
         self.progress += 1.0 / seen
-        self.steps.append((me.name, code, offset, what))
+        step = (me.name, code, offset, what)
         if self.step > self.step_limit:
+            self.steps.append(step)
             self._declare_livelock()
             raise LivelockError(*self._deadlock_args())
         chosen = self._choose(me, self._enabled(me))
@@ -333,6 +334,10 @@ class Scheduler:
             self._hand_over(me, chosen)
             if self.livelock is not None or self.too_long is not None:
                 raise LivelockError(*self._deadlock_args())
+        # The instruction at this point runs now, once this thread has the baton again: after the
+        # other threads' steps, not before them (a read-modify-write whose write is switched out
+        # would read as whole, before the switch, in the trace).
+        self.steps.append(step)
 
     def primitive_point(self, primitive: Any, operation: str) -> None:
         """A scheduling point at an operation of an instrumented primitive (named in the trace:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import pdb
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -31,6 +31,7 @@ from harness.results.run_dir import RESULTS, RUN, read_results
 from harness.results.summary import RunInfo
 from harness.scenario import Variant
 from harness.scope import Scope
+from harness.text import untemp
 
 __all__ = ["Expected", "Replay", "find_trial", "load_run", "replay"]
 
@@ -84,13 +85,21 @@ class Replay:
             out.append(f"outcome {self.run.outcome.label}, stored {expected.outcome}")
         if expected.unscheduled is not None:  # a failure by chance: its details differ from run to run
             return out
-        if expected.messages and self.messages[: len(expected.messages)] != expected.messages:
-            out.append(f"message {self.messages[:1]!r}, stored {expected.messages[:1]!r}")
+        if expected.messages and not _same_messages(self.messages[: len(expected.messages)], expected.messages):
+            said = self.messages[0] if self.messages else "none"
+            out.append(f"message {said!r}, stored {expected.messages[0]!r}")
         if expected.steps is not None and self.run.steps != expected.steps:
             out.append(f"{self.run.steps} steps, stored {expected.steps}")
         if Schedule.parse(self.run.schedule or "v2:") != self.schedule:
             out.append(f"ran schedule {self.run.schedule}, asked for {self.schedule}")
         return out
+
+
+def _same_messages(got: Sequence[str], stored: Sequence[str]) -> bool:
+    """Whether a replay's messages are the stored run's, but for temporary paths: the stored run
+    ran in a worker's temporary folder, the replay in this process's, and a folder the code under
+    test made with `tempfile` has a name drawn anew each time."""
+    return len(got) == len(stored) and all(untemp(a) == untemp(b) for a, b in zip(got, stored, strict=True))
 
 
 def load_run(run_dir: Path) -> RunInfo:

@@ -29,7 +29,7 @@ from harness.errors import StressError
 from harness.loader import project_root
 from harness.perturb.knobs import Perturbation
 from harness.perturb.plan import make_plan
-from harness.render.terminal import trace_table
+from harness.render.terminal import print_command, trace_table
 from harness.results.outcome import Outcome, TrialResult
 from harness.results.stats import VariantSummary
 from harness.results.summary import RunReport
@@ -59,7 +59,7 @@ def run_item(item: pytest.Function, marker: pytest.Mark, *, lines: list[tuple[st
         pytest.fail(f"@pytest.mark.stress takes keyword arguments only, not {marker.args!r}", pytrace=False)
     problem = _function_scoped_fixtures(item, marker)
     try:
-        config = _config(item, marker)
+        config = stress_config(item, marker)
         expect = Expect.parse(marker.kwargs.get("expect", "safe"), where="@pytest.mark.stress(expect=...)")
     except StressError as exc:
         problem = problem or f"stress: {exc}"
@@ -129,7 +129,9 @@ def _function_scoped_fixtures(item: pytest.Function, marker: pytest.Mark) -> str
 # -- settings ---------------------------------------------------------------------------------------
 
 
-def _config(item: pytest.Function, marker: pytest.Mark) -> RunConfig:
+def stress_config(item: pytest.Function, marker: pytest.Mark) -> RunConfig:
+    """The run's settings for ``item``: options, then its marker, the environment, the ini values
+    and ``[tool.stress]``, in that order of precedence. Raises `StressError` on a bad value."""
     options = item.config
     flags = {
         key: options.getoption(f"stress_{key}")
@@ -257,7 +259,12 @@ def _failure_text(item: pytest.Function, report: RunReport, summary: VariantSumm
             how = "once; it may pass"
         else:
             how = "exact"
-        console.print(f"replay ({how}): {replay_command(item, report, example)}", soft_wrap=True)  # copied whole
+        command = replay_command(item, report, example)
+        if len(how) + len(command) + 10 <= console.width:
+            console.print(f"replay ({how}): {command}", soft_wrap=True)
+        else:  # under its label, broken between words with a backslash: it still pastes as one command
+            console.print(f"replay ({how}):")
+            print_command(console, Text("  "), command)
     console.print(f"report: {report.info.run_dir / 'report.html'}", soft_wrap=True)
     return _text(console)
 

@@ -29,6 +29,7 @@ import pytest
 
 __all__ = [
     "pytest_addoption",
+    "pytest_collection_modifyitems",
     "pytest_configure",
     "pytest_pyfunc_call",
     "pytest_terminal_summary",
@@ -99,6 +100,33 @@ def _check_options(config: pytest.Config) -> None:
         )
     except UserError as exc:
         raise pytest.UsageError(f"stress: {exc}") from None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--stress-schedule`` replays a controlled schedule: given to a selection whose stress tests
+    run in stress mode (by option, marker or configuration), it is a usage error (pytest exits 4),
+    not a failure of each of them."""
+    if config.getoption("stress_schedule") is None:
+        return
+    from harness.errors import StressError
+    from harness.pytest import item as run
+
+    plain = []
+    for test in items:
+        marker = test.get_closest_marker("stress")
+        if marker is None or not isinstance(test, pytest.Function):
+            continue
+        try:
+            controlled = run.stress_config(test, marker).controlled
+        except StressError:
+            continue  # a bad marker is the test's own failure, said when it runs
+        if not controlled:
+            plain.append(test.nodeid)
+    if plain:
+        raise pytest.UsageError(
+            f"stress: --stress-schedule replays a controlled schedule, and {', '.join(plain)} "
+            f"{'run' if len(plain) > 1 else 'runs'} in stress mode: add --stress-mode controlled"
+        )
 
 
 @pytest.hookimpl(tryfirst=True)

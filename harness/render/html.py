@@ -117,8 +117,9 @@ def _context(report: RunReport) -> dict[str, Any]:
         "atomic": report.atomic,
         "status": _status(report),
         "variants": [_variant(report, summary) for summary in report.variants],
-        "knob_charts": list(_knob_charts(report.variants)),
-        "flat_variants": _flat_variants(report.variants),
+        # Controlled mode has schedules, not knobs.
+        "knob_charts": [] if config.controlled else list(_knob_charts(report.variants)),
+        "flat_variants": [] if config.controlled else _flat_variants(report.variants),
         "sweep_chart": _sweep_chart(report),
         "potential": [(s.variant, p) for s in report.variants for p in s.potential_deadlocks],
         "meta": _metadata(report),
@@ -293,6 +294,10 @@ def _example(report: RunReport, result: TrialResult) -> dict[str, Any]:
     }
     if result.schedule is not None:
         example["schedule"] = result.schedule
+        found = result.evidence.messages[0] if result.evidence is not None and result.evidence.messages else None
+        if result.schedule.differs_from(found):
+            assert result.schedule.minimal_messages is not None
+            example["shrunk_says"] = result.schedule.minimal_messages[0]
         example["trace"] = _trace(Trace.from_dict(result.schedule.trace))
         return example
     plan = result.plan

@@ -86,10 +86,11 @@ def _details(report: RunReport, summary: object) -> str:
     from harness.results.stats import VariantSummary
 
     assert isinstance(summary, VariantSummary)
-    lines = [f"{summary.failures} of {summary.trials} trials failed"]
+    unit = report.info.unit
+    lines = [f"{summary.failures} of {plural(summary.trials, unit)} failed"]
     example = summary.example
     if example is not None and example.evidence is not None:
-        lines.append(f"trial {example.trial}: {example.outcome.label}: {example.evidence.summary()}")
+        lines.append(f"{unit} {example.trial}: {example.outcome.label}: {example.evidence.summary()}")
         lines.extend(example.evidence.wait_for)
         lines.append("replay: " + report.info.replay(example))
     lines.extend(f"potential deadlock: {p.summary()}" for p in summary.potential_deadlocks)

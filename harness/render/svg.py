@@ -14,6 +14,7 @@ from html import escape
 from markupsafe import Markup
 
 from harness.results.stats import percent
+from harness.text import plural
 
 __all__ = ["OUTCOME_COLORS", "Series", "ci_bar", "histogram", "line_chart", "stacked_bar"]
 
@@ -162,7 +163,7 @@ def line_chart(
                 f'<line x1="{x(i):.1f}" x2="{x(i):.1f}" y1="{y(low):.1f}" y2="{y(high):.1f}" '
                 f'stroke="{color}" stroke-opacity="0.45" stroke-width="2"/>'
                 f'<circle cx="{x(i):.1f}" cy="{y(rate):.1f}" r="3.5" fill="{color}">'
-                f"<title>{escape(line.name)} at {escape(x_labels[i])}: {_pct(rate)} of {trials} trials "
+                f"<title>{escape(line.name)} at {escape(x_labels[i])}: {_pct(rate)} of {plural(trials, 'trial')} "
                 f"(95 % interval {_pct(low)} – {_pct(high)})</title></circle>"
             )
     for number, line in enumerate(series):

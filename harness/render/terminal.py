@@ -151,7 +151,7 @@ def print_list(console: Console, registry: Registry, *, target: str = "SCENARIO"
         if number:
             console.print()
         description = inline_code(scenario.description, "italic")
-        if scenario.stress_only or scenario.starts_processes:
+        if scenario.stress_only or scenario.outside_schedules:
             description.append(" (stress mode only)", style="dim")
         heading = Table.grid(padding=(0, 2))
         heading.add_column(no_wrap=True, style="bold cyan")
@@ -172,14 +172,14 @@ def print_list(console: Console, registry: Registry, *, target: str = "SCENARIO"
         console.print(Padding(variants, (0, 0, 0, 2)))
     console.print()
     hints = [("Run one with:", f"stress run {target} --iterations 2000")]
-    if any(not (scenario.stress_only or scenario.starts_processes) for scenario in registry):  # where it can run
+    if any(not (scenario.stress_only or scenario.outside_schedules) for scenario in registry):  # where it can run
         hints.append(("Find the exact failing interleaving with:", f"stress run {target} --mode controlled"))
     for words, command in hints:
         if len(words) + 2 + len(command) <= console.width:
             console.print(Text.assemble(words, "  ", command, style="dim"))
         else:  # a command is never broken in the middle
             console.print(Text(words, style="dim"))
-            _print_command(console, Text("  "), command)
+            print_command(console, Text("  "), command)
 
 
 def print_show(console: Console, scenario: Scenario) -> None:
@@ -772,7 +772,7 @@ def print_unbroken(console: Console, text: Text) -> None:
     console.print(text, soft_wrap=max(map(len, text.plain.split()), default=0) > console.width)
 
 
-def _print_command(console: Console, lead: Text, command: str) -> None:
+def print_command(console: Console, lead: Text, command: str) -> None:
     """``lead`` and the shell ``command`` after it, in lines that fit the console (`_fold_command`)
     — but a command with a word wider than the room left (a long path) is printed as one line
     for the terminal to wrap: broken inside a word, it would no longer paste into a shell."""
@@ -815,18 +815,20 @@ def _print_example(console: Console, report: RunReport, result: TrialResult) -> 
         if evidence.tracebacks:
             body.append(_own_indents(_tail(_folded(evidence.tracebacks[0]), 12, "magenta")))
             if len(evidence.tracebacks) > 1:
-                body.append(Text(f"(and {len(evidence.tracebacks) - 1} more exceptions in this trial)", style="dim"))
+                more = plural(len(evidence.tracebacks) - 1, "more exception")
+                body.append(Text(f"(and {more} in this {report.info.unit})", style="dim"))
         elif evidence.dump and not evidence.blocked_at:
             body.append(_own_indents(_tail(_folded(evidence.dump), 12, "yellow")))
         if evidence.output:
             body.append(Text.assemble(("printed: ", "dim"), _tail(evidence.output, 3, "")))
     if result.schedule is not None:
-        body.extend(_schedule_lines(result.schedule, console.width - 2))
+        found = evidence.messages[0] if evidence is not None and evidence.messages else None
+        body.extend(_schedule_lines(result.schedule, console.width - 2, found=found))
     else:
         plan = result.plan.describe(delay=result.delay_used)
         body.append(_labelled("plan", _fold(plan.split(" · "), console.width - 2 - _LABEL)))
     console.print(_indented(Group(*body), 2))
-    _print_command(
+    print_command(
         console, Text.assemble("  ", ("replay", "dim"), " " * (_LABEL - len("replay"))), report.info.replay(result)
     )
 
@@ -840,11 +842,21 @@ def _schedule_text(schedule: str, width: int | None) -> Text:
     return _fold([*(item + "," for item in items[:-1]), items[-1]], width, separator="")
 
 
-def _schedule_lines(record: ScheduleRecord, width: int | None = None) -> list[RenderableType]:
+def _schedule_lines(
+    record: ScheduleRecord, width: int | None = None, *, found: str | None = None
+) -> list[RenderableType]:
+    """The schedule as found, and the shrunk one with its interleaving. The shrunk schedule fails
+    the same way (the same outcome), but maybe with other details (``value 2`` where the one found
+    said ``value 3``): then what it says is printed with it, so that the trace below is read with
+    its own failure."""
     lines: list[RenderableType] = []
     room = width - _LABEL if width is not None else None
     if record.schedule is not None:
-        switches = f" ({record.switches} switches, {record.steps} steps)" if record.switches is not None else ""
+        switches = (
+            f" ({plural(record.switches, 'switch')}, {plural(record.steps, 'step')})"
+            if record.switches is not None
+            else ""
+        )
         schedule = Text.assemble(_schedule_text(record.schedule, room), (switches, "dim"), overflow="fold")
         lines.append(_labelled("schedule", schedule))
     if record.unscheduled is not None:
@@ -865,6 +877,9 @@ def _schedule_lines(record: ScheduleRecord, width: int | None = None) -> list[Re
                 ),
             )
         )
+        if record.differs_from(found):
+            assert record.minimal_messages is not None
+            lines.append(_labelled("it says", Text(record.minimal_messages[0])))
         if trace.rows:  # else it failed before any thread took a step: there is no interleaving
             lines.append(trace_table(trace, max_rows=TRACE_ROWS, width=width - 2 if width else None))
     return lines

@@ -291,6 +291,20 @@ def test_a_file_offers_controlled_mode_for_its_thread_scenarios_and_refuses_only
     assert ok.code == 0, ok.stdout + ok.stderr
 
 
+def test_a_variant_that_arms_a_signal_timer_is_refused(tmp_path: Path) -> None:
+    # Its handler runs when the timer fires, where no schedule put it: replaying a schedule of it
+    # differed 8 times in 10, and schedules that never chose when it ran called it "held".
+    (tmp_path / "timer.py").write_text(
+        "import signal\n\nfrom harness import Scenario\n\nscenario = Scenario('timer', 'A timer guards the work')\n\n\n"
+        "@scenario.variant(expect='safe')\ndef guarded(trial):\n    signal.setitimer(signal.ITIMER_REAL, 30)\n"
+        "    signal.setitimer(signal.ITIMER_REAL, 0)\n"
+    )
+    assert "(stress mode only)" in stress("list", "timer.py", cwd=tmp_path).stdout
+    out = stress("run", "timer.py", "--mode", "controlled", "-n", "3", cwd=tmp_path)
+    assert out.code == 2
+    assert "cannot run timer/guarded, which arms a signal timer at timer.py:10 (signal.setitimer)" in out.stderr
+
+
 UNSCHEDULED = str(FIXTURES / "unscheduled.py")
 
 

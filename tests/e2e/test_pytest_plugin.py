@@ -108,6 +108,21 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def replay_words(text: str, how: str) -> list[str]:
+    """The words of the replay command printed after ``replay (how):``: on its line, or below it,
+    broken between words with backslashes."""
+    head = f"replay ({how}):"
+    rest = text[text.index(head) + len(head) :]
+    if rest.startswith(" "):
+        return shlex.split(rest[1:].split("\n", 1)[0])
+    parts = []
+    for line in rest.split("\n")[1:]:
+        parts.append(line.strip().removesuffix("\\"))
+        if not line.rstrip().endswith("\\"):
+            break
+    return shlex.split(" ".join(parts))
+
+
 def outcome_counts(text: str) -> dict[str, int]:
     return {kind: int(n) for n, kind in re.findall(r"(\d+) (passed|failed|error)", text.splitlines()[-1])}
 
@@ -128,9 +143,7 @@ def test_an_unlocked_counter_fails_with_rate_evidence_and_replay_and_the_locked_
 
 def test_the_replay_command_fails_the_same_way(project: Path) -> None:
     first = pytest_run(project, "test_counter.py::test_unlocked", "--stress-seed", "7")
-    replay = re.search(r"replay \(re-runs the plan 20 times\): (pytest .*)", first.stdout)
-    assert replay, first.stdout
-    words = shlex.split(replay.group(1))[1:]
+    words = replay_words(first.stdout, "re-runs the plan 20 times")[1:]
     again = pytest_run(project, *words)
     assert outcome_counts(again.stdout) == {"failed": 1}, again.stdout
     trial = words[words.index("--stress-trial") + 1]
@@ -150,9 +163,9 @@ def test_actor_style_controlled_mode_expect_unsafe_and_bad_markers(project: Path
     assert "--stress-schedule" in controlled
     assert "stress: @pytest.mark.stress(iterations=-1): must be an integer >= 1" in out
     assert "the stress_trial fixture needs @pytest.mark.stress" in out
-    replay = re.search(r"replay \(exact\): (pytest .*--stress-schedule.*)", controlled)
-    assert replay
-    again = pytest_run(project, *shlex.split(replay.group(1))[1:])
+    words = replay_words(controlled, "exact")
+    assert "--stress-schedule" in words
+    again = pytest_run(project, *words[1:])
     assert outcome_counts(again.stdout) == {"failed": 1}, again.stdout
     assert "assert 1 == 2" in again.stdout
 
@@ -164,13 +177,11 @@ def test_a_controlled_failure_fits_the_terminal_and_a_schedule_naming_no_thread_
     assert outcome_counts(done.stdout) == {"failed": 1}, done.stdout
     section = done.stdout.split("_ test_unlocked_controlled _", 1)[1].split("short test summary", 1)[0]
     assert "⇄" in section  # the interleaving, drawn to the terminal's width
-    wide = [line for line in section.splitlines() if len(line) > 80 and not line.startswith(("replay (", "report: "))]
-    assert not wide, "\n".join(wide)  # only the replay command and the report's path are left whole, to be copied
+    wide = [line for line in section.splitlines() if len(line) > 80 and not line.startswith("report: ")]
+    assert not wide, "\n".join(wide)  # only the report's path is left whole, to be copied
     summary = done.stdout.split(" stress ", 1)[1]
     assert f"{test}:\n  60 schedules, " in summary
-    replay = re.search(r"replay \(exact\): (pytest .*)", section)
-    assert replay
-    words = shlex.split(replay.group(1))[1:]
+    words = replay_words(section, "exact")[1:]
     at = words.index("--stress-schedule") + 1
     words[at] = "v2:0>7"
     wrong = pytest_run(project, *words)
@@ -291,6 +302,10 @@ def test_the_plugin_costs_nothing_to_tests_that_do_not_use_it() -> None:
         (["--stress-mode", "fast"], "--stress-mode fast: use one of stress, controlled"),
         (["-o", "stress_jobs=many"], "stress_jobs = many in the pytest configuration"),
         (["--stress-schedule", "garbage"], "schedule 'garbage': not a stress schedule"),
+        (
+            ["--stress-schedule", "v2:1>1"],
+            "test_counter.py::test_unlocked, test_counter.py::test_locked run in stress",
+        ),
         (["--stress-trial", "2"], "--stress-trial 2 needs --stress-seed"),
         (["STRESS_ITERATIONS=abc"], "STRESS_ITERATIONS=abc (environment): not an integer"),
     ],

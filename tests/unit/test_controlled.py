@@ -244,6 +244,34 @@ def test_the_same_schedule_replays_the_same_interleaving() -> None:
     assert {r.outcome for r in again} == {found.outcome}
 
 
+def test_a_write_switched_out_is_drawn_after_the_switch_in_the_trace() -> None:
+    # A scheduling point comes before its instruction runs: the thread switched out there runs it
+    # only once it has the baton again. A trace that put the write before the switch showed every
+    # increment whole while the counter lost one.
+    config = controlled_config(seed=1, size=1)
+    plan = make_plan(Perturbation.none(), seed=1, trial=0)
+    split = 0
+    with LocalRunner(builtin("counter/no-lock"), config) as runner:
+        for choice in range(40):
+            run = runner.run(Control("forced", forced=((choice, 2),)), plan)
+            if run.outcome is not Outcome.FAILED:
+                continue
+            rows = build(run.trace).rows
+            # The lost update: a read row of one thread, the other thread's rows, then its write.
+            reads = [
+                i
+                for i, row in enumerate(rows)
+                if "read .value" in row.effects() and "write .value" not in row.effects()
+            ]
+            assert reads, rows
+            first = reads[0]
+            after = next(i for i in range(first + 1, len(rows)) if rows[i].thread == rows[first].thread)
+            assert rows[after].switch
+            assert "write .value" in rows[after].effects(), rows
+            split += 1
+    assert split  # some schedule lost an update
+
+
 def test_a_deadlock_is_found_the_moment_nobody_can_run() -> None:
     config = controlled_config(seed=1)
     plan = make_plan(Perturbation.none(), seed=1, trial=0)

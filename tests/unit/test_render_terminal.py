@@ -319,8 +319,8 @@ def test_a_path_wider_than_the_terminal_is_never_broken_inside() -> None:
     path = "/tmp/" + "a-very-long-folder-name/" * 4 + "reports/run"
     console = Console(file=io.StringIO(), width=60, no_color=True, highlight=False)
     terminal.print_unbroken(console, terminal.Text("results: " + path))
-    terminal._print_command(console, terminal.Text("  replay   "), f"stress replay {path} --variant x --trial 3")
-    terminal._print_command(
+    terminal.print_command(console, terminal.Text("  replay   "), f"stress replay {path} --variant x --trial 3")
+    terminal.print_command(
         console, terminal.Text("  replay   "), "stress run counter --variant no-lock --seed 1 --trial 2"
     )
     lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]

@@ -97,26 +97,26 @@ def test_load_target_from_a_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("imports", "body", "site"),
+    ("imports", "body", "site", "what"),
     [
-        ("import subprocess\n", "subprocess.run(['true'])", "subprocess.run"),
-        ("from os import forkpty\n", "forkpty()", "forkpty"),
-        ("", "trial.mp.Queue()", "trial.mp"),
-        ("import os\n", "os.system('true')", "os.system"),
-        ("import multiprocessing as mp\n", "mp.Pool(2)", "mp.Pool"),
-        ("import subprocess\n", "_helper()", "subprocess.run"),  # in a function of the module it calls
-        (
-            "from multiprocessing.pool import ThreadPool\n",
-            "ThreadPool(2)",
-            None,
-        ),  # threads, in multiprocessing's clothes
-        ("import subprocess\n", "print('no subprocess here')", None),  # imported, not used by this variant
-        ("", "'Unlike a subprocess, or os.fork(), this runs threads.'", None),
-        ("class Pool:\n    pass\n", "Pool()", None),  # the module's own Pool
+        ("import subprocess\n", "subprocess.run(['true'])", "subprocess.run", "starts a process"),
+        ("from os import forkpty\n", "forkpty()", "forkpty", "starts a process"),
+        ("", "trial.mp.Queue()", "trial.mp", "starts a process"),
+        ("import os\n", "os.system('true')", "os.system", "starts a process"),
+        ("import multiprocessing as mp\n", "mp.Pool(2)", "mp.Pool", "starts a process"),
+        # in a function of the module it calls
+        ("import subprocess\n", "_helper()", "subprocess.run", "starts a process"),
+        ("from multiprocessing.pool import ThreadPool\n", "ThreadPool(2)", None, ""),  # threads, dressed as processes
+        ("import subprocess\n", "print('no subprocess here')", None, ""),  # imported, not used by this variant
+        ("", "'Unlike a subprocess, or os.fork(), this runs threads.'", None, ""),
+        ("class Pool:\n    pass\n", "Pool()", None, ""),  # the module's own Pool
+        ("import signal\n", "signal.setitimer(signal.ITIMER_REAL, 1)", "signal.setitimer", "arms a signal timer"),
+        ("from signal import alarm\n", "alarm(1)", "alarm", "arms a signal timer"),
+        ("import signal\n", "signal.signal(signal.SIGINT, signal.SIG_IGN)", None, ""),
     ],
 )
-def test_a_variant_that_starts_processes_is_told_by_its_code_not_its_words(
-    tmp_path: Path, imports: str, body: str, site: str | None
+def test_what_no_schedule_decides_is_told_by_a_variants_code_not_its_words(
+    tmp_path: Path, imports: str, body: str, site: str | None, what: str
 ) -> None:
     path = tmp_path / "guess.py"
     path.write_text(
@@ -125,12 +125,12 @@ def test_a_variant_that_starts_processes_is_told_by_its_code_not_its_words(
         f"@scenario.variant(expect='safe')\ndef guessed(trial):\n    {body}\n"
     )
     (scenario,) = scenarios_in(load_file(path))
-    found = scenario.get("guessed").process_start()
+    found = scenario.get("guessed").outside_schedules()
     if site is None:
         assert found is None
-        assert not scenario.starts_processes
+        assert not scenario.outside_schedules
     else:
         assert found is not None
-        assert found.startswith("guess.py:"), found
+        assert found.startswith(f"{what} at guess.py:"), found
         assert found.endswith(f"({site})"), found
-        assert scenario.starts_processes
+        assert scenario.outside_schedules
