@@ -368,7 +368,7 @@ def replay_command(
     if schedule is not None:
         chosen, expected = Schedule.parse(schedule), None
     scenario, _, name = result.variant.partition("/")
-    registry, _, _ = _registry((info.targets.get(scenario, scenario),))
+    registry, _, _ = _registry((info.target(scenario),))
     target = registry.get(scenario).get(name)
     console = _console()
     mismatches = 0

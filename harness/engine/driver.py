@@ -247,6 +247,7 @@ class _Engine:
             scenarios={v.scenario: v.scenario_description for v in variants},
             targets={v.scenario: targets.get(v.scenario, v.scenario) for v in variants},
             scope=scope.to_dict(),
+            cwd=os.getcwd(),
         )
         self.stats = {v.key: VariantStats(v.key, v.expect, v.description) for v in variants}
         self.timeouts: dict[str, AdaptiveTimeout] = {}

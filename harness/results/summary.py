@@ -64,6 +64,8 @@ class RunInfo:
     targets: dict[str, str]
     #: Where switches were forced: {"files": [...], "dirs": [...]} (replay needs the same).
     scope: dict[str, list[str]] = field(default_factory=dict)
+    #: The folder the run was started in: a scenario file's path in ``targets`` is relative to it.
+    cwd: str = ""
 
     @property
     def total_trials(self) -> int:
@@ -129,7 +131,19 @@ class RunInfo:
             scenarios=dict(data.get("scenarios", {})),
             targets=dict(data.get("targets", {})),
             scope={k: list(v) for k, v in dict(data.get("scope", {})).items()},
+            cwd=str(data.get("cwd", "")),
         )
+
+    def target(self, scenario: str) -> str:
+        """What reaches ``scenario`` again from here: its target as typed, a scenario file's path
+        made to point at the file from the folder the run was started in, wherever that was."""
+        target = self.targets.get(scenario, scenario)
+        path, sep, name = target.partition("::")
+        if self.cwd and path.endswith(".py") and not Path(path).is_absolute() and not Path(path).exists():
+            there = Path(self.cwd) / path
+            if there.exists():
+                return f"{there}{sep}{name}"
+        return target
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -144,6 +158,7 @@ class RunInfo:
             "scenarios": self.scenarios,
             "targets": self.targets,
             "scope": self.scope,
+            "cwd": self.cwd,
             "variants": [{"variant": v.key, "expect": v.expect, "description": v.description} for v in self.variants],
         }
 

@@ -366,3 +366,21 @@ def test_a_thread_the_code_left_running_ends_with_its_schedule_and_its_worker(tm
     entry = variant(summary(tmp_path / "run"), "flush-and-wait")
     assert entry["verdict"] == "held", out.stdout
     assert entry["failures"] == 0, out.stdout
+
+
+def test_replay_finds_a_scenario_file_from_any_folder(tmp_path: Path) -> None:
+    # The run stored the file as typed, relative to where it started: replay looked for it in the
+    # current folder, and failed from any other one.
+    work = tmp_path / "project"
+    work.mkdir()
+    (work / "lost.py").write_text(
+        "from harness import Scenario\n\nscenario = Scenario('lost', 'A lost update')\n\n\n"
+        "@scenario.variant(expect='unsafe')\ndef unlocked(trial):\n    box = [0]\n\n"
+        "    def add():\n        box[0] += 1\n\n    trial.run_threads(add, count=2)\n"
+        "    trial.check(box[0] == 2, f'box {box[0]}')\n"
+    )
+    out = stress("run", "lost.py", "--mode", "controlled", "-n", "30", "--seed", "1", "--out", "run", cwd=work)
+    assert out.code == 0, out.stdout + out.stderr
+    again = stress("replay", str(work / "run"), cwd=tmp_path)
+    assert again.code == 0, again.stdout + again.stderr
+    assert "reproduced 1/1" in again.stdout
