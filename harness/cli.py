@@ -393,7 +393,7 @@ def replay_command(
         problem = rp.replay(target, info.config, result, chosen, times=1, scope=scope)[0].unfollowed()
         if problem is not None:
             raise UserError(f"schedule {chosen}: {problem}")
-    console.print(terminal.replay_heading(result, chosen, record, times=times))
+    console.print(terminal.replay_heading(result, chosen, record, times=times, width=console.width))
     runs = rp.replay(target, info.config, result, chosen, debug=debug, times=times, each=each, scope=scope)
     if by_chance and not shown:
         terminal.print_replay(console, runs[0])
@@ -468,8 +468,8 @@ def compare_command(before: str, after: str) -> int:
     changes, gone, added = compare(old, new)
     console = _console()
     terminal.print_comparison(console, old, new, changes, gone, added)
-    for warning in warnings:
-        console.print(f"! {warning}", style="yellow", highlight=False)
+    for warning in warnings:  # wrapped under its own start, not at the margin
+        terminal.print_marked(console, "!", warning, style="yellow")
     return EXIT_FINDINGS if any(c.verdict == "REGRESSION" for c in changes) else EXIT_OK
 
 

@@ -333,6 +333,7 @@ class ActorGroup:
                 suspend()  # the actor's work is over; its thread parks or ends untraced
                 if trial.graph is not None:
                     trial.graph.finished.append(label)
+                    _note_ran(trial.graph, label, fn)
                 nobody_runs()  # a thread switched out for this one's sake need not stay out
 
         self._start_and_join(starts, actor_main, names, trial.pool)
@@ -411,6 +412,7 @@ class ActorGroup:
             finally:
                 if trial.graph is not None:
                     trial.graph.finished.append(names[index])
+                    _note_ran(trial.graph, names[index], fn)
 
         threads = [
             threading.Thread(target=actor_main, args=(index,), name=name, daemon=True)
@@ -431,3 +433,12 @@ class ActorGroup:
                 graph.set_joining(False)
         self.results = results
         trial.end_if_deadlocked()
+
+
+def _note_ran(graph: WaitGraph, label: str, fn: Callable[..., Any]) -> None:
+    """Remember the function an actor ran (`WaitGraph.ran`), unwrapping ``functools.partial``."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        graph.ran[label] = code

@@ -31,7 +31,7 @@ import time
 from _thread import RLock
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 from harness.actors import parked_count, parked_native_ids
@@ -370,6 +370,9 @@ class WaitGraph:
         #: Of those, the ones that ended by raising: what, and where in the code under test
         #: (``ValueError at b04.py:37``), for a barrier that still waits for them.
         self.raised: dict[str, str] = {}
+        #: Of those, the function each ran (its code), to say where one that never reached a
+        #: barrier returned from.
+        self.ran: dict[str, CodeType] = {}
         #: Idents of the trial's actors (the threads its groups run its work on).
         self.actors: set[int] = set()
         #: Threads the code under test started (no actor, not the body) that a deadlock's abort
@@ -701,7 +704,7 @@ class WaitGraph:
 
     def _why(self, waiters: dict[int, tuple[Any, Waiting, list[str]]], count: int) -> tuple[str, list[str]]:
         reasons = [
-            _why_stuck(primitive, waiting, who, count - len(who), self.finished, self.raised)
+            _why_stuck(primitive, waiting, who, count - len(who), self.finished, self.raised, self.ran)
             for primitive, waiting, who in waiters.values()
         ]
         unreleased = [line for line in map(_unreleased, (p for p, _, _ in waiters.values())) if line]
@@ -728,12 +731,18 @@ class WaitGraph:
         return f"{target.f_code.co_qualname}(), the thread's target"
 
 
-def _how_it_left(actor: str, raised: str | None, came: tuple[FrameType, int] | None) -> str:
+def _how_it_left(
+    actor: str, raised: str | None, came: tuple[FrameType, int] | None, ran: CodeType | None = None
+) -> str:
     """``worker#2 returned at jobs.py:44 in worker without reaching it (it had passed it 1 time)``:
-    how a party of a barrier left (``raised``: the exception it ended with, if any)."""
+    how a party of a barrier left (``raised``: the exception it ended with, if any; ``ran``: the
+    function it ran, for one that never reached it)."""
     if raised is not None:
         return f"{actor} ({raised}) finished without reaching it"
     if came is None:
+        if ran is not None:
+            where = f"{short_path(ran.co_filename)}:{ran.co_firstlineno}"
+            return f"{actor} returned from {ran.co_name}() ({where}) without ever reaching it"
         return f"{actor} finished without ever reaching it"
     frame, times = came
     return (
@@ -749,6 +758,7 @@ def _why_stuck(
     others: int,
     finished: Sequence[str] = (),
     raised: Mapping[str, str] | None = None,
+    ran: Mapping[str, CodeType] | None = None,
 ) -> str:
     """What would have to happen for the threads ``who``, waiting on ``primitive``, to go on, and
     why it cannot: "barrier needs 3 parties ...". ``others``: how many other threads of the trial
@@ -777,7 +787,7 @@ def _why_stuck(
         have = "has" if arrived == 1 else "have"
         if gone and not others:
             came: Mapping[str, tuple[FrameType, int]] = getattr(primitive, "_came", {})
-            how = [_how_it_left(actor, raised.get(actor), came.get(actor)) for actor in gone]
+            how = [_how_it_left(actor, raised.get(actor), came.get(actor), (ran or {}).get(actor)) for actor in gone]
             return (
                 f"{they} {wait} at {name}, which needs {parties} parties: {arrived} {have} arrived; "
                 f"{and_join(how)}, and no other thread of the trial is left"
@@ -919,9 +929,10 @@ def acquired_where(lock: Any, frame: FrameType | None, skip: Callable[[FrameType
 
 
 def _took_in(lock: Any, owner: Any) -> str:
-    """``took it at x.py:12 in worker and ``: where a thread that has finished took ``lock`` — a
-    line of the code it began in (`primitives._ThreadState.entry`) that acquires it by name (or,
-    the lock having none, the only line there that acquires anything); '' when no line says."""
+    """``took it at x.py:12 in worker and ``: where a thread that has finished took ``lock`` — the
+    lines of the code it began in (`primitives._ThreadState.entry`) that acquire it by name (an
+    RLock taken twice: ``x.py:12 and 13``), or, the lock having no name, the only line there that
+    acquires anything; '' when no line says."""
     code = getattr(owner, "entry", None)
     if code is None:
         return ""
@@ -930,9 +941,10 @@ def _took_in(lock: Any, owner: Any) -> str:
     found = [n for n in lines if _ACQUIRING.search(linecache.getline(code.co_filename, n))]
     if name:
         found = [n for n in found if re.search(rf"\b{re.escape(name)}\b", linecache.getline(code.co_filename, n))]
-    if len(found) != 1:
-        return ""  # none, or several: stress does not guess which
-    return f"took it at {short_path(code.co_filename)}:{found[0]} in {code.co_name} and "
+    if not found or (len(found) > 1 and not name):
+        return ""  # none, or several acquiring something: stress does not guess which
+    at = f"{found[0]}" if len(found) == 1 else ", ".join(map(str, found[:-1])) + f" and {found[-1]}"
+    return f"took it at {short_path(code.co_filename)}:{at} in {code.co_name} and "
 
 
 def _line(frame: FrameType) -> int:

@@ -12,6 +12,7 @@ import io
 import os
 import re
 import shlex
+import textwrap
 import time
 from typing import IO, TYPE_CHECKING, Any, cast
 
@@ -229,7 +230,8 @@ def print_show(console: Console, scenario: Scenario) -> None:
 
 def _python(console: Console, source: str, width: int) -> Text:
     """Source code, highlighted, in ``width`` columns: a line longer than that wraps (never cut
-    off) under its own indentation and four more, so the code's shape stays readable."""
+    off) under its own indentation and four more, after a dim ``↪`` that says it is the same line
+    (not a line break in the code), so the code's shape stays readable."""
     code = source.rstrip("\n")
     highlighted = Syntax(code, "python", theme="ansi_dark", background_color="default").highlight(code)
     out: list[Text] = []
@@ -242,7 +244,8 @@ def _python(console: Console, source: str, width: int) -> Text:
         hanging = min(indent + 4, width // 2)
         pieces = line[indent:].wrap(console, max(10, width - hanging), overflow="fold")
         for number, piece in enumerate(pieces):
-            out.append(Text(" " * (indent if number == 0 else hanging)) + piece)
+            lead = Text(" " * indent) if number == 0 else Text.assemble(" " * (hanging - 2), ("↪ ", "dim"))
+            out.append(lead + piece)
     while out and not out[-1].plain:
         out.pop()
     return Text("\n").join(out)
@@ -683,7 +686,8 @@ def _print_potential_deadlocks(console: Console, report: RunReport) -> None:
     for summary in risky:
         for potential in summary.potential_deadlocks:
             console.print()
-            console.print(Text.assemble((summary.variant, "bold"), " · ", (potential.summary(), "bright_red")))
+            heading = Text.assemble((summary.variant, "bold"), " · ", (potential.summary(), "bright_red"))
+            console.print(_Hanging(heading, 0))  # a long cycle wraps under itself, not at the margin
             paths = (_hanging(console, Text(path), console.width - 2) for path in potential.paths)
             console.print(_indented(Group(*paths), 2))  # a wrapped path hangs under its own start
 
@@ -695,6 +699,11 @@ _LABEL = 9
 def _indented(renderable: RenderableType, columns: int) -> Padding:
     """``renderable`` moved right by ``columns``, its wrapped lines too (and no padding on the right)."""
     return Padding(renderable, (0, 0, 0, columns), expand=False)
+
+
+def print_marked(console: Console, marker: str, text: str, *, style: str = "") -> None:
+    """``! text`` with the text's wrapped lines under its first character."""
+    console.print(_marked(Text(marker, style=style), Text(text, style=style)))
 
 
 def _marked(marker: Text, text: Text) -> Table:
@@ -891,12 +900,15 @@ def trace_table(trace: Trace, *, max_rows: int | None = None, width: int | None 
     either side of a switch. Drawn ``width`` columns wide (None: the console's), a line's note
     (``← read .value``) goes under it, whole, when the two do not fit side by side."""
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
-    table.add_column("", justify="right", style="dim", no_wrap=True)
+    count = max(len(trace.threads), 1)
+    steps = max(len(str(sum(row.steps for row in trace.rows))), 1)
+    # Each thread's share of the width, less the step column, and a gap and padding per column;
+    # fixed, so that what is laid out to fit it (a wrapped line, a note under it) does.
+    room = max((width - steps - 3 * count) // count, 8) if width else None
+    table.add_column("", justify="right", style="dim", no_wrap=True, width=steps if width else None)
     for thread in trace.threads:
-        table.add_column(thread, overflow="fold", ratio=1)
+        table.add_column(thread, overflow="fold", ratio=None if width else 1, width=room)
     column = {thread: index for index, thread in enumerate(trace.threads)}
-    # Each thread's share of the width, less the step column and the gaps between columns.
-    room = (width - 4 - 2 * len(trace.threads)) // max(len(trace.threads), 1) if width else None
     rows = trace.rows
     cut, half = 0, -1
     if max_rows is not None and len(rows) > max_rows:
@@ -909,12 +921,23 @@ def trace_table(trace: Trace, *, max_rows: int | None = None, width: int | None 
             table.add_row("", *[Text(f"… {cut} rows …", style="dim")] * len(trace.threads))
         # A thread's first line, and every line in another file than its previous one, says where.
         where = f"{row.file}:{row.line}" if files.get(row.thread) != row.file else f"{row.line:>3}"
+        lead = ""
+        if room is not None and len(where) + 1 > room // 2:
+            # A long file name on a line of its own, the line number before the code as below it.
+            lead, where = row.file + "\n", f"{row.line:>3}"
         files[row.thread] = row.file
-        cell = Text.assemble((f"{where} ", "dim"), row.code or "(no source)")
+        code = row.code or "(no source)"
+        last = len(where) + 1 + len(code)  # the length of the cell's last line
+        if room is not None and last > room and room - len(where) - 1 >= 12:
+            # Wrapped under the code, not under the line number: the number stays alone at left.
+            lines = textwrap.wrap(code, room - len(where) - 1, break_long_words=True) or [code]
+            code = ("\n" + " " * (len(where) + 1)).join(lines)
+            last = len(where) + 1 + len(lines[-1])
+        cell = Text.assemble((lead, "dim"), (f"{where} ", "dim"), code)
         effects = row.effects()
         if effects:
             note = "← " + ", ".join(effects)
-            fits = room is None or cell.cell_len + 2 + len(note) <= room
+            fits = room is None or last + 2 + len(note) <= room
             # Under the code, indented under it as far as the note still fits on its line.
             indent = len(where) + 1 if room is None else max(0, min(len(where) + 1, room - len(note)))
             cell.append(("  " if fits else "\n" + " " * indent) + note, style="cyan")
@@ -928,17 +951,28 @@ def trace_table(trace: Trace, *, max_rows: int | None = None, width: int | None 
     return table
 
 
-def replay_heading(result: TrialResult, schedule: Schedule, record: ScheduleRecord, *, times: int) -> Text:
-    """``replaying counter/no-lock schedule 3: v2:9>1 (shrunk from v2:2>1,…)``."""
+def replay_heading(
+    result: TrialResult, schedule: Schedule, record: ScheduleRecord, *, times: int, width: int | None = None
+) -> RenderableType:
+    """``replaying counter/no-lock schedule 3: v2:9>1 · 10 times``, and under it, for a shrunk
+    schedule, ``shrunk from v2:2>1,…`` broken after commas to ``width`` columns."""
     shrunk = record.minimal is not None and str(schedule) == record.minimal and record.schedule != record.minimal
-    return Text.assemble(
+    heading = Text.assemble(
         ("replaying ", "bold"),
         (result.variant, "bold cyan"),
         f" schedule {result.trial}: ",
         (str(schedule), "bold"),
-        (f" (shrunk from {record.schedule})" if shrunk else "", "dim"),
         (f" · {times} times" if times > 1 else "", "dim"),
     )
+    if not shrunk or record.schedule is None:
+        return _Hanging(heading, 0)
+    label = "shrunk from "
+    found = _schedule_text(record.schedule, width - 2 - len(label) if width else None)
+    grid = Table.grid()
+    grid.add_column(no_wrap=True, style="dim")
+    grid.add_column(style="dim")
+    grid.add_row(label, found)
+    return Group(_Hanging(heading, 0), _indented(grid, 2))
 
 
 def print_replay(console: Console, replay: Replay) -> None:

@@ -161,9 +161,15 @@ def test_a_lock_another_thread_releases_is_no_deadlock(tmp_path: Path, knobs: tu
 def test_controlled_mode_calls_a_wait_only_an_unscheduled_thread_can_end_unsupported(tmp_path: Path) -> None:
     # A raw `_thread` thread and a signal handler run outside the schedule: when every thread the
     # scheduler runs waits, one of them may still end a wait. Not a deadlock: unsupported.
+    # Those that visibly arm a signal timer are refused before anything runs.
+    refused = stress("run", str(FIXTURES / "handoffs.py"), "--mode", "controlled", "-n", "3", cwd=tmp_path)
+    assert refused.code == 2
+    assert "handoffs/signal-handler-releases, which arms a signal timer at handoffs.py:" in refused.stderr
+    assert "handoffs/timer-sets-event-actors-wait, which arms a signal timer at handoffs.py:" in refused.stderr
+    others = refused.stderr.rsplit(" with ", 1)[1].split()
     out = stress(
-        "run", str(FIXTURES / "handoffs.py"), "--mode", "controlled", "-n", "20", "--seed", "3", "--out", "run",
-        cwd=tmp_path,
+        "run", str(FIXTURES / "handoffs.py"), *others, "--mode", "controlled", "-n", "20", "--seed", "3",
+        "--out", "run", cwd=tmp_path,
     )  # fmt: skip
     data = summary(tmp_path / "run")
     verdicts = {v["name"]: v["verdict"] for v in data["variants"]}
@@ -172,10 +178,8 @@ def test_controlled_mode_calls_a_wait_only_an_unscheduled_thread_can_end_unsuppo
         "raw-thread-latch": "unsupported",
         "raw-thread-known-to-threading": "unsupported",
         "actor-hands-off": "held",
-        "signal-handler-releases": "unsupported",
         "one-thread-both-orders": "unsupported",
         "actor-signals-the-process": "unsupported",
-        "timer-sets-event-actors-wait": "unsupported",
     }, verdicts
     assert out.code == 0, out.stdout[-3000:]
 

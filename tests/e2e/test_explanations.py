@@ -22,8 +22,9 @@ def _line_of(marker: str) -> int:
 HEADLINES = {
     "short-of-parties": (
         "deadlocked",
-        "attendee#0 and attendee#1 wait at meeting, which needs 3 parties: 2 have arrived; "
-        "planner finished without ever reaching it, and no other thread of the trial is left",
+        "attendee#0 and attendee#1 wait at meeting, which needs 3 parties: 2 have arrived; planner returned "
+        f"from planner() (explained.py:{_line_of('def planner')}) without ever reaching it, and no other thread "
+        "of the trial is left",
     ),
     "a-party-never-started": (
         "deadlocked",
@@ -143,6 +144,21 @@ def test_a_lock_whose_holder_finished_is_not_blamed_on_a_fork(tmp_path: Path) ->
     assert evidence["wait_for"][0] == (
         "victim waits for lock at leak.py:14 in victim, held by leaker, which took it at leak.py:11 in leaker "
         "and finished without releasing it"
+    )
+
+
+def test_an_rlock_its_holder_took_twice_and_kept_says_both_lines(tmp_path: Path) -> None:
+    (tmp_path / "leak.py").write_text(
+        "import threading\nfrom harness import Scenario\ns = Scenario('leak', 'an rlock left held')\n\n\n"
+        "@s.variant(expect='unsafe')\ndef left_held(trial):\n    rlock = threading.RLock()\n\n"
+        "    def leaker():\n        rlock.acquire()\n        rlock.acquire()\n\n"
+        "    def victim():\n        rlock.acquire()\n\n"
+        "    trial.run_threads(leaker, count=1)\n    trial.run_threads(victim, count=1)\n"
+    )
+    out = stress("run", "leak.py", "-n", "2", "--out", "run", cwd=tmp_path)
+    assert out.code == 0, out.stdout + out.stderr
+    assert results(tmp_path / "run")[0]["evidence"]["messages"][0].startswith(
+        "victim waits for rlock held by leaker, which took it at leak.py:11 and 12 in leaker and finished without"
     )
 
 

@@ -76,7 +76,8 @@ def test_a_wrapped_source_line_continues_under_its_own_indent(tmp_path: Path) ->
     lines = out.stdout.splitlines()
     opening = next(n for n, line in enumerate(lines) if line.startswith('      """Check the balance'))
     assert not lines[opening].rstrip().endswith('"""'), "the docstring fits in 80 columns: nothing to check"
-    assert lines[opening + 1].startswith(" " * 10), lines[opening : opening + 2]  # 6 for the line, 4 more
+    # 6 for the line, 4 more for the code, after a mark that says it is the same line of code
+    assert lines[opening + 1].startswith(" " * 8 + "↪ "), lines[opening : opening + 2]
     assert lines[opening + 1].strip().endswith('"""'), lines[opening : opening + 2]
     # The scenario's shape breaks between its parts, never inside one.
     assert any(line.strip() == "controlled mode: size 1, 2 actors" for line in lines[:5]), lines[:5]

@@ -294,7 +294,8 @@ def test_a_trace_note_under_a_long_place_stays_whole() -> None:
     console = Console(width=120, file=io.StringIO(), no_color=True, highlight=False)
     console.print(trace_table(trace, width=120))
     text = console.file.getvalue()  # type: ignore[attr-defined]
-    assert sum(line.strip() == "← read .size" for line in text.splitlines()) == 3, text
+    assert sum("← read .size" in line for line in text.splitlines()) == 3, text  # whole, beside or under its line
+    assert not any(line.rstrip().endswith("← read") for line in text.splitlines()), text
 
 
 def test_a_wrapped_traceback_line_continues_deeper_than_the_line_it_continues() -> None:
@@ -331,3 +332,22 @@ def test_a_path_wider_than_the_terminal_is_never_broken_inside() -> None:
         "  replay   stress run counter --variant no-lock --seed 1 \\",
         "           --trial 2",
     ]
+
+
+def test_a_long_line_of_the_trace_wraps_under_its_code_not_its_line_number() -> None:
+    from harness.controlled.trace import Row, Trace
+    from harness.render.terminal import trace_table
+
+    long = "if (index, round_no) == failing and not errors and len(done) < parties:"
+    rows = (
+        Row("a", "jobs.py", 35, "for round_no in range(size):", 1, False, ()),
+        Row("a", "jobs.py", 36, long, 1, False, ()),
+    )
+    console = Console(width=60, file=io.StringIO(), no_color=True, highlight=False)
+    console.print(trace_table(Trace(("a", "b"), rows, 0, 0), width=60))
+    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    start = next(i for i, line in enumerate(lines) if " 36 if (index," in line)
+    code_column = lines[start].index("if (index,")
+    assert lines[start + 1][:code_column].strip() == "", lines  # nothing left of the code
+    assert lines[start + 1][code_column] != " ", lines  # and it starts right under it
+    assert all(len(line.rstrip()) <= 60 for line in lines), lines
