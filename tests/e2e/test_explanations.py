@@ -125,16 +125,22 @@ def test_a_semaphore_at_zero_lists_the_acquires_no_release_by_the_same_thread_an
     ) in wait_for
 
 
-def test_a_lock_whose_holder_finished_is_not_blamed_on_a_fork(tmp_path: Path) -> None:
+def _left_held(tmp_path: Path, kind: str, takes: int) -> dict[str, list[str]]:
+    """The evidence of a trial where one thread takes a lock ``takes`` times, finishes, and another waits."""
     (tmp_path / "leak.py").write_text(
         "import threading\nfrom harness import Scenario\ns = Scenario('leak', 'a lock left held')\n\n\n"
-        "@s.variant(expect='unsafe')\ndef left_held(trial):\n    lock = threading.Lock()\n\n"
-        "    def leaker():\n        lock.acquire()\n\n    def victim():\n        lock.acquire()\n\n"
+        f"@s.variant(expect='unsafe')\ndef left_held(trial):\n    lock = threading.{kind}()\n\n"
+        "    def leaker():\n" + "        lock.acquire()\n" * takes + "\n    def victim():\n        lock.acquire()\n\n"
         "    trial.run_threads(leaker, count=1)\n    trial.run_threads(victim, count=1)\n"
     )
     out = stress("run", "leak.py", "-n", "2", "--out", "run", cwd=tmp_path)
     assert out.code == 0, out.stdout + out.stderr
-    evidence = results(tmp_path / "run")[0]["evidence"]
+    evidence: dict[str, list[str]] = results(tmp_path / "run")[0]["evidence"]
+    return evidence
+
+
+def test_a_lock_whose_holder_finished_is_not_blamed_on_a_fork(tmp_path: Path) -> None:
+    evidence = _left_held(tmp_path, "Lock", 1)
     # Where the holder took it: a line of the code it ran, though its stack is gone.
     assert evidence["messages"][0].startswith(
         "victim waits for lock held by leaker, which took it at leak.py:11 in leaker and finished without releasing it"
@@ -148,17 +154,8 @@ def test_a_lock_whose_holder_finished_is_not_blamed_on_a_fork(tmp_path: Path) ->
 
 
 def test_an_rlock_its_holder_took_twice_and_kept_says_both_lines(tmp_path: Path) -> None:
-    (tmp_path / "leak.py").write_text(
-        "import threading\nfrom harness import Scenario\ns = Scenario('leak', 'an rlock left held')\n\n\n"
-        "@s.variant(expect='unsafe')\ndef left_held(trial):\n    rlock = threading.RLock()\n\n"
-        "    def leaker():\n        rlock.acquire()\n        rlock.acquire()\n\n"
-        "    def victim():\n        rlock.acquire()\n\n"
-        "    trial.run_threads(leaker, count=1)\n    trial.run_threads(victim, count=1)\n"
-    )
-    out = stress("run", "leak.py", "-n", "2", "--out", "run", cwd=tmp_path)
-    assert out.code == 0, out.stdout + out.stderr
-    assert results(tmp_path / "run")[0]["evidence"]["messages"][0].startswith(
-        "victim waits for rlock held by leaker, which took it at leak.py:11 and 12 in leaker and finished without"
+    assert _left_held(tmp_path, "RLock", 2)["messages"][0].startswith(
+        "victim waits for lock held by leaker, which took it at leak.py:11 and 12 in leaker and finished without"
     )
 
 
