@@ -15,6 +15,7 @@ import concurrent.futures.thread as futures_thread
 import queue
 import sys
 import threading
+import weakref
 from _thread import get_ident
 from collections.abc import Iterator
 from types import FrameType, ModuleType
@@ -136,6 +137,13 @@ def _work_item_init(self: Any, future: concurrent.futures.Future[Any], fn: Any, 
         # For a deadlock's explanation: what the future is the result of, and whose queue it is in.
         future._stress_task = getattr(fn, "__qualname__", "a task")  # type: ignore[attr-defined]
         future._stress_executor = executor  # type: ignore[attr-defined]
+        if executor is not None:
+            # Its tasks not started yet: one no longer queued is in a worker's hands, between the
+            # queue's get and its run (`wait_graph.idle_executor_worker`).
+            submitted = getattr(executor, "_stress_submitted", None)
+            if submitted is None:
+                submitted = executor._stress_submitted = weakref.WeakSet()
+            submitted.add(future)
 
         def task(*args: Any, **kwargs: Any) -> Any:
             worker = threading.current_thread()

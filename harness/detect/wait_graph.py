@@ -28,6 +28,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 from _thread import RLock
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -270,8 +271,17 @@ def idle_executor_worker(thread: threading.Thread, frames: Mapping[int, FrameTyp
         frame = frame.f_back
     if frame is None or frame.f_code is not _POOL_WORKER_CODE:
         return False
-    work = [arg for arg in getattr(thread, "_args", ()) if callable(getattr(arg, "empty", None))]
-    return bool(work) and all(queued.empty() for queued in work)
+    args = getattr(thread, "_args", ())
+    work = [arg for arg in args if callable(getattr(arg, "empty", None))]
+    if not work or not all(queued.empty() for queued in work):
+        return False
+    # A task submitted in the trial that has not started, with nothing queued, was taken by a
+    # worker that has not run it yet — maybe this one, back from its get and waiting for the GIL
+    # (on 3.13 under load, for tens of milliseconds): that worker is not idle, and which one it
+    # is cannot be told. A safe trial was called deadlocked in 1 of 200 so.
+    executor = args[0]() if args and isinstance(args[0], weakref.ref) else None
+    submitted = getattr(executor, "_stress_submitted", ())
+    return not any(getattr(future, "_state", "") == "PENDING" for future in list(submitted))
 
 
 _ACTIVE_LIMBO_LOCK: Any = threading._active_limbo_lock  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import _thread
 import os
 import signal
+import sys
 import threading
 import time
 from _thread import allocate_lock
@@ -391,3 +392,26 @@ def test_a_signal_timer_that_fired_before_its_noted_time_may_still_wake(monkeypa
         assert wait_graph._unseen_waker(set()) == "a signal timer's handler, which may not have run yet"
     finally:
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_pool_worker_with_a_task_taken_but_not_started_is_not_idle() -> None:
+    # Back from its queue's get with a task, a worker may wait for the interpreter (on 3.13 under
+    # load, for tens of milliseconds) before it runs it: the queue is empty and the task's future
+    # still pending. Taken for idle, it made a safe trial deadlocked in 1 of 200.
+    from concurrent.futures import Future, ThreadPoolExecutor
+    from weakref import WeakSet
+
+    from harness.detect.wait_graph import idle_executor_worker
+
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        executor.submit(lambda: None).result()
+        (worker,) = executor._threads  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10
+        while not idle_executor_worker(worker, sys._current_frames()):  # back in its get
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        taken: Future[None] = Future()  # submitted, no longer queued, not started
+        executor._stress_submitted = WeakSet([taken])  # type: ignore[attr-defined]
+        assert not idle_executor_worker(worker, sys._current_frames())
+        taken.set_running_or_notify_cancel()
+        assert idle_executor_worker(worker, sys._current_frames())  # running elsewhere: not this one's
