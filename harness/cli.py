@@ -383,7 +383,7 @@ def replay_command(
             if index == 0:
                 terminal.print_replay(console, done)
             if differences:
-                console.print(f"[red]replay {index + 1} differs:[/red] " + "; ".join(differences))
+                terminal.print_marked(console, f"replay {index + 1} differs:", "; ".join(differences), style="red")
         elif not shown and not differences:  # the first replay that failed as stored
             shown.append(done)
             terminal.print_replay(console, done)

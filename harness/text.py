@@ -244,8 +244,9 @@ _TEMP_SUFFIX = re.compile(r"(?<=[-_.])[a-z0-9_]{8}$|^tmp[a-z0-9_]{8}$")
 
 def untemp(message: str) -> str:
     """``message`` with its temporary paths made alike, to compare two runs' messages: the temp
-    root and stress's worker folder dropped (``<tmp>/``), and each random name `tempfile` made up
-    starred (``bug02-*``). Two runs of the same code in different temporary folders say the same."""
+    root and stress's worker folder dropped (``<tmp>/``), each random name `tempfile` made up
+    starred (``bug02-*``), and a place in the code by its file's name (``jobs.py:12``, however the
+    folder it was run from showed it). Two runs of the same code say the same."""
     roots = sorted({tempfile.gettempdir(), "/tmp", "/var/tmp"}, key=len, reverse=True)
 
     def plain(match: re.Match[str]) -> str:
@@ -256,4 +257,9 @@ def untemp(message: str) -> str:
         parts = [p for p in path[len(root) :].split("/") if p and not p.startswith("stress-worker-")]
         return "<tmp>/" + "/".join(_TEMP_SUFFIX.sub("*", p) for p in parts)
 
-    return _PATH.sub(plain, message)
+    return _FILE_PLACE.sub(r"\1", _PATH.sub(plain, message))
+
+
+#: A place in a file, ``some/dir/jobs.py:12``: compared by the file's name alone
+#: (``jobs.py:12``), as places are shown relative to the folder stress runs in.
+_FILE_PLACE = re.compile(r"(?<![\w.])(?:[\w.-]*/)+([\w.-]+\.py:\d+)")

@@ -343,8 +343,8 @@ def _replay_schedule(item: pytest.Function, variant: Variant, config: RunConfig,
     with LocalRunner(variant, config, scope=scope) as runner:
         run = runner.run(control, plan, on_failure=_stop_in_debugger if debug else None)
     unfollowed = Replay(schedule, run, build(run.trace)).unfollowed()
-    if unfollowed is not None:
-        pytest.fail(f"stress: schedule {schedule}: {unfollowed}", pytrace=False)
+    if unfollowed is not None:  # a bad option value, known only once the test ran: pytest's usage error
+        pytest.exit(f"stress: schedule {schedule}: {unfollowed}", returncode=pytest.ExitCode.USAGE_ERROR)
     if run.outcome is Outcome.UNSUPPORTED:
         pytest.skip(f"stress: schedule {schedule} was not checked: {run.unscheduled}")
     if run.outcome is Outcome.PASSED:

@@ -31,7 +31,7 @@ from harness.perturb.knobs import format_seconds
 from harness.results.outcome import Outcome, TrialResult
 from harness.results.stats import VariantStats, VariantSummary, Verdict, percent, rule_of_three
 from harness.results.summary import RunInfo, RunReport
-from harness.scenario import Expect, Scenario
+from harness.scenario import Expect, Scenario, Variant
 from harness.scope import HARNESS_DIR
 from harness.text import EMPHASIS, fold_frames, per_second, plural, short_path
 
@@ -152,35 +152,63 @@ def print_list(console: Console, registry: Registry, *, target: str = "SCENARIO"
         if number:
             console.print()
         description = inline_code(scenario.description, "italic")
-        if scenario.stress_only or scenario.outside_schedules:
+        refused = {v.name for v in scenario if scenario.stress_only or v.outside_schedules()}
+        if refused and len(refused) == len(scenario):
             description.append(" (stress mode only)", style="dim")
         heading = Table.grid(padding=(0, 2))
         heading.add_column(no_wrap=True, style="bold cyan")
         heading.add_column()
         heading.add_row(scenario.name, description)
         console.print(heading)
+        # Some variants only, where others can run in controlled mode: marked one by one.
+        only = refused if len(refused) < len(scenario) else set()
+
+        def said(variant: Variant, only: set[str] = only) -> Text:
+            text = inline_code(variant.description)
+            if variant.name in only:
+                text.append(" (stress mode only)", style="dim")
+            return text
+
         if not side_by_side:
             for variant in scenario:
                 console.print(Text.assemble("  ", variant.name, ("  expect ", "dim"), _expect_text(variant.expect)))
-                console.print(Padding(inline_code(variant.description), (0, 0, 0, 4)))
+                console.print(Padding(said(variant), (0, 0, 0, 4)))
             continue
         variants = Table.grid(padding=(0, 2))
         variants.add_column(no_wrap=True, min_width=names)
         variants.add_column(no_wrap=True, min_width=6)
         variants.add_column()
         for variant in scenario:
-            variants.add_row(variant.name, _expect_text(variant.expect), inline_code(variant.description))
+            variants.add_row(variant.name, _expect_text(variant.expect), said(variant))
         console.print(Padding(variants, (0, 0, 0, 2)))
     console.print()
     hints = [("Run one with:", f"stress run {target} --iterations 2000")]
-    if any(not (scenario.stress_only or scenario.outside_schedules) for scenario in registry):  # where it can run
-        hints.append(("Find the exact failing interleaving with:", f"stress run {target} --mode controlled"))
+    controlled = _controlled_command(registry, target)
+    if controlled is not None:
+        hints.append(("Find the exact failing interleaving with:", controlled))
     for words, command in hints:
         if len(words) + 2 + len(command) <= console.width:
             console.print(Text.assemble(words, "  ", command, style="dim"))
         else:  # a command is never broken in the middle
             console.print(Text(words, style="dim"))
             print_command(console, Text("  "), command)
+
+
+def _controlled_command(registry: Registry, target: str) -> str | None:
+    """The ``--mode controlled`` command to offer for what ``stress list`` showed — one that runs,
+    not one refused: the whole target when every variant can; else a scenario of a file that can
+    (``FILE::NAME``), else the variants that can (``--variant``); None when none can."""
+    ok = {v.key for s in registry for v in s if not s.stress_only and v.outside_schedules() is None}
+    every = [v.key for s in registry for v in s]
+    if not ok:
+        return None
+    if len(ok) == len(every) or target == "SCENARIO":
+        return f"stress run {target} --mode controlled"
+    whole = [s.name for s in registry if all(v.key in ok for v in s)]
+    if whole and target.endswith(".py"):
+        return shlex.join(["stress", "run", f"{target}::{whole[0]}", "--mode", "controlled"])
+    flags = [word for key in every if key in ok for word in ("--variant", key)]
+    return shlex.join(["stress", "run", target, "--mode", "controlled", *flags])
 
 
 def print_show(console: Console, scenario: Scenario) -> None:
@@ -537,15 +565,17 @@ def print_report(console: Console, report: RunReport) -> None:
     console.print()
     for name, description in info.scenarios.items():
         console.print(Text.assemble((name, "bold cyan"), ": ", inline_code(description)))
-    console.print(
-        Text.assemble(
-            ("Ranked by failure rate", "bold"),
-            f" · {plural(report.trials, info.unit)} in {report.wall:.1f} s ({per_second(report.trials_per_second)} "
-            f"{info.unit}s/s)",
-            f" · seed {info.config.seed}",
-            (f" · {info.mode_text}", "magenta") if info.config.controlled else "",
-        )
-    )
+    # Broken between its parts, never inside one ("PCT" / "d=3").
+    parts = [
+        "Ranked by failure rate",
+        f"{plural(report.trials, info.unit)} in {report.wall:.1f} s ({per_second(report.trials_per_second)} "
+        f"{info.unit}s/s)",
+        f"seed {info.config.seed}",
+        *([info.mode_text] if info.config.controlled else []),
+    ]
+    footer = _fold(parts, console.width)
+    footer.stylize("bold", 0, len(parts[0]))
+    console.print(footer)
     console.print(ranking)
     for summary in report.variants:
         if summary.exploration is not None:
@@ -787,7 +817,11 @@ def print_command(console: Console, lead: Text, command: str) -> None:
     for the terminal to wrap: broken inside a word, it would no longer paste into a shell."""
     room = console.width - lead.cell_len
     if max(map(len, map(shlex.quote, shlex.split(command))), default=0) + 2 > room:
-        console.print(Text.assemble(lead, (command, "cyan")), soft_wrap=True)
+        # Broken between words all the same, the long one on a line of its own, for the terminal
+        # to wrap.
+        for number, line in enumerate(_fold_command(command, room).plain.split("\n")):
+            head = lead if number == 0 else Text(" " * lead.cell_len)
+            console.print(Text.assemble(head, (line, "cyan")), soft_wrap=True)
         return
     grid = Table.grid()
     grid.add_column(no_wrap=True, width=lead.cell_len)
@@ -990,8 +1024,9 @@ def print_replay(console: Console, replay: Replay) -> None:
         # Each line wraps under its own indentation, never back to the first column.
         for message in evidence.messages[:3]:
             console.print(Padding(Text(message), (0, 0, 0, 2)))
-        for wait in evidence.wait_for[:8]:
-            console.print(Padding(Text(wait, style="bright_red"), (0, 0, 0, 4)))
+        for wait in evidence.wait_for[:8]:  # a line's own indent is kept on its wrapped lines
+            indent = len(wait) - len(wait.lstrip(" "))
+            console.print(Padding(Text(wait.lstrip(" "), style="bright_red"), (0, 0, 0, 4 + indent)))
         for where in evidence.blocked_at[:6]:
             console.print(Padding(Text.assemble(("at ", "yellow"), where), (0, 0, 0, 2)))
         if evidence.tracebacks:

@@ -72,7 +72,9 @@ def test_a_second_sigterm_stops_at_once(tmp_path: Path) -> None:
     sent = time.monotonic()
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 143, stderr
-    assert time.monotonic() - sent < 2.0
+    # At once: not after the 100,000 trials (minutes). The exit itself took 2.05 s beside a
+    # loaded suite and a review's busy loops (load average 18).
+    assert time.monotonic() - sent < 5.0
     assert "Traceback" not in stderr
     for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines():
         json.loads(line)
