@@ -253,6 +253,16 @@ def describe_deadlock(scheduler: Scheduler, blocked: list[Managed]) -> Deadlock:
         verb = "waits" if len(joiners) == 1 else "wait"
         summary = reason + (f" ({and_join(joiners)} {verb} in join() for them)" if joiners else "")
         return Deadlock("stuck", summary, (*lines, *unreleased))
+    if len(roots) == 1:
+        # One thread on a primitive, the others joining it: what the graph says of that wait (a
+        # lock's holder that finished without releasing it, and where it took it) is the headline.
+        found = graph.declare(roots[0].ident)
+        if found.kind == "stuck" and found.lines:
+            joiners = sorted(m.name for m in blocked if m.waits_for is not None)
+            verb = "waits" if len(joiners) == 1 else "wait"
+            head = found.summary.split(" (the variant body", 1)[0]
+            summary = head + (f" ({and_join(joiners)} {verb} in join() for it)" if joiners else "")
+            return Deadlock("stuck", summary, (*lines, *found.lines[1:]))
     summary = (
         f"{edges[blocked[0].index][0]}, and no other thread can let it go"
         if count == 1

@@ -384,3 +384,21 @@ def test_replay_finds_a_scenario_file_from_any_folder(tmp_path: Path) -> None:
     again = stress("replay", str(work / "run"), cwd=tmp_path)
     assert again.code == 0, again.stdout + again.stderr
     assert "reproduced 1/1" in again.stdout
+
+
+def test_a_lock_left_held_by_a_finished_thread_is_explained_in_controlled_mode_too(tmp_path: Path) -> None:
+    # It said "all 2 threads wait, and none of them can wake another": the holder and where it
+    # took the lock are the explanation, as in stress mode.
+    (tmp_path / "kept.py").write_text(
+        "import threading\nfrom harness import Scenario\ns = Scenario('kept', 'a lock left held')\n\n\n"
+        "@s.variant(expect='unsafe')\ndef left_held(trial):\n    lock = threading.Lock()\n\n"
+        "    def taker():\n        lock.acquire()\n\n    def waiter():\n        with lock:\n            pass\n\n"
+        "    with trial.threads() as group:\n        group.start(taker)\n        group.start(waiter)\n"
+    )
+    out = stress("run", "kept.py", "--mode", "controlled", "-n", "30", "--seed", "3", "--out", "run", cwd=tmp_path)
+    assert out.code == 0, out.stdout + out.stderr
+    deadlocked = [r for r in results(tmp_path / "run") if r["outcome"] == "deadlocked"]
+    assert deadlocked
+    assert deadlocked[0]["evidence"]["messages"][0].startswith(
+        "waiter waits for lock held by taker, which took it at kept.py:11 in taker and finished without releasing it"
+    ), deadlocked[0]["evidence"]
