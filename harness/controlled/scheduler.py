@@ -329,6 +329,11 @@ class Scheduler:
             self.steps.append(step)
             self._declare_livelock()
             raise LivelockError(*self._deadlock_args())
+        # What a point marks is done already at a point that follows it (``took lock_a``): it is a
+        # step before any switch made there. Any other point comes before what it marks.
+        done = what.startswith("took ")
+        if done:
+            self.steps.append(step)
         chosen = self._choose(me, self._enabled(me))
         if chosen is not me:
             self._hand_over(me, chosen)
@@ -337,7 +342,8 @@ class Scheduler:
         # The instruction at this point runs now, once this thread has the baton again: after the
         # other threads' steps, not before them (a read-modify-write whose write is switched out
         # would read as whole, before the switch, in the trace).
-        self.steps.append(step)
+        if not done:
+            self.steps.append(step)
 
     def primitive_point(self, primitive: Any, operation: str) -> None:
         """A scheduling point at an operation of an instrumented primitive (named in the trace:
@@ -345,7 +351,10 @@ class Scheduler:
         me = self.by_ident.get(get_ident())
         if me is None or me is not self.current or self.aborting or me.quiet or self.released:
             return
-        self.point(what=f"{describe_primitive(primitive)}.{operation}()")
+        # Asking for a lock and having it are two points: a switch between them leaves the lock
+        # free, a switch after ``took`` leaves it held — the trace says which.
+        name = describe_primitive(primitive)
+        self.point(what=f"took {name}" if operation == "acquired" else f"{name}.{operation}()")
 
     def quiet(self, delta: int) -> None:
         """Enter (+1) or leave (-1) an `harness.atomic` block in the calling thread."""

@@ -63,12 +63,18 @@ class Row:
 
     def effects(self) -> tuple[str, ...]:
         """What the row's steps did to shared state, in words: ``read .value``, ``write .value``,
-        ``lock_a.acquire()`` (loads of names and calls are left out: they are how, not what)."""
+        ``took lock_a`` (asked for and had), ``lock_a.acquire()`` (asked for, not had: a switch
+        came first, or the thread waits); loads of names and calls are left out: they are how,
+        not what."""
         out: list[str] = []
         for op in self.ops:
             name, _, argument = op.partition(" ")
             said = _EFFECTS.get(name)
-            if op.endswith("()"):
+            if op.endswith(".acquire()") and f"took {op[: -len('.acquire()')]}" in self.ops:
+                said = None  # asked for and had in the same row: ``took lock_a`` says both
+            elif op.endswith("()"):
+                said = op  # ``lock_a.acquire()`` alone: asked for, not had (yet)
+            elif name == "took":
                 said = op
             elif said is not None:
                 said = said.format(argument or "an item")  # a subscript too long to show

@@ -921,7 +921,7 @@ def _synced_acquire(self: Lock, blocking: bool = True, timeout: float = -1) -> b
         _sync_point(self, "acquire")
     got = _plain_acquire(self, blocking, timeout)
     if got and not quiet:
-        _sync_point(self, "acquire")
+        _sync_point(self, "acquired")  # taken: a switch here comes with the lock held
     return got
 
 
@@ -1032,7 +1032,7 @@ class RLock:
             self._count = 1
             state.held.append(self)
             if _sync:
-                _sync_point(self, "acquire")
+                _sync_point(self, "acquired")
         return got
 
     __enter__ = acquire
@@ -1228,7 +1228,7 @@ class Semaphore(threading.Semaphore):
         got = super().acquire(blocking, timeout)
         _took_permit(self, got)
         if _sync and got:
-            _sync_point(self, "acquire")
+            _sync_point(self, "acquired")
         return got
 
     __enter__ = acquire

@@ -422,6 +422,27 @@ def test_trace_rows_merge_a_threads_steps_on_a_line_and_mark_switches() -> None:
     assert Trace.from_dict(trace.to_dict()) == trace
 
 
+def test_a_lock_asked_for_and_had_is_told_apart_from_one_only_asked_for() -> None:
+    # The acquire's two points — asked for, had — fell in one row each side of a switch and both
+    # read "lock_a.acquire()": whether the thread held the lock across the switch did not show.
+    asked = Row("a", "f.py", 1, "with lock_a:", 1, False, ("lock_a.acquire()",))
+    had = Row("a", "f.py", 1, "with lock_a:", 2, False, ("lock_a.acquire()", "took lock_a"))
+    later = Row("a", "f.py", 1, "with lock_a:", 1, True, ("took lock_a",))
+    assert asked.effects() == ("lock_a.acquire()",)
+    assert had.effects() == ("took lock_a",)
+    assert later.effects() == ("took lock_a",)
+    # In a deadlock's trace: each thread took its first lock and only asked for its second.
+    plan = make_plan(Perturbation.none(), seed=2, trial=0)
+    with LocalRunner(builtin("deadlock/opposite-order"), controlled_config(seed=2)) as runner:
+        for choice in range(60):
+            run = runner.run(Control("forced", forced=((choice, 2),)), plan)
+            if run.outcome is Outcome.DEADLOCKED:
+                break
+    assert run.outcome is Outcome.DEADLOCKED
+    said = [effect for row in build(run.trace).rows for effect in row.effects() if "lock" in effect]
+    assert sorted(said[-4:]) == ["lock_a.acquire()", "lock_b.acquire()", "took lock_a", "took lock_b"], said
+
+
 def test_row_effects_say_reads_and_writes_in_words() -> None:
     row = Row(
         "t",
