@@ -419,6 +419,11 @@ class ActorGroup:
             for index, name in enumerate(names)
         ]
         graph = trial.graph
+        # Lock order: the actors by their names, as in stress mode (numbers in a name are the
+        # process's thread count only for threads the code starts itself: `StartJoinOrder.started`).
+        session = primitives.current_session()
+        clocks = session.order_clocks if session is not None else None
+        spawned = clocks.spawn(threading.current_thread(), names) if clocks is not None else 0
         scheduler.quiet(+1)  # the harness's starts and joins are no steps of the interleaving
         if graph is not None:
             graph.set_joining(True)
@@ -431,6 +436,8 @@ class ActorGroup:
             scheduler.quiet(-1)
             if graph is not None:
                 graph.set_joining(False)
+        if clocks is not None:
+            clocks.gather(threading.current_thread(), spawned)
         self.results = results
         trial.end_if_deadlocked()
 

@@ -402,3 +402,15 @@ def test_a_lock_left_held_by_a_finished_thread_is_explained_in_controlled_mode_t
     assert deadlocked[0]["evidence"]["messages"][0].startswith(
         "waiter waits for lock held by taker, which took it at kept.py:11 in taker and finished without releasing it"
     ), deadlocked[0]["evidence"]
+
+
+def test_actors_keep_their_names_in_the_potential_deadlocks_of_a_controlled_run(tmp_path: Path) -> None:
+    # Their names' numbers were taken for the process's thread count ("Thread-3"): thread_1 and
+    # thread_2 were one role, and the second was shown as "thread_2·2".
+    out = stress(
+        "run", "deadlock", "--variant", "opposite-order", "--mode", "controlled", "-n", "50", "--seed", "2",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert out.code == 0, out.stdout + out.stderr
+    assert "thread_2 took lock_b at deadlock.py:" in out.stdout
+    assert "·2" not in out.stdout
