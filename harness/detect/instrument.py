@@ -244,6 +244,9 @@ def _start(self: threading.Thread) -> None:
     """``Thread.start`` as the lock-order analysis sees it: what the starting thread did so far
     happens before everything the new thread does."""
     primitives.note_start(self)
+    # The code it runs, kept (``Thread.run`` drops its target at the end): where a lock it took and
+    # never released was taken (`wait_graph._took_in`). Once per thread the code starts itself.
+    self._stress_entry = getattr(getattr(self, "_target", None), "__code__", None)  # type: ignore[attr-defined]
     _real_start(self)
     session = primitives.current_session()
     if session is not None and session.graph is not None:

@@ -35,7 +35,7 @@ import time
 import types
 from _thread import allocate_lock, get_ident
 from collections.abc import Callable, Iterator
-from types import CodeType, FrameType
+from types import FrameType
 from typing import Any
 
 from harness.detect.findings import Findings
@@ -85,7 +85,7 @@ class _ThreadState:
     takes it out of its owner's list. Only whole-list operations, each atomic, touch it; an entry
     whose lock names another owner (a release that raced with the acquire) is stale and skipped."""
 
-    __slots__ = ("entry", "held", "ident", "name", "permits", "pid", "session", "thread")
+    __slots__ = ("held", "ident", "name", "permits", "pid", "session", "thread")
 
     def __init__(self) -> None:
         self.ident = get_ident()
@@ -99,24 +99,6 @@ class _ThreadState:
         #: The trial it was made in: a lock it holds may outlive it (a module's, left held).
         self.session = _session
         self.permits: dict[int, list[int]] = {}
-        #: The code the thread began in, the outermost of the code under test on its stack (its
-        #: target): where to look for the line that took a lock it finished holding.
-        self.entry = _entry_code(sys._getframe(2))
-
-
-def _entry_code(frame: FrameType | None) -> CodeType | None:
-    """The outermost code of the innermost run of frames of ``frame``'s stack that are not
-    stress's or ``threading``'s: the code a thread's target (or the variant) began in. Once per
-    thread (its state is made at its first operation on a primitive): a few frames' walk."""
-    entry = None
-    while frame is not None:
-        name = frame.f_code.co_filename
-        if not name.startswith(HARNESS_DIR) and name != threading.__file__:
-            entry = frame.f_code
-        elif entry is not None:
-            break
-        frame = frame.f_back
-    return entry
 
 
 def _new_state() -> _ThreadState:

@@ -635,7 +635,8 @@ class WaitGraph:
                     continue
                 if owner_state is not None and not _alive(owner_state):
                     # Its OS thread now runs another actor (threads are reused): the holder is gone.
-                    holder = f"{owner_state.name}, which {_took_in(lock, owner_state)}finished without releasing it"
+                    took = _took_in(lock, owner_state, self.ran)
+                    holder = f"{owner_state.name}, which {took}finished without releasing it"
                     hops.append(f"{waiter} waits for {what} held by {holder}")
                     lines.append(f"{waiter} waits for {what} at {self._where(frames.get(ident))}, held by {holder}")
                     continue
@@ -671,7 +672,7 @@ class WaitGraph:
                 elif getattr(owner, "pid", os.getpid()) != os.getpid():  # copied by a fork
                     holder = f" held by {getattr(owner, 'name', 'a thread')}, a thread this process does not have"
                 else:
-                    took = _took_in(waiting.lock, owner)
+                    took = _took_in(waiting.lock, owner, self.ran)
                     holder = f" held by {getattr(owner, 'name', 'a thread')}, which {took}finished without releasing it"
             where = self._where(frames.get(ident))
             short.append(f"{names.get(ident, ident)} waits for {what}{holder}")
@@ -938,12 +939,13 @@ def acquired_where(lock: Any, frame: FrameType | None, skip: Callable[[FrameType
     return _line_text(innermost, _line(innermost)) if innermost is not None else "an unknown place"
 
 
-def _took_in(lock: Any, owner: Any) -> str:
+def _took_in(lock: Any, owner: Any, ran: Mapping[str, CodeType]) -> str:
     """``took it at x.py:12 in worker and ``: where a thread that has finished took ``lock`` — the
-    lines of the code it began in (`primitives._ThreadState.entry`) that acquire it by name (an
+    lines of the function it ran (an actor's, `WaitGraph.ran`; a thread's target) that acquire it by name (an
     RLock taken twice: ``x.py:12 and 13``), or, the lock having no name, the only line there that
     acquires anything; '' when no line says."""
-    code = getattr(owner, "entry", None)
+    # An actor's function (`ran`), or the target of a thread the code started itself.
+    code = ran.get(getattr(owner, "name", "")) or getattr(getattr(owner, "thread", None), "_stress_entry", None)
     if code is None:
         return ""
     name = _base_name(lock)
