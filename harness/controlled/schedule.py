@@ -102,11 +102,14 @@ class ScheduleRecord:
     minimal_messages: tuple[str, ...] | None = None
     unscheduled: str | None = None
 
-    def differs_from(self, found: str | None) -> bool:
-        """Whether the shrunk schedule's failure says something else than ``found``, what the
-        schedule as found said first (the same outcome, other details: ``value 2``, ``value 3``)."""
+    def shrunk_says(self, found: str | None) -> str | None:
+        """What the shrunk schedule's failure says, when it is something else than ``found``, what
+        the schedule as found said first (the same outcome, other details: ``value 2``, ``value
+        3``); None when it says the same, or there is no shrunk schedule."""
         said = self.minimal_messages[0] if self.minimal is not None and self.minimal_messages else None
-        return said is not None and found is not None and untemp(said) != untemp(found)
+        if said is None or found is None or untemp(said) == untemp(found):
+            return None
+        return said
 
     @property
     def exact(self) -> bool:

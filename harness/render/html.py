@@ -295,9 +295,7 @@ def _example(report: RunReport, result: TrialResult) -> dict[str, Any]:
     if result.schedule is not None:
         example["schedule"] = result.schedule
         found = result.evidence.messages[0] if result.evidence is not None and result.evidence.messages else None
-        if result.schedule.differs_from(found):
-            assert result.schedule.minimal_messages is not None
-            example["shrunk_says"] = result.schedule.minimal_messages[0]
+        example["shrunk_says"] = result.schedule.shrunk_says(found)
         example["trace"] = _trace(Trace.from_dict(result.schedule.trace))
         return example
     plan = result.plan

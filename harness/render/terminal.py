@@ -920,9 +920,9 @@ def _schedule_lines(
                 ),
             )
         )
-        if record.differs_from(found):
-            assert record.minimal_messages is not None
-            lines.append(_labelled("it says", Text(record.minimal_messages[0])))
+        says = record.shrunk_says(found)
+        if says is not None:
+            lines.append(_labelled("it says", Text(says)))
         if trace.rows:  # else it failed before any thread took a step: there is no interleaving
             lines.append(trace_table(trace, max_rows=TRACE_ROWS, width=width - 2 if width else None))
     return lines
