@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import enum
+import functools
 import inspect
 import re
 import sys
@@ -78,6 +79,14 @@ class Variant:
         """``scenario/variant``: the name used in results and on the command line."""
         return f"{self.scenario}/{self.name}"
 
+    @property
+    def is_coroutine(self) -> bool:
+        """Whether the variant is an ``async def``, run on an event loop (`harness.detect.aio`)."""
+        fn: Any = self.fn
+        while isinstance(fn, functools.partial):
+            fn = fn.func
+        return inspect.iscoroutinefunction(fn)
+
     def source(self) -> str:
         """The variant function's source code, for ``stress show``."""
         try:
@@ -127,6 +136,11 @@ class Variant:
         code = getattr(self.fn, "__code__", None)
         if code is None:
             return None
+        if self.is_coroutine:
+            where = f"{short_path(code.co_filename)}:{code.co_firstlineno}"
+            return (
+                f"runs coroutines on an event loop, which controlled mode does not schedule yet (async def at {where})"
+            )
         tree = _parsed(code.co_filename)
         if tree is None:
             return None

@@ -14,7 +14,7 @@ import multiprocessing
 import random
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from harness.actors import ActorPool
     from harness.processes import ProcessGroup
 
-__all__ = ["ActorGroup", "Trial"]
+__all__ = ["ActorGroup", "TaskGroup", "Trial"]
 
 MESSAGE_LIMIT = 4_000
 TRACEBACK_LIMIT = 16_000
@@ -157,6 +157,31 @@ class Trial:
             for _ in range(count):
                 group.start(fn, *args)
         return group.results
+
+    async def run_tasks(self, fn: Callable[..., Any], *args: Any, count: int = 2) -> list[Any]:
+        """A coroutine variant's `run_threads`: run ``count`` tasks of ``fn(*args)`` (an ``async
+        def``) on the trial's event loop together and wait for all of them (`harness.detect.aio`).
+
+        Returns their return values in task order (``None`` for a task that raised).
+        """
+        if count < 1:
+            raise ValueError(f"count must be >= 1, not {count}")
+        async with self.tasks() as group:
+            for _ in range(count):
+                group.start(fn, *args)
+        return group.results
+
+    def tasks(self) -> TaskGroup:
+        """A group of different tasks, started together when the ``async with`` block ends::
+
+        async with trial.tasks() as group:
+            group.start(transfer, a, b)
+            group.start(transfer, b, a)
+        first, second = group.results
+        """
+        group = TaskGroup(self, self._groups)
+        self._groups += 1
+        return group
 
     def processes(self) -> ProcessGroup:
         """A group of different process actors, started together when the ``with`` block ends::
@@ -449,3 +474,62 @@ def _note_ran(graph: WaitGraph, label: str, fn: Callable[..., Any]) -> None:
     code = getattr(fn, "__code__", None)
     if code is not None:
         graph.ran[label] = code
+
+
+class TaskGroup:
+    """Tasks registered with `start`, run together when the ``async with`` block exits (made by
+    `Trial.tasks`)::
+
+        async with trial.tasks() as group:
+            group.start(transfer, a, b)
+            group.start(transfer, b, a)
+        first, second = group.results
+    """
+
+    def __init__(self, trial: Trial, index: int) -> None:
+        self._trial = trial
+        self._index = index
+        self._actors: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...], str]] = []
+        self.results: list[Any] = []
+
+    def start(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> int:
+        """Register task ``fn(*args)`` (an ``async def``); returns its index in `results`. The task
+        is called ``name``, else after its function, numbered when several run the same one."""
+        if not callable(fn):
+            raise TypeError(f"a task runs an async function, not {fn!r}")
+        self._actors.append((fn, args, name or ""))
+        return len(self._actors) - 1
+
+    async def __aenter__(self) -> TaskGroup:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is not None or not self._actors:
+            return
+        import asyncio  # only a coroutine trial gets here: thread trials need not import asyncio
+
+        from harness.detect import aio
+
+        trial = self._trial
+        names = actor_names([(fn, given) for fn, _, given in self._actors])
+        starts = trial.plan.starts(len(self._actors), group=self._index)
+        trial.starts.append(tuple(starts))
+        results: list[Any] = [None] * len(self._actors)
+
+        async def actor(index: int, delay: float) -> None:
+            fn, args, _ = self._actors[index]
+            try:
+                for _ in range(aio.start_iterations(delay)):
+                    await aio.StepOut()
+                results[index] = await fn(*args)
+            except BaseException as error:  # an actor's SystemExit or cancellation is a finding too
+                trial.record_exception(f"task {names[index]}", error)
+
+        tasks = [asyncio.create_task(actor(s.actor, s.delay), name=names[s.actor]) for s in starts]
+        gathered = asyncio.gather(*tasks)
+        aio.GROUPS.add(gathered)
+        await gathered
+        self.results = results
+        trial.end_if_deadlocked()

@@ -9,8 +9,10 @@ all trials into potential deadlocks (lockdep's idea), keeping only cycles whose 
 and joins do not order (`happens_before`). `thread_dump` reads the ``faulthandler`` dumps
 of hung trials down to the blocked line of each thread. A process forked during a trial finds its own
 deadlocks and reports them to the trial through `findings`, so a deadlock anywhere in the trial's
-process tree is the trial's outcome.
+process tree is the trial's outcome. A coroutine trial's event loop (`aio`) steps tasks out around
+asyncio's primitives and finds the deadlock of tasks that nothing left can wake.
 
 Entry points: `harness.detect.instrument.Instrumenter`, `harness.detect.wait_graph.WaitGraph`,
-`harness.detect.lock_order.LockOrder`, `harness.detect.thread_dump.blocked_at`.
+`harness.detect.lock_order.LockOrder`, `harness.detect.thread_dump.blocked_at`,
+`harness.detect.aio.StressLoop`.
 """

@@ -578,6 +578,12 @@ class WaitGraph:
             return None
         return ("stuck", self.version, tuple(sorted(state)))
 
+    def earlier_thread_may_act(self) -> threading.Thread | None:
+        """A thread from before the trial that may yet act on it (None: none may); see
+        `_earlier_thread_may_act`. For a waiter outside the graph: a coroutine trial's idle loop."""
+        with self._mutex:
+            return self._earlier_thread_may_act()
+
     def _earlier_thread_may_act(self) -> threading.Thread | None:
         """A thread from before the trial that may yet end a wait of it (None: none may). A module's
         background thread — a flusher on a queue, a pool's worker running a task — sets the event

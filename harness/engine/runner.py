@@ -161,6 +161,7 @@ def run_trial(
         mp_delays.activate(plan.sync, plan.delay, seed=plan.seed)
         pause.track(True)
     scheduler: Scheduler | None = None
+    stepped_out = 0
     started = clock()
     try:
         with contextlib.ExitStack() as stack:
@@ -173,7 +174,12 @@ def run_trial(
             try:
                 if phases is not None:
                     phases(Phase.BODY)
-                variant.fn(trial)
+                if variant.is_coroutine:
+                    from harness.detect import aio  # asyncio is imported by coroutine trials alone
+
+                    stepped_out = aio.run_body(variant.fn, trial)
+                else:
+                    variant.fn(trial)
             except (DeadlockError, ForkedDeadlockError) as exc:
                 unexplained = scheduler is None or (
                     scheduler.finding is None and scheduler.livelock is None and scheduler.too_long is None
@@ -207,7 +213,7 @@ def run_trial(
             evidence=evidence,
             duration=duration,
             starts=tuple(trial.starts),
-            switches=switches + session.switches + delays,
+            switches=switches + session.switches + delays + stepped_out,
             lock_order=tuple(session.new_order),
             delay_used=delays > 0 or delay_touched or trial.ran_processes,
             abandoned=tuple(graph.unwound),

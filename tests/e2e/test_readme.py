@@ -27,6 +27,19 @@ def test_writing_a_scenario_tutorial_runs_as_written(tmp_path: Path) -> None:
     assert variant(data, "locked")["failures"] == 0
 
 
+def test_coroutine_example_runs_as_written(tmp_path: Path) -> None:
+    (tmp_path / "my_async.py").write_text(_block("# my_async.py"))
+    args = ("run", "my_async.py", "--iterations", "300", "--seed", "1")
+    out = stress(*args, "--out", "run", cwd=tmp_path)
+    assert out.code == 0, out.stdout + out.stderr
+    data = summary(tmp_path / "run")
+    assert variant(data, "check-then-connect")["verdict"] == "exposed"
+    assert variant(data, "locked")["failures"] == 0
+    plain = stress(*args, "--no-perturbation", "--out", "plain", cwd=tmp_path)
+    assert plain.code == 0, plain.stdout + plain.stderr
+    assert variant(summary(tmp_path / "plain"), "check-then-connect")["failures"] == 0
+
+
 def test_quick_start_has_two_commands_and_ci_runs_the_test_one() -> None:
     quick = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     commands = re.findall(r"```sh\n(.*?)\n```", quick, re.S)

@@ -34,6 +34,16 @@ FLOOR = {
     "producer-consumer/until-empty": 0.3,  # ≈ 0.75
     "pool/fork-while-logging": 0.1,  # ≈ 0.45
     "executor/nested-wait": 0.5,  # deadlocks every time
+    "async-bank/check-then-act": 0.2,  # ≈ 0.49
+    "async-deadlock/opposite-order": 0.12,  # ≈ 0.34
+    "async-deadlock/await-under-lock": 0.4,  # ≈ 0.82
+    "async-event/clear-after-wait": 0.3,  # ≈ 0.61
+    "async-event/wait-under-if": 0.05,  # ≈ 0.12
+    "async-queue/skipped-task-done": 0.2,  # ≈ 0.45
+    "cancellation/acquire-release": 0.15,  # ≈ 0.37
+    "cancellation/shield-then-retry": 0.5,  # every time
+    "loop-bridge/call-soon-from-thread": 0.5,  # every time (a rule asyncio checks in debug mode only)
+    "loop-bridge/result-on-loop-thread": 0.5,  # deadlocks every time
 }
 ITERATIONS = {
     "philosophers": 300,
@@ -43,6 +53,7 @@ ITERATIONS = {
     "producer-consumer": 15,
     "pool": 40,
     "executor": 60,
+    "async-event": 300,
 }
 SCENARIOS = [
     "counter",
@@ -56,6 +67,12 @@ SCENARIOS = [
     "producer-consumer",
     "pool",
     "executor",
+    "async-bank",
+    "async-deadlock",
+    "async-event",
+    "async-queue",
+    "cancellation",
+    "loop-bridge",
 ]
 # Scenarios whose unsafe variants wait where no instrumented primitive can see (a pipe, a
 # multiprocessing queue): the watchdog ends those as hung. A Future's result() is seen: a task
@@ -103,3 +120,15 @@ def test_without_injection_the_counter_race_is_far_rarer(tmp_path: Path) -> None
     off = variant(summary(tmp_path / "off"), "no-lock")["failure_rate"]
     assert on >= 0.4
     assert off <= on / 4, (on, off)
+
+
+def test_without_perturbation_the_coroutine_races_stay_hidden(tmp_path: Path) -> None:
+    """asyncio's first-in, first-out order hides a race across an await that does not suspend, and a
+    lock cycle whose acquires never have to wait; an await of a task always suspends."""
+    args = ("run", "async-bank", "async-deadlock", "--iterations", "100", "--seed", "11", "-q")
+    plain = stress(*args, "--no-perturbation", "--out", "off", cwd=tmp_path)
+    assert plain.code == 0, plain.stderr
+    data = summary(tmp_path / "off")
+    assert variant(data, "async-bank/check-then-act")["failures"] == 0
+    assert variant(data, "async-deadlock/opposite-order")["failures"] == 0
+    assert variant(data, "async-deadlock/await-under-lock")["failure_rate"] == 1.0

@@ -1,0 +1,595 @@
+"""Coroutine trials: variants written ``async def variant(trial)``.
+
+A coroutine variant runs on a fresh event loop per trial (`asyncio.Runner` with a `StressLoop`), and
+starts its tasks through the trial, as a thread variant starts its threads::
+
+    @scenario.variant(expect="unsafe")
+    async def check_then_act(trial):
+        account = Account(100)
+        await trial.run_tasks(account.withdraw, 80, count=2)
+        trial.check(account.balance >= 0, f"balance {account.balance}")
+
+**Why perturb.** asyncio runs its ready callbacks first in, first out, and an ``await`` suspends only
+when what it awaits is not ready: ``await queue.put(x)`` on an unbounded queue, ``await
+lock.acquire()`` on a free lock, an ``async def`` that returns at once never let another task in. A
+check-then-act across such an await is safe in every plain run and breaks once the queue is bounded
+or the lock contended. So, in stress mode, from the trial's plan (seeded, recorded):
+
+* the tasks `Trial.run_tasks` starts are created in the plan's start order (``shuffle``), and each
+  waits out its start delay (``jitter``) as loop iterations (`start_iterations`);
+* just before each operation on an asyncio primitive — `asyncio.Lock` and `asyncio.Semaphore`
+  ``acquire``, `asyncio.Event` and `asyncio.Condition` ``wait``, `asyncio.Queue` ``put``, ``get``
+  and ``join``, `asyncio.Barrier` ``wait`` — the task steps out for one loop iteration, behind every
+  callback ready at that moment, with probability √``sync`` (the knob that forces a thread switch
+  around a threading primitive's operations; a task operates on primitives a handful of times, a
+  thread hundreds);
+* a timer (``asyncio.sleep(d)``, a timeout) fires up to ``jitter`` late.
+
+Each is a reordering asyncio allows: an operation on a primitive may suspend, and a timer is never
+promised to fire on time. Callbacks keep their first-in, first-out order, which asyncio does promise.
+
+**Detection.** When the loop has nothing to run, no timer, no file descriptor but its own wake-up
+pipe, no signal handler, and no thread that could call into it (none of the trial's own still runs,
+and none from before it may act: `harness.detect.wait_graph.WaitGraph`), its waiting tasks can never
+be woken: the trial is ``deadlocked``. The finding names each waiting task, the line of the code
+under test it waits at and what it waits for — an `asyncio.Lock` and the task holding it (and
+where it took it), another task it awaits, an Event, Condition, Semaphore, Queue or Future nobody
+can complete — with the cycle of lock and task waits first when there is one. The tasks are then
+cancelled, so that the variant's body ends. A task whose exception nobody retrieved is an ``error``,
+as is any exception the loop reports to its exception handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.base_events
+import functools
+import math
+import random
+import sys
+import threading
+import traceback
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from harness.detect.wait_graph import DeadlockError
+from harness.scope import HARNESS_DIR, Scope
+from harness.text import short_path
+
+if TYPE_CHECKING:
+    from harness.detect.wait_graph import WaitGraph
+    from harness.perturb.plan import Plan
+
+
+class Trial(Protocol):
+    """What the loop needs of `harness.trial.Trial` (which imports this module)."""
+
+    plan: Plan
+    graph: WaitGraph | None
+    deadlocks: list[list[str]]
+
+    def deadlocked(self) -> bool: ...
+
+    def record_exception(self, where: str, exc: BaseException) -> None: ...
+
+    def record_traceback(self, where: str, text: str) -> None: ...
+
+
+TrialT = TypeVar("TrialT", bound=Trial)
+
+
+__all__ = [
+    "GROUPS",
+    "StepOut",
+    "StressLoop",
+    "describe",
+    "install",
+    "run_body",
+    "start_iterations",
+    "task_name",
+    "uninstall",
+]
+
+#: The first and longest wait of an idle loop that another thread may still wake (seconds): it looks
+#: again for a deadlock after each, as a thread's wait looks in slices.
+SLICE_FIRST = 0.001
+SLICE_MAX = 0.05
+#: A task's start delay is this many seconds per loop iteration it waits, and at most `START_MOST`.
+START_STEP = 25e-6
+START_MOST = 4
+#: How many times a confirmed deadlock's tasks are cancelled before the loop is stopped (a task that
+#: swallows the cancellation and waits again would keep the trial going for ever).
+_CANCEL_ROUNDS = 3
+
+
+class StepOut:
+    """Awaited, gives the loop one iteration: a bare ``yield`` makes the task reschedule itself
+    behind every callback ready now (`asyncio.sleep(0)` does the same, but `asyncio.sleep` is the
+    code under test's to call)."""
+
+    def __await__(self) -> Generator[None, None, None]:
+        yield
+
+
+class StressLoop(asyncio.SelectorEventLoop):
+    """The event loop of a coroutine trial: a selector loop that perturbs (module docstring) and
+    notices when none of its tasks can ever run again.
+
+    Args:
+        trial: The trial whose tasks run here; its plan gives ``sync``, ``jitter`` and the seed.
+    """
+
+    def __init__(self, trial: Trial) -> None:
+        super().__init__()
+        self.trial = trial
+        plan = trial.plan
+        self._rng = random.Random(f"stress-aio/{plan.seed}")
+        # A coroutine trial operates on primitives a handful of times per task, a thread trial
+        # hundreds: the same knob steps a task out with its square root (sync 0.01-0.2: 0.1-0.45).
+        self._sync = math.sqrt(plan.sync) if plan.sync > 0 else 0.0
+        self._late = plan.jitter
+        #: Steps out forced so far (the trial's ``switches``).
+        self.steps_out = 0
+        self._slice = SLICE_FIRST
+        self._cancel_rounds = 0
+        #: Every task created on this loop, in order (for unretrieved exceptions and names).
+        self.tasks: list[asyncio.Task[Any]] = []
+        #: Lock -> (the task holding it, where it took it), for `asyncio.Lock`s taken on this loop.
+        self.holders: weakref.WeakKeyDictionary[asyncio.Lock, tuple[asyncio.Task[Any] | None, str]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.set_task_factory(self._make_task)
+        self.set_exception_handler(self._exception)
+
+    # -- perturbation ----------------------------------------------------------------------------
+
+    def step_out_now(self) -> bool:
+        """Whether the task about to operate on a primitive steps out first (the ``sync`` draw)."""
+        if self._sync <= 0 or self._rng.random() >= self._sync:
+            return False
+        self.steps_out += 1
+        return True
+
+    def call_soon(self, callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:  # type: ignore[override]
+        loop: Any = self
+        thread = loop._thread_id
+        if thread is not None and thread != threading.get_ident():
+            # asyncio checks this in debug mode only; without it the callback sits in the ready
+            # queue while the loop sleeps in its selector, until something else wakes it.
+            name = threading.current_thread().name
+            self.trial.record_traceback(
+                f"thread {name}",
+                "Traceback (most recent call last):\n"
+                + "".join(traceback.format_stack(sys._getframe(1), limit=8))
+                + f"RuntimeError: loop.call_soon({_callable_name(callback)}) called from thread {name}, not the "
+                "loop's: it does not wake the loop, which may sleep with the callback queued for ever "
+                "(use loop.call_soon_threadsafe())\n",
+            )
+        return super().call_soon(callback, *args, context=context)
+
+    def call_at(self, when: float, callback: Any, *args: Any, context: Any = None) -> asyncio.TimerHandle:  # type: ignore[override]
+        if self._late > 0:
+            when += self._rng.uniform(0.0, self._late)  # a timer may fire late, never early
+        return super().call_at(when, callback, *args, context=context)
+
+    # -- tasks -----------------------------------------------------------------------------------
+
+    def _make_task(self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        self.tasks.append(task)
+        return task
+
+    def _exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message") or "the event loop reported an error")
+        exc = context.get("exception")
+        task = context.get("task") or context.get("future")
+        where = f"task {task_name(task)}" if isinstance(task, asyncio.Task) else "the event loop"
+        if isinstance(exc, BaseException):
+            self.trial.record_exception(f"{where} ({message})", exc)
+        else:
+            self.trial.record_traceback(where, message)
+
+    def unretrieved(self) -> None:
+        """Record, as errors, the exceptions of the loop's finished tasks that nobody retrieved
+        (asyncio would log them whenever the task is collected, in a later trial)."""
+        for task in self.tasks:
+            if task.done() and not task.cancelled() and getattr(task, "_log_traceback", False):
+                exc = task.exception()  # retrieves it: asyncio will not log it again
+                if exc is not None:
+                    self.trial.record_exception(f"task {task_name(task)} (its exception was never retrieved)", exc)
+
+    # -- detection -------------------------------------------------------------------------------
+
+    def _run_once(self) -> None:
+        # `BaseEventLoop._run_once` is one iteration: run what is ready, else wait in the selector
+        # for a file descriptor or the next timer (the loop's attributes below are its own).
+        loop: Any = self
+        if not loop._ready and self._idle():
+            if self.trial.deadlocked():
+                self._unwind()
+            else:
+                waiting = [t for t in asyncio.all_tasks(self) if not t.done()]
+                # Who could wake the loop first, then whether anything is ready (again): a thread that
+                # calls into the loop and ends between the two looks would otherwise be missed.
+                if waiting and self._nobody_can_wake() and not loop._ready and self._idle():
+                    scope = self.trial.graph.scope if self.trial.graph is not None else Scope()
+                    self.trial.deadlocks.append(describe(waiting, self.holders, scope))
+                    self._unwind()
+                elif waiting:
+                    # Another thread may still call into the loop: look again after a slice.
+                    super().call_at(self.time() + self._slice, _nothing)
+                    self._slice = min(self._slice * 2, SLICE_MAX)
+        else:
+            self._slice = SLICE_FIRST
+        _BASE_RUN_ONCE(self)
+
+    def _idle(self) -> bool:
+        """Nothing ready, no live timer, no file descriptor but the loop's own wake-up pipe, no
+        signal handler: only another thread could make anything happen."""
+        loop: Any = self
+        if any(not handle.cancelled() for handle in loop._scheduled):
+            return False
+        if getattr(loop, "_signal_handlers", None):
+            return False
+        own = loop._ssock.fileno()
+        return all(fd == own for fd in loop._selector.get_map())
+
+    def _nobody_can_wake(self) -> bool:
+        graph = self.trial.graph
+        if graph is None:
+            return False  # nothing to tell the trial's threads from others: never guess
+        me = threading.get_ident()
+        for thread in threading.enumerate():
+            ident = thread.ident
+            if ident is None or ident == me or ident in graph.preexisting:
+                continue
+            if thread.is_alive():
+                return False  # a thread of the trial still runs (an executor's, a bridge's)
+        return graph.earlier_thread_may_act() is None
+
+    def _unwind(self) -> None:
+        self._cancel_rounds += 1
+        if self._cancel_rounds > _CANCEL_ROUNDS:
+            self.stop()
+            return
+        for task in asyncio.all_tasks(self):
+            task.cancel()
+
+
+def _callable_name(callback: Any) -> str:
+    name = getattr(callback, "__qualname__", None) or getattr(callback, "__name__", None) or repr(callback)
+    return str(name)
+
+
+def _nothing() -> None:
+    pass
+
+
+_BASE_RUN_ONCE: Callable[[asyncio.AbstractEventLoop], None] = asyncio.base_events.BaseEventLoop._run_once  # type: ignore[attr-defined]
+
+
+# -- what waits for what ---------------------------------------------------------------------------
+
+_PRIMITIVES: tuple[type, ...] = (
+    asyncio.Lock,
+    asyncio.Semaphore,
+    asyncio.Event,
+    asyncio.Condition,
+    asyncio.Queue,
+    *((asyncio.Barrier,) if hasattr(asyncio, "Barrier") else ()),
+)
+
+
+def task_name(task: Any) -> str:
+    """A task's name: the one it was given, else its coroutine's function (``Task-3`` says nothing)."""
+    name = str(task.get_name()) if isinstance(task, asyncio.Task) else "?"
+    if name.startswith("Task-") or name == "None":  # 3.13.0 names a factory-made task None
+        coro = task.get_coro()
+        function = str(getattr(coro, "__qualname__", None) or getattr(coro, "__name__", name))
+        name = function.rpartition(".<locals>.")[2] or function
+    return name
+
+
+def _await_chain(task: asyncio.Task[Any]) -> Iterator[tuple[FrameType | None, Any]]:
+    """(frame, awaited) down the task's chain of awaits: each coroutine's frame and what it awaits."""
+    coro: Any = task.get_coro()
+    for _ in range(100):
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        awaited = getattr(coro, "cr_await", None)
+        if awaited is None:
+            awaited = getattr(coro, "gi_yieldfrom", None)
+        yield frame, awaited
+        if awaited is None or not (hasattr(awaited, "cr_frame") or hasattr(awaited, "gi_frame")):
+            return
+        coro = awaited
+
+
+def _waits_at(task: asyncio.Task[Any], scope: Scope) -> tuple[str, Any, str, FrameType | None]:
+    """Where ``task`` waits in the code under test (``file:line in fn``), the primitive, task or
+    future it waits for (None: nothing known), the primitive's operation it is in (``join``; '' for
+    a task or a future), and the frame that awaits it."""
+    line, primitive, operation, user_frame = "", None, "", None
+    for frame, awaited in _await_chain(task):
+        if frame is not None:
+            if scope.contains_file(frame.f_code.co_filename) or not frame.f_code.co_filename.startswith(
+                (HARNESS_DIR, _ASYNCIO_DIR)
+            ):
+                line = f"{short_path(frame.f_code.co_filename)}:{frame.f_lineno} in {frame.f_code.co_name}"
+                user_frame = frame
+            owner = frame.f_locals.get("self")
+            if (
+                isinstance(owner, _PRIMITIVES)
+                and primitive is None
+                and not frame.f_code.co_filename.startswith(HARNESS_DIR)
+            ):
+                primitive, operation = owner, frame.f_code.co_name  # asyncio's own, not stress's wrapper
+                if operation == "__aenter__":  # `async with lock:`
+                    operation = "acquire"
+        if primitive is None and isinstance(awaited, asyncio.Future):
+            primitive = awaited
+    waiter = getattr(task, "_fut_waiter", None)
+    if primitive is None and isinstance(waiter, asyncio.Future):
+        primitive = waiter
+    return line, primitive, operation, user_frame
+
+
+def _why_stuck(primitive: Any, operation: str) -> str:
+    """Why nothing will end a wait in ``primitive.operation()`` once every task waits."""
+    if isinstance(primitive, asyncio.Queue):
+        if operation == "join":
+            count = int(getattr(primitive, "_unfinished_tasks", 0))
+            items = "item was" if count == 1 else "items were"
+            return f"{count} {items} never marked done (task_done())"
+        return "the queue is full" if operation == "put" else "the queue is empty"
+    if isinstance(primitive, asyncio.Event):
+        return "nobody is left to set it"
+    if isinstance(primitive, asyncio.Condition):
+        return "nobody is left to notify it"
+    if isinstance(primitive, asyncio.Semaphore):
+        return "no permit is left, and nobody is left to release one"
+    if isinstance(primitive, asyncio.Lock):
+        return "it is held, and its holder is not running"
+    if hasattr(asyncio, "Barrier") and isinstance(primitive, asyncio.Barrier):
+        return f"{primitive.n_waiting} of {primitive.parties} parties arrived"
+    return "nobody is left to complete it"
+
+
+_ASYNCIO_DIR = asyncio.__file__.rpartition("/")[0]
+
+
+def _name_of(obj: Any, frame: FrameType | None) -> str:
+    """What the code under test calls ``obj`` where it waits: a variable (``lock_a``; one of an
+    enclosing function's before the waiting function's own, which may be an alias such as ``first``),
+    an attribute of one (``self.lock``), else its kind (``an asyncio.Lock``)."""
+    if frame is not None:
+        names = frame.f_locals
+        outer = frame.f_code.co_freevars
+        for name in (*outer, *(n for n in names if n not in outer)):
+            if names.get(name) is obj:
+                return name
+        for name, value in names.items():
+            attributes = getattr(value, "__dict__", None)
+            if isinstance(attributes, dict):
+                for attribute, inner in attributes.items():
+                    if inner is obj:
+                        return f"{name}.{attribute}"
+    kind = type(obj).__name__
+    return f"an asyncio.{kind}" if type(obj).__module__.startswith("asyncio") else f"a {kind}"
+
+
+def describe(
+    waiting: list[asyncio.Task[Any]],
+    holders: weakref.WeakKeyDictionary[asyncio.Lock, tuple[asyncio.Task[Any] | None, str]],
+    scope: Scope,
+) -> list[str]:
+    """The finding of a deadlocked loop: a headline (the cycle of lock and task waits through the
+    waiting tasks, when there is one; else every waiting task and what it waits for), then one line
+    per waiting task."""
+    names = {task: task_name(task) for task in waiting}
+    edges: dict[asyncio.Task[Any], tuple[asyncio.Task[Any], str]] = {}
+    lines: list[str] = []
+    short: list[str] = []
+    for task in sorted(waiting, key=lambda t: names[t]):
+        where, awaited, operation, frame = _waits_at(task, scope)
+        if awaited in GROUPS:
+            continue  # the body, waiting for the tasks it started
+        at = f" at {where}" if where else ""
+        if isinstance(awaited, asyncio.Lock) and operation == "acquire":
+            label = _name_of(awaited, frame)
+            holder, taken = holders.get(awaited, (None, ""))
+            took = f" at {taken}" if taken else ""
+            if holder is not None and holder in names:
+                edges[task] = (holder, f"waits for {label} held by {names[holder]}")
+                lines.append(f"{names[task]} waits for {label}{at}; {names[holder]} took it{took}")
+                short.append(f"{names[task]} waits for {label}")
+            elif holder is not None and holder.done():
+                ended = "was cancelled" if holder.cancelled() else "ended"
+                lines.append(
+                    f"{names[task]} waits for {label}{at}; task {task_name(holder)} took it{took} and {ended} "
+                    "without releasing it"
+                )
+                short.append(f"{names[task]} waits for {label}, left held by task {task_name(holder)}")
+            else:
+                lines.append(f"{names[task]} waits for {label}{at}: {_why_stuck(awaited, operation)}")
+                short.append(f"{names[task]} waits for {label}")
+        elif isinstance(awaited, asyncio.Task):
+            other = names.get(awaited, task_name(awaited))
+            if awaited in names:
+                edges[task] = (awaited, f"waits for task {other}")
+            lines.append(f"{names[task]} waits for task {other} to finish{at}")
+            short.append(f"{names[task]} waits for task {other}")
+        elif isinstance(awaited, _PRIMITIVES):
+            call = f"{_name_of(awaited, frame)}.{operation}()"
+            lines.append(f"{names[task]} waits in {call}{at}: {_why_stuck(awaited, operation)}")
+            short.append(f"{names[task]} in {call}")
+        elif awaited is not None:
+            label = _name_of(awaited, frame)
+            lines.append(f"{names[task]} waits for {label}{at}: {_why_stuck(awaited, operation)}")
+            short.append(f"{names[task]} waits for {label}")
+        else:
+            lines.append(f"{names[task]} waits{at}")
+            short.append(f"{names[task]} waits")
+    cycle = _cycle(edges)
+    if cycle:
+        headline = " → ".join(f"{names[task]} {edges[task][1]}" for task in cycle)
+    else:
+        more = f", and {len(short) - 3} more" if len(short) > 3 else ""
+        headline = "every task waits and nothing can wake them: " + ", ".join(short[:3]) + more
+    return [headline, *lines]
+
+
+def _cycle(edges: dict[asyncio.Task[Any], tuple[asyncio.Task[Any], str]]) -> list[asyncio.Task[Any]]:
+    """The first cycle of ``edges`` (each task waits for at most one other), in wait order."""
+    for start in edges:
+        path: list[asyncio.Task[Any]] = []
+        seen: set[asyncio.Task[Any]] = set()
+        current: asyncio.Task[Any] | None = start
+        while current is not None and current in edges and current not in seen:
+            seen.add(current)
+            path.append(current)
+            current = edges[current][0]
+        if current is not None and current in seen:
+            return path[path.index(current) :]
+    return []
+
+
+# -- the primitives' operations ---------------------------------------------------------------------
+
+
+def _loop_of_trial() -> StressLoop | None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return loop if isinstance(loop, StressLoop) else None
+
+
+def _where_taken() -> str:
+    """``file:line in fn`` of the innermost frame of the code under test calling a primitive."""
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith((HARNESS_DIR, _ASYNCIO_DIR)):
+        frame = frame.f_back
+    if frame is None:
+        return ""
+    return f"{short_path(frame.f_code.co_filename)}:{frame.f_lineno} in {frame.f_code.co_name}"
+
+
+def _stepping_out(original: Callable[..., Awaitable[Any]]) -> Callable[..., Coroutine[Any, Any, Any]]:
+    @functools.wraps(original)
+    async def operation(self: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = _loop_of_trial()
+        if loop is not None and loop.step_out_now():
+            await StepOut()
+        return await original(self, *args, **kwargs)
+
+    return operation
+
+
+def _lock_acquire(original: Callable[..., Awaitable[bool]]) -> Callable[..., Coroutine[Any, Any, bool]]:
+    @functools.wraps(original)
+    async def acquire(self: asyncio.Lock) -> bool:
+        loop = _loop_of_trial()
+        if loop is None:
+            return await original(self)
+        where = _where_taken()
+        if loop.step_out_now():
+            await StepOut()
+        got = await original(self)
+        if got:
+            loop.holders[self] = (asyncio.current_task(), where)
+        return got
+
+    return acquire
+
+
+def _lock_release(original: Callable[[asyncio.Lock], None]) -> Callable[[asyncio.Lock], None]:
+    @functools.wraps(original)
+    def release(self: asyncio.Lock) -> None:
+        original(self)
+        loop = _loop_of_trial()
+        if loop is not None:
+            loop.holders.pop(self, None)
+
+    return release
+
+
+def _operations() -> list[tuple[type, str, Callable[[Any], Any]]]:
+    ops: list[tuple[type, str, Callable[[Any], Any]]] = [
+        (asyncio.Lock, "acquire", _lock_acquire),
+        (asyncio.Lock, "release", _lock_release),
+        (asyncio.Semaphore, "acquire", _stepping_out),
+        (asyncio.Event, "wait", _stepping_out),
+        (asyncio.Condition, "wait", _stepping_out),
+        (asyncio.Queue, "put", _stepping_out),
+        (asyncio.Queue, "get", _stepping_out),
+        (asyncio.Queue, "join", _stepping_out),
+    ]
+    if hasattr(asyncio, "Barrier"):
+        ops.append((asyncio.Barrier, "wait", _stepping_out))
+    return ops
+
+
+_originals: list[tuple[type, str, Any]] = []
+
+
+def install() -> None:
+    """Wrap the asyncio primitives' operations (module docstring) for the length of a coroutine
+    trial; `uninstall` puts the originals back. Outside a `StressLoop` they do what they always do."""
+    if _originals:
+        return
+    for cls, name, wrap in _operations():
+        original = cls.__dict__[name]
+        _originals.append((cls, name, original))
+        setattr(cls, name, wrap(original))
+
+
+def uninstall() -> None:
+    while _originals:
+        cls, name, original = _originals.pop()
+        setattr(cls, name, original)
+
+
+# -- running a coroutine variant -------------------------------------------------------------------
+
+
+def run_body(fn: Callable[[TrialT], Coroutine[Any, Any, Any]], trial: TrialT) -> int:
+    """Run the coroutine variant ``fn(trial)`` to its end on a fresh `StressLoop`. Returns the
+    number of forced step-outs (the trial's switches).
+
+    Raises what the body raises, but `DeadlockError` once the loop's deadlock is recorded (the
+    body's end after it is a consequence, not a finding)."""
+    install()
+    loop_box: list[StressLoop] = []
+
+    def factory() -> StressLoop:
+        loop = StressLoop(trial)
+        loop_box.append(loop)
+        return loop
+
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            try:
+                runner.run(fn(trial))
+            except (DeadlockError, asyncio.CancelledError, RuntimeError):
+                if not trial.deadlocked():
+                    raise
+            finally:
+                for loop in loop_box:
+                    loop.unretrieved()
+    finally:
+        uninstall()
+    return sum(loop.steps_out for loop in loop_box)
+
+
+#: The futures `harness.trial.TaskGroup` waits on for its tasks: the body's wait there is stress's,
+#: not a finding.
+GROUPS: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
+
+
+def start_iterations(delay: float) -> int:
+    """A task's start delay (``jitter``), as loop iterations it waits before its first step: one per
+    `START_STEP` of delay, at most `START_MOST`. A timer would be no delay at all between tasks whose
+    steps take microseconds: the first task would finish before a sleeping one woke."""
+    return min(START_MOST, math.ceil(delay / START_STEP)) if delay > 0 else 0

@@ -1,0 +1,238 @@
+"""Coroutine trials (`harness.detect.aio`): the loop's perturbation, its deadlock finding, and what a
+coroutine variant's trial records."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from harness import Perturbation, Scenario, Trial
+from harness.detect import aio
+from harness.detect.instrument import Instrumenter
+from harness.engine.runner import run_trial
+from harness.perturb.plan import Plan, make_plan
+from harness.perturb.preempt import Preemptor
+from harness.registry import Registry
+from harness.results.outcome import Outcome
+from harness.scope import Scope
+
+HERE = str(Path(__file__).resolve())
+demo = Scenario("aio-demo", "coroutine trials, for the tests", size=1)
+
+
+def _plan(trial: int = 0, **changes: object) -> Plan:
+    return dataclasses.replace(make_plan(Perturbation(), seed=5, trial=trial), **changes)  # type: ignore[arg-type]
+
+
+def _outcomes(name: str, trials: int = 200, **changes: object) -> tuple[Counter[str], list[object]]:
+    variant = dataclasses.replace(demo.get(name), files=(HERE,))
+    scope = Scope(files=[HERE])
+    preemptor, instrumenter = Preemptor(scope), Instrumenter(scope)
+    instrumenter.hold()
+    seen: Counter[str] = Counter()
+    evidence = []
+    try:
+        for number in range(trials):
+            run = run_trial(variant, _plan(number, **changes), size=1, preemptor=preemptor, instrumenter=instrumenter)
+            seen[run.outcome.label] += 1
+            if run.outcome.is_failure:
+                evidence.append(run.evidence)
+    finally:
+        preemptor.close()
+    return seen, evidence
+
+
+@demo.variant(expect="unsafe")
+async def opposite(trial: Trial) -> None:
+    lock_a, lock_b = asyncio.Lock(), asyncio.Lock()
+
+    async def ab() -> None:
+        async with lock_a, lock_b:
+            pass
+
+    async def ba() -> None:
+        async with lock_b, lock_a:
+            pass
+
+    async with trial.tasks() as group:
+        group.start(ab)
+        group.start(ba)
+
+
+def test_a_lock_cycle_of_tasks_is_deadlocked_with_the_cycle_and_where_each_lock_was_taken() -> None:
+    seen, evidence = _outcomes("opposite", sync=0.2)
+    assert seen["deadlocked"] >= 10, seen
+    assert set(seen) <= {"deadlocked", "passed"}, seen
+    first = evidence[0]
+    assert first.messages[0] in (  # type: ignore[attr-defined]
+        "ab waits for lock_b held by ba → ba waits for lock_a held by ab",
+        "ba waits for lock_a held by ab → ab waits for lock_b held by ba",
+    )
+    lines = first.wait_for  # type: ignore[attr-defined]
+    assert any(
+        line.startswith("ab waits for lock_b at ") and "test_aio.py:" in line and " in ab; ba took it at " in line
+        for line in lines
+    ), lines
+
+
+def test_without_step_outs_the_lock_cycle_never_closes() -> None:
+    seen, _ = _outcomes("opposite", trials=100, sync=0.0, shuffle=False, jitter=0.0)
+    assert seen == Counter(passed=100)
+
+
+@demo.variant(expect="unsafe")
+async def waits_for_itself(trial: Trial) -> None:
+    event = asyncio.Event()
+
+    async def waiter() -> None:
+        await event.wait()
+
+    await trial.run_tasks(waiter, count=2)
+
+
+def test_tasks_waiting_for_what_nobody_can_set_are_deadlocked_at_once() -> None:
+    seen, evidence = _outcomes("waits-for-itself", trials=5)
+    assert seen == Counter(deadlocked=5)
+    first = evidence[0]
+    assert first.messages[0] == (  # type: ignore[attr-defined]
+        "every task waits and nothing can wake them: waiter#0 in event.wait(), waiter#1 in event.wait()"
+    )
+    assert any(
+        line.startswith("waiter#0 waits in event.wait() at ") and line.endswith(": nobody is left to set it")
+        for line in first.wait_for  # type: ignore[attr-defined]
+    ), first.wait_for  # type: ignore[attr-defined]
+
+
+@demo.variant(expect="safe")
+async def woken_by_a_thread(trial: Trial) -> None:
+    loop = asyncio.get_running_loop()
+    event = asyncio.Event()
+
+    def later() -> None:
+        threading.Event().wait(0.02)
+        loop.call_soon_threadsafe(event.set)
+
+    thread = threading.Thread(target=later)
+    thread.start()
+    await event.wait()
+    thread.join()
+
+
+@demo.variant(expect="safe")
+async def woken_by_a_thread_at_once(trial: Trial) -> None:
+    loop = asyncio.get_running_loop()
+    event = asyncio.Event()
+    thread = threading.Thread(target=loop.call_soon_threadsafe, args=(event.set,))
+    thread.start()
+    await event.wait()
+    thread.join()
+
+
+def test_an_idle_loop_that_a_thread_of_the_trial_will_wake_is_not_deadlocked() -> None:
+    seen, _ = _outcomes("woken-by-a-thread", trials=10)
+    assert seen == Counter(passed=10)
+    # The thread may call into the loop and end between two looks at the loop: never a deadlock.
+    seen, _ = _outcomes("woken-by-a-thread-at-once", trials=300)
+    assert seen == Counter(passed=300)
+
+
+@demo.variant(expect="safe")
+async def sleeps(trial: Trial) -> None:
+    await asyncio.sleep(0.005)
+    await asyncio.wait_for(asyncio.sleep(0.001), timeout=1)
+
+
+def test_a_loop_waiting_for_a_timer_is_not_deadlocked() -> None:
+    seen, _ = _outcomes("sleeps", trials=10)
+    assert seen == Counter(passed=10)
+
+
+@demo.variant(expect="unsafe")
+async def forgotten(trial: Trial) -> None:
+    async def fails() -> None:
+        raise ValueError("nobody looks at me")
+
+    task = asyncio.get_running_loop().create_task(fails())
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert task.done()
+
+
+def test_a_task_exception_nobody_retrieved_is_an_error() -> None:
+    seen, evidence = _outcomes("forgotten", trials=3)
+    assert seen == Counter(error=3)
+    text = "\n".join(evidence[0].tracebacks)  # type: ignore[attr-defined]
+    assert "fails (its exception was never retrieved)" in text
+    assert "ValueError: nobody looks at me" in text
+
+
+@demo.variant(expect="safe")
+async def results_in_order(trial: Trial) -> None:
+    async def square(number: int) -> int:
+        await asyncio.sleep(0)
+        return number * number
+
+    async with trial.tasks() as group:
+        for number in range(4):
+            group.start(square, number, name=f"square-{number}")
+    trial.check(group.results == [0, 1, 4, 9], f"results {group.results}")
+    raised = await trial.run_tasks(_raises, count=2)
+    trial.check(raised == [None, None], f"raised {raised}")
+
+
+async def _raises() -> int:
+    raise KeyError("x")
+
+
+def test_tasks_return_in_task_order_and_a_raising_task_is_recorded() -> None:
+    seen, evidence = _outcomes("results-in-order", trials=5)
+    assert seen == Counter(error=5)
+    assert "in task _raises#0" in evidence[0].tracebacks[0]  # type: ignore[attr-defined]
+
+
+def test_the_primitives_are_their_own_again_after_a_trial() -> None:
+    originals = {name: asyncio.Lock.__dict__[name] for name in ("acquire", "release")}
+    _outcomes("opposite", trials=2)
+    assert {name: asyncio.Lock.__dict__[name] for name in originals} == originals
+
+    async def plain() -> bool:
+        lock = asyncio.Lock()
+        async with lock:
+            return lock.locked()
+
+    assert asyncio.run(plain())
+
+
+def test_a_start_delay_is_whole_loop_iterations() -> None:
+    assert aio.start_iterations(0.0) == 0
+    assert aio.start_iterations(1e-6) == 1
+    assert aio.start_iterations(60e-6) == 3
+    assert aio.start_iterations(1.0) == aio.START_MOST
+
+
+def test_controlled_mode_refuses_coroutine_variants_naming_the_function() -> None:
+    what = demo.get("opposite").outside_schedules()
+    assert what is not None
+    assert "runs coroutines on an event loop" in what
+    assert "test_aio.py:" in what
+
+
+@pytest.mark.parametrize("key", ["async-bank/lock", "async-deadlock/global-order", "async-deadlock/await-outside-lock"])
+def test_builtin_safe_coroutine_variants_hold_at_the_strongest_step_outs(key: str) -> None:
+    scenario, _, name = key.partition("/")
+    variant = Registry.builtin().get(scenario).get(name)
+    scope = Scope(files=list(variant.files))
+    preemptor = Preemptor(scope)
+    try:
+        for number in range(100):
+            run = run_trial(
+                variant, _plan(number, sync=1.0), size=variant.size, actors=variant.actors, preemptor=preemptor
+            )
+            assert run.outcome is Outcome.PASSED, (number, run.evidence)
+    finally:
+        preemptor.close()
