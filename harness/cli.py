@@ -187,6 +187,12 @@ def show_command(scenario: str) -> None:
     "[default: 10us:1ms].",
 )
 @click.option(
+    "--cancel",
+    metavar="P|LO:HI|off",
+    help="Coroutine trials: probability of cancelling a task at each operation on an asyncio primitive, "
+    "a CancelledError the code must survive [default: off].",
+)
+@click.option(
     "--start-method",
     metavar="fork|spawn|forkserver",
     help="How process actors and multiprocessing.Process start in trials [default: fork].",
@@ -289,6 +295,7 @@ def run_command(
         finally:
             late.raising = False
         selected = registry.select(names, variants)
+        _refuse_uncancellable(selected, config)
         if config.controlled:
             _refuse_unschedulable(selected)
         for path, flag in ((junit_xml, "--junit-xml"), (markdown, "--markdown")):
@@ -401,6 +408,26 @@ def replay_command(
     if expected is not None and expected.unscheduled is not None:
         return EXIT_FINDINGS if mismatches == len(runs) else EXIT_OK  # by chance: once is a reproduction
     return EXIT_FINDINGS if mismatches else EXIT_OK
+
+
+def _refuse_uncancellable(selected: Sequence[Variant], config: RunConfig) -> None:
+    """``--cancel`` cancels tasks midway: refuse it for scenarios whose checks assume every task
+    ran to its end (they would report a correct program broken), unless they say they hold."""
+    values = [config.perturbation.cancel.high]
+    if config.sweep is not None and config.sweep.knob == "cancel":
+        values += list(config.sweep.values)
+    if not any(values):
+        return
+    refused = sorted({v.scenario for v in selected if not v.cancellable})
+    if not refused:
+        return
+    fit = sorted({v.scenario for v in selected if v.cancellable})
+    rest = f"; it applies to {', '.join(fit)}" if fit else ""
+    raise UserError(
+        f"--cancel cancels tasks midway, and the checks of {', '.join(refused)} assume every task runs to its "
+        f"end: run {'them' if len(refused) > 1 else 'it'} without --cancel{rest} "
+        "(a scenario whose checks hold under cancellation says so: Scenario(..., cancellable=True))"
+    )
 
 
 def _refuse_unschedulable(selected: Sequence[Variant]) -> None:

@@ -208,7 +208,7 @@ def _flag_name(key: str, value: Any) -> str:
 
 FLAGS = _flag_name
 
-_KNOBS = ("preempt", "pause", "switch_interval", "jitter", "sync", "delay")
+_KNOBS = ("preempt", "pause", "switch_interval", "jitter", "sync", "delay", "cancel")
 _SWITCHES = ("shuffle", "barrier")
 KNOWN = (
     "iterations",

@@ -73,6 +73,8 @@ class Variant:
     controlled_actors: int = 2
     #: Why the scenario cannot run in controlled mode (None: it can).
     stress_only: str | None = None
+    #: Whether the scenario's checks hold when its tasks are cancelled midway (``--cancel``).
+    cancellable: bool = False
 
     @property
     def key(self) -> str:
@@ -211,6 +213,9 @@ class Scenario:
         stress_only: Why the scenario cannot run in controlled mode, if it cannot (its actors are
             processes, or threads of an executor: the controlled scheduler runs the trial's own
             thread actors only).
+        cancellable: Whether the checks of its coroutine variants hold when a task is cancelled
+            midway — they check what the code leaves behind (a lock free, a count kept), not that
+            every task did all its work. Only such scenarios take ``--cancel``.
     """
 
     def __init__(
@@ -223,6 +228,7 @@ class Scenario:
         controlled_size: int = 1,
         controlled_actors: int = 2,
         stress_only: str | None = None,
+        cancellable: bool = False,
     ) -> None:
         self.name = _check_name(name, "scenario")
         self.description = description.strip()
@@ -242,6 +248,7 @@ class Scenario:
         self.controlled_size = controlled_size
         self.controlled_actors = controlled_actors
         self.stress_only = stress_only
+        self.cancellable = cancellable
         self.file = _caller_file(1)
         #: ``file:line`` where the scenario was made, for errors found after (no variant, a name taken).
         self.where = f"{short_path(self.file)}:{sys._getframe(1).f_lineno}" if self.file else f"scenario {name!r}"
@@ -289,6 +296,7 @@ class Scenario:
                 controlled_size=self.controlled_size,
                 controlled_actors=self.controlled_actors,
                 stress_only=self.stress_only,
+                cancellable=self.cancellable,
             )
             return fn
 

@@ -524,7 +524,10 @@ class TaskGroup:
                 for _ in range(aio.start_iterations(delay)):
                     await aio.StepOut()
                 results[index] = await fn(*args)
-            except BaseException as error:  # an actor's SystemExit or cancellation is a finding too
+            except asyncio.CancelledError as error:
+                if not trial.plan.cancel:  # else stress cancelled it (``--cancel``): no finding itself
+                    trial.record_exception(f"task {names[index]}", error)
+            except BaseException as error:  # an actor's SystemExit is a finding too
                 trial.record_exception(f"task {names[index]}", error)
 
         tasks = [asyncio.create_task(actor(s.actor, s.delay), name=names[s.actor]) for s in starts]

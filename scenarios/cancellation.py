@@ -17,6 +17,7 @@ scenario = Scenario(
     "cancellation",
     "A watchdog task cancels a slow fetch while it holds a lock; or a shielded payment is retried after a cancel",
     size=2,
+    cancellable=True,  # the checks look at what a cancelled task leaves behind: try --cancel 0.1
 )
 PATIENCE = 2  # loop turns the watchdog waits before cancelling a fetch
 

@@ -25,6 +25,11 @@ or the lock contended. So, in stress mode, from the trial's plan (seeded, record
   thread hundreds);
 * a timer (``asyncio.sleep(d)``, a timeout) fires up to ``jitter`` late.
 
+With ``--cancel P`` (off by default), each such operation of a task but the variant's body also
+cancels the task there with probability P: a ``CancelledError`` the code must survive (a lock it
+holds released, a queue's count kept). A task that ends cancelled is no finding; what the
+cancellation leaves behind is.
+
 Each is a reordering asyncio allows: an operation on a primitive may suspend, and a timer is never
 promised to fire on time. Callbacks keep their first-in, first-out order, which asyncio does promise.
 
@@ -130,6 +135,9 @@ class StressLoop(asyncio.SelectorEventLoop):
         # hundreds: the same knob steps a task out with its square root (sync 0.01-0.2: 0.1-0.45).
         self._sync = math.sqrt(plan.sync) if plan.sync > 0 else 0.0
         self._late = plan.jitter
+        self._cancel = plan.cancel
+        #: Cancellations injected so far (``--cancel``).
+        self.cancels = 0
         #: Steps out forced so far (the trial's ``switches``).
         self.steps_out = 0
         self._slice = SLICE_FIRST
@@ -151,6 +159,18 @@ class StressLoop(asyncio.SelectorEventLoop):
             return False
         self.steps_out += 1
         return True
+
+    async def point(self) -> None:
+        """A task is about to operate on a primitive: with the plan's ``cancel`` probability it is
+        cancelled here (any task but the variant's body), else it may step out (`step_out_now`)."""
+        if self._cancel > 0 and self._rng.random() < self._cancel:
+            task = asyncio.current_task()
+            if task is not None and self.tasks and task is not self.tasks[0]:
+                self.cancels += 1
+                task.cancel()
+                await StepOut()  # raises the CancelledError here, at the operation
+        if self.step_out_now():
+            await StepOut()
 
     def call_soon(self, callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:  # type: ignore[override]
         loop: Any = self
@@ -480,8 +500,8 @@ def _stepping_out(original: Callable[..., Awaitable[Any]]) -> Callable[..., Coro
     @functools.wraps(original)
     async def operation(self: Any, *args: Any, **kwargs: Any) -> Any:
         loop = _loop_of_trial()
-        if loop is not None and loop.step_out_now():
-            await StepOut()
+        if loop is not None:
+            await loop.point()
         return await original(self, *args, **kwargs)
 
     return operation
@@ -494,8 +514,7 @@ def _lock_acquire(original: Callable[..., Awaitable[bool]]) -> Callable[..., Cor
         if loop is None:
             return await original(self)
         where = _where_taken()
-        if loop.step_out_now():
-            await StepOut()
+        await loop.point()
         got = await original(self)
         if got:
             loop.holders[self] = (asyncio.current_task(), where)
@@ -572,7 +591,12 @@ def run_body(fn: Callable[[TrialT], Coroutine[Any, Any, Any]], trial: TrialT) ->
         with asyncio.Runner(loop_factory=factory) as runner:
             try:
                 runner.run(fn(trial))
-            except (DeadlockError, asyncio.CancelledError, RuntimeError):
+            except asyncio.CancelledError:
+                # The body ended with a cancellation stress injected into one of its tasks
+                # (``--cancel``), passed on: its checks did not run, and nothing is judged broken.
+                if not trial.deadlocked() and not any(loop.cancels for loop in loop_box):
+                    raise
+            except (DeadlockError, RuntimeError):
                 if not trial.deadlocked():
                     raise
             finally:

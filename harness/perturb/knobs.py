@@ -150,6 +150,7 @@ UNITS: dict[str, Unit] = {
     "jitter": "seconds",
     "sync": "probability",
     "delay": "seconds",
+    "cancel": "probability",
 }
 
 
@@ -176,6 +177,9 @@ class Perturbation:
             multiprocessing operation (queue, pipe, shared value, lock).
         delay: How long a forced switch pauses a *process* actor: yielding the interpreter does
             nothing for another process, time does.
+        cancel: Probability, at each operation of a coroutine trial's task on an asyncio primitive,
+            of cancelling the task there (`harness.detect.aio`): a ``CancelledError`` the code must
+            survive. Off by default; thread trials ignore it.
         shuffle: Start the actors in a random order.
         barrier: Hold every actor at a barrier so that they all start together.
         fresh_threads: Start a new thread for every thread actor of every trial, instead of
@@ -189,6 +193,7 @@ class Perturbation:
     jitter: Knob = Knob(0.0, 1e-4)
     sync: Knob = Knob(1e-2, 2e-1)
     delay: Knob = Knob(1e-5, 1e-3)
+    cancel: Knob = Knob()
     shuffle: bool = True
     barrier: bool = True
     fresh_threads: bool = False
@@ -196,7 +201,7 @@ class Perturbation:
     @classmethod
     def none(cls) -> Perturbation:
         """Every knob off: plain repetition, as a baseline."""
-        return cls(Knob(), Knob(), Knob(), Knob(), Knob(), Knob(), shuffle=False, barrier=False)
+        return cls(Knob(), Knob(), Knob(), Knob(), Knob(), Knob(), Knob(), shuffle=False, barrier=False)
 
     def with_(self, **changes: Any) -> Perturbation:
         return replace(self, **changes)

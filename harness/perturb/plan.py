@@ -49,6 +49,8 @@ class Plan:
         barrier: Whether actors wait for each other before starting their work.
         fresh_threads: Whether thread actors ran on new threads (``--fresh-threads``) rather than
             on the worker's reused actor threads.
+        cancel: Probability of cancelling a coroutine trial's task at an operation on an asyncio
+            primitive (``--cancel``).
     """
 
     trial: int
@@ -62,6 +64,7 @@ class Plan:
     sync: float = 0.0
     delay: float = 0.0
     fresh_threads: bool = False
+    cancel: float = 0.0
 
     def starts(self, count: int, *, group: int = 0) -> list[ActorStart]:
         """The start order and delays of ``count`` actors (the ``group``-th actor group of the
@@ -114,6 +117,8 @@ class Plan:
             parts.append("no barrier")
         if self.fresh_threads:
             parts.append("fresh threads")
+        if self.cancel:
+            parts.append(f"cancel {self.cancel:.2g}")
         return " · ".join(parts)
 
 
@@ -128,6 +133,7 @@ def make_plan(perturbation: Perturbation, *, seed: int, trial: int) -> Plan:
     seed = rng.getrandbits(63)
     sync = perturbation.sync.sample(rng)
     delay = perturbation.delay.sample(rng)
+    cancel = perturbation.cancel.sample(rng)  # drawn last: the other knobs' values stay as they were
     return Plan(
         trial=trial,
         seed=seed,
@@ -140,6 +146,7 @@ def make_plan(perturbation: Perturbation, *, seed: int, trial: int) -> Plan:
         sync=sync,
         delay=delay,
         fresh_threads=perturbation.fresh_threads,
+        cancel=cancel,
     )
 
 

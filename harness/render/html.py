@@ -196,6 +196,8 @@ def _knobs_that_acted(report: RunReport) -> dict[str, str]:
     """The run's knob settings, as ``--help`` names them, but for ``delay`` when no trial had
     anything it acts on (no process actor, no multiprocessing operation: threads only)."""
     knobs = report.info.config.perturbation.describe()
+    if report.info.config.perturbation.cancel.off:
+        knobs.pop("cancel", None)  # opt-in, for coroutine trials: off says nothing
     if report.variants and not any(summary.knobs.get("delay") for summary in report.variants):
         knobs.pop("delay", None)
     return knobs
@@ -305,6 +307,7 @@ def _example(report: RunReport, result: TrialResult) -> dict[str, Any]:
         ("sync", f"{plan.sync:.3g}"),
         *([("delay", format_seconds(plan.delay))] if result.delay_used else []),  # else it did nothing
         *([("pause", format_seconds(plan.pause))] if plan.pause else []),
+        *([("cancel", f"{plan.cancel:.3g}")] if plan.cancel else []),
         ("switch interval", "unchanged" if plan.switch_interval is None else format_seconds(plan.switch_interval)),
         ("jitter bound", format_seconds(plan.jitter)),
         ("start order", "shuffled" if plan.shuffle else "in order"),

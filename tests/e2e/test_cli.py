@@ -189,3 +189,15 @@ def test_run_help_gives_the_knobs_defaults_as_the_readme_does(tmp_path: Path) ->
     for flag, default in table.items():
         text = next(help for help in helps if help.startswith(flag[2:] + " "))
         assert f"[default: {default}" in text, (flag, default, text)
+
+
+def test_cancel_is_refused_for_scenarios_whose_checks_assume_tasks_finish(tmp_path: Path) -> None:
+    out = stress("run", "async-bank", "cancellation", "--cancel", "0.1", "--iterations", "5", cwd=tmp_path)
+    assert out.code == 2, out.stdout + out.stderr
+    assert "the checks of async-bank assume every task runs to its end" in out.stderr
+    assert "it applies to cancellation" in out.stderr
+    assert not (tmp_path / "reports").exists()
+    swept = stress("run", "async-event", "--sweep", "cancel=0,0.2", "--iterations", "5", cwd=tmp_path)
+    assert swept.code == 2, swept.stdout + swept.stderr
+    fine = stress("run", "cancellation", "--cancel", "0.3", "--iterations", "200", "--seed", "1", "-q", cwd=tmp_path)
+    assert fine.code == 0, fine.stdout + fine.stderr

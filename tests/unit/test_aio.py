@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import Perturbation, Scenario, Trial
+from harness import Knob, Perturbation, Scenario, Trial
 from harness.detect import aio
 from harness.detect.instrument import Instrumenter
 from harness.engine.runner import run_trial
@@ -236,3 +236,27 @@ def test_builtin_safe_coroutine_variants_hold_at_the_strongest_step_outs(key: st
             assert run.outcome is Outcome.PASSED, (number, run.evidence)
     finally:
         preemptor.close()
+
+
+@demo.variant(expect="safe")
+async def waits_for_good(trial: Trial) -> None:
+    never = asyncio.Event()
+
+    async def waiter() -> None:
+        await never.wait()
+
+    await trial.run_tasks(waiter, count=2)
+
+
+def test_an_injected_cancellation_ends_a_task_without_a_finding_of_its_own() -> None:
+    assert _outcomes("waits-for-good", trials=5)[0] == Counter(deadlocked=5)
+    # Every operation cancels its task: both end cancelled before they wait, and nothing is left.
+    assert _outcomes("waits-for-good", trials=5, cancel=1.0)[0] == Counter(passed=5)
+
+
+def test_cancel_is_drawn_last_so_every_other_knob_keeps_its_value() -> None:
+    plain = make_plan(Perturbation(), seed=9, trial=4)
+    cancelling = make_plan(Perturbation(cancel=Knob(0.1, 0.1)), seed=9, trial=4)
+    assert dataclasses.replace(cancelling, cancel=0.0) == plain
+    assert cancelling.cancel == 0.1
+    assert "cancel 0.1" in cancelling.describe()
