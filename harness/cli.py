@@ -435,9 +435,6 @@ def _refuse_unschedulable(selected: Sequence[Variant]) -> None:
     scenarios that say they cannot run there and the variants whose code visibly does what no
     schedule decides (starts a process, arms a signal timer: `Variant.outside_schedules`)."""
     refused = {v.scenario: v.stress_only for v in selected if v.stress_only}
-    for variant in selected:
-        if variant.scenario not in refused and all(v.is_coroutine for v in selected if v.scenario == variant.scenario):
-            refused[variant.scenario] = "its variants are coroutines, which controlled mode does not schedule yet"
     starting = {v.key: what for v in selected if v.scenario not in refused and (what := v.outside_schedules())}
     if not refused and not starting:
         return

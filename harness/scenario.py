@@ -138,11 +138,6 @@ class Variant:
         code = getattr(self.fn, "__code__", None)
         if code is None:
             return None
-        if self.is_coroutine:
-            where = f"{short_path(code.co_filename)}:{code.co_firstlineno}"
-            return (
-                f"runs coroutines on an event loop, which controlled mode does not schedule yet (async def at {where})"
-            )
         tree = _parsed(code.co_filename)
         if tree is None:
             return None

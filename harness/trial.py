@@ -514,15 +514,18 @@ class TaskGroup:
 
         trial = self._trial
         names = actor_names([(fn, given) for fn, _, given in self._actors])
+        loop = asyncio.get_running_loop()
         starts = trial.plan.starts(len(self._actors), group=self._index)
+        if isinstance(loop, aio.StressLoop):
+            starts = loop.order(starts)
         trial.starts.append(tuple(starts))
         results: list[Any] = [None] * len(self._actors)
 
         async def actor(index: int, delay: float) -> None:
             fn, args, _ = self._actors[index]
             try:
-                for _ in range(aio.start_iterations(delay)):
-                    await aio.StepOut()
+                if isinstance(loop, aio.StressLoop):
+                    await loop.starting(delay, fn)
                 results[index] = await fn(*args)
             except asyncio.CancelledError as error:
                 if not trial.plan.cancel:  # else stress cancelled it (``--cancel``): no finding itself

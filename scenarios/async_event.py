@@ -16,6 +16,7 @@ scenario = Scenario(
     "async-event",
     "A producer task hands `size` items to consumer tasks through an Event or a Condition",
     size=3,
+    controlled_size=3,  # a lost wake-up needs two items; a stolen one, two consumers (three: found sooner)
 )
 
 
@@ -71,7 +72,7 @@ async def _with_condition(trial: Trial, use_wait_for: bool) -> None:
         for item in range(trial.size):
             async with condition:
                 items.append(item)
-                condition.notify()
+                condition.notify_all()  # every waiting consumer wakes: the first takes the item
 
     async def consumer() -> None:
         async with condition:

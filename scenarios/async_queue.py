@@ -15,6 +15,7 @@ scenario = Scenario(
     "async-queue",
     "Two worker tasks process `size` items from a queue under a shared budget; the producer joins the queue",
     size=4,
+    controlled_size=2,  # two items, so that both workers can be inside the work at once
 )
 
 

@@ -17,7 +17,8 @@ its fewest context switches, and — with a bound on preemptions — enumerated 
 * `explore` — bounded-preemption exhaustive search (CHESS-style), driven from the engine;
 * `shrink` — the fewest context switches that still fail;
 * `session` — the scheduler, strategy and instrumentation of one controlled trial;
-* `trace` — a schedule's steps as an interleaving table, one column per thread.
+* `trace` — a schedule's steps as an interleaving table, one column per thread;
+* `coroutines` — the same for a coroutine trial's tasks, on one event loop with virtual time.
 
 Trials run under a `session` in the engine's workers (`harness.engine.runner`), or in this process
 (`harness.engine.local`, for ``stress replay`` and the pytest plugin).

@@ -65,7 +65,7 @@ from harness.text import short_path
 
 if TYPE_CHECKING:
     from harness.detect.wait_graph import WaitGraph
-    from harness.perturb.plan import Plan
+    from harness.perturb.plan import ActorStart, Plan
 
 
 class Trial(Protocol):
@@ -136,6 +136,8 @@ class StressLoop(asyncio.SelectorEventLoop):
         self._sync = math.sqrt(plan.sync) if plan.sync > 0 else 0.0
         self._late = plan.jitter
         self._cancel = plan.cancel
+        #: The trial's outcome is decided and its tasks are being cancelled (`_unwind`).
+        self.ended = False
         #: Cancellations injected so far (``--cancel``).
         self.cancels = 0
         #: Steps out forced so far (the trial's ``switches``).
@@ -160,7 +162,19 @@ class StressLoop(asyncio.SelectorEventLoop):
         self.steps_out += 1
         return True
 
-    async def point(self) -> None:
+    def order(self, starts: list[ActorStart]) -> list[ActorStart]:
+        """The order a group's tasks are created in, and their start delays: the plan's."""
+        return starts
+
+    async def starting(self, delay: float, fn: Any = None) -> None:
+        """A task of a group, running ``fn``, begins: it waits out its start delay as loop iterations."""
+        for _ in range(start_iterations(delay)):
+            await StepOut()
+
+    async def taken(self, lock: asyncio.Lock) -> None:
+        """A task has just taken ``lock`` (controlled mode may switch here, with the lock held)."""
+
+    async def point(self, primitive: Any = None, operation: str = "") -> None:
         """A task is about to operate on a primitive: with the plan's ``cancel`` probability it is
         cancelled here (any task but the variant's body), else it may step out (`step_out_now`)."""
         if self._cancel > 0 and self._rng.random() < self._cancel:
@@ -270,6 +284,9 @@ class StressLoop(asyncio.SelectorEventLoop):
         return graph.earlier_thread_may_act() is None
 
     def _unwind(self) -> None:
+        """The trial's outcome is decided (a deadlock, a livelock): cancel every task, so that the
+        body ends; a loop whose tasks keep swallowing that is stopped."""
+        self.ended = True
         self._cancel_rounds += 1
         if self._cancel_rounds > _CANCEL_ROUNDS:
             self.stop()
@@ -334,7 +351,7 @@ def _waits_at(task: asyncio.Task[Any], scope: Scope) -> tuple[str, Any, str, Fra
     for frame, awaited in _await_chain(task):
         if frame is not None:
             if scope.contains_file(frame.f_code.co_filename) or not frame.f_code.co_filename.startswith(
-                (HARNESS_DIR, _ASYNCIO_DIR)
+                (HARNESS_DIR, ASYNCIO_DIR)
             ):
                 line = f"{short_path(frame.f_code.co_filename)}:{frame.f_lineno} in {frame.f_code.co_name}"
                 user_frame = frame
@@ -376,7 +393,21 @@ def _why_stuck(primitive: Any, operation: str) -> str:
     return "nobody is left to complete it"
 
 
-_ASYNCIO_DIR = asyncio.__file__.rpartition("/")[0]
+ASYNCIO_DIR = asyncio.__file__.rpartition("/")[0]
+
+
+def name_in_caller(obj: Any) -> str:
+    """What the code under test calling into a primitive now calls it (`_name_of`, in the innermost
+    frame outside stress and asyncio)."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith((HARNESS_DIR, ASYNCIO_DIR)):
+        frame = frame.f_back
+    return _name_of(obj, frame)
+
+
+def waits_at_line(task: asyncio.Task[Any], scope: Scope) -> str:
+    """``file:line in fn``: where ``task`` waits in the code under test ('' if nowhere known)."""
+    return _waits_at(task, scope)[0]
 
 
 def _name_of(obj: Any, frame: FrameType | None) -> str:
@@ -489,7 +520,7 @@ def _loop_of_trial() -> StressLoop | None:
 def _where_taken() -> str:
     """``file:line in fn`` of the innermost frame of the code under test calling a primitive."""
     frame: FrameType | None = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename.startswith((HARNESS_DIR, _ASYNCIO_DIR)):
+    while frame is not None and frame.f_code.co_filename.startswith((HARNESS_DIR, ASYNCIO_DIR)):
         frame = frame.f_back
     if frame is None:
         return ""
@@ -501,7 +532,7 @@ def _stepping_out(original: Callable[..., Awaitable[Any]]) -> Callable[..., Coro
     async def operation(self: Any, *args: Any, **kwargs: Any) -> Any:
         loop = _loop_of_trial()
         if loop is not None:
-            await loop.point()
+            await loop.point(self, original.__name__)
         return await original(self, *args, **kwargs)
 
     return operation
@@ -514,10 +545,20 @@ def _lock_acquire(original: Callable[..., Awaitable[bool]]) -> Callable[..., Cor
         if loop is None:
             return await original(self)
         where = _where_taken()
-        await loop.point()
+        await loop.point(self, "acquire")
         got = await original(self)
         if got:
-            loop.holders[self] = (asyncio.current_task(), where)
+            task = asyncio.current_task()
+            loop.holders[self] = (task, where)
+            try:
+                await loop.taken(self)
+            except asyncio.CancelledError:
+                # asyncio's acquire() cannot be cancelled once the lock is the task's: it returns
+                # holding it. A cancellation that reached the task while it stood aside here is
+                # the task's again, for its next await to raise.
+                if task is not None:
+                    task.uncancel()
+                    task.cancel()
         return got
 
     return acquire
@@ -573,17 +614,22 @@ def uninstall() -> None:
 # -- running a coroutine variant -------------------------------------------------------------------
 
 
-def run_body(fn: Callable[[TrialT], Coroutine[Any, Any, Any]], trial: TrialT) -> int:
-    """Run the coroutine variant ``fn(trial)`` to its end on a fresh `StressLoop`. Returns the
-    number of forced step-outs (the trial's switches).
+def run_body(
+    fn: Callable[[TrialT], Coroutine[Any, Any, Any]],
+    trial: TrialT,
+    make_loop: Callable[[], StressLoop] | None = None,
+) -> int:
+    """Run the coroutine variant ``fn(trial)`` to its end on a fresh `StressLoop` (or the one
+    ``make_loop`` makes: controlled mode's). Returns the number of forced step-outs (the trial's
+    switches).
 
-    Raises what the body raises, but `DeadlockError` once the loop's deadlock is recorded (the
-    body's end after it is a consequence, not a finding)."""
+    Raises what the body raises, but not what follows a decided outcome (a deadlock, a livelock:
+    the body's end after it is a consequence, not a finding)."""
     install()
     loop_box: list[StressLoop] = []
 
     def factory() -> StressLoop:
-        loop = StressLoop(trial)
+        loop = make_loop() if make_loop is not None else StressLoop(trial)
         loop_box.append(loop)
         return loop
 
@@ -594,10 +640,10 @@ def run_body(fn: Callable[[TrialT], Coroutine[Any, Any, Any]], trial: TrialT) ->
             except asyncio.CancelledError:
                 # The body ended with a cancellation stress injected into one of its tasks
                 # (``--cancel``), passed on: its checks did not run, and nothing is judged broken.
-                if not trial.deadlocked() and not any(loop.cancels for loop in loop_box):
+                if not trial.deadlocked() and not any(loop.cancels or loop.ended for loop in loop_box):
                     raise
             except (DeadlockError, RuntimeError):
-                if not trial.deadlocked():
+                if not trial.deadlocked() and not any(loop.ended for loop in loop_box):
                     raise
             finally:
                 for loop in loop_box:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.actors import ActorPool
 from harness.controlled.schedule import Decision, Schedule
@@ -34,6 +34,9 @@ from harness.perturb.preempt import Preemptor
 from harness.results.outcome import Evidence, Outcome
 from harness.scenario import Variant
 from harness.trial import Trial
+
+if TYPE_CHECKING:
+    from harness.controlled.coroutines import TaskScheduler
 
 __all__ = ["TrialRun", "run_trial"]
 
@@ -160,7 +163,7 @@ def run_trial(
     if control is None:
         mp_delays.activate(plan.sync, plan.delay, seed=plan.seed)
         pause.track(True)
-    scheduler: Scheduler | None = None
+    scheduler: Scheduler | TaskScheduler | None = None
     stepped_out = 0
     started = clock()
     try:
@@ -168,6 +171,12 @@ def run_trial(
             if control is None:
                 preemptor.start(plan.preempt, pause=plan.pause, seed=plan.seed)
                 stack.callback(preemptor.stop)
+            elif variant.is_coroutine:
+                from harness.controlled.coroutines import TaskScheduler  # imports asyncio
+
+                scheduler = TaskScheduler(
+                    control.make_strategy(), step_limit=control.step_limit, record_decisions=control.record_decisions
+                )
             else:
                 scheduler = stack.enter_context(controlled(control, session=session, graph=graph, preemptor=preemptor))
                 trial.scheduler = scheduler
@@ -175,9 +184,7 @@ def run_trial(
                 if phases is not None:
                     phases(Phase.BODY)
                 if variant.is_coroutine:
-                    from harness.detect import aio  # asyncio is imported by coroutine trials alone
-
-                    stepped_out = aio.run_body(variant.fn, trial)
+                    stepped_out = _run_coroutines(variant, trial, scheduler, preemptor.scope)
                 else:
                     variant.fn(trial)
             except (DeadlockError, ForkedDeadlockError) as exc:
@@ -233,10 +240,22 @@ def run_trial(
         trace=tuple(scheduler.steps),
         choices=scheduler.choices,
         diverged=getattr(scheduler.strategy, "diverged", None),
-        threads=tuple(m.name for m in sorted(scheduler.threads, key=lambda m: m.index)),
+        threads=tuple(m.name for m in sorted(scheduler.threads, key=lambda m: m.index)),  # type: ignore[attr-defined]
         abandoned=tuple(scheduler.abandoned),
         unscheduled=scheduler.unsupported,
     )
+
+
+def _run_coroutines(variant: Variant, trial: Trial, scheduler: Any, scope: Any) -> int:
+    """Run a coroutine variant's body on its event loop (`harness.detect.aio`): stress mode's, or,
+    under a `TaskScheduler`, controlled mode's (`harness.controlled.coroutines`)."""
+    from harness.detect import aio  # asyncio is imported by coroutine trials alone
+
+    if scheduler is None:
+        return aio.run_body(variant.fn, trial)
+    from harness.controlled.coroutines import ControlledLoop
+
+    return aio.run_body(variant.fn, trial, lambda: ControlledLoop(trial, scheduler, scope))
 
 
 def _deadlock_lines(exc: BaseException) -> list[str]:
@@ -245,7 +264,9 @@ def _deadlock_lines(exc: BaseException) -> list[str]:
     return [summary, *map(str, lines)]
 
 
-def _judge(trial: Trial, graph: WaitGraph, scheduler: Scheduler | None = None) -> tuple[Outcome, Evidence | None]:
+def _judge(
+    trial: Trial, graph: WaitGraph, scheduler: Scheduler | TaskScheduler | None = None
+) -> tuple[Outcome, Evidence | None]:
     messages = tuple(trial.failures)
     tracebacks = tuple(trial.errors)
     if trial.crashes:

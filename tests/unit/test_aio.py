@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from harness import Knob, Perturbation, Scenario, Trial
+from harness.controlled.schedule import Schedule
+from harness.controlled.session import Control
 from harness.detect import aio
 from harness.detect.instrument import Instrumenter
-from harness.engine.runner import run_trial
+from harness.engine.runner import TrialRun, run_trial
 from harness.perturb.plan import Plan, make_plan
 from harness.perturb.preempt import Preemptor
 from harness.registry import Registry
@@ -215,11 +217,59 @@ def test_a_start_delay_is_whole_loop_iterations() -> None:
     assert aio.start_iterations(1.0) == aio.START_MOST
 
 
-def test_controlled_mode_refuses_coroutine_variants_naming_the_function() -> None:
-    what = demo.get("opposite").outside_schedules()
-    assert what is not None
-    assert "runs coroutines on an event loop" in what
-    assert "test_aio.py:" in what
+def _controlled(key: str, control: Control) -> TrialRun:
+    scenario, _, name = key.partition("/")
+    variant = Registry.builtin().get(scenario).get(name)
+    scope = Scope(files=list(variant.files))
+    preemptor = Preemptor(scope)
+    try:
+        plan = make_plan(Perturbation.none(), seed=1, trial=0)
+        actors = variant.controlled_actors if variant.actors else None
+        return run_trial(
+            variant, plan, size=variant.controlled_size, actors=actors, preemptor=preemptor, control=control
+        )
+    finally:
+        preemptor.close()
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "async-bank/check-then-act",
+        "async-deadlock/opposite-order",
+        "async-event/clear-after-wait",
+        "async-event/wait-under-if",
+        "async-queue/skipped-task-done",
+        "cancellation/acquire-release",
+    ],
+)
+def test_a_controlled_schedule_of_tasks_finds_the_bug_and_replays_it_exactly(key: str) -> None:
+    failing = next(
+        run
+        for seed in range(40)
+        if (run := _controlled(key, Control("random", seed=seed, record_decisions=True))).outcome.is_failure
+    )
+    assert failing.unscheduled is None
+    assert failing.choices >= 1
+    assert failing.schedule is not None
+    forced = Control("forced", forced=Schedule.parse(failing.schedule).forced)
+    for _ in range(10):
+        again = _controlled(key, forced)
+        assert again.outcome is failing.outcome
+        assert again.evidence is not None
+        assert failing.evidence is not None
+        assert again.evidence.messages == failing.evidence.messages
+        assert [step[0] + step[3] for step in again.trace] == [step[0] + step[3] for step in failing.trace]
+        assert again.diverged is None
+
+
+def test_a_task_cancelled_as_it_took_a_lock_gets_the_cancellation_at_its_next_await() -> None:
+    """asyncio's acquire() is not cancelled once the lock is the task's; a schedule that switches
+    right after the take must not make it so (a lock left held by `async with`: a false deadlock)."""
+    seen = Counter(
+        _controlled("cancellation/async-with", Control("random", seed=seed)).outcome.label for seed in range(300)
+    )
+    assert seen == Counter(passed=300)
 
 
 @pytest.mark.parametrize("key", ["async-bank/lock", "async-deadlock/global-order", "async-deadlock/await-outside-lock"])
