@@ -527,11 +527,22 @@ def _where_taken() -> str:
     return f"{short_path(frame.f_code.co_filename)}:{frame.f_lineno} in {frame.f_code.co_name}"
 
 
+def _inside_asyncio(caller: FrameType | None) -> bool:
+    """Whether a primitive's operation is asyncio's own, inside another one (`Queue.join` waits on
+    an Event, `Condition.wait` takes its lock back): only the operation the code under test asked
+    for is a point. ``async with lock:`` is the code's, through asyncio's ``__aenter__``."""
+    return (
+        caller is not None
+        and caller.f_code.co_filename.startswith(ASYNCIO_DIR)
+        and caller.f_code.co_name != "__aenter__"
+    )
+
+
 def _stepping_out(original: Callable[..., Awaitable[Any]]) -> Callable[..., Coroutine[Any, Any, Any]]:
     @functools.wraps(original)
     async def operation(self: Any, *args: Any, **kwargs: Any) -> Any:
         loop = _loop_of_trial()
-        if loop is not None:
+        if loop is not None and not _inside_asyncio(sys._getframe(1)):
             await loop.point(self, original.__name__)
         return await original(self, *args, **kwargs)
 
@@ -545,13 +556,16 @@ def _lock_acquire(original: Callable[..., Awaitable[bool]]) -> Callable[..., Cor
         if loop is None:
             return await original(self)
         where = _where_taken()
-        await loop.point(self, "acquire")
+        nested = _inside_asyncio(sys._getframe(1))
+        if not nested:
+            await loop.point(self, "acquire")
         got = await original(self)
         if got:
             task = asyncio.current_task()
             loop.holders[self] = (task, where)
             try:
-                await loop.taken(self)
+                if not nested:
+                    await loop.taken(self)
             except asyncio.CancelledError:
                 # asyncio's acquire() cannot be cancelled once the lock is the task's: it returns
                 # holding it. A cancellation that reached the task while it stood aside here is
