@@ -16,7 +16,8 @@ invariant) and run unchanged by both tools:
   then take every item there is.
 
 stress runs each as a coroutine variant in controlled mode (its default strategy mix, as
-``stress run --mode controlled``); frontrun runs ``frontrun.explore`` with async workers, strategy
+``stress run --mode controlled``), judged as if any await on a primitive may suspend
+(``may_suspend``; frontrun, too, takes every await for a scheduling point); frontrun runs ``frontrun.explore`` with async workers, strategy
 ``random`` (seeded) and ``dpor`` (systematic: one run stands for all seeds). For the buggy versions:
 the median number of schedules up to and including the first failing one over ``--seeds`` seeds, and
 the median wall time. For the fixed versions: how many of ``--fixed`` schedules failed (any failure is
@@ -174,7 +175,8 @@ PROGRAMS: dict[str, tuple[Program, Program]] = {
 
 # -- stress ----------------------------------------------------------------------------------------
 
-scenario = Scenario("async-peers", "The async peer benchmark's programs, run by stress")
+# Judged as if any await on a primitive may suspend, as frontrun treats every await as a point.
+scenario = Scenario("async-peers", "The async peer benchmark's programs, run by stress", may_suspend=True)
 
 
 def _body(name: str, program: Program) -> Callable[[Trial], Awaitable[None]]:

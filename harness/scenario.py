@@ -75,6 +75,8 @@ class Variant:
     stress_only: str | None = None
     #: Whether the scenario's checks hold when its tasks are cancelled midway (``--cancel``).
     cancellable: bool = False
+    #: The scenario's model of awaits: an operation on a ready asyncio primitive may suspend.
+    may_suspend: bool = False
 
     @property
     def key(self) -> str:
@@ -211,6 +213,13 @@ class Scenario:
         cancellable: Whether the checks of its coroutine variants hold when a task is cancelled
             midway — they check what the code leaves behind (a lock free, a count kept), not that
             every task did all its work. Only such scenarios take ``--cancel``.
+        may_suspend: The model its coroutine variants are judged under. False (asyncio's own): an
+            operation on a ready asyncio primitive (a free lock's ``acquire``, a set event's
+            ``wait``, ``put`` on a queue with room) returns at once, as asyncio documents, and only
+            task starts, timers and what runs outside the loop are perturbed. True: any such
+            operation may suspend (Trio's rule for every await) — a task steps out before it, and
+            code correct only because it does not is reported; for code that must stay correct
+            when a queue gets a bound, a lock gets contended, a call becomes I/O.
     """
 
     def __init__(
@@ -224,6 +233,7 @@ class Scenario:
         controlled_actors: int = 2,
         stress_only: str | None = None,
         cancellable: bool = False,
+        may_suspend: bool = False,
     ) -> None:
         self.name = _check_name(name, "scenario")
         self.description = description.strip()
@@ -244,6 +254,7 @@ class Scenario:
         self.controlled_actors = controlled_actors
         self.stress_only = stress_only
         self.cancellable = cancellable
+        self.may_suspend = may_suspend
         self.file = _caller_file(1)
         #: ``file:line`` where the scenario was made, for errors found after (no variant, a name taken).
         self.where = f"{short_path(self.file)}:{sys._getframe(1).f_lineno}" if self.file else f"scenario {name!r}"
@@ -292,6 +303,7 @@ class Scenario:
                 controlled_actors=self.controlled_actors,
                 stress_only=self.stress_only,
                 cancellable=self.cancellable,
+                may_suspend=self.may_suspend,
             )
             return fn
 

@@ -19,6 +19,7 @@ scenario = Scenario(
     " writing each withdrawal to an audit queue",
     size=5,
     actors=3,
+    may_suspend=True,  # judged as if any await on a primitive may suspend: see the docstring
 )
 AMOUNT = 10
 

@@ -17,6 +17,7 @@ scenario = Scenario(
     "A producer task hands `size` items to consumer tasks through an Event or a Condition",
     size=3,
     controlled_size=3,  # a lost wake-up needs two items; a stolen one, two consumers (three: found sooner)
+    may_suspend=True,  # judged as if any await on a primitive may suspend: see the docstring
 )
 
 

@@ -16,6 +16,7 @@ scenario = Scenario(
     "Two worker tasks process `size` items from a queue under a shared budget; the producer joins the queue",
     size=4,
     controlled_size=2,  # two items, so that both workers can be inside the work at once
+    may_suspend=True,  # judged as if any await on a primitive may suspend: see the docstring
 )
 
 

@@ -65,7 +65,7 @@ async def acquire_release(trial: Trial) -> None:
 
 @scenario.variant(expect="safe")
 async def async_with(trial: Trial) -> None:
-    """`async with lock:`: released however the block is left."""
+    """`async with lock`: released however the block is left."""
     await _fetches(trial, with_statement=True)
 
 

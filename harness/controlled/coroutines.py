@@ -1,10 +1,11 @@
 """Controlled mode for coroutines: one event loop, virtual time, every switch between tasks a choice.
 
-A coroutine trial has one thread; what interleaves is its tasks, and a task can only be set aside
-where it would suspend. So the scheduling points are where a task *may* suspend without the code
-having a say: just before each operation on an asyncio primitive (``lock_a.acquire()``,
-``queue.put()``, ``event.wait()``: any of them suspends when the primitive is not ready), right after
-a lock is taken (``took lock_a``), and at the start of each task a group starts. At a point where
+A coroutine trial has one thread; what interleaves is its tasks. The scheduling points are the
+start of each task a group starts and, for a scenario judged as if any await on a primitive may
+suspend (``may_suspend``, `harness.detect.aio`), just before each operation on an asyncio primitive
+(``lock_a.acquire()``, ``queue.put()``, ``event.wait()``) and right after a lock is taken (``took
+lock_a``). Under asyncio's own model an operation on a ready primitive returns at once, and one on a
+primitive that is not ready suspends anyway: neither is a choice. At a point where
 another task is ready to run, the strategy chooses: the running task goes on, or it steps out —
 behind every callback ready now, as a suspension would put it — and the first ready task runs. That
 keeps every schedule one asyncio can produce (callbacks stay first in, first out), and it is the
@@ -145,8 +146,8 @@ class ControlledLoop(aio.StressLoop):
         scope: The code under test, to place each step at its line.
     """
 
-    def __init__(self, trial: aio.Trial, scheduler: TaskScheduler, scope: Scope) -> None:
-        super().__init__(trial)
+    def __init__(self, trial: aio.Trial, scheduler: TaskScheduler, scope: Scope, *, may_suspend: bool = False) -> None:
+        super().__init__(trial, may_suspend=may_suspend)
         self.scheduler = scheduler
         self._scope = scope
         self._sync = self._late = self._cancel = 0.0  # every choice is the scheduler's
@@ -177,10 +178,14 @@ class ControlledLoop(aio.StressLoop):
         await self._choice("starts", (code, -code.co_firstlineno) if code is not None else None)
 
     async def taken(self, lock: asyncio.Lock) -> None:
-        await self._choice(f"took {aio.name_in_caller(lock)}")
+        if self.may_suspend:  # else acquire() returns the moment it has the lock, as asyncio's does
+            await self._choice(f"took {aio.name_in_caller(lock)}")
 
     async def point(self, primitive: Any = None, operation: str = "") -> None:
-        await self._choice(f"{aio.name_in_caller(primitive)}.{operation}()")
+        # Under asyncio's own model, a task stands aside only where it suspends anyway, and a
+        # choice there would change nothing: the task starts are the schedule's choices.
+        if self.may_suspend:
+            await self._choice(f"{aio.name_in_caller(primitive)}.{operation}()")
 
     async def _choice(self, what: str, place: tuple[CodeType | None, int] | None = None) -> None:
         scheduler = self.scheduler

@@ -17,7 +17,10 @@ or the lock contended. So, in stress mode, from the trial's plan (seeded, record
 
 * the tasks `Trial.run_tasks` starts are created in the plan's start order (``shuffle``), and each
   waits out its start delay (``jitter``) as loop iterations (`start_iterations`);
-* just before each operation on an asyncio primitive — `asyncio.Lock` and `asyncio.Semaphore`
+* for a scenario judged as if any await on a primitive may suspend (``may_suspend``; by default
+  asyncio's own model holds, where an operation on a ready primitive returns at once, as asyncio
+  documents, and none of this happens) — just before each operation on an asyncio primitive —
+  `asyncio.Lock` and `asyncio.Semaphore`
   ``acquire``, `asyncio.Event` and `asyncio.Condition` ``wait``, `asyncio.Queue` ``put``, ``get``
   and ``join``, `asyncio.Barrier` ``wait`` — the task steps out for one loop iteration, behind every
   callback ready at that moment, with probability √``sync`` (the knob that forces a thread switch
@@ -30,8 +33,9 @@ cancels the task there with probability P: a ``CancelledError`` the code must su
 holds released, a queue's count kept). A task that ends cancelled is no finding; what the
 cancellation leaves behind is.
 
-Each is a reordering asyncio allows: an operation on a primitive may suspend, and a timer is never
-promised to fire on time. Callbacks keep their first-in, first-out order, which asyncio does promise.
+A timer is never promised to fire on time; an operation on a primitive suspends only when the
+primitive is not ready, which is why stepping out at a ready one is the scenario's choice to make.
+Callbacks keep their first-in, first-out order, which asyncio does promise.
 
 **Detection.** When the loop has nothing to run, no timer, no file descriptor but its own wake-up
 pipe, no signal handler, and no thread that could call into it (none of the trial's own still runs,
@@ -54,12 +58,14 @@ import random
 import sys
 import threading
 import traceback
+import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from harness.detect.wait_graph import DeadlockError
+from harness.perturb import pause as _pause
 from harness.scope import HARNESS_DIR, Scope
 from harness.text import short_path
 
@@ -126,9 +132,13 @@ class StressLoop(asyncio.SelectorEventLoop):
         trial: The trial whose tasks run here; its plan gives ``sync``, ``jitter`` and the seed.
     """
 
-    def __init__(self, trial: Trial) -> None:
+    def __init__(self, trial: Trial, *, may_suspend: bool = False) -> None:
         super().__init__()
         self.trial = trial
+        #: The scenario's model of awaits (`harness.scenario.Scenario`'s ``may_suspend``): whether an
+        #: operation on a ready primitive may suspend (steps out), or returns at once, as asyncio
+        #: documents.
+        self.may_suspend = may_suspend
         plan = trial.plan
         self._rng = random.Random(f"stress-aio/{plan.seed}")
         # A coroutine trial operates on primitives a handful of times per task, a thread trial
@@ -176,14 +186,19 @@ class StressLoop(asyncio.SelectorEventLoop):
 
     async def point(self, primitive: Any = None, operation: str = "") -> None:
         """A task is about to operate on a primitive: with the plan's ``cancel`` probability it is
-        cancelled here (any task but the variant's body), else it may step out (`step_out_now`)."""
-        if self._cancel > 0 and self._rng.random() < self._cancel:
+        cancelled here (any task but the variant's body), else it may step out (`step_out_now`).
+
+        Under asyncio's own model (``may_suspend`` False) only an operation that suspends anyway
+        (its primitive is not ready) is a place for either: there, a cancellation lands as one
+        from outside would; a step-out would suspend the task where asyncio promises it does not."""
+        suspends = self.may_suspend or _would_suspend(primitive, operation)
+        if self._cancel > 0 and suspends and self._rng.random() < self._cancel:
             task = asyncio.current_task()
             if task is not None and self.tasks and task is not self.tasks[0]:
                 self.cancels += 1
                 task.cancel()
                 await StepOut()  # raises the CancelledError here, at the operation
-        if self.step_out_now():
+        if self.may_suspend and self.step_out_now():
             await StepOut()
 
     def call_soon(self, callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:  # type: ignore[override]
@@ -252,7 +267,10 @@ class StressLoop(asyncio.SelectorEventLoop):
                     self.trial.deadlocks.append(describe(waiting, self.holders, scope))
                     self._unwind()
                 elif waiting:
-                    # Another thread may still call into the loop: look again after a slice.
+                    # Another thread may still call into the loop: look again after a slice (a
+                    # wake-up of stress's own, not the trial's polling, to the watchdog).
+                    if _pause.hook is not None:
+                        _pause.hook()
                     super().call_at(self.time() + self._slice, _nothing)
                     self._slice = min(self._slice * 2, SLICE_MAX)
         else:
@@ -281,7 +299,9 @@ class StressLoop(asyncio.SelectorEventLoop):
                 continue
             if thread.is_alive():
                 return False  # a thread of the trial still runs (an executor's, a bridge's)
-        return graph.earlier_thread_may_act() is None
+        # A thread `threading` does not list (``_thread.start_new_thread``), a signal timer whose
+        # handler is Python code: either may call into the loop.
+        return graph.unseen_waker() is None and graph.earlier_thread_may_act() is None
 
     def _unwind(self) -> None:
         """The trial's outcome is decided (a deadlock, a livelock): cancel every task, so that the
@@ -427,6 +447,8 @@ def _name_of(obj: Any, frame: FrameType | None) -> str:
                     if inner is obj:
                         return f"{name}.{attribute}"
     kind = type(obj).__name__
+    if kind == "_GatheringFuture":
+        return "a gather() of its tasks"
     return f"an asyncio.{kind}" if type(obj).__module__.startswith("asyncio") else f"a {kind}"
 
 
@@ -527,6 +549,35 @@ def _where_taken() -> str:
     return f"{short_path(frame.f_code.co_filename)}:{frame.f_lineno} in {frame.f_code.co_name}"
 
 
+def _rebind(primitive: Any) -> None:
+    """A primitive made before the trial (a module's ``LOCK = asyncio.Lock()``) binds to the first
+    loop that uses it; each trial has a loop of its own, so it would be "bound to a different event
+    loop" in every trial but the first. One whose loop is an earlier trial's, closed, is the
+    running loop's now, as it would be in a program that runs one loop."""
+    bound = getattr(primitive, "_loop", None)
+    if isinstance(bound, StressLoop) and bound.is_closed():
+        primitive._loop = None
+
+
+def _would_suspend(primitive: Any, operation: str) -> bool:
+    """Whether asyncio's ``primitive.operation()`` suspends the task now (its primitive is not
+    ready); asyncio documents that one on a ready primitive returns at once."""
+    if isinstance(primitive, asyncio.Lock) and operation == "acquire":
+        return primitive.locked() or bool(getattr(primitive, "_waiters", None))
+    if isinstance(primitive, asyncio.Semaphore) and operation == "acquire":
+        return primitive.locked()
+    if isinstance(primitive, asyncio.Event) and operation == "wait":
+        return not primitive.is_set()
+    if isinstance(primitive, asyncio.Queue):
+        if operation == "put":
+            return primitive.full()
+        if operation == "get":
+            return primitive.empty()
+        if operation == "join":
+            return bool(getattr(primitive, "_unfinished_tasks", 0))
+    return True  # Condition.wait and Barrier.wait always do (but for a barrier's last party)
+
+
 def _inside_asyncio(caller: FrameType | None) -> bool:
     """Whether a primitive's operation is asyncio's own, inside another one (`Queue.join` waits on
     an Event, `Condition.wait` takes its lock back): only the operation the code under test asked
@@ -542,8 +593,10 @@ def _stepping_out(original: Callable[..., Awaitable[Any]]) -> Callable[..., Coro
     @functools.wraps(original)
     async def operation(self: Any, *args: Any, **kwargs: Any) -> Any:
         loop = _loop_of_trial()
-        if loop is not None and not _inside_asyncio(sys._getframe(1)):
-            await loop.point(self, original.__name__)
+        if loop is not None:
+            _rebind(self)
+            if not _inside_asyncio(sys._getframe(1)):
+                await loop.point(self, original.__name__)
         return await original(self, *args, **kwargs)
 
     return operation
@@ -555,6 +608,7 @@ def _lock_acquire(original: Callable[..., Awaitable[bool]]) -> Callable[..., Cor
         loop = _loop_of_trial()
         if loop is None:
             return await original(self)
+        _rebind(self)
         where = _where_taken()
         nested = _inside_asyncio(sys._getframe(1))
         if not nested:
@@ -632,6 +686,8 @@ def run_body(
     fn: Callable[[TrialT], Coroutine[Any, Any, Any]],
     trial: TrialT,
     make_loop: Callable[[], StressLoop] | None = None,
+    *,
+    may_suspend: bool = False,
 ) -> int:
     """Run the coroutine variant ``fn(trial)`` to its end on a fresh `StressLoop` (or the one
     ``make_loop`` makes: controlled mode's). Returns the number of forced step-outs (the trial's
@@ -643,12 +699,13 @@ def run_body(
     loop_box: list[StressLoop] = []
 
     def factory() -> StressLoop:
-        loop = make_loop() if make_loop is not None else StressLoop(trial)
+        loop = make_loop() if make_loop is not None else StressLoop(trial, may_suspend=may_suspend)
         loop_box.append(loop)
         return loop
 
     try:
-        with asyncio.Runner(loop_factory=factory) as runner:
+        with asyncio.Runner(loop_factory=factory) as runner, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
             try:
                 runner.run(fn(trial))
             except asyncio.CancelledError:
@@ -662,6 +719,13 @@ def run_body(
             finally:
                 for loop in loop_box:
                     loop.unretrieved()
+                for warning in caught:
+                    if "was never awaited" in str(warning.message):
+                        # `trial.run_tasks(...)` without `await`: its tasks never ran
+                        trial.record_traceback(
+                            "the variant",
+                            f"RuntimeWarning: {warning.message} ({short_path(warning.filename)}:{warning.lineno})",
+                        )
     finally:
         uninstall()
     return sum(loop.steps_out for loop in loop_box)

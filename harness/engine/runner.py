@@ -252,10 +252,12 @@ def _run_coroutines(variant: Variant, trial: Trial, scheduler: Any, scope: Any) 
     from harness.detect import aio  # asyncio is imported by coroutine trials alone
 
     if scheduler is None:
-        return aio.run_body(variant.fn, trial)
+        return aio.run_body(variant.fn, trial, may_suspend=variant.may_suspend)
     from harness.controlled.coroutines import ControlledLoop
 
-    return aio.run_body(variant.fn, trial, lambda: ControlledLoop(trial, scheduler, scope))
+    return aio.run_body(
+        variant.fn, trial, lambda: ControlledLoop(trial, scheduler, scope, may_suspend=variant.may_suspend)
+    )
 
 
 def _deadlock_lines(exc: BaseException) -> list[str]:

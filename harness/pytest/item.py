@@ -9,6 +9,7 @@ its evidence, and the exact pytest command that replays it.
 
 from __future__ import annotations
 
+import inspect
 import io
 import re
 import shlex
@@ -187,6 +188,24 @@ def _variant(item: pytest.Function, marker: pytest.Mark, expect: Expect) -> Vari
         else:
             trial.run_threads(call, trial, count=trial.actors)
 
+    async def call_async(trial: Trial) -> None:
+        kwargs = {name: trial if name == "stress_trial" else funcargs[name] for name in names}
+        try:
+            await function(**kwargs)
+        except AssertionError as exc:
+            text = str(exc).strip() or "assertion failed"
+            said = " / ".join(line.strip() for line in text.splitlines()[:6])
+            trial.check(False, said if said.startswith("assert") else f"assert: {said}")
+
+    async def body_async(trial: Trial) -> None:
+        # An ``async def`` test is a coroutine variant: on the trial's event loop, as tasks.
+        if uses_trial:
+            await call_async(trial)
+        else:
+            await trial.run_tasks(call_async, trial, count=trial.actors)
+
+    if inspect.iscoroutinefunction(function):
+        body = body_async  # type: ignore[assignment]
     body.__name__ = function.__name__
     name = _NAME.sub("-", item.name).strip("-.") or "test"
     if not name[0].isalnum():

@@ -317,3 +317,44 @@ def test_a_bad_stress_option_is_a_usage_error_not_a_failed_test(project: Path, a
     assert done.returncode == 4, done.stdout + done.stderr  # pytest's "usage error"
     assert said in done.stderr
     assert "failed" not in done.stdout
+
+
+ASYNC_TESTS = """
+import asyncio
+
+import pytest
+
+
+class Client:
+    def __init__(self):
+        self.connection = None
+        self.opened = 0
+
+    async def get(self):
+        if self.connection is None:
+            await asyncio.sleep(0)  # a real suspension: the other callers look meanwhile
+            self.opened += 1
+            self.connection = self.opened
+
+
+@pytest.mark.stress(iterations=40)
+async def test_connects_once(stress_trial):
+    client = Client()
+    await stress_trial.run_tasks(client.get, count=3)
+    assert client.opened == 1
+
+
+@pytest.mark.stress(iterations=40)
+async def test_sleeps_fine(stress_trial):
+    await asyncio.sleep(0)
+"""
+
+
+def test_an_async_test_runs_as_a_coroutine_variant_and_fails_when_it_should(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.pytest.ini_options]\naddopts = []\n")
+    (tmp_path / "test_async.py").write_text(ASYNC_TESTS)
+    out = pytest_run(tmp_path, "test_async.py")
+    assert outcome_counts(out.stdout) == {"failed": 1, "passed": 1}, out.stdout + out.stderr
+    assert re.search(r"test_async\.py::test_connects_once:\s+40 trials, [1-9]\d* failed", out.stdout), out.stdout
+    assert re.search(r"assert [23] == 1", out.stdout), out.stdout
+    assert re.search(r"test_async\.py::test_sleeps_fine:\s+40 trials, 0 failed", out.stdout), out.stdout

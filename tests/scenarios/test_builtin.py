@@ -40,7 +40,7 @@ FLOOR = {
     "async-event/clear-after-wait": 0.3,  # ≈ 0.61
     "async-event/wait-under-if": 0.1,  # ≈ 0.30
     "async-queue/skipped-task-done": 0.2,  # ≈ 0.44
-    "cancellation/acquire-release": 0.15,  # ≈ 0.37
+    "cancellation/acquire-release": 0.12,  # ≈ 0.31
     "cancellation/shield-then-retry": 0.5,  # every time
     "loop-bridge/call-soon-from-thread": 0.5,  # every time (a rule asyncio checks in debug mode only)
     "loop-bridge/result-on-loop-thread": 0.5,  # deadlocks every time

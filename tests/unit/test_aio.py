@@ -3,9 +3,13 @@ coroutine variant's trial records."""
 
 from __future__ import annotations
 
+import _thread
 import asyncio
+import contextlib
 import dataclasses
+import signal
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -24,7 +28,7 @@ from harness.results.outcome import Outcome
 from harness.scope import Scope
 
 HERE = str(Path(__file__).resolve())
-demo = Scenario("aio-demo", "coroutine trials, for the tests", size=1)
+demo = Scenario("aio-demo", "coroutine trials, for the tests", size=1, may_suspend=True)
 
 
 def _plan(trial: int = 0, **changes: object) -> Plan:
@@ -310,3 +314,148 @@ def test_cancel_is_drawn_last_so_every_other_knob_keeps_its_value() -> None:
     assert dataclasses.replace(cancelling, cancel=0.0) == plain
     assert cancelling.cancel == 0.1
     assert "cancel 0.1" in cancelling.describe()
+
+
+@demo.variant(expect="safe")
+async def cancelled_after_join(trial: Trial) -> None:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+
+    async def worker() -> None:
+        while True:
+            await queue.get()
+            queue.task_done()
+
+    running = asyncio.get_running_loop().create_task(trial.run_tasks(worker, count=2))
+    for item in range(3):
+        await queue.put(item)
+    await queue.join()
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+
+
+def test_tasks_of_the_trial_cancelled_by_the_code_are_no_finding() -> None:
+    assert _outcomes("cancelled-after-join", trials=20)[0] == Counter(passed=20)
+
+
+@demo.variant(expect="safe")
+async def woken_by_a_raw_thread(trial: Trial) -> None:
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def later() -> None:
+        time.sleep(0.002)
+        loop.call_soon_threadsafe(future.set_result, 1)
+
+    _thread.start_new_thread(later, ())
+    trial.check(await future == 1)
+    await asyncio.sleep(0.005)  # the thread ends before the loop closes
+
+
+@demo.variant(expect="safe")
+async def woken_by_a_signal_timer(trial: Trial) -> None:
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    old = signal.signal(signal.SIGALRM, lambda *_: loop.call_soon_threadsafe(future.set_result, "alarm"))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.002)
+        trial.check(await future == "alarm")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize("name", ["woken-by-a-raw-thread", "woken-by-a-signal-timer"])
+def test_an_idle_loop_that_a_thread_threading_does_not_list_or_a_signal_may_wake_is_not_deadlocked(name: str) -> None:
+    assert _outcomes(name, trials=20)[0] == Counter(passed=20)
+
+
+drain = Scenario("aio-drain", "asyncio's own model: a ready primitive's operation returns at once", size=4)
+
+
+@drain.variant(expect="safe")
+async def drain_prefilled(trial: Trial) -> None:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for item in range(trial.size):
+        queue.put_nowait(item)
+    done: list[int] = []
+
+    async def worker() -> None:
+        while not queue.empty():
+            item = await queue.get()  # not empty: returns at once, as asyncio documents
+            await asyncio.sleep(0)
+            done.append(item)
+
+    await trial.run_tasks(worker, count=2)
+    trial.check(sorted(done) == list(range(trial.size)), f"{done}")
+
+
+@drain.variant(expect="safe")
+async def set_then_wait(trial: Trial) -> None:
+    event = asyncio.Event()
+    seen: list[bool] = []
+
+    async def setter() -> None:
+        event.set()
+        await event.wait()  # set: returns at once
+        event.clear()
+
+    async def looker() -> None:
+        seen.append(event.is_set())
+
+    async with trial.tasks() as group:
+        group.start(setter)
+        group.start(looker)
+    trial.check(seen in ([False], [True]), f"{seen}")
+
+
+@pytest.mark.parametrize("name", ["drain-prefilled", "set-then-wait"])
+def test_code_relying_on_a_ready_primitive_returning_at_once_holds_under_asyncio_s_model(name: str) -> None:
+    variant = dataclasses.replace(drain.get(name), files=(HERE,))
+    assert not variant.may_suspend
+    scope = Scope(files=[HERE])
+    preemptor = Preemptor(scope)
+    seen: Counter[str] = Counter()
+    try:
+        for number in range(200):
+            plan = _plan(number, sync=0.2)
+            seen[run_trial(variant, plan, size=variant.size, preemptor=preemptor).outcome.label] += 1
+    finally:
+        preemptor.close()
+    assert seen == Counter(passed=200)
+
+
+MODULE_LOCK = asyncio.Lock()
+
+
+@demo.variant(expect="safe")
+async def module_level_lock(trial: Trial) -> None:
+    count = 0
+
+    async def add() -> None:
+        nonlocal count
+        async with MODULE_LOCK:
+            current = count
+            await asyncio.sleep(0)
+            count = current + 1
+
+    await trial.run_tasks(add, count=3)
+    trial.check(count == 3, f"count {count}")
+
+
+def test_a_module_level_primitive_serves_every_trial_s_loop() -> None:
+    assert _outcomes("module-level-lock", trials=20)[0] == Counter(passed=20)
+
+
+@demo.variant(expect="unsafe")
+async def forgets_to_await(trial: Trial) -> None:
+    async def work() -> None:
+        await asyncio.sleep(0)
+
+    trial.run_tasks(work, count=2)  # type: ignore[unused-coroutine]
+
+
+def test_tasks_never_awaited_are_an_error() -> None:
+    seen, evidence = _outcomes("forgets-to-await", trials=3)
+    assert seen == Counter(error=3)
+    assert "was never awaited" in evidence[0].tracebacks[0]  # type: ignore[attr-defined]
