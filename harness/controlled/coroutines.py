@@ -157,6 +157,10 @@ class ControlledLoop(aio.StressLoop):
 
     # -- time ------------------------------------------------------------------------------------
 
+    def _publish_timer(self) -> None:
+        if self.scheduler.released:  # virtual time never waits; real time, once let go, does
+            super()._publish_timer()
+
     def time(self) -> float:
         if self.scheduler.released:
             return time.monotonic() + self._shift

@@ -154,6 +154,8 @@ class StressLoop(asyncio.SelectorEventLoop):
         self.steps_out = 0
         self._slice = SLICE_FIRST
         self._cancel_rounds = 0
+        #: The loop timer last told to the watchdog (`_publish_timer`).
+        self._published: float | None = None
         #: Every task created on this loop, in order (for unretrieved exceptions and names).
         self.tasks: list[asyncio.Task[Any]] = []
         #: Lock -> (the task holding it, where it took it), for `asyncio.Lock`s taken on this loop.
@@ -275,7 +277,23 @@ class StressLoop(asyncio.SelectorEventLoop):
                     self._slice = min(self._slice * 2, SLICE_MAX)
         else:
             self._slice = SLICE_FIRST
+        self._publish_timer()
         _BASE_RUN_ONCE(self)
+
+    def _publish_timer(self) -> None:
+        """Tell the watchdog when the loop, about to wait, wakes by itself (its earliest live timer):
+        a trial awaiting ``asyncio.sleep(1.5)`` is waiting for a timer, not blocked."""
+        hook = _pause.timer_hook
+        if hook is None:
+            return
+        loop: Any = self
+        when = None
+        if not loop._ready:
+            live = [handle.when() for handle in loop._scheduled if not handle.cancelled()]
+            when = min(live) if live else None
+        if when != self._published:
+            self._published = when
+            hook(when)
 
     def _idle(self) -> bool:
         """Nothing ready, no live timer, no file descriptor but the loop's own wake-up pipe, no
@@ -728,6 +746,8 @@ def run_body(
                         )
     finally:
         uninstall()
+        if _pause.timer_hook is not None:
+            _pause.timer_hook(None)
     return sum(loop.steps_out for loop in loop_box)
 
 

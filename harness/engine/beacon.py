@@ -30,12 +30,14 @@ _ALARM = struct.Struct("=d")  # after the progress: when a signal timer the tria
 _WAITS = struct.Struct("=qq")  # after the alarm: threads in instrumented untimed waits, such waits ended
 _EPOCH = struct.Struct("=q")  # after the waits: how many times the worker emptied its results spool
 _PARKED = struct.Struct("=q")  # after the epoch: actor threads parked between trials (`harness.actors`)
+_TIMER = struct.Struct("=d")  # after the parked count: when a coroutine trial's loop wakes by itself (0: never)
 _PROGRESS_AT = _GENERATION.size + _DATA.size
 _ALARM_AT = _PROGRESS_AT + _PROGRESS.size
 _WAITS_AT = _ALARM_AT + _ALARM.size
 _EPOCH_AT = _WAITS_AT + _WAITS.size
 _PARKED_AT = _EPOCH_AT + _EPOCH.size
-_SIZE = _PARKED_AT + _PARKED.size
+_TIMER_AT = _PARKED_AT + _PARKED.size
+_SIZE = _TIMER_AT + _TIMER.size
 
 
 class Phase(enum.IntEnum):
@@ -127,6 +129,16 @@ class Beacon:
         """How many of the worker's threads are parked actor threads, not the trial's."""
         (count,) = _PARKED.unpack_from(self._map, _PARKED_AT)
         return int(count)
+
+    def set_loop_timer(self, when: float | None) -> None:
+        """A coroutine trial's event loop waits for its next timer, due at ``when``
+        (``time.monotonic()``; None: it waits for no timer), `harness.detect.aio`."""
+        _TIMER.pack_into(self._map, _TIMER_AT, when or 0.0)
+
+    def loop_timer(self) -> float | None:
+        """When the running coroutine trial's event loop wakes by itself, if it waits for a timer."""
+        (when,) = _TIMER.unpack_from(self._map, _TIMER_AT)
+        return float(when) if when > 0 else None
 
     def read(self) -> Reading:
         """The parent: where the worker is now."""

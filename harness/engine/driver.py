@@ -704,8 +704,9 @@ class _Engine:
     @staticmethod
     def _look(worker: WorkerHandle) -> activity.Snapshot:
         look = activity.snapshot(worker.process.pid or 0)
-        alarm = worker.beacon.alarm()
-        alarm_in = max(0.0, alarm - look.at) if alarm is not None else math.inf
+        # A signal timer's handler, or a coroutine trial's loop timer, wakes the trial by itself.
+        due = [when for when in (worker.beacon.alarm(), worker.beacon.loop_timer()) if when is not None]
+        alarm_in = max(0.0, min(due) - look.at) if due else math.inf
         waiters, ended = worker.beacon.waits()
         return replace(
             look,

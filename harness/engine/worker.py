@@ -863,6 +863,7 @@ def _worker_main(
         )
     )
     pause.hook = beacon.tick  # stress's own sleeps count as progress, never as the trial's
+    pause.timer_hook = beacon.set_loop_timer
     primitives.wait_hook = beacon.note_wait
     _watch_signal_timers(beacon)
     mp_delays.install()

@@ -25,6 +25,9 @@ __all__ = ["Waiter", "delay", "gaps", "hook", "nobody_runs", "pause", "stuck", "
 
 #: Called before each pause (the worker's beacon counts them); None outside a worker.
 hook: Callable[[], None] | None = None
+#: Told when a coroutine trial's event loop next wakes by itself, before it waits (`time.monotonic()`;
+#: None: it waits for no timer); the worker's beacon, so that the watchdog waits for that timer.
+timer_hook: Callable[[float | None], None] | None = None
 
 #: Threads switched out by `switch` right now: ident -> the lock their wait ends on.
 _out: dict[int, LockType] = {}

@@ -21,6 +21,7 @@ from harness.controlled.session import Control
 from harness.detect import aio
 from harness.detect.instrument import Instrumenter
 from harness.engine.runner import TrialRun, run_trial
+from harness.perturb import pause
 from harness.perturb.plan import Plan, make_plan
 from harness.perturb.preempt import Preemptor
 from harness.registry import Registry
@@ -459,3 +460,21 @@ def test_tasks_never_awaited_are_an_error() -> None:
     seen, evidence = _outcomes("forgets-to-await", trials=3)
     assert seen == Counter(error=3)
     assert "was never awaited" in evidence[0].tracebacks[0]  # type: ignore[attr-defined]
+
+
+@demo.variant(expect="safe")
+async def sleeps_a_while(trial: Trial) -> None:
+    await asyncio.sleep(0.05)
+
+
+def test_the_loop_tells_the_watchdog_when_its_next_timer_wakes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trial awaiting a long timer is waiting, not blocked: the worker's beacon hears when the loop
+    wakes by itself (with other threads in instrumented waits, the watchdog cannot tell otherwise)."""
+    told: list[float | None] = []
+    monkeypatch.setattr(pause, "timer_hook", told.append)
+    before = time.monotonic()
+    assert _outcomes("sleeps-a-while", trials=1, jitter=0.0)[0] == Counter(passed=1)
+    timers = [when for when in told if when is not None]
+    assert timers, told
+    assert any(0.04 <= when - before <= 1.0 for when in timers), (before, told)
+    assert told[-1] is None  # the trial is over: no timer of it is awaited
