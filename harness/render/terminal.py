@@ -220,6 +220,15 @@ def print_show(console: Console, scenario: Scenario) -> None:
     if scenario.actors is not None:
         controlled += f", {scenario.controlled_actors} actors"
     shape.append(controlled)
+    if any(variant.is_coroutine for variant in scenario):
+        # Which model of awaits its coroutine variants are judged by (README: Coroutines: asyncio).
+        shape.append(
+            "coroutines: any await on a primitive may suspend (may_suspend)"
+            if scenario.may_suspend
+            else "coroutines: asyncio's model (a ready primitive's operation returns at once)"
+        )
+    if scenario.cancellable:
+        shape.append("takes --cancel")
     console.print(_fold(shape, console.width), style="dim")
     variants = {id(variant.fn) for variant in scenario}
     helpers: dict[int, Any] = {}

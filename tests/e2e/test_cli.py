@@ -201,3 +201,14 @@ def test_cancel_is_refused_for_scenarios_whose_checks_assume_tasks_finish(tmp_pa
     assert swept.code == 2, swept.stdout + swept.stderr
     fine = stress("run", "cancellation", "--cancel", "0.3", "--iterations", "200", "--seed", "1", "-q", cwd=tmp_path)
     assert fine.code == 0, fine.stdout + fine.stderr
+
+
+def test_show_says_which_model_of_awaits_a_coroutine_scenario_is_judged_by(tmp_path: Path) -> None:
+    strict = stress("show", "async-bank", cwd=tmp_path)
+    assert strict.code == 0, strict.stderr
+    assert "coroutines: any await on a primitive may suspend (may_suspend)" in strict.stdout
+    default = stress("show", "cancellation", cwd=tmp_path)
+    assert "coroutines: asyncio's model (a ready primitive's operation returns at once)" in default.stdout
+    assert "takes --cancel" in default.stdout
+    threads = stress("show", "counter", cwd=tmp_path)
+    assert "coroutines:" not in threads.stdout
