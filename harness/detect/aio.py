@@ -64,7 +64,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from harness.detect.wait_graph import DeadlockError
+from harness.detect.wait_graph import DeadlockError, describe_primitive
 from harness.perturb import pause as _pause
 from harness.scope import HARNESS_DIR, Scope
 from harness.text import short_path
@@ -103,6 +103,8 @@ __all__ = [
     "uninstall",
 ]
 
+#: How a coroutine trial's tasks begin in a hang's dump (`StressLoop._dump_tasks`).
+TASKS = "stress: tasks of the event loop "
 #: The first and longest wait of an idle loop that another thread may still wake (seconds): it looks
 #: again for a deadlock after each, as a thread's wait looks in slices.
 SLICE_FIRST = 0.001
@@ -154,6 +156,10 @@ class StressLoop(asyncio.SelectorEventLoop):
         self.steps_out = 0
         self._slice = SLICE_FIRST
         self._cancel_rounds = 0
+        #: The loop's own wake-up to look again (not a timer of the trial's: `_publish_timer`).
+        self._recheck: asyncio.TimerHandle | None = None
+        #: The trial's threads stuck at the last idle look (`_threads_stuck`).
+        self._stuck_before: tuple[tuple[int, int], ...] | None = None
         #: The loop timer last told to the watchdog (`_publish_timer`).
         self._published: float | None = None
         #: Every task created on this loop, in order (for unretrieved exceptions and names).
@@ -264,19 +270,31 @@ class StressLoop(asyncio.SelectorEventLoop):
                 waiting = [t for t in asyncio.all_tasks(self) if not t.done()]
                 # Who could wake the loop first, then whether anything is ready (again): a thread that
                 # calls into the loop and ends between the two looks would otherwise be missed.
-                if waiting and self._nobody_can_wake() and not loop._ready and self._idle():
+                stuck = self._threads_stuck() if waiting else None
+                # A thread of the trial stuck in a wait is seen twice, a slice apart, unchanged: a
+                # wait that was about to end is not taken for one that never will.
+                confirmed = stuck == () or (stuck is not None and stuck == self._stuck_before)
+                self._stuck_before = stuck
+                if waiting and confirmed and self._nobody_can_wake() and not loop._ready and self._idle():
                     scope = self.trial.graph.scope if self.trial.graph is not None else Scope()
-                    self.trial.deadlocks.append(describe(waiting, self.holders, scope))
+                    finding = describe(waiting, self.holders, scope)
+                    finding += [self._thread_line(ident) for ident, _ in stuck or ()]
+                    self.trial.deadlocks.append(finding)
+                    if stuck and self.trial.graph is not None:
+                        self.trial.graph.abort()  # the stuck threads unwind too
                     self._unwind()
                 elif waiting:
                     # Another thread may still call into the loop: look again after a slice (a
                     # wake-up of stress's own, not the trial's polling, to the watchdog).
                     if _pause.hook is not None:
                         _pause.hook()
-                    super().call_at(self.time() + self._slice, _nothing)
+                    self._recheck = super().call_at(self.time() + self._slice, _nothing)
+                    if self._slice < SLICE_MAX <= self._slice * 2:
+                        self._dump_tasks(waiting)  # waiting long: should it hang, its dump says where
                     self._slice = min(self._slice * 2, SLICE_MAX)
         else:
             self._slice = SLICE_FIRST
+            self._stuck_before = None
         self._publish_timer()
         _BASE_RUN_ONCE(self)
 
@@ -289,11 +307,30 @@ class StressLoop(asyncio.SelectorEventLoop):
         loop: Any = self
         when = None
         if not loop._ready:
-            live = [handle.when() for handle in loop._scheduled if not handle.cancelled()]
+            live = [h.when() for h in loop._scheduled if not h.cancelled() and h is not self._recheck]
             when = min(live) if live else None
         if when != self._published:
             self._published = when
             hook(when)
+
+    def _dump_tasks(self, waiting: list[asyncio.Task[Any]]) -> None:
+        """Write where each waiting task waits into the worker's dump (`harness.perturb.pause.dump_hook`):
+        a hang's dump shows the threads' stacks, and the loop's thread only in its selector."""
+        hook = _pause.dump_hook
+        if hook is None:
+            return
+        scope = self.trial.graph.scope if self.trial.graph is not None else Scope()
+        lines = [f"{TASKS}(the loop waits for a thread to wake it)"]
+        for task in sorted(waiting, key=task_name):
+            where, awaited, operation, frame = _waits_at(task, scope)
+            if isinstance(awaited, _PRIMITIVES):
+                what = f" in {_name_of(awaited, frame)}.{operation}()"
+            elif isinstance(awaited, asyncio.Future):
+                what = f" for {_name_of(awaited, frame)}"
+            else:
+                what = ""
+            lines.append(f"  {task_name(task)} waits{what}{f' at {where}' if where else ''}")
+        hook("\n".join(lines) + "\n")
 
     def _idle(self) -> bool:
         """Nothing ready, no live timer, no file descriptor but the loop's own wake-up pipe, no
@@ -306,17 +343,43 @@ class StressLoop(asyncio.SelectorEventLoop):
         own = loop._ssock.fileno()
         return all(fd == own for fd in loop._selector.get_map())
 
+    def _threads_stuck(self) -> tuple[tuple[int, int], ...] | None:
+        """The trial's other live threads, each with the primitive it waits on — when every one
+        waits, untimed, on an instrumented primitive and is not about to go on (the wait-for graph
+        sees it): none of them will call into the loop, which has nothing to run that could release
+        them. None: one may still act."""
+        graph = self.trial.graph
+        if graph is None:
+            return None
+        me = threading.get_ident()
+        stuck = []
+        for thread in threading.enumerate():
+            ident = thread.ident
+            if ident is None or ident == me or ident in graph.preexisting or not thread.is_alive():
+                continue
+            wait = graph.waiting.get(ident)
+            if wait is None or wait.timed or wait.runnable():
+                return None
+            stuck.append((ident, id(wait.primitive)))
+        return tuple(sorted(stuck))
+
+    def _thread_line(self, ident: int) -> str:
+        graph = self.trial.graph
+        wait = graph.waiting.get(ident) if graph is not None else None
+        thread = threading._active.get(ident)  # type: ignore[attr-defined]
+        name = thread.name if thread is not None else f"0x{ident:x}"
+        what = describe_primitive(wait.primitive) if wait is not None else "something"
+        where = graph.where(ident) if graph is not None else ""
+        return (
+            f"thread {name} waits for {what}{f' at {where}' if where else ''}, and only the loop's tasks could end it"
+        )
+
     def _nobody_can_wake(self) -> bool:
         graph = self.trial.graph
         if graph is None:
             return False  # nothing to tell the trial's threads from others: never guess
-        me = threading.get_ident()
-        for thread in threading.enumerate():
-            ident = thread.ident
-            if ident is None or ident == me or ident in graph.preexisting:
-                continue
-            if thread.is_alive():
-                return False  # a thread of the trial still runs (an executor's, a bridge's)
+        if self._threads_stuck() is None:
+            return False  # a thread of the trial still runs (an executor's, a bridge's)
         # A thread `threading` does not list (``_thread.start_new_thread``), a signal timer whose
         # handler is Python code: either may call into the loop.
         return graph.unseen_waker() is None and graph.earlier_thread_may_act() is None

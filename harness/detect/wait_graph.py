@@ -578,6 +578,13 @@ class WaitGraph:
             return None
         return ("stuck", self.version, tuple(sorted(state)))
 
+    def abort(self) -> None:
+        """A deadlock found outside the graph (a coroutine trial's event loop and the threads it
+        waits for, `harness.detect.aio`) is the trial's outcome: every wait of the trial unwinds,
+        as after one the graph confirmed, so that its threads end instead of waiting for ever."""
+        with self._mutex:
+            self.aborting = True
+
     def earlier_thread_may_act(self) -> threading.Thread | None:
         """A thread from before the trial that may yet act on it (None: none may); see
         `_earlier_thread_may_act`. For a waiter outside the graph: a coroutine trial's idle loop."""

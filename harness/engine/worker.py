@@ -864,6 +864,12 @@ def _worker_main(
     )
     pause.hook = beacon.tick  # stress's own sleeps count as progress, never as the trial's
     pause.timer_hook = beacon.set_loop_timer
+
+    def dump_text(text: str) -> None:
+        with contextlib.suppress(OSError):
+            os.write(dump.fileno(), text.encode(errors="replace"))
+
+    pause.dump_hook = dump_text
     primitives.wait_hook = beacon.note_wait
     _watch_signal_timers(beacon)
     mp_delays.install()

@@ -28,6 +28,9 @@ hook: Callable[[], None] | None = None
 #: Told when a coroutine trial's event loop next wakes by itself, before it waits (`time.monotonic()`;
 #: None: it waits for no timer); the worker's beacon, so that the watchdog waits for that timer.
 timer_hook: Callable[[float | None], None] | None = None
+#: Given text for a hang's dump (the worker's dump file): a coroutine trial's tasks, which the
+#: threads' stacks ``faulthandler`` writes do not show.
+dump_hook: Callable[[str], None] | None = None
 
 #: Threads switched out by `switch` right now: ident -> the lock their wait ends on.
 _out: dict[int, LockType] = {}

@@ -212,3 +212,42 @@ def test_show_says_which_model_of_awaits_a_coroutine_scenario_is_judged_by(tmp_p
     assert "takes --cancel" in default.stdout
     threads = stress("show", "counter", cwd=tmp_path)
     assert "coroutines:" not in threads.stdout
+
+
+THREAD_AND_TASK = """
+import asyncio
+import threading
+
+from harness import Scenario, Trial
+
+scenario = Scenario("bridge-wait", "a task awaits a future its thread never completes")
+
+
+@scenario.variant(expect="unsafe")
+async def never_completed(trial: Trial) -> None:
+    future = asyncio.get_running_loop().create_future()
+    never = threading.Event()
+
+    def forgets() -> None:
+        never.wait()  # should have completed the future: it waits for the loop's tasks instead
+
+    threading.Thread(target=forgets, daemon=True).start()
+
+    async def waiter() -> None:
+        await future
+
+    await trial.run_tasks(waiter, count=1)
+"""
+
+
+def test_tasks_and_a_thread_waiting_for_each_other_are_deadlocked_in_milliseconds(tmp_path: Path) -> None:
+    """The thread waits, untimed, where the wait-for graph sees it, and only the loop's tasks could
+    end its wait: seen twice, that is a deadlock (not a trial left to its deadline, undecided)."""
+    (tmp_path / "bridge.py").write_text(THREAD_AND_TASK)
+    out = stress("run", "bridge.py", "--iterations", "20", "--seed", "1", "--out", "run", "-q", cwd=tmp_path)
+    assert out.code == 0, out.stdout + out.stderr
+    entry = variant(summary(tmp_path / "run"), "never-completed")
+    assert entry["outcomes"].get("deadlocked", 0) >= 15, entry["outcomes"]
+    assert set(entry["outcomes"]) <= {"deadlocked", "hung"}, entry["outcomes"]
+    first = next(r for r in results(tmp_path / "run") if r["outcome"] == "deadlocked")
+    assert any(line.startswith("thread ") and "waits for never at " in line for line in first["evidence"]["wait_for"])
