@@ -11,6 +11,8 @@ needs.
 """
 
 import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from harness import Scenario, Trial
 
@@ -64,17 +66,24 @@ async def global_order(trial: Trial) -> None:
     await _transfers(trial, asyncio.Lock(), asyncio.Lock(), same_order=True)
 
 
+def _loader(cache: dict[str, int], lock: asyncio.Lock) -> Callable[[], Coroutine[Any, Any, int]]:
+    """The loader task's work: load the value and store it in the cache, under the cache's lock."""
+
+    async def load() -> int:
+        async with lock:
+            cache["value"] = 42
+        return 42
+
+    return load
+
+
 @scenario.variant(expect="unsafe")
 async def await_under_lock(trial: Trial) -> None:
     """A task refreshes a cache under its lock by awaiting a loader task, which takes the lock too
     (to store what it loaded) unless the refresh already finished."""
     cache: dict[str, int] = {}
     lock = asyncio.Lock()
-
-    async def load() -> int:
-        async with lock:
-            cache["value"] = 42
-        return 42
+    load = _loader(cache, lock)
 
     async def refresh() -> None:
         loader = asyncio.create_task(load())
@@ -90,11 +99,7 @@ async def await_outside_lock(trial: Trial) -> None:
     """The refresh awaits the loader before it takes the lock."""
     cache: dict[str, int] = {}
     lock = asyncio.Lock()
-
-    async def load() -> int:
-        async with lock:
-            cache["value"] = 42
-        return 42
+    load = _loader(cache, lock)
 
     async def refresh() -> None:
         loader = asyncio.create_task(load())

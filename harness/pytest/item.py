@@ -166,6 +166,13 @@ def stress_config(item: pytest.Function, marker: pytest.Mark) -> RunConfig:
 # -- the test as a variant --------------------------------------------------------------------------
 
 
+def _assertion_failed(trial: Trial, exc: AssertionError) -> None:
+    """An assert is the test's invariant: a failed trial, with pytest's explanation."""
+    text = str(exc).strip() or "assertion failed"
+    said = " / ".join(line.strip() for line in text.splitlines()[:6])
+    trial.check(False, said if said.startswith("assert") else f"assert: {said}")
+
+
 def _variant(item: pytest.Function, marker: pytest.Mark, expect: Expect) -> Variant:
     function: Callable[..., Any] = item.obj
     names = list(item._fixtureinfo.argnames)
@@ -177,10 +184,7 @@ def _variant(item: pytest.Function, marker: pytest.Mark, expect: Expect) -> Vari
         try:
             function(**kwargs)
         except AssertionError as exc:
-            # An assert is the test's invariant: a failed trial, with pytest's explanation.
-            text = str(exc).strip() or "assertion failed"
-            said = " / ".join(line.strip() for line in text.splitlines()[:6])
-            trial.check(False, said if said.startswith("assert") else f"assert: {said}")
+            _assertion_failed(trial, exc)
 
     def body(trial: Trial) -> None:
         if uses_trial:
@@ -193,9 +197,7 @@ def _variant(item: pytest.Function, marker: pytest.Mark, expect: Expect) -> Vari
         try:
             await function(**kwargs)
         except AssertionError as exc:
-            text = str(exc).strip() or "assertion failed"
-            said = " / ".join(line.strip() for line in text.splitlines()[:6])
-            trial.check(False, said if said.startswith("assert") else f"assert: {said}")
+            _assertion_failed(trial, exc)
 
     async def body_async(trial: Trial) -> None:
         # An ``async def`` test is a coroutine variant: on the trial's event loop, as tasks.
