@@ -90,6 +90,8 @@ class Trial:
         self.headlines: list[str] = []
         self.crashes: list[str] = []
         self.deadlocks: list[list[str]] = []
+        #: Steps of a coroutine trial that held its event loop: (headline, stack) (`harness.detect.aio`).
+        self.stalls: list[tuple[str, str]] = []
         self.starts: list[tuple[ActorStart, ...]] = []
         #: Whether the trial started process actors (they take the plan's ``delay`` with them).
         self.ran_processes = False

@@ -151,6 +151,7 @@ class ControlledLoop(aio.StressLoop):
         self.scheduler = scheduler
         self._scope = scope
         self._sync = self._late = self._cancel = 0.0  # every choice is the scheduler's
+        self.traced = False
         self._now = 0.0
         self._shift = 0.0
         self._iterations = 0

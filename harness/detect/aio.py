@@ -46,6 +46,14 @@ where it took it), another task it awaits, an Event, Condition, Semaphore, Queue
 can complete — with the cycle of lock and task waits first when there is one. The tasks are then
 cancelled, so that the variant's body ends. A task whose exception nobody retrieved is an ``error``,
 as is any exception the loop reports to its exception handler.
+
+A step of a task (one callback of the loop) that holds the loop is ``stalled``: while it runs, no
+other task can. Two kinds are judged, neither by the wall clock (a busy machine stretches every
+step): a step that sleeps `STALL` seconds or more in ``time.sleep`` (its ``time.sleep`` audit
+event, with the seconds asked for), and one that runs `STALL_CPU` seconds of its thread's CPU time
+without an await (where forced preemption did not slow it: ``--preempt 0``, controlled mode). A
+step blocked in a call stress has no model of (a blocking socket, a subprocess) is not judged:
+should it never return, the trial hangs, and the dump shows where.
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ import math
 import random
 import sys
 import threading
+import time
 import traceback
 import warnings
 import weakref
@@ -64,6 +73,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from harness.detect import primitives as _primitives
+from harness.detect.thread_dump import TASKS
 from harness.detect.wait_graph import DeadlockError, describe_primitive
 from harness.perturb import pause as _pause
 from harness.scope import HARNESS_DIR, Scope
@@ -80,6 +91,7 @@ class Trial(Protocol):
     plan: Plan
     graph: WaitGraph | None
     deadlocks: list[list[str]]
+    stalls: list[tuple[str, str]]
 
     def deadlocked(self) -> bool: ...
 
@@ -103,15 +115,24 @@ __all__ = [
     "uninstall",
 ]
 
-#: How a coroutine trial's tasks begin in a hang's dump (`StressLoop._dump_tasks`).
-TASKS = "stress: tasks of the event loop "
 #: The first and longest wait of an idle loop that another thread may still wake (seconds): it looks
 #: again for a deadlock after each, as a thread's wait looks in slices.
 SLICE_FIRST = 0.001
 SLICE_MAX = 0.05
+#: A loop still running this many seconds after it started writes its tasks' stacks into the dump
+#: (`StressLoop._dump_tasks`), again after twice as long, and so on.
+SNAPSHOT_FIRST = 1.0
 #: A task's start delay is this many seconds per loop iteration it waits, and at most `START_MOST`.
 START_STEP = 25e-6
 START_MOST = 4
+#: A step that sleeps this long in ``time.sleep`` (seconds asked for) stalls the loop: asyncio's own
+#: debug mode warns of a step over 0.1 s (``loop.slow_callback_duration``).
+STALL = 0.1
+#: A step that runs this long on its thread's CPU stalls the loop: five times asyncio's warning (a
+#: finding, not a warning). Judged only where stress did not trace the code under test: forced
+#: preemption makes a step 7-70 times slower (the ``preempt`` knob's range), and a step of a few
+#: milliseconds would be taken for one of a second.
+STALL_CPU = 0.5
 #: How many times a confirmed deadlock's tasks are cancelled before the loop is stopped (a task that
 #: swallows the cancellation and waits again would keep the trial going for ever).
 _CANCEL_ROUNDS = 3
@@ -124,6 +145,33 @@ class StepOut:
 
     def __await__(self) -> Generator[None, None, None]:
         yield
+
+
+class _Step(asyncio.Handle):
+    """A callback of a `StressLoop`, timed: one that holds the loop is a finding (`StressLoop.stalled`)."""
+
+    __slots__ = ()
+
+    def _run(self) -> None:
+        global _stepping
+        loop: StressLoop = self._loop  # type: ignore[attr-defined]
+        loop.slept = 0.0
+        _stepping = loop
+        began = time.perf_counter()
+        try:
+            _HANDLE_RUN(self)
+        finally:
+            _stepping = None
+            wall = time.perf_counter() - began
+            if wall >= STALL:
+                loop.stalled(self, wall)
+
+
+_HANDLE_RUN = asyncio.Handle._run
+
+
+#: The loop whose step runs now, on its thread (`_Step`): where a ``time.sleep`` is counted.
+_stepping: StressLoop | None = None
 
 
 class StressLoop(asyncio.SelectorEventLoop):
@@ -148,6 +196,9 @@ class StressLoop(asyncio.SelectorEventLoop):
         self._sync = math.sqrt(plan.sync) if plan.sync > 0 else 0.0
         self._late = plan.jitter
         self._cancel = plan.cancel
+        #: Whether stress's forced preemption traces the code under test (its CPU time says nothing
+        #: of the code's own, `STALL_CPU`).
+        self.traced = plan.preempt > 0
         #: The trial's outcome is decided and its tasks are being cancelled (`_unwind`).
         self.ended = False
         #: Cancellations injected so far (``--cancel``).
@@ -155,6 +206,11 @@ class StressLoop(asyncio.SelectorEventLoop):
         #: Steps out forced so far (the trial's ``switches``).
         self.steps_out = 0
         self._slice = SLICE_FIRST
+        #: Whether the watchdog counts the loop's thread as waiting for another thread (`_waits`).
+        self._waiting = False
+        self._began = time.perf_counter()
+        #: When the tasks' stacks are next written into the worker's dump (`_dump_tasks`).
+        self._snapshot_at = self._began + SNAPSHOT_FIRST
         self._cancel_rounds = 0
         #: The loop's own wake-up to look again (not a timer of the trial's: `_publish_timer`).
         self._recheck: asyncio.TimerHandle | None = None
@@ -168,6 +224,12 @@ class StressLoop(asyncio.SelectorEventLoop):
         self.holders: weakref.WeakKeyDictionary[asyncio.Lock, tuple[asyncio.Task[Any] | None, str]] = (
             weakref.WeakKeyDictionary()
         )
+        #: Seconds the running step asked ``time.sleep`` for, and where it first did (`_Step`).
+        self.slept = 0.0
+        self.sleep_stack: traceback.StackSummary | None = None
+        #: The longest step of the iteration running now whose CPU time is to be judged, and its
+        #: wall time (`stalled`).
+        self._long: tuple[asyncio.Handle, float] | None = None
         self.set_task_factory(self._make_task)
         self.set_exception_handler(self._exception)
 
@@ -226,6 +288,14 @@ class StressLoop(asyncio.SelectorEventLoop):
             )
         return super().call_soon(callback, *args, context=context)
 
+    def _call_soon(self, callback: Any, args: Any, context: Any) -> asyncio.Handle:
+        # `BaseEventLoop._call_soon` (every ready callback but a timer's and a file descriptor's),
+        # with a timed handle.
+        handle = _Step(callback, args, self, context)
+        loop: Any = self
+        loop._ready.append(handle)
+        return handle
+
     def call_at(self, when: float, callback: Any, *args: Any, context: Any = None) -> asyncio.TimerHandle:  # type: ignore[override]
         if self._late > 0:
             when += self._rng.uniform(0.0, self._late)  # a timer may fire late, never early
@@ -259,6 +329,55 @@ class StressLoop(asyncio.SelectorEventLoop):
 
     # -- detection -------------------------------------------------------------------------------
 
+    def note_sleep(self, seconds: float, caller: FrameType | None) -> None:
+        """A ``time.sleep(seconds)`` called from ``caller`` during a step of this loop, on its thread."""
+        if caller is None or caller.f_code.co_filename.startswith(HARNESS_DIR):
+            return  # stress's own pause (a forced switch), not the code under test's
+        if self.slept == 0.0:
+            self.sleep_stack = traceback.extract_stack(caller)
+        self.slept += seconds
+
+    def stalled(self, step: asyncio.Handle, wall: float) -> None:
+        """Judge a step that took ``wall`` >= `STALL` seconds (module docstring): a finding if it
+        slept `STALL` in ``time.sleep``; its CPU time is judged once the iteration ends
+        (`_judge_cpu`)."""
+        if self.ended or self.trial.stalls:
+            return
+        if self.slept >= STALL and self.sleep_stack is not None:
+            who = _who(step)
+            # the task's own frames: below the loop's (asyncio's, stress's) and whatever ran it
+            theirs = [i for i, f in enumerate(self.sleep_stack) if f.filename.startswith((HARNESS_DIR, ASYNCIO_DIR))]
+            frames = list(self.sleep_stack)[theirs[-1] + 1 if theirs else 0 :]
+            last = frames[-1] if frames else self.sleep_stack[-1]
+            headline = (
+                f"{who} blocked the event loop for {self.slept:.2f} s in time.sleep() at "
+                f"{short_path(last.filename)}:{last.lineno} in {last.name}: no other task could run "
+                "meanwhile (await asyncio.sleep() lets them)"
+            )
+            stack = traceback.StackSummary.from_list(frames or list(self.sleep_stack))
+            text = f"Stack of {who} when it called time.sleep() (most recent call last):\n" + "".join(stack.format())
+            self.trial.stalls.append((headline, text))
+        elif not self.traced and (self._long is None or wall > self._long[1]):
+            self._long = (step, wall)
+
+    def _judge_cpu(self, cpu: float) -> None:
+        """The iteration with a long step (`stalled`) has ended, having used ``cpu`` seconds of its
+        thread's CPU that no other callback of it can have used: a finding if `STALL_CPU` or more."""
+        assert self._long is not None
+        step, _ = self._long
+        self._long = None
+        if cpu < STALL_CPU or self.ended or self.trial.stalls:
+            return
+        owner = getattr(getattr(step, "_callback", None), "__self__", None)
+        scope = self.trial.graph.scope if self.trial.graph is not None else Scope()
+        line = waits_at_line(owner, scope) if isinstance(owner, asyncio.Task) and not owner.done() else ""
+        until = f"up to its await at {line}" if line else "to its end"
+        headline = (
+            f"{_who(step)} ran {cpu:.2f} s of CPU without an await, {until}: no other task could run meanwhile "
+            "(split the work with awaits, or run it in a thread: asyncio.to_thread())"
+        )
+        self.trial.stalls.append((headline, ""))
+
     def _run_once(self) -> None:
         # `BaseEventLoop._run_once` is one iteration: run what is ready, else wait in the selector
         # for a file descriptor or the next timer (the loop's attributes below are its own).
@@ -284,19 +403,44 @@ class StressLoop(asyncio.SelectorEventLoop):
                         self.trial.graph.abort()  # the stuck threads unwind too
                     self._unwind()
                 elif waiting:
-                    # Another thread may still call into the loop: look again after a slice (a
-                    # wake-up of stress's own, not the trial's polling, to the watchdog).
-                    if _pause.hook is not None:
-                        _pause.hook()
+                    # Another thread may still call into the loop: look again after a slice. To the
+                    # watchdog, the loop's thread is in an untimed wait, as a thread's instrumented
+                    # wait is between its looks for a deadlock (its wake-ups are not the trial's).
+                    self._waits(True)
                     self._recheck = super().call_at(self.time() + self._slice, _nothing)
                     if self._slice < SLICE_MAX <= self._slice * 2:
-                        self._dump_tasks(waiting)  # waiting long: should it hang, its dump says where
+                        self._dump_tasks("the loop waits for a thread to wake it")
                     self._slice = min(self._slice * 2, SLICE_MAX)
         else:
+            self._waits(False)
             self._slice = SLICE_FIRST
             self._stuck_before = None
+            if time.perf_counter() >= self._snapshot_at:
+                # running long: should it hang (a livelock of tasks), its dump shows where they are
+                self._dump_tasks(f"after {time.perf_counter() - self._began:.1f} s")
+                self._snapshot_at = time.perf_counter() + 2 * (self._snapshot_at - self._began)
         self._publish_timer()
+        if self.traced:
+            _BASE_RUN_ONCE(self)
+            return
+        # A single thread's CPU time is at most its wall time: what the iteration's other callbacks
+        # (and its wait in the selector) can have used is at most the wall time they took.
+        cpu, began = time.thread_time(), time.perf_counter()
         _BASE_RUN_ONCE(self)
+        if self._long is not None:
+            others = time.perf_counter() - began - self._long[1]
+            self._judge_cpu(time.thread_time() - cpu - others)
+
+    def _waits(self, waiting: bool) -> None:
+        """Tell the watchdog the loop's thread starts or ends its wait for another thread."""
+        if waiting != self._waiting:
+            self._waiting = waiting
+            if _primitives.wait_hook is not None:
+                _primitives.wait_hook(1 if waiting else -1)
+
+    def close(self) -> None:
+        self._waits(False)
+        super().close()
 
     def _publish_timer(self) -> None:
         """Tell the watchdog when the loop, about to wait, wakes by itself (its earliest live timer):
@@ -313,23 +457,30 @@ class StressLoop(asyncio.SelectorEventLoop):
             self._published = when
             hook(when)
 
-    def _dump_tasks(self, waiting: list[asyncio.Task[Any]]) -> None:
-        """Write where each waiting task waits into the worker's dump (`harness.perturb.pause.dump_hook`):
-        a hang's dump shows the threads' stacks, and the loop's thread only in its selector."""
+    def _dump_tasks(self, when: str) -> None:
+        """Write every unfinished task's stack (`Task.get_stack`, down its chain of awaits) into the
+        worker's dump (`harness.perturb.pause.dump_hook`), in ``faulthandler``'s format: should the
+        trial hang, its dump shows the tasks, which ``faulthandler`` does not (a suspended task is on
+        no thread's stack). `harness.detect.thread_dump.parse_dump` reads the last such block."""
         hook = _pause.dump_hook
         if hook is None:
             return
         scope = self.trial.graph.scope if self.trial.graph is not None else Scope()
-        lines = [f"{TASKS}(the loop waits for a thread to wake it)"]
-        for task in sorted(waiting, key=task_name):
-            where, awaited, operation, frame = _waits_at(task, scope)
+        lines = [f"{TASKS}({when})"]
+        for task in sorted((t for t in asyncio.all_tasks(self) if not t.done()), key=task_name):
+            _, awaited, operation, frame = _waits_at(task, scope)
             if isinstance(awaited, _PRIMITIVES):
-                what = f" in {_name_of(awaited, frame)}.{operation}()"
+                what = f", waiting in {_name_of(awaited, frame)}.{operation}()"
             elif isinstance(awaited, asyncio.Future):
-                what = f" for {_name_of(awaited, frame)}"
+                what = f", waiting for {_name_of(awaited, frame)}"
             else:
                 what = ""
-            lines.append(f"  {task_name(task)} waits{what}{f' at {where}' if where else ''}")
+            lines.append(f"Task {task_name(task)} (most recent call first){what}:")
+            frames = [f for f, _ in _await_chain(task) if f is not None]
+            lines += [
+                f'  File "{f.f_code.co_filename}", line {f.f_lineno} in {f.f_code.co_name}' for f in reversed(frames)
+            ]
+            lines.append("")
         hook("\n".join(lines) + "\n")
 
     def _idle(self) -> bool:
@@ -394,6 +545,12 @@ class StressLoop(asyncio.SelectorEventLoop):
             return
         for task in asyncio.all_tasks(self):
             task.cancel()
+
+
+def _who(step: asyncio.Handle) -> str:
+    """Whose step ``step`` is: ``task fetch#0``, or ``a callback`` (not a task's)."""
+    owner = getattr(getattr(step, "_callback", None), "__self__", None)
+    return f"task {task_name(owner)}" if isinstance(owner, asyncio.Task) else "a callback"
 
 
 def _callable_name(callback: Any) -> str:
@@ -740,14 +897,73 @@ def _operations() -> list[tuple[type, str, Callable[[Any], Any]]]:
     return ops
 
 
-_originals: list[tuple[type, str, Any]] = []
+_originals: list[tuple[Any, str, Any]] = []
 
 
-def install() -> None:
+def _sleeping(seconds: float, caller: FrameType | None) -> None:
+    loop = _stepping
+    if loop is not None and loop._thread_id == threading.get_ident():  # type: ignore[attr-defined]
+        loop.note_sleep(seconds, caller)
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    # Called at every audit event of the process: only ``time.sleep`` in a loop's step counts.
+    global _audited
+    if event == "time.sleep":
+        _audited = True
+        _sleeping(float(args[0]), sys._getframe(1))
+
+
+#: Whether this interpreter raises the ``time.sleep`` audit event (3.13 does; 3.11 and 3.12 do
+#: not): found by the first `install`. Where it does not, ``time.sleep`` is wrapped during a trial,
+#: in the ``time`` module and wherever the code under test bound it by name (``from time import
+#: sleep``; `_sleep_names`).
+_audited: bool | None = None
+_real_sleep = time.sleep
+
+
+def _wrapped_sleep(seconds: float) -> None:
+    _sleeping(seconds, sys._getframe(1))
+    _real_sleep(seconds)
+
+
+#: The scope and number of loaded modules `_sleep_names` last looked at, and what it found there.
+_sleep_bound: tuple[Scope | None, int, list[tuple[Any, str]]] = (None, -1, [])
+
+
+def _sleep_names(scope: Scope) -> list[tuple[Any, str]]:
+    """(module, name) of every ``time.sleep`` the modules of the code under test hold by name."""
+    global _sleep_bound
+    modules = list(sys.modules.values())
+    if _sleep_bound[0] is not scope or _sleep_bound[1] != len(modules):
+        found = []
+        for module in modules:
+            file = getattr(module, "__file__", None)
+            if isinstance(file, str) and scope.contains_file(file):
+                found += [(module, name) for name, value in vars(module).items() if value is _real_sleep]
+        _sleep_bound = (scope, len(modules), found)
+    return _sleep_bound[2]
+
+
+def install(scope: Scope | None = None) -> None:
     """Wrap the asyncio primitives' operations (module docstring) for the length of a coroutine
-    trial; `uninstall` puts the originals back. Outside a `StressLoop` they do what they always do."""
+    trial; `uninstall` puts the originals back. Outside a `StressLoop` they do what they always do.
+
+    The first call also adds an audit hook (`sys.addaudithook`, for ``time.sleep``; it stays for
+    the life of the process, and does nothing outside a `StressLoop`'s step). Where the interpreter
+    raises no such event, ``time.sleep`` is wrapped instead, in ``time`` and in the modules of
+    ``scope`` that bound it by name."""
+    global _audited
+    if _audited is None:
+        _audited = False
+        sys.addaudithook(_audit)
+        _real_sleep(1e-9)  # sets `_audited` where the event is raised (not by a sleep of 0 on 3.13)
     if _originals:
         return
+    if not _audited:
+        for module, name in [(time, "sleep"), *(_sleep_names(scope) if scope is not None else ())]:
+            _originals.append((module, name, _real_sleep))
+            setattr(module, name, _wrapped_sleep)
     for cls, name, wrap in _operations():
         original = cls.__dict__[name]
         _originals.append((cls, name, original))
@@ -776,7 +992,7 @@ def run_body(
 
     Raises what the body raises, but not what follows a decided outcome (a deadlock, a livelock:
     the body's end after it is a consequence, not a finding)."""
-    install()
+    install(trial.graph.scope if trial.graph is not None else None)
     loop_box: list[StressLoop] = []
 
     def factory() -> StressLoop:

@@ -23,10 +23,14 @@ __all__ = ["Frame", "ThreadStack", "blocked_at", "parse_dump"]
 
 #: The line a worker writes at a trial's start, before any dump: the threads running before it.
 BEFORE = "stress: threads from before the trial: "
+#: How a coroutine trial's loop begins writing its tasks' stacks (`harness.detect.aio`): each
+#: ``Task name (most recent call first), waiting ...:`` and its frames, as a thread's.
+TASKS = "stress: tasks of the event loop "
 
 _THREAD = re.compile(r"^(Current thread|Thread) (0x[0-9a-fA-F]+)")
 _HEADER = re.compile(r"^--- (process|worker) (\d+) ---$")
 _ANNOUNCE = re.compile(r"^stress: process (\d+) is (.+)$")
+_TASK = re.compile(r"^Task (.+?) \(most recent call first\)")
 _FRAME = re.compile(r'^\s+File "(?P<file>.*)", line (?P<line>\d+|\?\?\?) in (?P<function>.*)$')
 
 
@@ -49,10 +53,38 @@ class ThreadStack:
     process: str = ""
     #: Whether it was running before the trial began (a module's server, not the trial's).
     before: bool = False
+    #: For a task of a coroutine trial's event loop, its name (its frames are its chain of awaits).
+    task: str = ""
 
 
 def parse_dump(text: str) -> list[ThreadStack]:
-    """The threads of a dump, in the order faulthandler wrote them."""
+    """The threads of a dump, in the order faulthandler wrote them, then the tasks of the last
+    block a coroutine trial's loop wrote (``TASKS``: what they were doing then)."""
+    threads = _parse_threads(text)
+    tasks: list[ThreadStack] = []
+    name: str | None = None
+    for line in text.splitlines():
+        if line.startswith(TASKS):
+            tasks, name = [], None  # a later block says more of the same tasks
+            continue
+        if line.startswith("---") or _THREAD.match(line):
+            name = None
+            continue
+        task = _TASK.match(line)
+        if task:
+            name = task.group(1)
+            tasks.append(ThreadStack(f"task {name}", False, (), task=name))
+            continue
+        frame = _FRAME.match(line)
+        if frame and name is not None:
+            number = frame.group("line")
+            last = tasks[-1]
+            found = Frame(frame.group("file"), int(number) if number.isdigit() else 0, frame.group("function"))
+            tasks[-1] = ThreadStack(last.ident, False, (*last.frames, found), task=name)
+    return threads + tasks
+
+
+def _parse_threads(text: str) -> list[ThreadStack]:
     names: dict[str, str] = {}
     before: set[str] = set()
     for line in text.splitlines():
@@ -79,6 +111,10 @@ def parse_dump(text: str) -> list[ThreadStack]:
         if head:
             ident, current, frames = head.group(2), head.group(1) == "Current thread", []
             continue
+        if (_TASK.match(line) or line.startswith(TASKS)) and ident is not None:
+            threads.append(ThreadStack(ident, current, tuple(frames), process, not process and ident.lower() in before))
+            ident = None  # a task's frames are not the thread's before them
+            continue
         frame = _FRAME.match(line)
         if frame and ident is not None:
             number = frame.group("line")
@@ -104,7 +140,9 @@ def blocked_at(text: str, scope: Scope) -> tuple[str, ...]:
             line = f"{thread.process}: {line}"
         if thread.before:
             line += " (a thread from before the trial)"
-        lines.append(((thread.before, not thread.process and thread.current), line))
+        if thread.task:
+            line = f"task {thread.task}: {line}"
+        lines.append(((thread.before, not thread.process and thread.current and not thread.task), line))
     # Process actors and actor threads first; then the thread that ran the variant body (the
     # worker's faulthandler "current" thread); threads from before the trial last.
     return tuple(line for _, line in sorted(lines, key=lambda item: item[0]))

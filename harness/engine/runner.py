@@ -291,6 +291,11 @@ def _judge(
         return Outcome.DEADLOCKED, Evidence(
             messages=(first[0], *trial.headlines[:1], *messages), tracebacks=tracebacks, wait_for=tuple(first[1:])
         )
+    if trial.stalls:
+        headline, stack = trial.stalls[0]
+        return Outcome.STALLED, Evidence(
+            messages=(headline, *trial.headlines[:1], *messages), tracebacks=(*([stack] if stack else []), *tracebacks)
+        )
     if scheduler is not None and scheduler.left_running:
         names = ", ".join(scheduler.left_running[:5])
         left = f"the variant left {len(scheduler.left_running)} thread(s) blocked at its end ({names})"

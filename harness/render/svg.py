@@ -22,6 +22,7 @@ OUTCOME_COLORS = {
     "passed": "#4caf50",
     "failed": "#e53935",
     "error": "#8e24aa",
+    "stalled": "#ce93d8",
     "deadlocked": "#b71c1c",
     "hung": "#f9a825",
     "crashed": "#263238",

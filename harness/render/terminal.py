@@ -51,6 +51,7 @@ _OUTCOME_STYLE = {
     Outcome.PASSED: "green",
     Outcome.FAILED: "red",
     Outcome.ERROR: "magenta",
+    Outcome.STALLED: "bright_magenta",
     Outcome.DEADLOCKED: "bright_red",
     Outcome.HUNG: "yellow",
     Outcome.CRASHED: "bold red",

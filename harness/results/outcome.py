@@ -33,9 +33,10 @@ class Outcome(enum.Enum):
     )
     FAILED = ("failed", 1, "a check (invariant) was broken")
     ERROR = ("error", 2, "an actor or the variant raised an exception")
-    DEADLOCKED = ("deadlocked", 3, "threads waited for each other in a cycle")
-    HUNG = ("hung", 4, "the trial did not finish before its deadline")
-    CRASHED = ("crashed", 5, "a process of the trial died: the worker running it, or a process actor")
+    STALLED = ("stalled", 3, "a coroutine step held the event loop: no other task could run meanwhile")
+    DEADLOCKED = ("deadlocked", 4, "threads waited for each other in a cycle")
+    HUNG = ("hung", 5, "the trial did not finish before its deadline")
+    CRASHED = ("crashed", 6, "a process of the trial died: the worker running it, or a process actor")
 
     def __init__(self, label: str, severity: int, description: str) -> None:
         self.label = label

@@ -236,3 +236,31 @@ def test_event_nobody_sets_is_deadlocked_at_once_not_hung(tmp_path: Path) -> Non
         "wait for never to be set, and no other thread of the trial is left to set it"
         in (example["evidence"]["messages"][0])
     )
+
+
+def test_a_hung_coroutine_trial_shows_where_each_task_waits(tmp_path: Path) -> None:
+    """faulthandler sees threads only: a suspended task is on none of their stacks. The loop writes
+    its tasks' chains of awaits into the dump, so a hang names the task lines (and is judged at all:
+    without them, a livelock of tasks showed no frame of the code under test and ended undecided)."""
+    fixture = FIXTURES / "hanging_async.py"
+    source = fixture.read_text().splitlines()
+    line = {marker: next(n for n, text in enumerate(source, 1) if marker in text) for marker in ("READER", "SPINS")}
+    out = stress(
+        "run", str(fixture), "-n", "1", "--seed", "1", "-j", "1", "--timeout", "0.3", "--out", "run", cwd=tmp_path
+    )  # fmt: skip
+    assert out.code == 0, out.stdout + out.stderr  # both unsafe, both exposed
+    data = summary(tmp_path / "run")
+    blocked = variant(data, "waits-for-a-blocked-thread")
+    assert blocked["outcomes"] == {"hung": 1}, blocked
+    where = blocked["example"]["evidence"]["blocked_at"]
+    for task in ("reader#0", "reader#1"):
+        assert any(w.startswith(f"task {task}: hanging_async.py:{line['READER']} in reader") for w in where), where
+    assert any("hanging_async.py" in w and "in read_one_byte" in w and not w.startswith("task") for w in where), where
+    spins = variant(data, "tasks-spin")
+    assert spins["outcomes"] == {"hung": 1}, spins
+    evidence = spins["example"]["evidence"]
+    assert "busy all along" in evidence["messages"][0], evidence
+    assert any(
+        w.startswith(f"task spinner#0: hanging_async.py:{line['SPINS']} in spinner") for w in evidence["blocked_at"]
+    )
+    assert f"task spinner#1: hanging_async.py:{line['SPINS']}" in out.stdout

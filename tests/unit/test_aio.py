@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from time import sleep as _sleep_by_name
 
 import pytest
 
@@ -20,6 +21,7 @@ from harness.controlled.schedule import Schedule
 from harness.controlled.session import Control
 from harness.detect import aio
 from harness.detect.instrument import Instrumenter
+from harness.detect.thread_dump import blocked_at, parse_dump
 from harness.engine.runner import TrialRun, run_trial
 from harness.perturb import pause
 from harness.perturb.plan import Plan, make_plan
@@ -478,3 +480,128 @@ def test_the_loop_tells_the_watchdog_when_its_next_timer_wakes_it(monkeypatch: p
     assert timers, told
     assert any(0.04 <= when - before <= 1.0 for when in timers), (before, told)
     assert told[-1] is None  # the trial is over: no timer of it is awaited
+
+
+@demo.variant(expect="unsafe")
+async def blocks_in_time_sleep(trial: Trial) -> None:
+    async def fetch() -> None:
+        time.sleep(0.12)  # BLOCKS THE LOOP
+
+    await trial.run_tasks(fetch, count=2)
+
+
+@demo.variant(expect="unsafe")
+async def blocks_in_sleep_imported_by_name(trial: Trial) -> None:
+    async def fetch() -> None:
+        _sleep_by_name(0.06)
+        _sleep_by_name(0.06)  # the sleeps of one step add up
+        await asyncio.sleep(0)
+
+    await trial.run_tasks(fetch, count=1)
+
+
+@demo.variant(expect="safe")
+async def sleeps_where_the_loop_is_not_blocked(trial: Trial) -> None:
+    async def fetch() -> None:
+        await asyncio.sleep(0.06)
+        await asyncio.to_thread(time.sleep, 0.12)  # another thread's sleep
+        pause.pause(0.12)  # stress's own pause (a forced switch): not the code's
+        for _ in range(3):
+            time.sleep(0.04)  # under 0.1 s in each step
+            await asyncio.sleep(0)
+
+    await trial.run_tasks(fetch, count=1)
+
+
+@demo.variant(expect="unsafe")
+async def computes_without_an_await(trial: Trial) -> None:
+    async def crunch() -> None:
+        began = time.thread_time()
+        while time.thread_time() - began < 0.08:
+            pass
+        await asyncio.sleep(0)  # CRUNCHED UP TO HERE
+
+    await trial.run_tasks(crunch, count=1)
+
+
+def test_a_step_that_sleeps_in_time_sleep_stalls_the_loop_with_the_stack_of_the_call() -> None:
+    seen, evidence = _outcomes("blocks-in-time-sleep", trials=2)
+    assert seen == Counter(stalled=2), (seen, evidence)
+    line = _line("# BLOCKS THE LOOP")
+    first = evidence[0]
+    assert "blocked the event loop for 0.12 s in time.sleep() at " in first.messages[0]
+    assert f"test_aio.py:{line} in fetch: no other task could run" in first.messages[0]
+    assert first.messages[0].startswith("task fetch#"), first.messages
+    # The stack is the task's own: no frame of the loop's or of the worker that ran it.
+    stack = first.tracebacks[0]
+    assert f'test_aio.py", line {line}, in fetch' in stack, stack
+    assert "time.sleep(0.12)" in stack, stack
+    assert "asyncio" not in stack, stack
+    assert "harness" not in stack, stack
+
+
+def test_a_sleep_bound_by_name_is_seen_and_sleeps_add_up_within_a_step() -> None:
+    seen, evidence = _outcomes("blocks-in-sleep-imported-by-name", trials=1)
+    assert seen == Counter(stalled=1), (seen, evidence)
+    assert "for 0.12 s in time.sleep()" in evidence[0].messages[0]  # type: ignore[attr-defined]
+
+
+def test_sleeps_that_do_not_block_the_loop_are_no_finding() -> None:
+    assert _outcomes("sleeps-where-the-loop-is-not-blocked", trials=1) == (Counter(passed=1), [])
+    assert time.sleep is aio._real_sleep  # the wrapper (3.11, 3.12) is gone after the trial
+
+
+def test_a_step_computing_long_stalls_the_loop_only_where_stress_did_not_slow_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(aio, "STALL_CPU", 0.05)
+    monkeypatch.setattr(aio, "STALL", 0.05)
+    seen, evidence = _outcomes("computes-without-an-await", trials=1, preempt=0.0)
+    assert seen == Counter(stalled=1), (seen, evidence)
+    message = evidence[0].messages[0]  # type: ignore[attr-defined]
+    assert message.startswith("task crunch ran 0.0"), message
+    assert "s of CPU without an await" in message, message
+    assert "up to its await at " in message, message
+    assert f"test_aio.py:{_line('# CRUNCHED UP TO HERE')} in crunch: no other task" in message, message
+    # Forced preemption makes the same step many times slower: its CPU time is not the code's.
+    assert _outcomes("computes-without-an-await", trials=1, preempt=0.01)[0] == Counter(passed=1)
+
+
+def _line(marker: str) -> int:
+    return next(n for n, text in enumerate(Path(HERE).read_text().splitlines(), 1) if marker in text)
+
+
+@demo.variant(expect="safe")
+async def waits_for_a_late_event(trial: Trial) -> None:
+    event = asyncio.Event()
+
+    async def waiter() -> None:
+        await event.wait()  # WAITS FOR THE EVENT
+
+    async def setter() -> None:
+        await asyncio.sleep(0.02)
+        event.set()
+
+    async with trial.tasks() as group:
+        group.start(waiter)
+        group.start(waiter)
+        group.start(setter)
+
+
+def test_a_loop_writes_its_tasks_stacks_into_the_dump_where_a_hang_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    written: list[str] = []
+    monkeypatch.setattr(pause, "dump_hook", written.append)
+    monkeypatch.setattr(aio, "SNAPSHOT_FIRST", 0.0)  # at every iteration
+    assert _outcomes("waits-for-a-late-event", trials=1) == (Counter(passed=1), [])
+    line = _line("# WAITS FOR THE EVENT")
+    dump = next(text for text in written if text.count(", waiting in event.wait():") == 2)
+    tasks = [t for t in parse_dump(dump) if t.task]
+    assert {t.task for t in tasks} >= {"waiter#0", "waiter#1", "setter"}, dump
+    where = blocked_at(dump, Scope(files=[HERE]))
+    assert any(
+        w.startswith("task waiter#0: ") and f"test_aio.py:{line} in waiter (waiting in wait," in w for w in where
+    ), where
+    # A later block replaces an earlier one: the tasks as they were last seen.
+    assert [t.task for t in parse_dump(dump + written[-1]) if t.task] == [
+        t.task for t in parse_dump(written[-1]) if t.task
+    ]
