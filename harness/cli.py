@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from harness import __version__
+from harness import __version__, gil
 from harness.errors import InternalError, OutputError, StressError, Terminated, UserError
 
 if TYPE_CHECKING:
@@ -193,6 +193,12 @@ def show_command(scenario: str) -> None:
     "a CancelledError the code must survive [default: off].",
 )
 @click.option(
+    "--gil",
+    metavar="on|off",
+    help="On a free-threaded build (3.13t): run with the GIL on or off; stress starts itself again "
+    "with PYTHON_GIL set when it differs [default: as the interpreter started].",
+)
+@click.option(
     "--start-method",
     metavar="fork|spawn|forkserver",
     help="How process actors and multiprocessing.Process start in trials [default: fork].",
@@ -287,6 +293,7 @@ def run_command(
         from harness.results.run_dir import SUMMARY, write_json
 
         config = build_config(settings.layers(Layer(flags, _flag_name)))
+        gil.ensure(config.gil, _ARGV)
         if (noted := late.pending()) is not None:
             raise Terminated if noted == signal.SIGTERM else KeyboardInterrupt
         late.raising = True  # a scenario file may take its time to import: a Ctrl-C stops it
@@ -602,9 +609,14 @@ def _error(message: str) -> None:
     click.echo(click.style(f"stress: error: {line}", fg="red"), err=True)
 
 
+#: The command's arguments (`main`): a run that must start again with another GIL passes them on.
+_ARGV: list[str] = []
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (the console script calls `entry`)."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    global _ARGV
+    args = _ARGV = list(sys.argv[1:] if argv is None else argv)
     try:
         # Not click's own main(): it turns any EPIPE into a silent exit 1, which would hide a
         # broken worker pipe. We handle click's exceptions ourselves.

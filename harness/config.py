@@ -101,6 +101,8 @@ class RunConfig:
         scope: Code put under test besides the scenarios' own: module or package names (installed
             ones included) or paths (`harness.scope.resolve_patterns`).
         exclude: Code taken out of the code under test, in the same form.
+        gil: ``on`` or ``off``: the GIL the run's interpreter and workers have (`harness.gil`);
+            None leaves it as the interpreter started.
     """
 
     iterations: int = DEFAULT_ITERATIONS
@@ -122,6 +124,7 @@ class RunConfig:
     step_limit: int = 20_000
     scope: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    gil: str | None = None
 
     @property
     def controlled(self) -> bool:
@@ -158,6 +161,7 @@ class RunConfig:
             "step_limit": self.step_limit,
             "scope": list(self.scope),
             "exclude": list(self.exclude),
+            "gil": self.gil,
         }
 
     @classmethod
@@ -191,6 +195,7 @@ class RunConfig:
             step_limit=int(data.get("step_limit", 20_000)),
             scope=tuple(data.get("scope", ())),
             exclude=tuple(data.get("exclude", ())),
+            gil=data.get("gil"),
         )
 
 
@@ -231,6 +236,7 @@ KNOWN = (
     "scope",
     "exclude",
     "fresh_threads",
+    "gil",
     *_KNOBS,
     *_SWITCHES,
 )
@@ -239,6 +245,7 @@ CHOICES = {
     "mode": ("stress", "controlled"),
     "strategy": ("mixed", "random", "pct"),
     "granularity": ("opcode", "line"),
+    "gil": ("on", "off"),
 }
 #: Perturbation has no meaning when a scheduler picks every switch.
 _STRESS_ONLY = ("trial", "sweep", "start_method", "perturbation", *_KNOBS, *_SWITCHES)
@@ -416,6 +423,7 @@ def build_config(
         step_limit=_bounded("step_limit", chosen["step_limit"], minimum=10) if "step_limit" in chosen else 20_000,
         scope=_patterns(*chosen["scope"]) if "scope" in chosen else (),
         exclude=_patterns(*chosen["exclude"]) if "exclude" in chosen else (),
+        gil=_choice("gil", *chosen["gil"]) if "gil" in chosen else None,
     )
 
 

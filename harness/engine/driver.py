@@ -30,6 +30,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Protocol
 
+from harness import gil
 from harness.config import RunConfig
 from harness.controlled.explore import Explorer
 from harness.controlled.schedule import Decision, ScheduleRecord
@@ -120,11 +121,6 @@ def _without_parked(waits: tuple[str, ...], parked: int) -> tuple[str, ...]:
             break
         kept.remove(activity.LOCK_WAIT)
     return tuple(kept)
-
-
-def _gil_enabled() -> bool:
-    check = getattr(sys, "_is_gil_enabled", None)
-    return True if check is None else bool(check())
 
 
 def _without(data: dict[str, Any] | None, *keys: str) -> dict[str, Any] | None:
@@ -884,7 +880,7 @@ class _Engine:
         interpreter has a GIL (without one, a worker's threads run in parallel and need them all)."""
         taken = {w.cpu for w in self.workers}
         self.workers.append(worker)
-        if self.cpus and self.info.jobs <= len(self.cpus) and _gil_enabled():
+        if self.cpus and self.info.jobs <= len(self.cpus) and gil.enabled():
             worker.pin(next((cpu for cpu in self.cpus if cpu not in taken), None))
 
     def _dispose(self, worker: WorkerHandle, *, spare: bool = True) -> None:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import platform
 import shlex
-import sys
-import sysconfig
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from harness import gil
 from harness.config import RunConfig
 from harness.perturb.knobs import Perturbation
 from harness.results.outcome import Outcome, TrialResult
@@ -29,14 +28,13 @@ INEXACT_TIMES = 20
 
 def python_info() -> dict[str, Any]:
     """The interpreter a run used: version, implementation, build, and whether the GIL is on."""
-    gil_check = getattr(sys, "_is_gil_enabled", None)
     return {
         "version": platform.python_version(),
         "implementation": platform.python_implementation(),
         "build": " ".join(platform.python_build()),
         "compiler": platform.python_compiler(),
-        "free_threaded_build": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
-        "gil_enabled": bool(gil_check()) if gil_check is not None else True,
+        "free_threaded_build": gil.FREE_THREADED,
+        "gil_enabled": gil.enabled(),
         "platform": platform.platform(),
     }
 
