@@ -263,11 +263,14 @@ class ControlledLoop(aio.StressLoop):
                 self._let_go()
             elif not loop._ready:
                 due = [handle.when() for handle in loop._scheduled if not handle.cancelled()]
-                if due:
-                    self._now = max(self._now, min(due))  # nothing to run: the clock jumps
-                elif self._threads_alive():
+                # With a timer due, a thread that may be at work (in real time) lets go too: virtual
+                # time jumping to the timer (a timeout around an await of the thread) would fire it
+                # while the thread has barely begun.
+                if self._threads_stuck() is None if due else self._threads_alive():
                     scheduler.release("a task waits for a thread, which the schedule does not run")
                     self._let_go()
+                elif due:
+                    self._now = max(self._now, min(due))  # nothing to run: the clock jumps
         super()._run_once()
 
     def _waits_outside(self) -> bool:

@@ -47,13 +47,13 @@ can complete — with the cycle of lock and task waits first when there is one. 
 cancelled, so that the variant's body ends. A task whose exception nobody retrieved is an ``error``,
 as is any exception the loop reports to its exception handler.
 
-A step of a task (one callback of the loop) that holds the loop is ``stalled``: while it runs, no
-other task can. Two kinds are judged, neither by the wall clock (a busy machine stretches every
-step): a step that sleeps `STALL` seconds or more in ``time.sleep`` (its ``time.sleep`` audit
-event, with the seconds asked for), and one that runs `STALL_CPU` seconds of its thread's CPU time
-without an await (where forced preemption did not slow it: ``--preempt 0``, controlled mode). A
-step blocked in a call stress has no model of (a blocking socket, a subprocess) is not judged:
-should it never return, the trial hangs, and the dump shows where.
+A step of a task (one callback of the loop) that holds the loop while other tasks wait is
+``stalled``: while it runs, none of them can. Two kinds are judged, neither by the wall clock (a
+busy machine stretches every step): a step that sleeps `STALL` seconds or more in ``time.sleep``
+(the seconds asked for), and one that runs `STALL_CPU` seconds of its thread's CPU time without an
+await (where forced preemption did not slow it: ``--preempt 0``, controlled mode). A step blocked
+in a call stress has no model of (a blocking socket, a subprocess) is not judged: should it never
+return, the trial hangs, and the dump shows where.
 """
 
 from __future__ import annotations
@@ -333,6 +333,8 @@ class StressLoop(asyncio.SelectorEventLoop):
         """A ``time.sleep(seconds)`` called from ``caller`` during a step of this loop, on its thread."""
         if caller is None or caller.f_code.co_filename.startswith(HARNESS_DIR):
             return  # stress's own pause (a forced switch), not the code under test's
+        if not self._kept_waiting(None):
+            return  # nothing else on the loop yet
         if self.slept == 0.0:
             self.sleep_stack = traceback.extract_stack(caller)
         self.slept += seconds
@@ -357,8 +359,16 @@ class StressLoop(asyncio.SelectorEventLoop):
             stack = traceback.StackSummary.from_list(frames or list(self.sleep_stack))
             text = f"Stack of {who} when it called time.sleep() (most recent call last):\n" + "".join(stack.format())
             self.trial.stalls.append((headline, text))
-        elif not self.traced and (self._long is None or wall > self._long[1]):
+        elif not self.traced and (self._long is None or wall > self._long[1]) and self._kept_waiting(step):
             self._long = (step, wall)
+
+    def _kept_waiting(self, step: asyncio.Handle | None) -> bool:
+        """Whether anything else on the loop waits now, while ``step`` (None: the current task's)
+        runs: another unfinished task, or a callback ready to run. A body that sleeps before it
+        starts any task blocks nobody."""
+        owner = getattr(getattr(step, "_callback", None), "__self__", None) if step else asyncio.current_task(self)
+        loop: Any = self
+        return bool(loop._ready) or any(task is not owner and not task.done() for task in self.tasks)
 
     def _judge_cpu(self, cpu: float) -> None:
         """The iteration with a long step (`stalled`) has ended, having used ``cpu`` seconds of its
@@ -906,19 +916,11 @@ def _sleeping(seconds: float, caller: FrameType | None) -> None:
         loop.note_sleep(seconds, caller)
 
 
-def _audit(event: str, args: tuple[Any, ...]) -> None:
-    # Called at every audit event of the process: only ``time.sleep`` in a loop's step counts.
-    global _audited
-    if event == "time.sleep":
-        _audited = True
-        _sleeping(float(args[0]), sys._getframe(1))
-
-
-#: Whether this interpreter raises the ``time.sleep`` audit event (3.13 does; 3.11 and 3.12 do
-#: not): found by the first `install`. Where it does not, ``time.sleep`` is wrapped during a trial,
-#: in the ``time`` module and wherever the code under test bound it by name (``from time import
-#: sleep``; `_sleep_names`).
-_audited: bool | None = None
+#: ``time.sleep`` itself. During a trial it is wrapped, in the ``time`` module and wherever the code
+#: under test bound it by name (``from time import sleep``; `_sleep_names`). Not through its audit
+#: event (3.13): a Python audit hook, which stays for the life of the process, makes two threads'
+#: ``sys.settrace`` calls at once raise ``RuntimeError`` on 3.11 — and stress's own primitives
+#: call it (`harness.perturb.preempt.suspend`).
 _real_sleep = time.sleep
 
 
@@ -949,21 +951,13 @@ def install(scope: Scope | None = None) -> None:
     """Wrap the asyncio primitives' operations (module docstring) for the length of a coroutine
     trial; `uninstall` puts the originals back. Outside a `StressLoop` they do what they always do.
 
-    The first call also adds an audit hook (`sys.addaudithook`, for ``time.sleep``; it stays for
-    the life of the process, and does nothing outside a `StressLoop`'s step). Where the interpreter
-    raises no such event, ``time.sleep`` is wrapped instead, in ``time`` and in the modules of
-    ``scope`` that bound it by name."""
-    global _audited
-    if _audited is None:
-        _audited = False
-        sys.addaudithook(_audit)
-        _real_sleep(1e-9)  # sets `_audited` where the event is raised (not by a sleep of 0 on 3.13)
+    ``time.sleep`` is wrapped too, in ``time`` and in the modules of ``scope`` that bound it by
+    name: a step that sleeps is counted (`StressLoop.stalled`)."""
     if _originals:
         return
-    if not _audited:
-        for module, name in [(time, "sleep"), *(_sleep_names(scope) if scope is not None else ())]:
-            _originals.append((module, name, _real_sleep))
-            setattr(module, name, _wrapped_sleep)
+    for module, name in [(time, "sleep"), *(_sleep_names(scope) if scope is not None else ())]:
+        _originals.append((module, name, _real_sleep))
+        setattr(module, name, _wrapped_sleep)
     for cls, name, wrap in _operations():
         original = cls.__dict__[name]
         _originals.append((cls, name, original))

@@ -157,7 +157,9 @@ def run_trial(
     threading.excepthook = _excepthook
     if plan.switch_interval is not None and control is None:
         sys.setswitchinterval(plan.switch_interval)
-    primitives.activate(session, controlled=control is not None)
+    # A coroutine trial's controlled schedule is its tasks' (`TaskScheduler`): threading primitives
+    # there are stress mode's, with the plan's knobs (off).
+    primitives.activate(session, controlled=control is not None and not variant.is_coroutine)
     if instrumenter is not None:
         instrumenter.install()
     if control is None:

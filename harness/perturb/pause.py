@@ -68,6 +68,8 @@ def gaps(probability: float, rng: random.Random) -> Callable[[], int]:
     instead of a coin flip per chance; same distribution)."""
     if probability >= 1.0:
         return lambda: 1
+    if probability <= 0.0:
+        return lambda: sys.maxsize  # never
     log_q = math.log1p(-probability)
     draw = rng.random
 

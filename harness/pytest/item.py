@@ -208,7 +208,9 @@ def _variant(item: pytest.Function, marker: pytest.Mark, expect: Expect) -> Vari
 
     if inspect.iscoroutinefunction(function):
         body = body_async  # type: ignore[assignment]
-    body.__name__ = function.__name__
+    # A task is named after its coroutine's function: findings name the test, not this wrapper.
+    for wrapper in (body, call_async):
+        wrapper.__name__ = wrapper.__qualname__ = function.__name__
     name = _NAME.sub("-", item.name).strip("-.") or "test"
     if not name[0].isalnum():
         name = "t" + name

@@ -605,3 +605,37 @@ def test_a_loop_writes_its_tasks_stacks_into_the_dump_where_a_hang_reads_them(mo
     assert [t.task for t in parse_dump(dump + written[-1]) if t.task] == [
         t.task for t in parse_dump(written[-1]) if t.task
     ]
+
+
+def test_after_a_coroutine_trial_thread_trials_in_the_same_process_hold() -> None:
+    """stress's primitives call ``sys.settrace`` in every thread (`harness.perturb.preempt`); on 3.11
+    a Python audit hook makes two such calls at once raise RuntimeError, blamed on the user's ``with
+    lock:``. A coroutine trial must leave nothing of the kind behind in its worker: counter/lock,
+    after it, failed about 1 trial in 80."""
+    assert _outcomes("blocks-in-time-sleep", trials=1)[0] == Counter(stalled=1)
+    variant = Registry.builtin().select(["counter"], ["lock"])[0]
+    scope = Scope(files=[variant.fn.__code__.co_filename])
+    preemptor, instrumenter = Preemptor(scope), Instrumenter(scope)
+    instrumenter.hold()
+    seen: Counter[str] = Counter()
+    try:
+        for number in range(800):
+            run = run_trial(variant, _plan(number), size=200, preemptor=preemptor, instrumenter=instrumenter)
+            seen[run.outcome.label] += 1
+    finally:
+        preemptor.close()
+    assert seen == Counter(passed=800)
+
+
+@demo.variant(expect="safe")
+async def sleeps_before_any_task(trial: Trial) -> None:
+    time.sleep(0.12)  # nothing else is on the loop yet: nobody is kept waiting
+
+    async def fetch() -> None:
+        await asyncio.sleep(0)
+
+    await trial.run_tasks(fetch, count=2)
+
+
+def test_a_body_that_sleeps_before_it_starts_any_task_keeps_nobody_waiting() -> None:
+    assert _outcomes("sleeps-before-any-task", trials=1) == (Counter(passed=1), [])
