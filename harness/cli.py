@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from harness import __version__, gil
+from harness import __version__
 from harness.errors import InternalError, OutputError, StressError, Terminated, UserError
+from harness.perturb import gil
 
 if TYPE_CHECKING:
     from rich.console import Console

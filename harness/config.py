@@ -101,7 +101,7 @@ class RunConfig:
         scope: Code put under test besides the scenarios' own: module or package names (installed
             ones included) or paths (`harness.scope.resolve_patterns`).
         exclude: Code taken out of the code under test, in the same form.
-        gil: ``on`` or ``off``: the GIL the run's interpreter and workers have (`harness.gil`);
+        gil: ``on`` or ``off``: the GIL the run's interpreter and workers have (`harness.perturb.gil`);
             None leaves it as the interpreter started.
     """
 

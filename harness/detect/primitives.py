@@ -412,12 +412,18 @@ def _record_order(state: _ThreadState, lock: Any) -> None:
     plain Lock released by another thread lets one thread take two locks in both orders); nor can
     one whose edges are ordered by starts and joins (one thread's, joined before the next starts).
     """
+    held_now = state.held[:]  # a copy: other threads release into it
+    chain = [node for node in held_now if node._owner is state]
+    if len(chain) < len(held_now):
+        # Entries a plain Lock's release by another thread left behind mid-acquire (`_unlink`):
+        # dropped, or they pile up, and every nested acquire walks them all (without the GIL such
+        # races are frequent). One released meanwhile and put back here is stale, dropped next time.
+        state.held[:] = chain
     session = _session
     if session is None:
         return
     order = session.order
     key = lock._key
-    chain = [node for node in state.held[:] if node._owner is state]  # a copy: others release into it
     permits = state.permits
     taker: tuple[str, Clock] | None = None
     for held in chain:

@@ -30,7 +30,6 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness import gil
 from harness.config import RunConfig
 from harness.controlled.explore import Explorer
 from harness.controlled.schedule import Decision, ScheduleRecord
@@ -42,6 +41,7 @@ from harness.engine.deadline import AdaptiveTimeout, Verdict, Watch
 from harness.engine.janitor import Janitor
 from harness.engine.worker import Task, WorkerHandle
 from harness.errors import InternalError, OutputError, ScenarioError, Terminated
+from harness.perturb import gil
 from harness.perturb.knobs import Perturbation
 from harness.perturb.plan import ActorStart, make_plan
 from harness.results.outcome import Evidence, Outcome, TrialResult

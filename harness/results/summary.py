@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness import gil
 from harness.config import RunConfig
+from harness.perturb import gil
 from harness.perturb.knobs import Perturbation
 from harness.results.outcome import Outcome, TrialResult
 from harness.results.stats import VariantSummary, Verdict

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import gil
+from harness.perturb import gil
 from tests.helpers import stress, summary
 
 free_threaded = pytest.mark.skipif(not gil.FREE_THREADED, reason="needs a free-threaded build (3.13t)")
