@@ -30,6 +30,7 @@ from harness.errors import StressError
 from harness.loader import project_root
 from harness.perturb.knobs import Perturbation
 from harness.perturb.plan import make_plan
+from harness.pytest import PARALLEL_THREADS
 from harness.render.terminal import print_command, trace_table
 from harness.results.outcome import Outcome, TrialResult
 from harness.results.stats import VariantSummary
@@ -146,6 +147,9 @@ def stress_config(item: pytest.Function, marker: pytest.Mark) -> RunConfig:
     kwargs = {k: v for k, v in marker.kwargs.items() if k not in _MARKER_ONLY}
     if marker.kwargs.get("threads") is not None:
         kwargs["actors"] = marker.kwargs["threads"]
+    parallel = item.stash.get(PARALLEL_THREADS, None)  # pytest-run-parallel's markers
+    if parallel is not None and (parallel == 1 or "actors" not in kwargs):
+        kwargs["actors"] = parallel  # thread_unsafe: one actor, whatever else says
     ini = {}
     for key in ("iterations", "seed", "mode", "jobs", "timeout"):
         value = options.getini(f"stress_{key}")

@@ -27,6 +27,8 @@ from typing import Any
 
 import pytest
 
+from harness.pytest import PARALLEL_THREADS
+
 __all__ = [
     "pytest_addoption",
     "pytest_collection_modifyitems",
@@ -102,10 +104,48 @@ def _check_options(config: pytest.Config) -> None:
         raise pytest.UsageError(f"stress: {exc}") from None
 
 
+def _run_parallel_threads(test: pytest.Item) -> int | None:
+    """What pytest-run-parallel's markers ask of ``test``: 1 for ``thread_unsafe`` (never run by two
+    threads at once), ``n`` for ``force_parallel_threads(n)`` or ``parallel_threads(n)``, capped by
+    ``parallel_threads_limit(n)``; None when none is there. ``auto`` is this machine's CPUs."""
+
+    def count(mark: pytest.Mark | None) -> int | None:
+        if mark is None or not mark.args:
+            return None
+        value = mark.args[0]
+        return max(1, os.cpu_count() or 1) if value == "auto" else int(value)
+
+    if test.get_closest_marker("thread_unsafe") is not None:
+        return 1
+    threads = count(test.get_closest_marker("force_parallel_threads")) or count(
+        test.get_closest_marker("parallel_threads")
+    )
+    limit = count(test.get_closest_marker("parallel_threads_limit"))
+    if threads is not None and limit is not None:
+        threads = min(threads, limit)
+    return threads
+
+
+def _share_with_run_parallel(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """pytest-run-parallel runs a test's function in N threads at once by wrapping it when
+    collection ends. A stress test's threads are stress's: its markers say how many actors run the
+    test (`PARALLEL_THREADS`), and the test is marked single-threaded for pytest-run-parallel, so
+    that it does not wrap it too (its summary lists the test as not run in parallel)."""
+    if not config.pluginmanager.hasplugin("run-parallel"):
+        return
+    for test in items:
+        if isinstance(test, pytest.Function) and test.get_closest_marker("stress") is not None:
+            test.stash[PARALLEL_THREADS] = _run_parallel_threads(test)
+            test.add_marker(pytest.mark.force_parallel_threads(1), append=False)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``--stress-schedule`` replays a controlled schedule: given to a selection whose stress tests
+    """Stress tests are shared with pytest-run-parallel (`_share_with_run_parallel`).
+
+    ``--stress-schedule`` replays a controlled schedule: given to a selection whose stress tests
     run in stress mode (by option, marker or configuration), it is a usage error (pytest exits 4),
     not a failure of each of them."""
+    _share_with_run_parallel(config, items)
     if config.getoption("stress_schedule") is None:
         return
     from harness.errors import StressError

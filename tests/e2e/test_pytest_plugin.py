@@ -358,3 +358,61 @@ def test_an_async_test_runs_as_a_coroutine_variant_and_fails_when_it_should(tmp_
     assert re.search(r"test_async\.py::test_connects_once:\s+40 trials, [1-9]\d* failed", out.stdout), out.stdout
     assert re.search(r"assert [23] == 1", out.stdout), out.stdout
     assert re.search(r"test_async\.py::test_sleeps_fine:\s+40 trials, 0 failed", out.stdout), out.stdout
+
+
+BESIDE_RUN_PARALLEL = """
+import threading
+import time
+
+import pytest
+
+guard = threading.Lock()
+inside = 0
+alone_busy = False
+gate = threading.Barrier(3)
+
+
+def _enter():
+    global inside
+    with guard:
+        inside += 1
+        seen = inside
+    time.sleep(0.001)
+    with guard:
+        inside -= 1
+    return seen
+
+
+@pytest.mark.stress(iterations=30)
+def test_two_actors_and_no_more():
+    # stress's default: two threads run the test at once; pytest-run-parallel's wrapper would add more
+    assert _enter() <= 2
+
+
+@pytest.mark.stress(iterations=30)
+@pytest.mark.thread_unsafe
+def test_thread_unsafe_runs_alone():
+    global alone_busy
+    assert not alone_busy
+    alone_busy = True
+    time.sleep(0.001)
+    alone_busy = False
+
+
+@pytest.mark.stress(iterations=30)
+@pytest.mark.force_parallel_threads(3)
+def test_three_threads_as_its_marker_says():
+    gate.wait(timeout=2)  # breaks unless three threads arrive in each trial
+
+
+def test_plain_tests_are_run_parallel_s(num_parallel_threads):
+    assert num_parallel_threads == 4
+"""
+
+
+def test_beside_pytest_run_parallel_its_markers_are_honoured_and_stress_tests_are_not_wrapped(tmp_path: Path) -> None:
+    pytest.importorskip("pytest_run_parallel")
+    (tmp_path / "pyproject.toml").write_text("[tool.pytest.ini_options]\naddopts = []\n")
+    (tmp_path / "test_beside.py").write_text(BESIDE_RUN_PARALLEL)
+    done = pytest_run(tmp_path, "--parallel-threads", "4", "--stress-seed", "5")
+    assert outcome_counts(done.stdout) == {"passed": 4}, done.stdout + done.stderr
