@@ -234,8 +234,8 @@ class ControlledLoop(aio.StressLoop):
         for handle in loop._ready:
             if handle.cancelled():
                 continue
-            owner = getattr(handle._callback, "__self__", None)
-            if owner is not me.task and isinstance(owner, asyncio.Task):
+            owner = aio.step_task(handle)
+            if owner is not None and owner is not me.task:
                 entry = self.scheduler.by_task.get(owner)
                 if entry is not None and not owner.done():
                     return entry

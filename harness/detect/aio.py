@@ -366,7 +366,7 @@ class StressLoop(asyncio.SelectorEventLoop):
         """Whether anything else on the loop waits now, while ``step`` (None: the current task's)
         runs: another unfinished task, or a callback ready to run. A body that sleeps before it
         starts any task blocks nobody."""
-        owner = getattr(getattr(step, "_callback", None), "__self__", None) if step else asyncio.current_task(self)
+        owner = step_task(step) if step else asyncio.current_task(self)
         loop: Any = self
         return bool(loop._ready) or any(task is not owner and not task.done() for task in self.tasks)
 
@@ -378,9 +378,9 @@ class StressLoop(asyncio.SelectorEventLoop):
         self._long = None
         if cpu < STALL_CPU or self.ended or self.trial.stalls:
             return
-        owner = getattr(getattr(step, "_callback", None), "__self__", None)
+        owner = step_task(step)
         scope = self.trial.graph.scope if self.trial.graph is not None else Scope()
-        line = waits_at_line(owner, scope) if isinstance(owner, asyncio.Task) and not owner.done() else ""
+        line = waits_at_line(owner, scope) if owner is not None and not owner.done() else ""
         until = f"up to its await at {line}" if line else "to its end"
         headline = (
             f"{_who(step)} ran {cpu:.2f} s of CPU without an await, {until}: no other task could run meanwhile "
@@ -557,10 +557,17 @@ class StressLoop(asyncio.SelectorEventLoop):
             task.cancel()
 
 
+def step_task(handle: asyncio.Handle) -> asyncio.Task[Any] | None:
+    """The task whose step ``handle`` runs (its callback is the task's bound step or wake-up), or
+    None for another callback."""
+    owner = getattr(getattr(handle, "_callback", None), "__self__", None)
+    return owner if isinstance(owner, asyncio.Task) else None
+
+
 def _who(step: asyncio.Handle) -> str:
     """Whose step ``step`` is: ``task fetch#0``, or ``a callback`` (not a task's)."""
-    owner = getattr(getattr(step, "_callback", None), "__self__", None)
-    return f"task {task_name(owner)}" if isinstance(owner, asyncio.Task) else "a callback"
+    owner = step_task(step)
+    return f"task {task_name(owner)}" if owner is not None else "a callback"
 
 
 def _callable_name(callback: Any) -> str:

@@ -77,11 +77,14 @@ def parse_dump(text: str) -> list[ThreadStack]:
             continue
         frame = _FRAME.match(line)
         if frame and name is not None:
-            number = frame.group("line")
             last = tasks[-1]
-            found = Frame(frame.group("file"), int(number) if number.isdigit() else 0, frame.group("function"))
-            tasks[-1] = ThreadStack(last.ident, False, (*last.frames, found), task=name)
+            tasks[-1] = ThreadStack(last.ident, False, (*last.frames, _frame(frame)), task=name)
     return threads + tasks
+
+
+def _frame(match: re.Match[str]) -> Frame:
+    number = match.group("line")
+    return Frame(match.group("file"), int(number) if number.isdigit() else 0, match.group("function"))
 
 
 def _parse_threads(text: str) -> list[ThreadStack]:
@@ -117,8 +120,7 @@ def _parse_threads(text: str) -> list[ThreadStack]:
             continue
         frame = _FRAME.match(line)
         if frame and ident is not None:
-            number = frame.group("line")
-            frames.append(Frame(frame.group("file"), int(number) if number.isdigit() else 0, frame.group("function")))
+            frames.append(_frame(frame))
     if ident is not None:
         threads.append(ThreadStack(ident, current, tuple(frames), process, not process and ident.lower() in before))
     return threads
