@@ -27,6 +27,7 @@ from __future__ import annotations
 import dis
 import random
 import sys
+import sysconfig
 import threading
 from collections.abc import Callable
 from types import CodeType, FrameType
@@ -40,6 +41,9 @@ __all__ = ["HAS_MONITORING", "Preemptor", "active", "current_tracer", "resume", 
 # Typed loosely: mypy checks against 3.11, which has no _monitoring.
 _monitoring: Any = getattr(sys, "monitoring", None)
 HAS_MONITORING = _monitoring is not None
+#: A free-threaded build (3.13t): there, turning a code object's monitoring events on or off stops
+#: every thread of the process until each has paused, waiting for running ones in 1 ms steps.
+_STOPS_THE_WORLD = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 _TOOL_NAME = "stress"
 
 
@@ -158,6 +162,12 @@ class Preemptor:
         self._armed: dict[int, CodeType] = {}
         #: 3.12+, stress mode: instructions each line runs, per in-scope code object's id.
         self._line_runs: dict[int, dict[int, int]] = {}
+        #: Free-threaded build: each in-scope code object's events are set once and kept between
+        #: trials (by id: each is also held by `_instrumented`); the callbacks do nothing while no
+        #: trial runs. In stress mode that is every instruction, counted off one by one, instead
+        #: of lines with the instructions of the line where the countdown ends turned on in the
+        #: middle of a trial: same switch points, more callbacks, no thread ever stopped.
+        self._steady: dict[int, int] | None = {} if _STOPS_THE_WORLD else None
         #: 3.11: whether each code object seen is in scope, by ``id`` (a code object's hash is
         #: computed afresh at each lookup, from its bytecode and constants; generated code is
         #: decided per call, and held by `_generated`). `_kept` holds the others, so that no id is
@@ -249,6 +259,7 @@ class Preemptor:
         """Release the monitoring tool id (workers call this on exit)."""
         if self._tool is not None:
             mon = _monitoring
+            self._steady = None  # every code object's events off, kept ones too
             self._monitoring_off()
             mon.set_events(self._tool, 0)
             mon.register_callback(self._tool, mon.events.INSTRUCTION, None)
@@ -296,7 +307,7 @@ class Preemptor:
             if contains(code.co_filename) or (generated(code.co_filename) and in_scope(sys._getframe(1))):
                 instrumented.add(code)
                 if self._active:
-                    set_local(tool, code, self._local_events())
+                    self._set_events(code, self._local_events())
             elif self._active:
                 self._note_atomic(code.co_filename, sys._getframe(1).f_back)
             return disable  # each code object is looked at once
@@ -307,6 +318,8 @@ class Preemptor:
         both = events.LINE | events.INSTRUCTION
 
         def on_instruction(code: CodeType, offset: int) -> None:
+            if not self._active:
+                return  # events kept on between trials (`_steady`)
             callback = self._callback
             if callback is not None:
                 callback(code, offset)
@@ -325,6 +338,8 @@ class Preemptor:
                         set_local(tool, other, line_events)
 
         def on_line(code: CodeType, line: int) -> None:
+            if not self._active:
+                return
             callback = self._callback
             if callback is not None:
                 callback(code, -line)
@@ -356,7 +371,15 @@ class Preemptor:
             self._tool = self._monitoring_setup()
         wanted = self._local_events()
         for code in self._instrumented:
-            _monitoring.set_local_events(self._tool, code, wanted)
+            self._set_events(code, wanted)
+
+    def _set_events(self, code: CodeType, events: int) -> None:
+        steady = self._steady
+        if steady is not None:
+            if steady.get(id(code)) == events:
+                return
+            steady[id(code)] = events
+        _monitoring.set_local_events(self._tool, code, events)
 
     def _local_events(self) -> int:
         """Controlled mode: every instruction (or line); stress mode: every line, each taking its
@@ -367,12 +390,14 @@ class Preemptor:
         events = _monitoring.events
         if self._callback is not None:
             return int(events.LINE if self._lines else events.INSTRUCTION)
-        return int(events.LINE)
+        return int(events.INSTRUCTION if self._steady is not None else events.LINE)
 
     def _monitoring_off(self) -> None:
         if self._tool is None:
             return
         self._armed.clear()
+        if self._steady is not None:
+            return  # kept for the next trial; the callbacks see the trial is over
         for code in self._instrumented:
             _monitoring.set_local_events(self._tool, code, 0)
 
