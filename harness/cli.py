@@ -9,6 +9,7 @@ traceback.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shlex
 import signal
@@ -226,7 +227,8 @@ def show_command(scenario: str) -> None:
 @click.option(
     "--sweep",
     metavar="KNOB=V1,V2,...",
-    help="Run every variant once per value of one knob (e.g. preempt=0,0.001,0.01), that knob fixed.",
+    help="Run every variant once per value of one knob (e.g. preempt=0,0.001,0.01), that knob fixed; "
+    "gil=on,off (free-threaded build): with the GIL and without, side by side.",
 )
 @click.option(
     "--actors",
@@ -289,12 +291,20 @@ def run_command(
     with _finish_first() as late:
         from harness import settings
         from harness.config import Layer, build_config
+        from harness.engine import gil_sweep
         from harness.engine.driver import run as run_engine
         from harness.render import terminal
         from harness.results.run_dir import SUMMARY, write_json
 
-        config = build_config(settings.layers(Layer(flags, _flag_name)))
-        gil.ensure(config.gil, _ARGV)
+        side = gil_sweep.side()  # one setting of a GIL sweep, started by the sweep's own run
+        if side is not None:
+            config = side.config
+        else:
+            config = build_config(settings.layers(Layer(flags, _flag_name)))
+            if config.gil_sweep:
+                gil.require_free_threaded("--sweep gil=on,off")
+        # In a GIL sweep, each setting starts an interpreter of its own; the sweep's own has either.
+        gil.ensure(None if config.gil_sweep else config.gil, _ARGV)
         if (noted := late.pending()) is not None:
             raise Terminated if noted == signal.SIGTERM else KeyboardInterrupt
         late.raising = True  # a scenario file may take its time to import: a Ctrl-C stops it
@@ -312,14 +322,27 @@ def run_command(
         console = _console()
         if (noted := late.pending()) is not None:  # before any run began: stop, as in start-up
             raise Terminated if noted == signal.SIGTERM else KeyboardInterrupt
-        report = run_engine(
+        command = shlex.join(["stress", *sys.argv[1:]]) if sys.argv else "stress"
+        if side is not None:  # the sweep's run reports; a side writes its run folder alone
+            return run_engine(
+                selected,
+                config,
+                out=side.out,
+                scope=_scope(selected, reach, config),
+                targets=reach,
+                command=command,
+                noted_signal=late.pending,
+            ).exit_code()
+        # A GIL sweep runs each setting in an interpreter of its own, with these arguments.
+        start = functools.partial(gil_sweep.run, argv=_ARGV) if config.gil_sweep else run_engine
+        report = start(
             selected,
             config,
             out=Path(out) if out else None,
             observer=terminal.LiveProgress(console, quiet=quiet),
             scope=_scope(selected, reach, config),
             targets=reach,
-            command=shlex.join(["stress", *sys.argv[1:]]) if sys.argv else "stress",
+            command=command,
             noted_signal=late.pending,
         )
         late.decided = report.stopped_by is not None

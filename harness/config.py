@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import ConfigError, did_you_mean
-from harness.perturb.knobs import MAXIMA, UNITS, Knob, Perturbation, parse_seconds
+from harness.perturb.knobs import MAXIMA, UNITS, Knob, Perturbation, format_seconds, parse_seconds
 
 __all__ = [
     "DEFAULT_ITERATIONS",
+    "GIL",
     "REPLAY_ITERATIONS",
     "Layer",
     "RunConfig",
@@ -42,24 +43,56 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: The sweep over the GIL (``--sweep gil=on,off``), on a free-threaded build: its values are 1.0
+#: (on) and 0.0 (off), as every swept value is a number.
+GIL = "gil"
+
+
 @dataclass(frozen=True)
 class Sweep:
-    """Run the same variants once per value of one knob, that knob fixed at the value."""
+    """Run the same variants once per value of one knob, that knob fixed at the value — or once
+    with the GIL on and once with it off (knob `GIL`, values 1.0 and 0.0)."""
 
     knob: str
     values: tuple[float, ...]
 
     def text(self) -> str:
-        return f"{self.knob.replace('_', '-')}=" + ",".join(repr(v) for v in self.values)
+        return f"{self.knob.replace('_', '-')}=" + ",".join(
+            self.label(v) if self.knob == GIL else repr(v) for v in self.values
+        )
+
+    def label(self, value: float) -> str:
+        """How a swept value reads: ``on``/``off`` for the GIL, a time for a knob in seconds
+        (``50 µs``), else the number (``0.01``)."""
+        if self.knob == GIL:
+            return "on" if value else "off"
+        return format_seconds(value) if UNITS.get(self.knob) == "seconds" else f"{value:g}"
+
+    def heading(self, value: float) -> str:
+        """A column's heading for swept ``value``: ``GIL off``, ``preempt 0.01``."""
+        return f"{'GIL' if self.knob == GIL else self.knob.replace('_', '-')} {self.label(value)}"
+
+    @property
+    def title(self) -> str:
+        """What a table of the sweep shows: ``Failure rate with the GIL on and off``."""
+        if self.knob == GIL:
+            return "Failure rate with the GIL on and off"
+        return f"Failure rate per value of {self.knob.replace('_', '-')}"
 
     @classmethod
     def parse(cls, text: str, where: str) -> Sweep:
         name, sep, values = str(text).partition("=")
         knob = name.strip().replace("-", "_")
+        if sep and knob == GIL:
+            settings = [v.strip().lower() for v in values.split(",")]
+            if sorted(settings) != ["off", "on"]:
+                raise ConfigError(f"{where}: the GIL is swept over its two settings, gil=on,off (or gil=off,on)")
+            return cls(GIL, tuple(1.0 if v == "on" else 0.0 for v in settings))
         if not sep or knob not in UNITS:
+            knobs = [*UNITS, GIL]
             raise ConfigError(
-                f"{where}: give KNOB=V1,V2,... with KNOB one of {', '.join(k.replace('_', '-') for k in UNITS)}"
-                + (did_you_mean(knob, list(UNITS)) if sep else "")
+                f"{where}: give KNOB=V1,V2,... with KNOB one of {', '.join(k.replace('_', '-') for k in knobs)}"
+                + (did_you_mean(knob, knobs) if sep else "")
             )
         parsed = []
         for value in values.split(","):
@@ -131,12 +164,18 @@ class RunConfig:
         return self.mode == "controlled"
 
     @property
+    def gil_sweep(self) -> bool:
+        """Whether the run sweeps the GIL (``--sweep gil=on,off``): each setting runs in an
+        interpreter of its own (`harness.engine.gil_sweep`)."""
+        return self.sweep is not None and self.sweep.knob == GIL
+
+    @property
     def sweep_values(self) -> tuple[float | None, ...]:
         return self.sweep.values if self.sweep is not None else (None,)
 
     def perturbation_for(self, value: float | None) -> Perturbation:
         """The knobs of a trial at swept ``value`` (or of any trial, without a sweep)."""
-        if self.sweep is None or value is None:
+        if self.sweep is None or value is None or self.sweep.knob == GIL:
             return self.perturbation
         return self.perturbation.with_(**{self.sweep.knob: Knob.fixed(value)})
 

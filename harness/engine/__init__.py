@@ -9,7 +9,8 @@ are doing (`activity`: CPU, thread states, the timeouts of their waits), never b
 alone. `proc_tree` finds and stops a worker's processes; a small `janitor` process cleans up after a
 run killed with ``kill -9``. Inside a worker, `runner` applies a trial's plan around the variant and
 judges its outcome. `local` runs controlled trials in this process, without workers: `replay` re-runs
-a stored schedule with it (``stress replay``), and so does the pytest plugin.
+a stored schedule with it (``stress replay``), and so does the pytest plugin. `gil_sweep` runs a
+sweep over the GIL (``--sweep gil=on,off``): each setting in an interpreter of its own, one report.
 
 Entry points: `harness.engine.driver.run` (a whole run; exported as `harness.run`),
 `harness.engine.runner.run_trial` (one trial, here), `harness.engine.local.LocalRunner` and

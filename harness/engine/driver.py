@@ -206,6 +206,38 @@ def run(
         raise
 
 
+def open_run(
+    variants: Sequence[Variant],
+    config: RunConfig,
+    *,
+    reports: Path,
+    out: Path | None,
+    scope: Scope,
+    command: str,
+    targets: dict[str, str],
+    started: _dt.datetime,
+) -> RunInfo:
+    """Make a run's folder (``out``, or a new one under ``reports`` named after the time and the
+    scenarios) and describe the run; raises `OutputError` when the folder cannot be made."""
+    names = list(dict.fromkeys(v.scenario for v in variants))
+    run_id = f"{started:%Y%m%d-%H%M%S}-{'+'.join(names)[:60]}"
+    run_dir = make_run_dir(out if out is not None else reports, run_id, exact=out is not None)
+    return RunInfo(
+        run_id=run_dir.name,
+        run_dir=run_dir,
+        config=config,
+        variants=tuple(VariantInfo(v.key, v.expect.value, v.description) for v in variants),
+        command=command,
+        started=started.isoformat(timespec="seconds"),
+        python=python_info(),
+        jobs=min(config.jobs, config.iterations * len(variants)),
+        scenarios={v.scenario: v.scenario_description for v in variants},
+        targets={v.scenario: targets.get(v.scenario, v.scenario) for v in variants},
+        scope=scope.to_dict(),
+        cwd=os.getcwd(),
+    )
+
+
 class _Engine:
     def __init__(
         self,
@@ -227,23 +259,8 @@ class _Engine:
         self.scope = scope
         self.clock = clock
         self.now = now
-        started = now()
-        names = list(dict.fromkeys(v.scenario for v in variants))
-        run_id = f"{started:%Y%m%d-%H%M%S}-{'+'.join(names)[:60]}"
-        run_dir = make_run_dir(out if out is not None else reports, run_id, exact=out is not None)
-        self.info = RunInfo(
-            run_id=run_dir.name,
-            run_dir=run_dir,
-            config=config,
-            variants=tuple(VariantInfo(v.key, v.expect.value, v.description) for v in variants),
-            command=command,
-            started=started.isoformat(timespec="seconds"),
-            python=python_info(),
-            jobs=min(config.jobs, config.iterations * len(variants)),
-            scenarios={v.scenario: v.scenario_description for v in variants},
-            targets={v.scenario: targets.get(v.scenario, v.scenario) for v in variants},
-            scope=scope.to_dict(),
-            cwd=os.getcwd(),
+        self.info = open_run(
+            variants, config, reports=reports, out=out, scope=scope, command=command, targets=targets, started=now()
         )
         self.stats = {v.key: VariantStats(v.key, v.expect, v.description) for v in variants}
         self.timeouts: dict[str, AdaptiveTimeout] = {}

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from harness.errors import UserError
 
-__all__ = ["FREE_THREADED", "describe", "enabled", "ensure"]
+__all__ = ["FREE_THREADED", "describe", "enabled", "ensure", "require_free_threaded"]
 
 #: Whether this interpreter was built without the GIL (``Py_GIL_DISABLED``).
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
@@ -41,6 +41,16 @@ def describe() -> str:
     return f"{platform.python_implementation()} {platform.python_version()}, {build}{state}"
 
 
+def require_free_threaded(what: str) -> None:
+    """Raise `UserError` naming this build unless it is free-threaded: ``what`` (``--gil off``,
+    ``--sweep gil=on,off``) needs one."""
+    if not FREE_THREADED:
+        raise UserError(
+            f"{what} needs a free-threaded build of CPython (3.13t, built with --disable-gil); "
+            f"this is {describe()} ({sys.executable}): .ci/freethreaded builds one"
+        )
+
+
 def ensure(wanted: str | None, argv: Sequence[str]) -> None:
     """Make this process's GIL ``wanted`` (``on``, ``off``; None: as it is) before a run starts.
 
@@ -56,10 +66,7 @@ def ensure(wanted: str | None, argv: Sequence[str]) -> None:
     want_on = wanted == "on"
     if not FREE_THREADED:
         if not want_on:
-            raise UserError(
-                f"--gil off needs a free-threaded build of CPython (3.13t, built with --disable-gil); "
-                f"this is {describe()} ({sys.executable}): .ci/freethreaded builds one"
-            )
+            require_free_threaded("--gil off")
         return
     if enabled() == want_on:
         return

@@ -21,6 +21,7 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonTracebackLexer
 
+from harness.config import GIL
 from harness.controlled.trace import Trace
 from harness.perturb.knobs import format_seconds
 from harness.render import svg
@@ -121,6 +122,8 @@ def _context(report: RunReport) -> dict[str, Any]:
         "knob_charts": [] if config.controlled else list(_knob_charts(report.variants)),
         "flat_variants": [] if config.controlled else _flat_variants(report.variants),
         "sweep_chart": _sweep_chart(report),
+        "gil_sweep": config.gil_sweep,
+        "safe_only_under_gil": [s.variant for s in report.safe_only_under_gil()],
         "potential": [(s.variant, p) for s in report.variants for p in s.potential_deadlocks],
         "meta": _metadata(report),
         "outcome_colors": svg.OUTCOME_COLORS,
@@ -252,14 +255,13 @@ def _sweep_chart(report: RunReport) -> Markup | None:
             row = by_value.get(value)
             points.append(None if row is None else (row[3], row[4], row[5], row[1]))
         series.append(svg.Series(summary.variant, points))
-    unit = "probability" if sweep.knob in ("preempt", "sync") else "seconds"
-    labels = [f"{v:g}" if unit == "probability" else format_seconds(v) for v in values]
+    gil = report.info.config.gil_sweep
     return svg.line_chart(
         "sweep",
-        f"failure rate per value of {sweep.knob}",
-        labels,
+        sweep.title.lower(),
+        [sweep.heading(v) if gil else sweep.label(v) for v in values],
         series,
-        x_title=f"{KNOB_TITLES.get(sweep.knob, sweep.knob)} (swept)",
+        x_title=f"{'the GIL' if gil else KNOB_TITLES.get(sweep.knob, sweep.knob)} (swept)",
     )
 
 
@@ -314,8 +316,9 @@ def _example(report: RunReport, result: TrialResult) -> dict[str, Any]:
         ("barrier", "yes" if plan.barrier else "no"),
         ("plan seed", str(plan.seed)),
     ]
-    if result.sweep is not None:
-        example["plan"].insert(1, ("swept value", f"{result.sweep:g}"))
+    sweep = report.info.config.sweep
+    if result.sweep is not None and sweep is not None:
+        example["plan"].insert(1, ("GIL" if sweep.knob == GIL else "swept value", sweep.label(result.sweep)))
     return example
 
 
@@ -379,7 +382,14 @@ def _metadata(report: RunReport) -> list[tuple[str, str]]:
             f"{python.get('implementation', platform.python_implementation())} {python.get('version', '?')}"
             f" ({python.get('build', '')}; {python.get('compiler', '')})",
         ),
-        ("GIL", "enabled" if python.get("gil_enabled", True) else "disabled (free-threaded)"),
+        (
+            "GIL",
+            "swept: on and off, each in an interpreter of its own"
+            if config.gil_sweep
+            else "enabled"
+            if python.get("gil_enabled", True)
+            else "disabled (free-threaded)",
+        ),
         ("platform", str(python.get("platform", platform.platform()))),
     ]
     if config.sweep is not None:

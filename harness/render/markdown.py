@@ -36,6 +36,7 @@ def render_markdown(report: RunReport) -> str:
             f"| {rank} | `{_cell(summary.variant)}` | {summary.expect.value} | {summary.trials} | "
             f"{_cell(summary.rate_text())} | {verdict} | {_cell(kinds) or '—'} |"
         )
+    lines += _sweep(report)
     health = report.health()
     if health:
         lines += ["", *(f"> {_cell(note)}  " for note in health)]
@@ -52,6 +53,23 @@ def render_markdown(report: RunReport) -> str:
             lines.append(f"  `{info.replay(example)}`")
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
+
+
+def _sweep(report: RunReport) -> list[str]:
+    """With ``--sweep``: each variant's failure rate per swept value (the GIL on and off, say)."""
+    sweep = report.info.config.sweep
+    if sweep is None:
+        return []
+    headers = [sweep.heading(value) for value in sweep.values]
+    lines = ["", f"{sweep.title}:", "", f"| variant | {' | '.join(headers)} |", "|---|" + "---|" * len(headers)]
+    for summary in report.variants:
+        cells = [summary.sweep_text(value) or "—" for value in sweep.values]
+        lines.append(f"| `{_cell(summary.variant)}` | {' | '.join(cells)} |")
+    only = report.safe_only_under_gil()
+    if only or (report.info.config.gil_sweep and report.complete):  # an interrupted run may lack a side
+        found = ", ".join(f"`{_cell(s.variant)}`" for s in only) if only else "none"
+        lines += ["", f"**Safe only under the GIL** (held with it, failed without it): {found}"]
+    return lines
 
 
 def write_markdown(report: RunReport, path: Path) -> Path:

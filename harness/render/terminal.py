@@ -646,27 +646,23 @@ def _print_sweep(console: Console, report: RunReport) -> None:
     sweep = report.info.config.sweep
     if sweep is None:
         return
-    unit = "probability" if sweep.knob in ("preempt", "sync") else "seconds"
-    labels = [f"{v:g}" if unit == "probability" else format_seconds(v) for v in sweep.values]
     table = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     table.add_column("variant", style="bold", no_wrap=True)
-    for label in labels:
-        table.add_column(f"{sweep.knob.replace('_', '-')} {label}", no_wrap=True)
+    for value in sweep.values:
+        table.add_column(sweep.heading(value), no_wrap=True)
     for summary in report.variants:
-        rows = {row[0]: row for row in summary.sweep_rates()}
-        cells = []
-        for value in sweep.values:
-            row = rows.get(value)
-            if row is None:
-                cells.append(Text("—", style="dim"))
-            else:
-                _, trials, failures, rate, low, high = row
-                interval = f"{percent(low, unit=False)}–{percent(high, unit=False)}"
-                cells.append(Text(f"{percent(rate)} ({interval})" if failures else f"0/{trials}"))
+        texts = [summary.sweep_text(value) for value in sweep.values]
+        cells = [Text("—", style="dim") if text is None else Text(text) for text in texts]
         table.add_row(summary.name if len(report.info.scenarios) == 1 else summary.variant, *cells)
     console.print()
-    console.print(Text(f"Failure rate per value of {sweep.knob.replace('_', '-')} (swept)", style="bold underline"))
+    console.print(Text(f"{sweep.title} (swept)", style="bold underline"))
     console.print(table)
+    only = report.safe_only_under_gil()
+    if only:
+        names = ", ".join(s.name if len(report.info.scenarios) == 1 else s.variant for s in only)
+        console.print(Text.assemble(("safe only under the GIL: ", "bold"), (names, "bold red")))
+    elif report.info.config.gil_sweep and report.complete:  # an interrupted run may lack a side
+        console.print(Text("no variant held with the GIL and failed without it", style="dim"))
 
 
 def print_comparison(

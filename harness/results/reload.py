@@ -19,7 +19,7 @@ from harness.results.stats import Exploration, VariantStats
 from harness.results.summary import RunInfo, RunReport, ranked
 from harness.scenario import Expect
 
-__all__ = ["load_report"]
+__all__ = ["load_report", "ran_atomically"]
 
 
 def load_report(run_dir: Path) -> RunReport:
@@ -58,11 +58,13 @@ def load_report(run_dir: Path) -> RunReport:
         complete=complete,
         interrupted=interrupted,
         stopped_by=stopped_by,
-        atomic=_atomic(run_dir),
+        atomic=ran_atomically(run_dir),
     )
 
 
-def _atomic(run_dir: Path) -> tuple[str, ...]:
+def ran_atomically(run_dir: Path) -> tuple[str, ...]:
+    """The installed packages a run's ``summary.json`` says ran with no switch inside (none when
+    it has no summary)."""
     try:
         found = json.loads((run_dir / SUMMARY).read_text(encoding="utf-8")).get("ran_atomically", [])
     except (OSError, ValueError, AttributeError):

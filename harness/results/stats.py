@@ -145,8 +145,10 @@ class VariantStats:
     stretched: int = 0
     #: Trials run again because an earlier attempt could not be judged.
     rerun: int = 0
-    first_passes: list[float] = field(default_factory=list)
-    last_passes: deque[float] = field(default_factory=lambda: deque(maxlen=LOAD_WINDOW))
+    #: Per swept value (None without a sweep): the first and the last passing trials' durations,
+    #: and the trials seen. A sweep's values run one after the other, and a knob's value (the GIL
+    #: off) changes how long a trial takes: the machine's load is judged within one value.
+    passes: dict[float | None, tuple[list[float], deque[float], list[int]]] = field(default_factory=dict)
 
     def add(self, result: TrialResult) -> None:
         self.trials += 1
@@ -171,11 +173,13 @@ class VariantStats:
         if result.sweep is not None:
             per_value = self.sweep.setdefault(result.sweep, dict.fromkeys(Outcome, 0))
             per_value[outcome] += 1
+        first, last, seen = self.passes.setdefault(result.sweep, ([], deque(maxlen=LOAD_WINDOW), [0]))
+        seen[0] += 1
         if outcome is Outcome.PASSED:
             self.slowest_pass = max(self.slowest_pass, result.duration)
-            if len(self.first_passes) < LOAD_WINDOW:
-                self.first_passes.append(result.duration)
-            self.last_passes.append(result.duration)
+            if len(first) < LOAD_WINDOW:
+                first.append(result.duration)
+            last.append(result.duration)
         if outcome is Outcome.UNDECIDED or outcome is Outcome.UNSUPPORTED:
             kept = self.examples.get(outcome)
             if kept is None or result.seq < kept.seq:
@@ -199,12 +203,17 @@ class VariantStats:
         return self.trials - self.by_outcome[Outcome.UNDECIDED] - self.by_outcome[Outcome.UNSUPPORTED]
 
     def slowdown(self) -> float | None:
-        """How many times slower the last passing trials ran than the first (None: too few)."""
-        if len(self.first_passes) < LOAD_WINDOW or self.trials < 4 * LOAD_WINDOW:
-            return None
-        first = sorted(self.first_passes)[LOAD_WINDOW // 2]
-        last = sorted(self.last_passes)[len(self.last_passes) // 2]
-        return last / first if first > 0 else None
+        """How many times slower the last passing trials ran than the first, medians of
+        `LOAD_WINDOW` each; in a sweep, the largest such figure within one swept value (None: too
+        few trials)."""
+        ratios = []
+        for first, last, (seen,) in self.passes.values():
+            if len(first) < LOAD_WINDOW or seen < 4 * LOAD_WINDOW:
+                continue
+            start = sorted(first)[LOAD_WINDOW // 2]
+            if start > 0:
+                ratios.append(sorted(last)[len(last) // 2] / start)
+        return max(ratios, default=None)
 
     def summary(self) -> VariantSummary:
         judged = self.judged
@@ -339,6 +348,15 @@ class VariantSummary:
             low, high = wilson(failures, trials)
             rows.append((value, trials, failures, failures / trials if trials else 0.0, low, high))
         return rows
+
+    def sweep_text(self, value: float) -> str | None:
+        """Swept ``value``'s cell in a sweep table: ``5.0 % (4.1–6.0)``, ``0/2000`` when no trial
+        failed; None when no trial ran at that value."""
+        for swept, trials, failures, rate, low, high in self.sweep_rates():
+            if swept == value:
+                interval = f"{percent(low, unit=False)}–{percent(high, unit=False)}"
+                return f"{percent(rate)} ({interval})" if failures else f"0/{trials}"
+        return None
 
     @property
     def scenario(self) -> str:

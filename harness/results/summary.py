@@ -186,6 +186,10 @@ def replay_command(
         words += ["--timeout", repr(config.timeout)]
     if config.start_method != "fork":
         words += ["--start-method", config.start_method]
+    # The GIL the trial ran with: its side's in a GIL sweep, else the run's when it asked for one.
+    setting = config.sweep.label(sweep) if config.gil_sweep and config.sweep and sweep is not None else config.gil
+    if setting is not None:
+        words += ["--gil", setting]
     return shlex.join(words)  # a path with a space in it stays one argument
 
 
@@ -226,6 +230,20 @@ class RunReport:
     @property
     def not_exposed(self) -> list[VariantSummary]:
         return [s for s in self.variants if s.verdict is Verdict.NOT_EXPOSED]
+
+    def safe_only_under_gil(self) -> list[VariantSummary]:
+        """In a GIL sweep (``--sweep gil=on,off``): the variants that never failed with the GIL on
+        and failed with it off — code that is correct only by accident of the GIL. Empty for any
+        other run."""
+        if not self.info.config.gil_sweep:
+            return []
+        found = []
+        for summary in self.variants:
+            rows = {value: (trials, failures) for value, trials, failures, *_ in summary.sweep_rates()}
+            on, off = rows.get(1.0), rows.get(0.0)
+            if on is not None and off is not None and on[0] and not on[1] and off[1]:
+                found.append(summary)
+        return found
 
     def health(self) -> list[str]:
         """What the run says about itself, as Hypothesis's health checks do: a machine that got
@@ -309,6 +327,8 @@ class RunReport:
                 "variants": [self._variant_dict(s) for s in self.variants],
             }
         )
+        if self.info.config.gil_sweep:
+            data["safe_only_under_gil"] = [s.variant for s in self.safe_only_under_gil()]
         return data
 
     def _variant_dict(self, summary: VariantSummary) -> dict[str, Any]:
