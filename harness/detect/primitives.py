@@ -808,7 +808,10 @@ class Lock:
         owner = self._owner
         if owner is not None:
             held = owner.held
-            if held and held[-1] is self:  # the usual case, last in first out
+            # Last in, first out: the usual case, taken only by the owner's own thread. Another
+            # thread's release of a plain Lock races with the owner's appends and removes (without
+            # the GIL, at any instruction: the list was emptied between the test and the index).
+            if owner.ident == get_ident() and held[-1:] == [self]:
                 del held[-1:]
             else:
                 _unlink(held, self)
@@ -820,7 +823,7 @@ class Lock:
         owner = self._owner
         if owner is not None:
             held = owner.held
-            if held and held[-1] is self:  # the usual case, last in first out
+            if owner.ident == get_ident() and held[-1:] == [self]:
                 del held[-1:]
             else:
                 _unlink(held, self)

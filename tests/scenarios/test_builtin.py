@@ -11,8 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from harness.perturb import gil
 from harness.registry import Registry
 from tests.helpers import stress, summary, variant
+
+#: Without the GIL a forced switch is a pause that others may or may not use, and some rates are
+#: lower: semaphore/release-without-acquire fails ≈ 0.33 of trials on 3.13.5t, not ≈ 0.57.
+FREE_THREADED_SHARE = 0.5 if not gil.enabled() else 1.0
 
 # Lowest failure rate accepted from each unsafe variant at the default knobs, and the trials per
 # variant needed for that floor to sit several standard deviations below the observed rate.
@@ -92,7 +97,7 @@ def test_scenario_behaves_as_declared(tmp_path: Path, scenario: str) -> None:
             assert entry["potential_deadlocks"] == [], entry
             assert entry["verdict"] == "held"
         else:
-            assert entry["failure_rate"] >= FLOOR[entry["variant"]], entry
+            assert entry["failure_rate"] >= FLOOR[entry["variant"]] * FREE_THREADED_SHARE, entry
             assert entry["verdict"] == "exposed"
             # An unsafe variant fails by what it gets wrong, never by crashing the harness; where
             # the wait-for graph sees every wait, never by hanging either. Where it may hang, a
