@@ -14,12 +14,13 @@ free_threaded = pytest.mark.skipif(not gil.FREE_THREADED, reason="needs a free-t
 
 
 @pytest.mark.skipif(gil.FREE_THREADED, reason="a build with a GIL")
-def test_gil_off_on_a_build_with_a_gil_is_one_line_naming_the_build(tmp_path: Path) -> None:
-    out = stress("run", "counter", "--gil", "off", "-n", "5", cwd=tmp_path)
+@pytest.mark.parametrize("asked", [("--gil", "off"), ("--sweep", "gil=on,off")], ids=["gil-off", "sweep"])
+def test_no_gil_on_a_build_with_a_gil_is_one_line_naming_the_build(tmp_path: Path, asked: tuple[str, str]) -> None:
+    out = stress("run", "counter", *asked, "-n", "5", cwd=tmp_path)
     assert out.code == 2, out.stdout + out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
-    assert "--gil off needs a free-threaded build" in lines[0], lines
+    assert f"{' '.join(asked)} needs a free-threaded build" in lines[0], lines
     assert "with the GIL" in lines[0], lines
     assert not (tmp_path / "reports").exists()  # nothing ran
 
@@ -52,16 +53,6 @@ def test_a_run_starts_again_with_the_gil_it_asks_for(tmp_path: Path, setting: st
     assert data["python"]["free_threaded_build"] is True
     # The replay line and the recorded command are the user's, not the restarted interpreter's.
     assert "--gil " + setting in data["command"], data["command"]
-
-
-@pytest.mark.skipif(gil.FREE_THREADED, reason="a build with a GIL")
-def test_sweeping_the_gil_on_a_build_with_a_gil_is_one_line_naming_the_build(tmp_path: Path) -> None:
-    out = stress("run", "counter", "--sweep", "gil=on,off", "-n", "5", cwd=tmp_path)
-    assert out.code == 2, out.stdout + out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1, out.stderr
-    assert "--sweep gil=on,off needs a free-threaded build" in lines[0], lines
-    assert not (tmp_path / "reports").exists()  # nothing ran
 
 
 RACE = str(Path(__file__).parent / "fixtures" / "gil_race.py")
