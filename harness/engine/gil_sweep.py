@@ -198,9 +198,10 @@ def run(
                     process.send_signal(again)
                     forwarded = 2
             if process.returncode not in (0, 1, 130, 143, -signal.SIGTERM, -signal.SIGINT):
+                ran = f"; what ran is in {folder}" if (folder / RESULTS).exists() else ""
                 raise UserError(
                     f"the run with the GIL {label} ended with exit status {process.returncode} "
-                    f"(its error is above); what ran is in {folder}"
+                    f"(its error is above){ran}"
                 )
             atomic.update(ran_atomically(folder))
     except BaseException:

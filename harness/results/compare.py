@@ -7,35 +7,12 @@ is a regression; a significant decrease, an improvement; anything else is no evi
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from harness.results.summary import RunReport
+from harness.results.stats import fisher_exact
+from harness.results.summary import ALPHA, RunReport
 
 __all__ = ["Change", "compare", "fisher_exact"]
-
-ALPHA = 0.05
-
-
-def fisher_exact(a: int, b: int, c: int, d: int) -> float:
-    """Two-sided p-value of Fisher's exact test for the table ``[[a, b], [c, d]]``."""
-    rows, cols, total = a + b, a + c, a + b + c + d
-    if total == 0:
-        return 1.0
-    low, high = max(0, cols - (total - rows)), min(rows, cols)
-
-    margins = (
-        math.lgamma(rows + 1) + math.lgamma(total - rows + 1) + math.lgamma(cols + 1) + math.lgamma(total - cols + 1)
-    )
-    margins -= math.lgamma(total + 1)
-
-    def log_p(x: int) -> float:
-        cells = math.lgamma(x + 1) + math.lgamma(rows - x + 1) + math.lgamma(cols - x + 1)
-        return margins - cells - math.lgamma(total - rows - cols + x + 1)
-
-    observed = log_p(a) + 1e-7  # tables as likely as the observed one count too
-    p = sum(math.exp(value) for value in map(log_p, range(low, high + 1)) if value <= observed)
-    return min(1.0, p)
 
 
 @dataclass(frozen=True)

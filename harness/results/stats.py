@@ -17,7 +17,7 @@ from harness.detect.lock_order import LockOrder, PotentialDeadlock
 from harness.results.outcome import Outcome, TrialResult
 from harness.scenario import Expect
 
-__all__ = ["Exploration", "VariantStats", "VariantSummary", "Verdict", "rule_of_three", "wilson"]
+__all__ = ["Exploration", "VariantStats", "VariantSummary", "Verdict", "fisher_exact", "rule_of_three", "wilson"]
 
 Z95 = 1.959963984540054
 
@@ -410,6 +410,28 @@ class VariantSummary:
             ],
             "exploration": self.exploration.to_dict() if self.exploration else None,
         }
+
+
+def fisher_exact(a: int, b: int, c: int, d: int) -> float:
+    """Two-sided p-value of Fisher's exact test for the table ``[[a, b], [c, d]]`` (counts: a
+    rate's failures and passes in one condition, then in the other)."""
+    rows, cols, total = a + b, a + c, a + b + c + d
+    if total == 0:
+        return 1.0
+    low, high = max(0, cols - (total - rows)), min(rows, cols)
+
+    margins = (
+        math.lgamma(rows + 1) + math.lgamma(total - rows + 1) + math.lgamma(cols + 1) + math.lgamma(total - cols + 1)
+    )
+    margins -= math.lgamma(total + 1)
+
+    def log_p(x: int) -> float:
+        cells = math.lgamma(x + 1) + math.lgamma(rows - x + 1) + math.lgamma(cols - x + 1)
+        return margins - cells - math.lgamma(total - rows - cols + x + 1)
+
+    observed = log_p(a) + 1e-7  # tables as likely as the observed one count too
+    p = sum(math.exp(value) for value in map(log_p, range(low, high + 1)) if value <= observed)
+    return min(1.0, p)
 
 
 def percent(value: float, *, unit: bool = True) -> str:

@@ -16,7 +16,10 @@ from harness.config import RunConfig
 from harness.perturb import gil
 from harness.perturb.knobs import Perturbation
 from harness.results.outcome import Outcome, TrialResult
-from harness.results.stats import VariantSummary, Verdict
+from harness.results.stats import VariantSummary, Verdict, fisher_exact
+
+#: Significance level of the GIL comparison (`RunReport.safe_only_under_gil`), as `stress compare`'s.
+ALPHA = 0.05
 
 __all__ = ["SCHEMA", "RunInfo", "RunReport", "VariantInfo", "python_info", "ranked", "replay_command"]
 
@@ -233,15 +236,18 @@ class RunReport:
 
     def safe_only_under_gil(self) -> list[VariantSummary]:
         """In a GIL sweep (``--sweep gil=on,off``): the variants that never failed with the GIL on
-        and failed with it off — code that is correct only by accident of the GIL. Empty for any
-        other run."""
+        and failed with it off, significantly so (Fisher's exact test, two-sided, p < `ALPHA`:
+        0 of 25 against 1 of 25 says nothing) — code that is correct only by accident of the GIL.
+        Empty for any other run."""
         if not self.info.config.gil_sweep:
             return []
         found = []
         for summary in self.variants:
             rows = {value: (trials, failures) for value, trials, failures, *_ in summary.sweep_rates()}
             on, off = rows.get(1.0), rows.get(0.0)
-            if on is not None and off is not None and on[0] and not on[1] and off[1]:
+            if on is None or off is None or on[1] or not off[1]:
+                continue
+            if fisher_exact(on[1], on[0] - on[1], off[1], off[0] - off[1]) < ALPHA:
                 found.append(summary)
         return found
 
