@@ -353,12 +353,14 @@ class LiveProgress:
         style = "bold red" if expect is Expect.SAFE else "yellow"
         what = "expected safe, but" if expect is Expect.SAFE else "fails:"
         summary = result.evidence.summary() if result.evidence else ""
+        sweep = self._info.config.sweep if self._info else None
+        swept = f"({sweep.heading(result.sweep)}) " if sweep is not None and result.sweep is not None else ""
         self.console.print(
             _marked(
                 Text("✗", style=style),
                 Text.assemble(
                     (result.variant, "bold"),
-                    f" {what} {self._info.unit if self._info else 'trial'} {result.trial} ",
+                    f" {what} {self._info.unit if self._info else 'trial'} {result.trial} {swept}",
                     (result.outcome.label, _OUTCOME_STYLE[result.outcome]),
                     f" — {summary}" if summary else "",
                 ),
@@ -454,6 +456,10 @@ def _run_heading(info: RunInfo) -> Text:
         amount = f"every schedule within {config.max_preemptions} preemptions"
     else:
         amount = f"{plural(config.iterations, info.unit)} per variant"
+    if config.sweep is not None:
+        # Each value in turn; a GIL sweep's values each in an interpreter of its own.
+        order = ", then ".join(config.sweep.heading(v) for v in config.sweep.values)
+        amount += f" per value ({order})"
     return Text.assemble(
         ("stress ", "bold"),
         (names, "bold cyan"),
